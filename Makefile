@@ -1,0 +1,50 @@
+# Sluice. `make test` is what CI runs (.ci/run); `make bench` and `make fuzz`
+# are for humans and the benchmark scripts.
+GO       ?= go
+FUZZTIME ?= 60s
+BENCHTIME ?= 1s
+BENCHCOUNT ?= 5
+
+# Benchmarks tracked over time (names are stable; see docs/benchmarks.md).
+BENCH_CORE = ^(BenchmarkForwardEstablished|BenchmarkForwardSYN|BenchmarkMaglevBuild|BenchmarkParse)$$
+
+# package:FuzzTarget for every parser and builder that takes untrusted input.
+FUZZ_TARGETS = \
+	./internal/packet:FuzzDecode \
+	./internal/encap:FuzzDecodeGUE \
+	./internal/encap:FuzzChecksum \
+	./internal/maglev:FuzzBuild \
+	./internal/datapath:FuzzWorker
+
+.PHONY: all build test vet race bench bench-all fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/sluice ./cmd/sluice
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The whole test suite: vet, unit, fuzz seed corpora, and the race detector.
+test: vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -short -race ./...
+
+bench:
+	$(GO) test -run='^$$' -bench='$(BENCH_CORE)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./internal/...
+
+bench-all:
+	bench/datapath.sh
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "== $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,67 @@
+package datapath
+
+import (
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Counters are a worker's packet counters. A snapshot is a copy; Add sums
+// snapshots of several workers.
+type Counters struct {
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+	TxErrors           uint64 // frames the link did not transmit
+	Passed             uint64 // not addressed to a service
+	FlowHits           uint64 // current entry: memoised stages skipped
+	FlowMisses         uint64 // no entry, or one from an older generation
+	Reaped             uint64 // expired entries removed by the reaper
+	Parse              [packet.NumVerdicts]uint64
+	Drops              [pipeline.NumReasons]uint64
+	Reals              []RealCounters // by pipeline.Real.ID
+}
+
+// RealCounters count what a worker sent to one backend of one service.
+type RealCounters struct {
+	Packets, Bytes uint64
+}
+
+// Dropped returns all drops, parse failures included.
+func (c *Counters) Dropped() uint64 {
+	var n uint64
+	for _, v := range c.Drops {
+		n += v
+	}
+	return n
+}
+
+// Add adds o to c.
+func (c *Counters) Add(o *Counters) {
+	c.RxPackets += o.RxPackets
+	c.RxBytes += o.RxBytes
+	c.TxPackets += o.TxPackets
+	c.TxBytes += o.TxBytes
+	c.TxErrors += o.TxErrors
+	c.Passed += o.Passed
+	c.FlowHits += o.FlowHits
+	c.FlowMisses += o.FlowMisses
+	c.Reaped += o.Reaped
+	for i := range c.Parse {
+		c.Parse[i] += o.Parse[i]
+	}
+	for i := range c.Drops {
+		c.Drops[i] += o.Drops[i]
+	}
+	if len(o.Reals) > len(c.Reals) {
+		c.Reals = append(c.Reals, make([]RealCounters, len(o.Reals)-len(c.Reals))...)
+	}
+	for i, r := range o.Reals {
+		c.Reals[i].Packets += r.Packets
+		c.Reals[i].Bytes += r.Bytes
+	}
+}
+
+func (c *Counters) clone() Counters {
+	d := *c
+	d.Reals = append([]RealCounters(nil), c.Reals...)
+	return d
+}

@@ -1,0 +1,97 @@
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Config configures a Datapath.
+type Config struct {
+	Links        []link.Link     // one worker per link (queue)
+	FlowCapacity int             // flows per worker table; default 1<<20
+	Timeouts     flow.Timeouts   // zero: flow.DefaultTimeouts()
+	Chain        *pipeline.Chain // nil: pipeline.DefaultChain()
+}
+
+// Datapath is a set of workers sharing one current generation.
+type Datapath struct {
+	gen     atomic.Pointer[pipeline.Generation]
+	workers []*Worker
+	clock   *flow.Clock
+}
+
+// New builds the workers and their flow tables; nothing runs until Run.
+func New(c Config) (*Datapath, error) {
+	if len(c.Links) == 0 {
+		return nil, errors.New("datapath: no links")
+	}
+	if c.FlowCapacity == 0 {
+		c.FlowCapacity = 1 << 20
+	}
+	if c.FlowCapacity < 0 {
+		return nil, fmt.Errorf("datapath: flow capacity %d is negative", c.FlowCapacity)
+	}
+	if c.Timeouts == (flow.Timeouts{}) {
+		c.Timeouts = flow.DefaultTimeouts()
+	}
+	if c.Chain == nil {
+		c.Chain = pipeline.DefaultChain()
+	}
+	d := &Datapath{clock: flow.NewClock()}
+	for _, l := range c.Links {
+		d.workers = append(d.workers, newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts)))
+	}
+	return d, nil
+}
+
+// Apply makes g the generation every worker uses from its next batch on.
+func (d *Datapath) Apply(g *pipeline.Generation) { d.gen.Store(g) }
+
+// Generation returns the current generation.
+func (d *Datapath) Generation() *pipeline.Generation { return d.gen.Load() }
+
+// Workers returns the workers, one per link.
+func (d *Datapath) Workers() []*Worker { return d.workers }
+
+// Run runs every worker until ctx is done or a worker's link fails; either
+// way it closes every link, waits for the workers and returns their errors.
+func (d *Datapath) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(d.workers))
+	for i, w := range d.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = w.run(); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	stop := context.AfterFunc(ctx, func() {
+		for _, w := range d.workers {
+			w.link.Close()
+		}
+	})
+	wg.Wait()
+	stop()
+	return errors.Join(errs...)
+}
+
+// Counters returns the sum of every worker's counters.
+func (d *Datapath) Counters() Counters {
+	var sum Counters
+	for _, w := range d.workers {
+		c := w.Snapshot()
+		sum.Add(&c)
+	}
+	return sum
+}

@@ -1,0 +1,209 @@
+package datapath
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Reap budgets: slots of the flow table the reaper examines after each busy
+// batch and after each idle poll.
+const (
+	reapBusy = 64
+	reapIdle = 4096
+)
+
+// Worker forwards the packets of one link.
+type Worker struct {
+	// Immutable after newWorker.
+	link  link.Link
+	chain *pipeline.Chain
+	gen   *atomic.Pointer[pipeline.Generation]
+	clock *flow.Clock
+
+	// Owned by the worker goroutine.
+	flows    *flow.Table
+	frames   []link.Frame
+	pkts     []pipeline.Packet
+	miss     []*pipeline.Packet
+	hit      []*pipeline.Packet
+	tx       []link.Frame
+	drop     []link.Frame
+	counters Counters
+	ctx      pipeline.Context
+
+	// Snapshot requests, answered between batches.
+	snapMu  sync.Mutex // serialises Snapshot callers
+	req     chan struct{}
+	resp    chan Counters
+	done    chan struct{} // closed when run returns
+	running atomic.Bool
+}
+
+func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.Generation], clock *flow.Clock, flows *flow.Table) *Worker {
+	n := l.BatchSize()
+	w := &Worker{
+		link: l, chain: chain, gen: gen, clock: clock, flows: flows,
+		frames: make([]link.Frame, n),
+		pkts:   make([]pipeline.Packet, n),
+		miss:   make([]*pipeline.Packet, 0, n),
+		hit:    make([]*pipeline.Packet, 0, n),
+		tx:     make([]link.Frame, 0, n),
+		drop:   make([]link.Frame, 0, n),
+		req:    make(chan struct{}, 1),
+		resp:   make(chan Counters),
+		done:   make(chan struct{}),
+	}
+	w.ctx.Flows = flows
+	return w
+}
+
+// Flows returns the worker's flow table; only for the worker goroutine, or
+// once the worker has stopped.
+func (w *Worker) Flows() *flow.Table { return w.flows }
+
+// Poll receives one batch and forwards it. It returns how many frames were
+// received. It is the whole packet path; Run calls it in a loop.
+func (w *Worker) Poll() (int, error) {
+	n, err := w.link.Recv(w.frames)
+	now := w.clock.Now()
+	if n == 0 {
+		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
+		return 0, err
+	}
+	w.process(n, now)
+	w.counters.Reaped += uint64(w.flows.Reap(now, reapBusy))
+	return n, err
+}
+
+func (w *Worker) process(n int, now uint32) {
+	g := w.gen.Load()
+	if g == nil {
+		w.link.Release(w.frames[:n])
+		w.counters.Passed += uint64(n)
+		return
+	}
+	if len(w.counters.Reals) < len(g.Reals) {
+		w.counters.Reals = append(w.counters.Reals, make([]RealCounters, len(g.Reals)-len(w.counters.Reals))...)
+	}
+	c := &w.counters
+	w.ctx.Gen, w.ctx.Now = g, now
+	w.miss, w.hit = w.miss[:0], w.hit[:0]
+
+	for i := 0; i < n; i++ {
+		f := &w.frames[i]
+		p := &w.pkts[i]
+		p.Buf, p.Off, p.Len = f.Buf, f.Off, f.Len
+		c.RxPackets++
+		c.RxBytes += uint64(f.Len)
+		if !pipeline.Prepare(p, g) {
+			continue
+		}
+		e := w.flows.Lookup(&p.Key, p.Hash)
+		p.Entry = e
+		if e != nil && e.Gen == g.ID {
+			// Current entry: its memoised results stand.
+			p.Real = g.Reals[e.Backend]
+			p.Service = g.Services[p.Real.Service]
+			if !p.ICMPError {
+				e.Observe(p.Parsed.TCPFlags, now)
+			}
+			w.hit = append(w.hit, p)
+			continue
+		}
+		w.miss = append(w.miss, p)
+	}
+	c.FlowHits += uint64(len(w.hit))
+	c.FlowMisses += uint64(len(w.miss))
+
+	if len(w.miss) > 0 {
+		w.chain.Run(&w.ctx, w.miss)
+		for _, p := range w.miss {
+			if p.Verdict == pipeline.Forward && p.Entry != nil && !p.ICMPError {
+				p.Entry.Observe(p.Parsed.TCPFlags, now)
+			}
+		}
+	}
+	if len(w.hit) > 0 {
+		w.chain.RunCached(&w.ctx, w.hit)
+	}
+
+	w.tx, w.drop = w.tx[:0], w.drop[:0]
+	for i := 0; i < n; i++ {
+		p := &w.pkts[i]
+		f := w.frames[i]
+		switch p.Verdict {
+		case pipeline.Forward:
+			f.Off, f.Len = p.Off, p.Len
+			w.tx = append(w.tx, f)
+			c.TxBytes += uint64(p.Len)
+			rc := &c.Reals[p.Real.ID]
+			rc.Packets++
+			rc.Bytes += uint64(p.Len)
+		case pipeline.Pass:
+			c.Passed++
+			w.drop = append(w.drop, f)
+		default:
+			if p.Reason == pipeline.ReasonParse {
+				c.Parse[p.Parsed.Verdict]++
+			}
+			c.Drops[p.Reason]++
+			w.drop = append(w.drop, f)
+		}
+	}
+	if len(w.drop) > 0 {
+		w.link.Release(w.drop)
+	}
+	if len(w.tx) > 0 {
+		sent, _ := w.link.Send(w.tx)
+		c.TxPackets += uint64(sent)
+		c.TxErrors += uint64(len(w.tx) - sent)
+	}
+}
+
+// run polls until the link closes, answering snapshot requests between
+// batches.
+func (w *Worker) run() error {
+	w.running.Store(true)
+	defer close(w.done)
+	for {
+		_, err := w.Poll()
+		select {
+		case <-w.req:
+			w.resp <- w.counters.clone()
+		default:
+		}
+		if err != nil {
+			if errors.Is(err, link.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// Snapshot returns a copy of the worker's counters. While the worker runs it
+// answers between two batches (within one link poll interval); once it has
+// stopped the counters are read directly.
+func (w *Worker) Snapshot() Counters {
+	w.snapMu.Lock()
+	defer w.snapMu.Unlock()
+	if !w.running.Load() {
+		return w.counters.clone() // never started
+	}
+	select {
+	case w.req <- struct{}{}:
+	case <-w.done:
+		return w.counters.clone()
+	}
+	select {
+	case c := <-w.resp:
+		return c
+	case <-w.done:
+		return w.counters.clone()
+	}
+}

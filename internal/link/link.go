@@ -1,0 +1,53 @@
+// Package link is batch packet I/O for the datapath: one small interface that
+// the AF_XDP, AF_PACKET and in-memory (internal/link/mem) links implement.
+//
+// A link owns its buffers. Recv lends frames to the caller; the caller gives
+// every frame back exactly once, either by Send (transmit it, possibly after
+// rewriting it in place and moving its start into the headroom) or by Release
+// (drop it). This is the shape AF_XDP needs (frames live in the UMEM and go
+// from the RX ring to the TX ring without a copy), and it costs the other
+// links nothing.
+package link
+
+import "errors"
+
+// ErrClosed is returned by Recv and Send once the link is closed.
+var ErrClosed = errors.New("link: closed")
+
+// Frame is one packet in a link-owned buffer. The packet is
+// Buf[Off : Off+Len]; Buf[:Off] is headroom the caller may write into when
+// it prepends headers (it then lowers Off and raises Len).
+type Frame struct {
+	Buf []byte
+	Off int
+	Len int
+	// Handle is private to the link that produced the frame (for example the
+	// UMEM address of the buffer). Callers must not change it.
+	Handle uint64
+}
+
+// Bytes returns the packet.
+func (f *Frame) Bytes() []byte { return f.Buf[f.Off : f.Off+f.Len] }
+
+// Link is a batch packet interface. A Link is used by one worker goroutine;
+// only Close may be called from another goroutine.
+type Link interface {
+	// BatchSize is the largest number of frames Recv fills at once; callers
+	// pass slices of at least this length.
+	BatchSize() int
+	// Headroom is the number of bytes before every received frame that the
+	// caller may use to prepend headers (Frame.Off >= Headroom()).
+	Headroom() int
+	// Recv fills frames[:n] with received packets and returns n. It waits at
+	// most until the link's poll interval has passed, so it may return 0 with
+	// a nil error; the caller uses those returns for housekeeping. It returns
+	// ErrClosed after Close.
+	Recv(frames []Frame) (n int, err error)
+	// Send transmits frames and takes all of them back, including those it
+	// could not transmit; it returns how many were transmitted.
+	Send(frames []Frame) (sent int, err error)
+	// Release takes back frames that will not be transmitted.
+	Release(frames []Frame)
+	// Close stops the link; pending and later Recv calls return ErrClosed.
+	Close() error
+}

@@ -1,0 +1,253 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/maglev"
+	"github.com/sluicelb/sluice/internal/packet"
+)
+
+// Real is one backend of one service, as the datapath sees it.
+type Real struct {
+	ID       uint32 // stable while the backend stays in the service; indexes Generation.Reals
+	Name     string // Maglev identity (the backend address unless named otherwise)
+	Service  int    // index of the service in Generation.Services
+	Weight   uint32 // 0: draining, receives no new flows
+	Template *encap.Template
+}
+
+// Service is a virtual IP with a protocol and a port or port range.
+type Service struct {
+	Index        int
+	Name         string
+	Addr         [16]byte // IPv4-mapped for IPv4, as flow.Key stores it
+	Proto        uint8
+	PortLo       uint16 // 0 and PortHi 0: every port
+	PortHi       uint16
+	SecondChance bool // mid-flow packets without an entry carry [owner, previous owner]
+	Table        *maglev.Table
+	Reals        []*Real // indexed like Table.Backends()
+}
+
+// Generation is one immutable configuration of the datapath.
+type Generation struct {
+	ID          uint32
+	Seed        uint64 // cluster-wide hash seed: identical on every node
+	MaxFrameLen int    // encapsulated frames longer than this are dropped (TooBig); 0 = no limit
+	Services    []*Service
+	Reals       []*Real // indexed by Real.ID; nil for IDs not in this generation
+
+	exact map[serviceKey]*Service // services with a single port
+	wide  map[serviceKey][]*Service
+}
+
+type serviceKey struct {
+	addr  [16]byte
+	port  uint16 // 0 in wide
+	proto uint8
+}
+
+// Lookup returns the service for a destination address, protocol and port,
+// or nil.
+func (g *Generation) Lookup(dst [16]byte, proto uint8, port uint16) *Service {
+	if s := g.exact[serviceKey{dst, port, proto}]; s != nil {
+		return s
+	}
+	for _, s := range g.wide[serviceKey{dst, 0, proto}] {
+		if s.PortLo == 0 && s.PortHi == 0 || port >= s.PortLo && port <= s.PortHi {
+			return s
+		}
+	}
+	return nil
+}
+
+// Spec is the datapath's view of a configuration: what the control plane
+// hands to a Builder.
+type Spec struct {
+	Seed        uint64
+	MaxFrameLen int
+	Services    []ServiceSpec
+}
+
+// ServiceSpec describes one service.
+type ServiceSpec struct {
+	Name         string
+	Addr         netip.Addr
+	Proto        uint8 // packet.ProtoTCP or packet.ProtoUDP
+	Port         uint16
+	PortEnd      uint16 // 0: only Port; Port 0 and PortEnd 0: every port
+	M            uint32 // Maglev table size; 0 = maglev.DefaultM
+	SecondChance bool
+	Backends     []BackendSpec
+}
+
+// BackendSpec describes one backend of a service.
+type BackendSpec struct {
+	Name   string // identity for Maglev; empty: Tunnel.Dst.String()
+	Weight uint32
+	Tunnel encap.Tunnel
+}
+
+// Builder turns Specs into Generations. It keeps the previous generation so
+// that backend IDs stay stable and Maglev slots remember their previous owner.
+// A Builder is used by one goroutine.
+type Builder struct {
+	gen    *Generation
+	ids    map[realKey]uint32
+	nextID uint32
+}
+
+type realKey struct {
+	service serviceKey
+	portHi  uint16
+	name    string
+}
+
+// ErrSpec wraps every validation error of Build.
+var ErrSpec = errors.New("invalid datapath spec")
+
+// NewBuilder returns a builder with no generation.
+func NewBuilder() *Builder { return &Builder{ids: make(map[realKey]uint32)} }
+
+// Current returns the last generation built, or nil.
+func (b *Builder) Current() *Generation { return b.gen }
+
+// Build validates spec and returns the next generation. On error the builder
+// is unchanged and the running generation stays in force.
+func (b *Builder) Build(spec Spec) (*Generation, error) {
+	g := &Generation{
+		Seed:        spec.Seed,
+		MaxFrameLen: spec.MaxFrameLen,
+		exact:       make(map[serviceKey]*Service),
+		wide:        make(map[serviceKey][]*Service),
+	}
+	if b.gen != nil {
+		g.ID = b.gen.ID + 1
+	} else {
+		g.ID = 1
+	}
+	ids := make(map[realKey]uint32, len(b.ids))
+	nextID := b.nextID
+	type claim struct {
+		lo, hi uint16
+		name   string
+	}
+	claims := make(map[serviceKey][]claim)
+
+	for si, ss := range spec.Services {
+		errf := func(format string, a ...any) error {
+			return fmt.Errorf("%w: services[%d] (%s): %s", ErrSpec, si, ss.Name, fmt.Sprintf(format, a...))
+		}
+		if !ss.Addr.IsValid() {
+			return nil, errf("address is not set")
+		}
+		if ss.Proto != packet.ProtoTCP && ss.Proto != packet.ProtoUDP {
+			return nil, errf("protocol %d is not tcp (6) or udp (17)", ss.Proto)
+		}
+		lo, hi := ss.Port, ss.PortEnd
+		if hi == 0 {
+			hi = lo
+		}
+		if hi < lo {
+			return nil, errf("port range %d-%d is reversed", lo, hi)
+		}
+		key := serviceKey{addr: ss.Addr.As16(), proto: ss.Proto}
+		wk := key
+		for _, c := range claims[wk] {
+			if lo <= c.hi && c.lo <= hi || lo == 0 && hi == 0 || c.lo == 0 && c.hi == 0 {
+				return nil, errf("ports %d-%d overlap service %s", lo, hi, c.name)
+			}
+		}
+		claims[wk] = append(claims[wk], claim{lo, hi, ss.Name})
+
+		svc := &Service{
+			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
+			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance,
+		}
+		if lo == hi && lo != 0 {
+			svc.PortLo, svc.PortHi = lo, lo
+			key.port = lo
+			g.exact[key] = svc
+		} else {
+			g.wide[wk] = append(g.wide[wk], svc)
+		}
+
+		members := make([]maglev.Backend, 0, len(ss.Backends))
+		byName := make(map[string]*Real, len(ss.Backends))
+		var family netip.Addr
+		for bi, bs := range ss.Backends {
+			tmpl, err := encap.Compile(bs.Tunnel)
+			if err != nil {
+				return nil, errf("backends[%d]: %v", bi, err)
+			}
+			if family.IsValid() && family.Is4() != bs.Tunnel.Dst.Is4() {
+				return nil, errf("backends[%d]: %s mixes address families with %s", bi, bs.Tunnel.Dst, family)
+			}
+			family = bs.Tunnel.Dst
+			name := bs.Name
+			if name == "" {
+				name = bs.Tunnel.Dst.String()
+			}
+			if byName[name] != nil {
+				return nil, errf("backends[%d]: duplicate backend %q", bi, name)
+			}
+			rk := realKey{service: serviceKey{key.addr, lo, ss.Proto}, portHi: hi, name: name}
+			id, ok := b.ids[rk]
+			if !ok {
+				if id, ok = ids[rk]; !ok {
+					id = nextID
+					nextID++
+				}
+			}
+			ids[rk] = id
+			r := &Real{ID: id, Name: name, Service: si, Weight: bs.Weight, Template: tmpl}
+			byName[name] = r
+			members = append(members, maglev.Backend{Name: name, Weight: bs.Weight})
+		}
+		var prevTable *maglev.Table
+		if old := b.previous(svc); old != nil {
+			prevTable = old.Table
+		}
+		table, err := maglev.Build(members, maglev.Options{M: ss.M, Seed: spec.Seed}, prevTable)
+		if err != nil {
+			return nil, errf("maglev: %v", err)
+		}
+		svc.Table = table
+		// Backends that are only previous owners keep no Real: a packet whose
+		// slot names them as secondary goes to the owner alone.
+		for _, mb := range table.Backends() {
+			svc.Reals = append(svc.Reals, byName[mb.Name])
+		}
+		g.Services = append(g.Services, svc)
+	}
+
+	g.Reals = make([]*Real, nextID)
+	for _, svc := range g.Services {
+		for _, r := range svc.Reals {
+			if r != nil {
+				g.Reals[r.ID] = r
+			}
+		}
+	}
+	b.gen, b.ids, b.nextID = g, ids, nextID
+	return g, nil
+}
+
+// previous returns the service of the current generation with the same
+// address, protocol and ports as svc.
+func (b *Builder) previous(svc *Service) *Service {
+	if b.gen == nil {
+		return nil
+	}
+	i := slices.IndexFunc(b.gen.Services, func(o *Service) bool {
+		return o.Addr == svc.Addr && o.Proto == svc.Proto && o.PortLo == svc.PortLo && o.PortHi == svc.PortHi
+	})
+	if i < 0 {
+		return nil
+	}
+	return b.gen.Services[i]
+}

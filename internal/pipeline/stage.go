@@ -1,0 +1,119 @@
+package pipeline
+
+import (
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/packet"
+)
+
+// Verdict is what happens to a packet.
+type Verdict uint8
+
+const (
+	Continue Verdict = iota // undecided: the next stage runs
+	Forward                 // transmit Buf[Off:Off+Len]
+	Pass                    // not ours (no service): leave it to the kernel
+	Drop                    // discard; Reason says why
+)
+
+// Reason is why a packet was dropped. Parse failures carry ReasonParse and
+// the parser's own verdict in Packet.Parsed.Verdict.
+type Reason uint8
+
+const (
+	ReasonNone       Reason = iota
+	ReasonParse             // malformed: see packet.Verdict
+	ReasonNoBackend         // the service has no backend with weight > 0
+	ReasonFragment          // a non-first fragment: no ports to hash
+	ReasonICMP              // an ICMP error whose quoted packet names no flow
+	ReasonNoHeadroom        // the buffer has no room for the outer headers
+	ReasonTooBig            // the encapsulated frame exceeds MaxFrameLen
+	NumReasons
+)
+
+var reasonNames = [NumReasons]string{
+	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big",
+}
+
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Packet is one packet moving through the pipeline, with what the stages
+// learnt about it. Packets are owned by one worker and reused batch after
+// batch; nothing in them is retained across batches except by the flow table.
+type Packet struct {
+	Buf    []byte // the link's buffer; the frame is Buf[Off:Off+Len]
+	Off    int
+	Len    int
+	Parsed packet.Parsed
+
+	Key       flow.Key // the flow the packet belongs to (for ICMP errors: the quoted flow)
+	Hash      uint64   // Key.Hash(Generation.Seed)
+	ICMPError bool     // routed by the quoted flow; creates and changes no flow state
+	Entry     *flow.Entry
+
+	Service   *Service
+	Real      *Real
+	Secondary *Real // previous owner, for the hop list; nil if none
+
+	Verdict Verdict
+	Reason  Reason
+}
+
+// Context is what stages share within one batch.
+type Context struct {
+	Gen   *Generation
+	Flows *flow.Table // the worker's own table
+	Now   uint32      // flow.Clock reading for the batch
+}
+
+// Stage is one step of the pipeline. Process handles the packets of a batch
+// whose Verdict is Continue and leaves the others alone.
+type Stage interface {
+	Name() string
+	// Memoised reports whether the stage's result is recorded in the flow
+	// entry, so that later packets of a flow with a current entry skip it.
+	Memoised() bool
+	Process(c *Context, pkts []*Packet)
+}
+
+// Chain is the ordered list of stages, built once.
+type Chain struct {
+	all       []Stage
+	perPacket []Stage
+}
+
+// NewChain returns a chain running stages in order.
+func NewChain(stages ...Stage) *Chain {
+	c := &Chain{all: stages}
+	for _, s := range stages {
+		if !s.Memoised() {
+			c.perPacket = append(c.perPacket, s)
+		}
+	}
+	return c
+}
+
+// DefaultChain is classify -> load balance -> encapsulate.
+func DefaultChain() *Chain { return NewChain(Classify{}, Balance{}, Encapsulate{}) }
+
+// Stages returns the stages in order.
+func (c *Chain) Stages() []Stage { return c.all }
+
+// Run runs every stage over pkts (packets without a current flow entry).
+func (c *Chain) Run(ctx *Context, pkts []*Packet) {
+	for _, s := range c.all {
+		s.Process(ctx, pkts)
+	}
+}
+
+// RunCached runs only the per-packet stages, for packets whose memoised
+// results were taken from a current flow entry.
+func (c *Chain) RunCached(ctx *Context, pkts []*Packet) {
+	for _, s := range c.perPacket {
+		s.Process(ctx, pkts)
+	}
+}

@@ -1,0 +1,156 @@
+package pipeline
+
+import (
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/maglev"
+	"github.com/sluicelb/sluice/internal/packet"
+)
+
+// Prepare resets p for a new frame, parses it and derives its flow key and
+// hash. It reports whether the packet can go on to the flow lookup; if not,
+// p.Verdict says what became of it.
+func Prepare(p *Packet, g *Generation) bool {
+	p.Parsed.Decode(p.Buf[p.Off : p.Off+p.Len])
+	p.Entry, p.Service, p.Real, p.Secondary = nil, nil, nil, nil
+	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
+	if p.Parsed.Verdict != packet.OK {
+		p.Verdict, p.Reason = Drop, ReasonParse
+		return false
+	}
+	if p.Parsed.Frag == packet.LaterFragment {
+		// No ports to classify or hash by. (The first fragment, which has
+		// them, is forwarded.)
+		p.Verdict, p.Reason = Drop, ReasonFragment
+		return false
+	}
+	t := &p.Parsed.Tuple
+	if p.Parsed.HasInner {
+		// An ICMP error about a packet the backend sent from the VIP to the
+		// client: the flow is the quoted one, reversed.
+		if !p.Parsed.InnerPorts {
+			p.Verdict, p.Reason = Drop, ReasonICMP
+			return false
+		}
+		in := &p.Parsed.Inner
+		p.Key = flow.Key{Src: in.Dst, Dst: in.Src, SrcPort: in.DstPort, DstPort: in.SrcPort, Proto: in.Proto}
+		p.ICMPError = true
+	} else {
+		p.Key = flow.Key{Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort, Proto: t.Proto}
+	}
+	p.Hash = p.Key.Hash(g.Seed)
+	return true
+}
+
+// Classify finds the service a packet is addressed to. Its result is
+// memoised through the flow entry's backend, which belongs to one service.
+type Classify struct{}
+
+func (Classify) Name() string   { return "classify" }
+func (Classify) Memoised() bool { return true }
+
+func (Classify) Process(c *Context, pkts []*Packet) {
+	for _, p := range pkts {
+		if p.Verdict != Continue {
+			continue
+		}
+		p.Service = c.Gen.Lookup(p.Key.Dst, p.Key.Proto, p.Key.DstPort)
+		if p.Service == nil {
+			p.Verdict = Pass
+		}
+	}
+}
+
+// Balance picks the backend: the flow's existing backend while it stays in
+// the service, otherwise the Maglev owner of the flow's slot; it creates or
+// refreshes the flow entry.
+type Balance struct{}
+
+func (Balance) Name() string   { return "balance" }
+func (Balance) Memoised() bool { return true }
+
+func (Balance) Process(c *Context, pkts []*Packet) {
+	for _, p := range pkts {
+		if p.Verdict != Continue {
+			continue
+		}
+		svc := p.Service
+		if e := p.Entry; e != nil {
+			if int(e.Backend) < len(c.Gen.Reals) {
+				if r := c.Gen.Reals[e.Backend]; r != nil && r.Service == svc.Index {
+					p.Real = r
+					e.Gen = c.Gen.ID
+					continue
+				}
+			}
+			// Its backend left the service: the flow is rescheduled.
+		}
+		owner, prev := svc.Table.Slot(p.Hash)
+		if owner == maglev.NoBackend {
+			p.Verdict, p.Reason = Drop, ReasonNoBackend
+			continue
+		}
+		p.Real = svc.Reals[owner]
+		if p.ICMPError {
+			continue // routed statelessly; no entry
+		}
+		isSYN := p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()
+		if p.Entry == nil && svc.SecondChance && !isSYN && prev != owner && prev != maglev.NoBackend {
+			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
+		}
+		e := p.Entry
+		if e == nil {
+			// An earlier packet of the same batch may have created the entry.
+			var found bool
+			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
+			if e == nil {
+				continue // table full and nothing evictable: forward statelessly
+			}
+			p.Entry = e
+			if found {
+				p.Secondary = nil
+			} else if p.Key.Proto == packet.ProtoTCP {
+				e.State = flow.StateSYN
+				if !isSYN {
+					e.State = flow.StateEstablished
+				}
+			} else {
+				e.State = flow.StateUDP
+			}
+		}
+		e.Backend = p.Real.ID
+		e.Gen = c.Gen.ID
+	}
+}
+
+// Encapsulate writes the outer headers toward the chosen backend. It runs for
+// every packet: what is memoised is the backend, and with it the template.
+type Encapsulate struct{}
+
+func (Encapsulate) Name() string   { return "encapsulate" }
+func (Encapsulate) Memoised() bool { return false }
+
+func (Encapsulate) Process(c *Context, pkts []*Packet) {
+	for _, p := range pkts {
+		if p.Verdict != Continue {
+			continue
+		}
+		var secT *encap.Template
+		if p.Secondary != nil {
+			secT = p.Secondary.Template
+		}
+		l3 := p.Off + p.Parsed.L3Off
+		end := p.Off + p.Parsed.L3End
+		start := p.Real.Template.Encap(p.Buf, l3, end, p.Parsed.Tuple.IPVersion, p.Hash, secT)
+		if start < 0 {
+			p.Verdict, p.Reason = Drop, ReasonNoHeadroom
+			continue
+		}
+		if max := c.Gen.MaxFrameLen; max > 0 && end-start > max {
+			p.Verdict, p.Reason = Drop, ReasonTooBig
+			continue
+		}
+		p.Off, p.Len = start, end-start
+		p.Verdict = Forward
+	}
+}
