@@ -308,3 +308,55 @@ func TestZeroAllocsEstablished(t *testing.T) {
 }
 
 var _ = datapath.Counters{}
+
+// Within one batch, inserting new flows moves entries of the table (Robin
+// Hood shifts). Flows of an older generation handled in the same batch must
+// still have their own entries updated: afterwards every flow keeps its
+// backend and every packet of the next round hits a current entry.
+func TestBatchMixingOldAndNewFlows(t *testing.T) {
+	r := newRig(t, 512)
+	bes := backends4(4)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, bes[:3], nil)}})
+	const old, fresh = 200, 200
+	var frames [][]byte
+	for i := range uint32(old) {
+		frames = append(frames, tcpFrame(clients4.FlowSrc(i), vip4, sim.SYN))
+	}
+	first := map[uint32]netip.Addr{}
+	for i, o := range r.send(frames...) {
+		first[uint32(i)] = backendOf(t, o)
+	}
+	g2 := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, bes, nil)}})
+
+	// Interleave: old flow, new flow, old flow, ...
+	frames = frames[:0]
+	want := []netip.Addr{}
+	for i := range uint32(old) {
+		frames = append(frames, tcpFrame(clients4.FlowSrc(i), vip4, sim.ACK))
+		want = append(want, first[i])
+		src := clients4.FlowSrc(100000 + i)
+		frames = append(frames, tcpFrame(src, vip4, sim.SYN))
+		want = append(want, ownerOf(g2, src, vip4))
+	}
+	check := func(round string) {
+		out := r.send(frames...)
+		if len(out) != len(want) {
+			t.Fatalf("%s: %d frames out, want %d", round, len(out), len(want))
+		}
+		for i, o := range out {
+			if got := backendOf(t, o); got != want[i] {
+				t.Fatalf("%s: packet %d went to %v, want %v", round, i, got, want[i])
+			}
+		}
+	}
+	check("mixed batch")
+	before := r.counters()
+	check("second round")
+	after := r.counters()
+	if hits := after.FlowHits - before.FlowHits; hits != uint64(len(frames)) {
+		t.Fatalf("second round: %d of %d packets hit a current entry", hits, len(frames))
+	}
+	if n := r.dp.Workers()[0].Flows().Len(); n != old+fresh {
+		t.Fatalf("table holds %d flows, want %d", n, old+fresh)
+	}
+}

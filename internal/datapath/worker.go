@@ -103,9 +103,9 @@ func (w *Worker) process(n int, now uint32) {
 		if !pipeline.Prepare(p, g) {
 			continue
 		}
-		e := w.flows.Lookup(&p.Key, p.Hash)
-		p.Entry = e
-		if e != nil && e.Gen == g.ID {
+		// The entry pointer is used here, before any insert of this batch
+		// can move it, and not kept.
+		if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
 			// Current entry: its memoised results stand.
 			p.Real = g.Reals[e.Backend]
 			p.Service = g.Services[p.Real.Service]
@@ -122,11 +122,6 @@ func (w *Worker) process(n int, now uint32) {
 
 	if len(w.miss) > 0 {
 		w.chain.Run(&w.ctx, w.miss)
-		for _, p := range w.miss {
-			if p.Verdict == pipeline.Forward && p.Entry != nil && !p.ICMPError {
-				p.Entry.Observe(p.Parsed.TCPFlags, now)
-			}
-		}
 	}
 	if len(w.hit) > 0 {
 		w.chain.RunCached(&w.ctx, w.hit)

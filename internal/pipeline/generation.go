@@ -65,6 +65,16 @@ func (g *Generation) Lookup(dst [16]byte, proto uint8, port uint16) *Service {
 	return nil
 }
 
+// real returns the backend with the given ID if it belongs to svc in g.
+func (g *Generation) real(id uint32, svc *Service) *Real {
+	if int(id) < len(g.Reals) {
+		if r := g.Reals[id]; r != nil && r.Service == svc.Index {
+			return r
+		}
+	}
+	return nil
+}
+
 // Spec is the datapath's view of a configuration: what the control plane
 // hands to a Builder.
 type Spec struct {

@@ -53,7 +53,6 @@ type Packet struct {
 	Key       flow.Key // the flow the packet belongs to (for ICMP errors: the quoted flow)
 	Hash      uint64   // Key.Hash(Generation.Seed)
 	ICMPError bool     // routed by the quoted flow; creates and changes no flow state
-	Entry     *flow.Entry
 
 	Service   *Service
 	Real      *Real

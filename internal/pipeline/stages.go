@@ -12,7 +12,7 @@ import (
 // p.Verdict says what became of it.
 func Prepare(p *Packet, g *Generation) bool {
 	p.Parsed.Decode(p.Buf[p.Off : p.Off+p.Len])
-	p.Entry, p.Service, p.Real, p.Secondary = nil, nil, nil, nil
+	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
@@ -62,8 +62,9 @@ func (Classify) Process(c *Context, pkts []*Packet) {
 }
 
 // Balance picks the backend: the flow's existing backend while it stays in
-// the service, otherwise the Maglev owner of the flow's slot; it creates or
-// refreshes the flow entry.
+// the service, otherwise the Maglev owner of the flow's slot. It creates or
+// updates the flow's entry, finishing with one packet's entry before it
+// inserts the next (an insert may move entries: see flow.Table).
 type Balance struct{}
 
 func (Balance) Name() string   { return "balance" }
@@ -75,51 +76,61 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		svc := p.Service
-		if e := p.Entry; e != nil {
-			if int(e.Backend) < len(c.Gen.Reals) {
-				if r := c.Gen.Reals[e.Backend]; r != nil && r.Service == svc.Index {
+		if p.ICMPError {
+			// Routed like the flow it quotes, creating no state.
+			if e := c.Flows.Lookup(&p.Key, p.Hash); e != nil {
+				if r := c.Gen.real(e.Backend, svc); r != nil {
 					p.Real = r
-					e.Gen = c.Gen.ID
 					continue
 				}
+			}
+			if owner, _ := svc.Table.Slot(p.Hash); owner != maglev.NoBackend {
+				p.Real = svc.Reals[owner]
+			} else {
+				p.Verdict, p.Reason = Drop, ReasonNoBackend
+			}
+			continue
+		}
+		flags := p.Parsed.TCPFlags
+		e, found := c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
+		if found {
+			if r := c.Gen.real(e.Backend, svc); r != nil {
+				p.Real = r
+				e.Gen = c.Gen.ID
+				e.Observe(flags, c.Now)
+				continue
 			}
 			// Its backend left the service: the flow is rescheduled.
 		}
 		owner, prev := svc.Table.Slot(p.Hash)
 		if owner == maglev.NoBackend {
 			p.Verdict, p.Reason = Drop, ReasonNoBackend
+			if e != nil {
+				c.Flows.Delete(&p.Key, p.Hash)
+			}
 			continue
 		}
 		p.Real = svc.Reals[owner]
-		if p.ICMPError {
-			continue // routed statelessly; no entry
-		}
 		isSYN := p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()
-		if p.Entry == nil && svc.SecondChance && !isSYN && prev != owner && prev != maglev.NoBackend {
+		if !found && svc.SecondChance && !isSYN && prev != owner && prev != maglev.NoBackend {
 			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
 		}
-		e := p.Entry
 		if e == nil {
-			// An earlier packet of the same batch may have created the entry.
-			var found bool
-			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
-			if e == nil {
-				continue // table full and nothing evictable: forward statelessly
-			}
-			p.Entry = e
-			if found {
-				p.Secondary = nil
-			} else if p.Key.Proto == packet.ProtoTCP {
-				e.State = flow.StateSYN
-				if !isSYN {
-					e.State = flow.StateEstablished
-				}
-			} else {
+			continue // table full and nothing evictable: forward statelessly
+		}
+		if !found {
+			switch {
+			case p.Key.Proto != packet.ProtoTCP:
 				e.State = flow.StateUDP
+			case isSYN:
+				e.State = flow.StateSYN
+			default:
+				e.State = flow.StateEstablished
 			}
 		}
 		e.Backend = p.Real.ID
 		e.Gen = c.Gen.ID
+		e.Observe(flags, c.Now)
 	}
 }
 
