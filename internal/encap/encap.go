@@ -131,7 +131,14 @@ func (t *Template) Encap(buf []byte, l3, end int, innerVersion uint8, hash uint6
 	var secSum uint32
 	if secondary != nil {
 		// The secondary is the last hop, right before the inner packet.
-		copy(h[n-int(t.alen):], secondary.dstRaw[:t.alen])
+		// (Word moves, not copy: see copyHeader.)
+		hop, a := h[n-int(t.alen):], &secondary.dstRaw
+		if t.v6 {
+			binary.LittleEndian.PutUint64(hop, binary.LittleEndian.Uint64(a[0:8]))
+			binary.LittleEndian.PutUint64(hop[8:], binary.LittleEndian.Uint64(a[8:16]))
+		} else {
+			binary.LittleEndian.PutUint32(hop, binary.LittleEndian.Uint32(a[0:4]))
+		}
 		secSum = uint32(secondary.dstSum)
 	}
 	if t.csum {
