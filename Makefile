@@ -11,6 +11,7 @@ BENCH_CORE = ^(BenchmarkForwardEstablished|BenchmarkForwardSYN|BenchmarkMaglevBu
 # package:FuzzTarget for every parser and builder that takes untrusted input.
 FUZZ_TARGETS = \
 	./internal/packet:FuzzDecode \
+	./internal/packet:FuzzICMPQuote \
 	./internal/encap:FuzzDecodeGUE \
 	./internal/encap:FuzzChecksum \
 	./internal/maglev:FuzzBuild \
