@@ -36,10 +36,20 @@
 //
 // # Memory and allocation
 //
-// NewTable allocates the whole table: ceil(capacity/0.9) slots of 56 bytes,
-// about 62 bytes per flow, in one pointer-free array. No method allocates
+// NewTable allocates the whole table: ceil(capacity*6/5) slots of 52 bytes,
+// about 62.4 bytes per flow, in one pointer-free array. No method allocates
 // afterwards. When the table is full, Insert evicts one entry from a
 // 16-slot neighbourhood of the new key (expired, then half-open or closing,
 // then idle UDP, then the oldest of the rest), so the cost of an insert stays
 // bounded. Reap removes expired entries a slice of the table at a time.
+//
+// # Layout
+//
+// Open addressing with Robin Hood linear probing and backward-shift deletion.
+// Each entry keeps its probe sequence length in a byte that would otherwise
+// be padding; that byte is the whole probe test (empty slot, Robin Hood
+// early exit, same home slot), so there are no tombstones and no stored
+// hash. The load factor is at most 5/6, for a mean distance of 2.5 slots
+// from home: a lookup usually reads one or two cache lines. LookupBatch
+// prefetches a batch's lines first, so that their misses overlap.
 package flow

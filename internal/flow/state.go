@@ -5,9 +5,9 @@ package flow
 type State uint8
 
 const (
-	// StateFree marks an empty slot. It is internal to the table: an entry
-	// returned by Lookup or Insert never has it, and the caller must never
-	// store it (use Table.Delete to remove a flow).
+	// StateFree is the zero State, that of an empty slot. An entry returned
+	// by Lookup or Insert never has it, and the caller must not store it (use
+	// Table.Delete to remove a flow).
 	StateFree State = iota
 	// StateSYN: TCP handshake seen from the client side only (half-open).
 	// New TCP entries start here.

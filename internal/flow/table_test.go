@@ -22,9 +22,11 @@ func seqKey(i int, proto uint8) Key {
 
 const testSeed = 0x5eed
 
+func testHash(k *Key) uint64 { return k.Hash(testSeed) }
+
 func TestEntryLayout(t *testing.T) {
-	if got := unsafe.Sizeof(Entry{}); got != 56 {
-		t.Errorf("sizeof(Entry) = %d, want 56", got)
+	if got := unsafe.Sizeof(Entry{}); got != 52 {
+		t.Errorf("sizeof(Entry) = %d, want 52", got)
 	}
 	if got := unsafe.Alignof(Entry{}); got != 4 {
 		t.Errorf("alignof(Entry) = %d, want 4", got)
@@ -33,10 +35,13 @@ func TestEntryLayout(t *testing.T) {
 	if off := unsafe.Offsetof(e.State); off != 38 {
 		t.Errorf("State at offset %d, want 38 (right after Key)", off)
 	}
+	if off := unsafe.Offsetof(e.psl); off != 39 {
+		t.Errorf("psl at offset %d, want 39 (in what would be padding)", off)
+	}
 }
 
 func TestNewTable(t *testing.T) {
-	for _, c := range []struct{ capacity, slots int }{{1, 2}, {9, 10}, {10, 12}, {1000, 1112}, {1 << 20, 1165085}} {
+	for _, c := range []struct{ capacity, slots int }{{1, 2}, {9, 11}, {10, 12}, {1000, 1200}, {1 << 20, 1258292}} {
 		tab := NewTable(c.capacity, Timeouts{})
 		if s := tab.Stats(); s.Capacity != c.capacity || s.Slots != c.slots || s.Len != 0 {
 			t.Errorf("NewTable(%d): %+v, want %d slots", c.capacity, s, c.slots)
@@ -153,7 +158,7 @@ func TestInsertDefaults(t *testing.T) {
 // eviction window with a mix of states and ages, then inserts new flows one
 // at a time and checks the order the old ones leave in.
 func TestEvictionPreference(t *testing.T) {
-	const capacity = 14 // 16 slots: the whole table is one eviction window
+	const capacity = 13 // 16 slots: the whole table is one eviction window
 	tab := NewTable(capacity, Timeouts{})
 	if len(tab.slots) != evictWindow {
 		t.Fatalf("test needs %d slots, table has %d", evictWindow, len(tab.slots))
@@ -181,7 +186,6 @@ func TestEvictionPreference(t *testing.T) {
 		{"est-mid", 6, tcpACK, 20_000},
 		{"udp-active", 17, 0, 14_900}, // under half the UDP timeout, also 14 ms later
 		{"est-new", 6, tcpACK, 100},
-		{"est-newer", 6, tcpACK, 10},
 		{"udp-newest", 17, 0, 0},
 	}
 	if len(flows) != capacity {
@@ -224,7 +228,7 @@ func TestEvictionPreference(t *testing.T) {
 			t.Fatalf("step %d: Insert failed, stats %+v", step, tab.Stats())
 		}
 		e.Observe(tcpACK, now)
-		if err := checkInvariants(tab); err != nil {
+		if err := checkInvariants(tab, testHash); err != nil {
 			t.Fatalf("step %d: %v", step, err)
 		}
 		var gone []string
@@ -282,11 +286,11 @@ func TestEvictionWindow(t *testing.T) {
 		copy(before, tab.slots)
 		k := randKey(r)
 		h := k.Hash(testSeed)
-		home := tab.home(uint32(h >> 32))
+		home := tab.home(h)
 		tab.Insert(&k, h, now).Observe(tcpACK, now)
 		victim := -1
 		for j := range before {
-			if e := &before[j]; e.State != StateFree && tab.Lookup(&e.Key, e.Key.Hash(testSeed)) == nil {
+			if e := &before[j]; e.psl != 0 && tab.Lookup(&e.Key, e.Key.Hash(testSeed)) == nil {
 				if victim >= 0 {
 					t.Fatalf("insert %d: two victims", i)
 				}
@@ -298,13 +302,13 @@ func TestEvictionWindow(t *testing.T) {
 		}
 		d := (uint32(victim) + n - home) % n
 		for w := uint32(0); w < d && d >= evictWindow; w++ {
-			if before[(home+w)%n].State != StateFree {
+			if before[(home+w)%n].psl != 0 {
 				t.Fatalf("insert %d: victim %d slots from home, beyond the window and an occupied slot", i, d)
 			}
 		}
 		// The victim is the oldest entry of the window (all are established).
 		for w := uint32(0); w < evictWindow; w++ {
-			if e := &before[(home+w)%n]; e.State != StateFree && int32(e.LastSeen-before[victim].LastSeen) < 0 {
+			if e := &before[(home+w)%n]; e.psl != 0 && int32(e.LastSeen-before[victim].LastSeen) < 0 {
 				t.Fatalf("insert %d: evicted an entry seen at %d, kept one seen at %d in the window", i, before[victim].LastSeen, e.LastSeen)
 			}
 		}
@@ -317,7 +321,7 @@ func TestEvictionWindow(t *testing.T) {
 // lookupSlow finds a key by scanning every slot.
 func lookupSlow(tab *Table, k *Key) *Entry {
 	for i := range tab.slots {
-		if e := &tab.slots[i]; e.State != StateFree && e.Key == *k {
+		if e := &tab.slots[i]; e.psl != 0 && e.Key == *k {
 			return e
 		}
 	}
@@ -366,6 +370,15 @@ func TestClockWrap(t *testing.T) {
 		if got := tab.Lookup(&k, k.Hash(testSeed)) != nil; got != (i >= 4) {
 			t.Errorf("key %d (last seen %d) present = %v after Reap at %d", i, uint32(wrap-3000)+uint32(i)*1000, got, now)
 		}
+	}
+
+	// A reading older than LastSeen (a caller's stale now) is a negative age:
+	// not expired, by Reap either.
+	tab3 := NewTable(4, Timeouts{})
+	k := seqKey(99, 6)
+	tab3.Insert(&k, k.Hash(testSeed), 1000)
+	if got := tab3.Reap(990, 100); got != 0 || tab3.Len() != 1 {
+		t.Errorf("Reap with now 10 ms before LastSeen deleted %d", got)
 	}
 
 	// Eviction age order across the wrap: the entry seen before the wrap is
@@ -427,7 +440,7 @@ func TestReapSlices(t *testing.T) {
 			t.Fatalf("first slice of %d/%d slots deleted %d of %d expired: not a slice", slice, slots, got, len(dead))
 		}
 		total += got
-		if err := checkInvariants(tab); err != nil {
+		if err := checkInvariants(tab, testHash); err != nil {
 			t.Fatal(err)
 		}
 		if calls > 2*slots/slice+2 {
@@ -454,6 +467,96 @@ func TestReapSlices(t *testing.T) {
 	}
 	if got := tab.Reap(now, 4*slots); got != 0 {
 		t.Errorf("a second sweep deleted %d", got)
+	}
+}
+
+// TestMaxPSL drives a hash that sends every key to one home slot: the run
+// grows to maxPSL entries, then inserts are refused (the probe cost stays
+// bounded) without harm to the table, and a delete makes room again.
+func TestMaxPSL(t *testing.T) {
+	const capacity = maxPSL + 50
+	constant := func(*Key) uint64 { return 0x1234_5678_0000_0000 }
+	tab := NewTable(capacity, Timeouts{})
+	var keys []Key
+	for i := 0; i < capacity; i++ {
+		k := seqKey(i, 17)
+		e := tab.Insert(&k, constant(&k), 1)
+		if (e != nil) != (i < maxPSL) {
+			t.Fatalf("insert %d: entry %v, want refusal only beyond %d", i, e != nil, maxPSL)
+		}
+		if e != nil {
+			keys = append(keys, k)
+		}
+	}
+	if s := tab.Stats(); s.Len != maxPSL || s.InsertFailed != capacity-maxPSL {
+		t.Fatalf("stats %+v", s)
+	}
+	if err := checkInvariants(tab, constant); err != nil {
+		t.Fatal(err)
+	}
+	// A key whose home lies inside the run goes to its end, psl < maxPSL.
+	n := uint64(len(tab.slots))
+	near := constant(nil) + (10<<32/n+1)<<32
+	if d := tab.home(near) - tab.home(constant(nil)); d != 10 {
+		t.Fatalf("near hash is %d slots from the run's home, want 10", d)
+	}
+	hashOf := func(k *Key) uint64 {
+		if k.SrcPort == 0xbeef {
+			return near
+		}
+		return constant(k)
+	}
+	k := seqKey(0xbeef, 17)
+	if e := tab.Insert(&k, near, 2); e == nil || e.psl != maxPSL-10+1 {
+		t.Fatalf("insert inside the run: %+v", e)
+	}
+	if err := checkInvariants(tab, hashOf); err != nil {
+		t.Fatal(err)
+	}
+	// A delete makes room at the home again.
+	k2 := seqKey(100_000, 17)
+	if tab.Insert(&k2, constant(&k2), 2) != nil {
+		t.Fatal("insert into a full run accepted")
+	}
+	if !tab.Delete(&keys[7], constant(&keys[7])) {
+		t.Fatal("delete failed")
+	}
+	if e := tab.Insert(&k2, constant(&k2), 2); e == nil {
+		t.Fatal("insert after a delete refused")
+	}
+	if err := checkInvariants(tab, hashOf); err != nil {
+		t.Fatal(err)
+	}
+
+	// An insert that would push an entry already at maxPSL one slot further
+	// is refused too: one key at home-1, a full run at home, then a second
+	// key at home-1, whose place is at the start of the full run.
+	tab = NewTable(capacity, Timeouts{})
+	before := constant(nil) - (1<<32/n+1)<<32
+	if tab.home(before) != tab.home(constant(nil))-1 {
+		t.Fatal("before hash is not one slot before the run's home")
+	}
+	hashOf = func(k *Key) uint64 {
+		if k.SrcPort >= 0xbee0 {
+			return before
+		}
+		return constant(k)
+	}
+	x, y := seqKey(0xbee0, 17), seqKey(0xbee1, 17)
+	if tab.Insert(&x, before, 1) == nil {
+		t.Fatal("insert refused")
+	}
+	for i := 0; i < maxPSL; i++ {
+		k := seqKey(i, 17)
+		if tab.Insert(&k, constant(&k), 1) == nil {
+			t.Fatalf("insert %d refused", i)
+		}
+	}
+	if tab.Insert(&y, before, 1) != nil {
+		t.Fatal("insert that shifts an entry past maxPSL accepted")
+	}
+	if err := checkInvariants(tab, hashOf); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -556,8 +659,8 @@ func TestMemoryPerFlow(t *testing.T) {
 		unsafe.Sizeof(Entry{}), s.Len, s.Slots, float64(s.Len)/float64(s.Slots), heap, perFlow)
 	maxDisp, sumDisp := uint32(0), uint64(0)
 	for i := range tab.slots {
-		if e := &tab.slots[i]; e.State != StateFree {
-			d := tab.dist(e.hash, uint32(i))
+		if e := &tab.slots[i]; e.psl != 0 {
+			d := uint32(e.psl - 1)
 			sumDisp += uint64(d)
 			maxDisp = max(maxDisp, d)
 		}
