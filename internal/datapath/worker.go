@@ -29,6 +29,8 @@ type Worker struct {
 	flows    *flow.Table
 	frames   []link.Frame
 	pkts     []pipeline.Packet
+	hashes   []uint64 // of the batch's valid packets, for Prefetch
+	valid    []*pipeline.Packet
 	miss     []*pipeline.Packet
 	hit      []*pipeline.Packet
 	tx       []link.Frame
@@ -50,6 +52,8 @@ func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.
 		link: l, chain: chain, gen: gen, clock: clock, flows: flows,
 		frames: make([]link.Frame, n),
 		pkts:   make([]pipeline.Packet, n),
+		hashes: make([]uint64, 0, n),
+		valid:  make([]*pipeline.Packet, 0, n),
 		miss:   make([]*pipeline.Packet, 0, n),
 		hit:    make([]*pipeline.Packet, 0, n),
 		tx:     make([]link.Frame, 0, n),
@@ -94,28 +98,39 @@ func (w *Worker) process(n int, now uint32) {
 	w.ctx.Gen, w.ctx.Now = g, now
 	w.miss, w.hit = w.miss[:0], w.hit[:0]
 
+	// Parse every frame first, then look the flows up in chunks: the table
+	// prefetches a chunk's slots before any key is compared, so the cache
+	// misses of a chunk overlap instead of following one another.
+	w.hashes, w.valid = w.hashes[:0], w.valid[:0]
 	for i := 0; i < n; i++ {
 		f := &w.frames[i]
 		p := &w.pkts[i]
 		p.Buf, p.Off, p.Len = f.Buf, f.Off, f.Len
 		c.RxPackets++
 		c.RxBytes += uint64(f.Len)
-		if !pipeline.Prepare(p, g) {
-			continue
+		if pipeline.Prepare(p, g) {
+			w.hashes = append(w.hashes, p.Hash)
+			w.valid = append(w.valid, p)
 		}
-		// The entry pointer is used here, before any insert of this batch
-		// can move it, and not kept.
-		if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
-			// Current entry: its memoised results stand.
-			p.Real = g.Reals[e.Backend]
-			p.Service = g.Services[p.Real.Service]
-			if !p.ICMPError {
-				e.Observe(p.Parsed.TCPFlags, now)
+	}
+	for j := 0; j < len(w.valid); j += flow.PrefetchChunk {
+		chunk := w.valid[j:min(j+flow.PrefetchChunk, len(w.valid))]
+		w.flows.Prefetch(w.hashes[j : j+len(chunk)])
+		// The entry pointers are used here, before any insert of this
+		// batch can move them, and not kept.
+		for _, p := range chunk {
+			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
+				// Current entry: its memoised results stand.
+				p.Real = g.Reals[e.Backend]
+				p.Service = g.Services[p.Real.Service]
+				if !p.ICMPError {
+					e.Observe(p.Parsed.TCPFlags, now)
+				}
+				w.hit = append(w.hit, p)
+			} else {
+				w.miss = append(w.miss, p)
 			}
-			w.hit = append(w.hit, p)
-			continue
 		}
-		w.miss = append(w.miss, p)
 	}
 	c.FlowHits += uint64(len(w.hit))
 	c.FlowMisses += uint64(len(w.miss))

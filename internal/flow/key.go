@@ -31,6 +31,19 @@ func MakeKey(proto uint8, src, dst netip.AddrPort) Key {
 	}
 }
 
+// Set fills k. It moves the addresses as 8-byte words, the width the
+// packet parser writes them with and Hash reads them with, so the CPU
+// forwards the stores to the loads instead of stalling on a wider load that
+// straddles two recent stores.
+func (k *Key) Set(src, dst *[16]byte, srcPort, dstPort uint16, proto uint8) {
+	le := binary.LittleEndian
+	le.PutUint64(k.Src[0:], le.Uint64(src[0:]))
+	le.PutUint64(k.Src[8:], le.Uint64(src[8:]))
+	le.PutUint64(k.Dst[0:], le.Uint64(dst[0:]))
+	le.PutUint64(k.Dst[8:], le.Uint64(dst[8:]))
+	k.SrcPort, k.DstPort, k.Proto = srcPort, dstPort, proto
+}
+
 // SrcAddr returns the source address, unmapped for IPv4.
 func (k *Key) SrcAddr() netip.Addr { return netip.AddrFrom16(k.Src).Unmap() }
 

@@ -220,13 +220,27 @@ func (t *Table) LookupBatch(keys []Key, hashes []uint64, out []*Entry) {
 	out = out[:len(keys)]
 	for len(keys) > 0 {
 		n := min(len(keys), batchChunk)
-		t.sink += prefetchHomes(&t.slots[0], t.nslots, hashes[:n])
+		t.Prefetch(hashes[:n])
 		for i := range n {
 			out[i] = t.Lookup(&keys[i], hashes[i])
 		}
 		keys, hashes, out = keys[n:], hashes[n:], out[n:]
 	}
 }
+
+// Prefetch starts loading the slots where the keys with these hashes live,
+// without waiting for them: a caller that then looks the keys up (in the
+// same order, soon after) finds them in cache, and the cache misses of the
+// whole group overlap. LookupBatch is Prefetch and Lookup in chunks of
+// PrefetchChunk; callers whose keys are not in one array do the same
+// themselves. Prefetching more than PrefetchChunk hashes at once risks the
+// first lines leaving L1 before they are used.
+func (t *Table) Prefetch(hashes []uint64) {
+	t.sink += prefetchHomes(&t.slots[0], t.nslots, hashes)
+}
+
+// PrefetchChunk is how many hashes to Prefetch at a time.
+const PrefetchChunk = batchChunk
 
 // Insert returns the entry of k, creating it if absent. A new entry has Key,
 // LastSeen = now, Backend = 0, Gen = 0 and State StateSYN for TCP

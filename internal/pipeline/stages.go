@@ -33,10 +33,10 @@ func Prepare(p *Packet, g *Generation) bool {
 			return false
 		}
 		in := &p.Parsed.Inner
-		p.Key = flow.Key{Src: in.Dst, Dst: in.Src, SrcPort: in.DstPort, DstPort: in.SrcPort, Proto: in.Proto}
+		p.Key.Set(&in.Dst, &in.Src, in.DstPort, in.SrcPort, in.Proto)
 		p.ICMPError = true
 	} else {
-		p.Key = flow.Key{Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort, Proto: t.Proto}
+		p.Key.Set(&t.Src, &t.Dst, t.SrcPort, t.DstPort, t.Proto)
 	}
 	p.Hash = p.Key.Hash(g.Seed)
 	return true
