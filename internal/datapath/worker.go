@@ -121,8 +121,8 @@ func (w *Worker) process(n int, now uint32) {
 		for _, p := range chunk {
 			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
 				// Current entry: its memoised results stand.
+				// (Service stays nil: only per-packet stages run now.)
 				p.Real = g.Reals[e.Backend]
-				p.Service = g.Services[p.Real.Service]
 				if !p.ICMPError {
 					e.Observe(p.Parsed.TCPFlags, now)
 				}

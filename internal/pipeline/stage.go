@@ -54,7 +54,7 @@ type Packet struct {
 	Hash      uint64   // Key.Hash(Generation.Seed)
 	ICMPError bool     // routed by the quoted flow; creates and changes no flow state
 
-	Service   *Service
+	Service   *Service // set by classify; nil for packets that skipped it (flow hits)
 	Real      *Real
 	Secondary *Real // previous owner, for the hop list; nil if none
 
