@@ -17,12 +17,16 @@ FUZZ_TARGETS = \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker
 
-.PHONY: all build test vet race bench bench-all fuzz clean
+.PHONY: all build deps test vet race bench bench-all fuzz clean
 
 all: build
 
 build:
 	$(GO) build -o bin/sluice ./cmd/sluice
+
+# System tools for the lab, the end-to-end tests and the demo (needs root).
+deps:
+	scripts/deps.sh
 
 vet:
 	$(GO) vet ./...

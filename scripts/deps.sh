@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system tools the lab, the end-to-end tests, the demo and the
+# benchmarks use (Debian packages). Idempotent; needs root. Go itself is
+# expected at /usr/local/go (the machine image provides it).
+set -euo pipefail
+pkgs=(iproute2 ethtool curl nftables make gcc)
+case "${1:-}" in
+--bench) pkgs+=(wrk haproxy) ;;
+esac
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "installing: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
