@@ -1,0 +1,143 @@
+// Package nettest builds throwaway network namespaces and veth pairs for
+// tests that need real interfaces. Everything it creates is removed through
+// t.Cleanup, also when the test fails. Tests that use it skip without root.
+//
+// Names are unique per process (a prefix with the PID and a counter), so
+// tests of several packages may run at the same time on one machine.
+package nettest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("needs root (network namespaces)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		tb.Skip("needs iproute2 (make deps)")
+	}
+}
+
+var seq atomic.Uint32
+
+// Unique returns a name of at most 15 bytes (an interface name's limit)
+// that no other test of any process on the machine uses now.
+func Unique(prefix string) string {
+	if len(prefix) > 5 {
+		prefix = prefix[:5]
+	}
+	return fmt.Sprintf("%s%d%c%d", prefix, os.Getpid()%100000, 'x', seq.Add(1))
+}
+
+// NS is a network namespace created for a test.
+type NS struct {
+	Name string
+}
+
+// New creates a namespace with loopback up; t.Cleanup deletes it.
+func New(tb testing.TB, prefix string) *NS {
+	tb.Helper()
+	RequireRoot(tb)
+	ns := &NS{Name: Unique(prefix)}
+	Run(tb, "ip", "netns", "add", ns.Name)
+	tb.Cleanup(func() { exec.Command("ip", "netns", "del", ns.Name).Run() })
+	ns.Run(tb, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Run runs a command and fails the test if it fails; it returns the output.
+func Run(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Run runs a command inside the namespace (ip netns exec).
+func (ns *NS) Run(tb testing.TB, args ...string) string {
+	tb.Helper()
+	return Run(tb, append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
+}
+
+// Command returns an unstarted command that runs inside the namespace. The
+// caller starts it and must Wait for it (PID 1 does not reap orphans here).
+func (ns *NS) Command(args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+}
+
+// Do runs fn on an OS thread switched into the namespace, then restores the
+// thread. Sockets, links and netlink handles fn opens belong to the
+// namespace and stay there after Do returns.
+func (ns *NS) Do(fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	return fn()
+}
+
+// Handle opens the namespace for APIs that take one (netlink.NewHandleAt).
+func (ns *NS) Handle(tb testing.TB) netns.NsHandle {
+	tb.Helper()
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { h.Close() })
+	return h
+}
+
+// Veth connects a and b with a veth pair named aIf (in a) and bIf (in b),
+// one RX and one TX queue each, both up, with the given addresses (CIDR
+// notation, may be empty) and offloads off (tx checksum, TSO, GSO, GRO), as
+// the lab configures the interfaces Sluice captures on.
+func Veth(tb testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
+	tb.Helper()
+	tmpA, tmpB := Unique("va"), Unique("vb")
+	Run(tb, "ip", "link", "add", tmpA, "numrxqueues", "1", "numtxqueues", "1",
+		"type", "veth", "peer", "name", tmpB, "numrxqueues", "1", "numtxqueues", "1")
+	Run(tb, "ip", "link", "set", tmpA, "netns", a.Name, "name", aIf)
+	Run(tb, "ip", "link", "set", tmpB, "netns", b.Name, "name", bIf)
+	for _, side := range []struct {
+		ns   *NS
+		ifc  string
+		addr string
+	}{{a, aIf, aAddr}, {b, bIf, bAddr}} {
+		if side.addr != "" {
+			args := []string{"ip", "addr", "add", side.addr, "dev", side.ifc}
+			if strings.Contains(side.addr, ":") {
+				args = append(args, "nodad")
+			}
+			side.ns.Run(tb, args...)
+		}
+		side.ns.Run(tb, "ip", "link", "set", side.ifc, "up")
+		if _, err := exec.LookPath("ethtool"); err == nil {
+			side.ns.Run(tb, "ethtool", "-K", side.ifc, "tx", "off", "tso", "off", "gso", "off", "gro", "off")
+		}
+	}
+}
