@@ -1,0 +1,322 @@
+// Package config is the node configuration of `sluice lb`: one YAML
+// document naming the interfaces, the I/O mode, the workers, the GUE port
+// and the VIPs with their backends. Decoding is strict (unknown fields are
+// errors) and validation covers the whole document, naming the path and
+// the value of every problem (`vips[1].backends[2].weight: -1 is negative`).
+//
+// It is the seed of the full control-plane schema; docs/config.md documents
+// it field by field.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a node's configuration.
+type Config struct {
+	Node Node  `yaml:"node"`
+	VIPs []VIP `yaml:"vips"`
+}
+
+// Node holds the settings of this LB node.
+type Node struct {
+	Interfaces   []string `yaml:"interfaces"`    // where VIP traffic arrives and encapsulated traffic leaves
+	IO           string   `yaml:"io"`            // afxdp | afpacket | auto (default auto)
+	XDPMode      string   `yaml:"xdp_mode"`      // auto | native | generic (default auto)
+	Workers      int      `yaml:"workers"`       // workers (queues) per interface; default 1
+	GUEPort      int      `yaml:"gue_port"`      // default 6080
+	Seed         uint64   `yaml:"seed"`          // cluster-wide hash seed; identical on every node
+	FlowCapacity int      `yaml:"flow_capacity"` // flows per worker; default 1048576
+	MTU          int      `yaml:"mtu"`           // outer IP MTU; encapsulated packets above it are dropped; default 1500
+	SourceV4     string   `yaml:"source_v4"`     // outer source address; default: the interface's first IPv4 address
+	SourceV6     string   `yaml:"source_v6"`     // likewise for IPv6
+}
+
+// VIP is a virtual service.
+type VIP struct {
+	Name         string    `yaml:"name"`
+	Address      string    `yaml:"address"`
+	Protocol     string    `yaml:"protocol"` // tcp | udp
+	Port         int       `yaml:"port"`     // 0 with port_end 0: every port
+	PortEnd      int       `yaml:"port_end"` // optional end of a port range
+	MaglevSize   uint32    `yaml:"maglev_size"`
+	Encap        string    `yaml:"encap"` // gue (default) | ipip
+	SecondChance bool      `yaml:"second_chance"`
+	Backends     []Backend `yaml:"backends"`
+}
+
+// Backend is a real server of a VIP.
+type Backend struct {
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight"` // default 1; 0 = drain (no new flows)
+}
+
+// Defaults.
+const (
+	DefaultGUEPort      = 6080
+	DefaultFlowCapacity = 1 << 20
+	DefaultMTU          = 1500
+)
+
+// Load reads and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a document, filling in defaults.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty configuration")
+		}
+		return nil, err
+	}
+	if err := dec.Decode(new(any)); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	n := &c.Node
+	if n.IO == "" {
+		n.IO = "auto"
+	}
+	if n.XDPMode == "" {
+		n.XDPMode = "auto"
+	}
+	if n.Workers == 0 {
+		n.Workers = 1
+	}
+	if n.GUEPort == 0 {
+		n.GUEPort = DefaultGUEPort
+	}
+	if n.FlowCapacity == 0 {
+		n.FlowCapacity = DefaultFlowCapacity
+	}
+	if n.MTU == 0 {
+		n.MTU = DefaultMTU
+	}
+	for i := range c.VIPs {
+		v := &c.VIPs[i]
+		if v.Encap == "" {
+			v.Encap = "gue"
+		}
+		for j := range v.Backends {
+			if v.Backends[j].Weight == nil {
+				one := 1
+				v.Backends[j].Weight = &one
+			}
+		}
+	}
+}
+
+// Errors is every problem found in a document.
+type Errors []error
+
+func (e Errors) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Unwrap lets errors.Is and errors.As look at each problem.
+func (e Errors) Unwrap() []error { return e }
+
+// FieldError is one problem: the path of the field, its value and what is
+// wrong with it.
+type FieldError struct {
+	Path   string
+	Value  any
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	if e.Value == nil {
+		return e.Path + ": " + e.Reason
+	}
+	return fmt.Sprintf("%s: %v %s", e.Path, e.Value, e.Reason)
+}
+
+// Validate checks the whole document and returns every problem (as Errors).
+func (c *Config) Validate() error {
+	var errs Errors
+	bad := func(path string, value any, reason string) {
+		errs = append(errs, &FieldError{path, value, reason})
+	}
+	n := &c.Node
+	if len(n.Interfaces) == 0 {
+		bad("node.interfaces", nil, "at least one interface is required")
+	}
+	seen := map[string]bool{}
+	for i, ifc := range n.Interfaces {
+		if ifc == "" || len(ifc) > 15 || strings.ContainsAny(ifc, "/ \t") {
+			bad(fmt.Sprintf("node.interfaces[%d]", i), fmt.Sprintf("%q", ifc), "is not an interface name")
+		}
+		if seen[ifc] {
+			bad(fmt.Sprintf("node.interfaces[%d]", i), ifc, "is listed twice")
+		}
+		seen[ifc] = true
+	}
+	switch n.IO {
+	case "auto", "afxdp", "afpacket":
+	default:
+		bad("node.io", n.IO, "is not afxdp, afpacket or auto")
+	}
+	switch n.XDPMode {
+	case "auto", "native", "generic":
+	default:
+		bad("node.xdp_mode", n.XDPMode, "is not native, generic or auto")
+	}
+	if n.Workers < 1 || n.Workers > 64 {
+		bad("node.workers", n.Workers, "is not between 1 and 64")
+	}
+	if n.GUEPort < 1 || n.GUEPort > 65535 {
+		bad("node.gue_port", n.GUEPort, "is not a port (1-65535)")
+	}
+	if n.FlowCapacity < 1 || n.FlowCapacity > 1<<28 {
+		bad("node.flow_capacity", n.FlowCapacity, "is not between 1 and 268435456")
+	}
+	if n.MTU < 1280 || n.MTU > 9216 {
+		bad("node.mtu", n.MTU, "is not between 1280 and 9216")
+	}
+	for _, s := range []struct {
+		path, v string
+		v4      bool
+	}{{"node.source_v4", n.SourceV4, true}, {"node.source_v6", n.SourceV6, false}} {
+		if s.v == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(s.v)
+		if err != nil || a.Is4() != s.v4 || a.Is4In6() {
+			bad(s.path, s.v, "is not an IPv"+map[bool]string{true: "4", false: "6"}[s.v4]+" address")
+		}
+	}
+
+	if len(c.VIPs) == 0 {
+		bad("vips", nil, "at least one VIP is required")
+	}
+	names := map[string]int{}
+	type svcKey struct {
+		addr  netip.Addr
+		proto string
+	}
+	ports := map[svcKey][][3]int{} // lo, hi, index
+	for i, v := range c.VIPs {
+		p := fmt.Sprintf("vips[%d]", i)
+		if v.Name == "" {
+			bad(p+".name", nil, "is required")
+		} else if j, dup := names[v.Name]; dup {
+			bad(p+".name", v.Name, fmt.Sprintf("is also the name of vips[%d]", j))
+		} else {
+			names[v.Name] = i
+		}
+		addr, err := netip.ParseAddr(v.Address)
+		if err != nil || addr.Is4In6() || addr.IsUnspecified() || addr.IsMulticast() || addr.Zone() != "" {
+			bad(p+".address", fmt.Sprintf("%q", v.Address), "is not a unicast IP address")
+			addr = netip.Addr{}
+		}
+		if v.Protocol != "tcp" && v.Protocol != "udp" {
+			bad(p+".protocol", fmt.Sprintf("%q", v.Protocol), "is not tcp or udp")
+		}
+		if v.Port < 0 || v.Port > 65535 {
+			bad(p+".port", v.Port, "is not a port (0-65535)")
+		}
+		lo, hi := v.Port, v.PortEnd
+		if v.PortEnd != 0 {
+			if v.PortEnd < v.Port || v.PortEnd > 65535 {
+				bad(p+".port_end", v.PortEnd, fmt.Sprintf("is not between port (%d) and 65535", v.Port))
+			}
+		} else {
+			hi = lo
+		}
+		if addr.IsValid() {
+			k := svcKey{addr, v.Protocol}
+			for _, o := range ports[k] {
+				if lo <= o[1] && o[0] <= hi || lo == 0 && hi == 0 || o[0] == 0 && o[1] == 0 {
+					bad(p+".port", v.Port, fmt.Sprintf("overlaps vips[%d] (%s %s)", o[2], v.Address, v.Protocol))
+				}
+			}
+			ports[k] = append(ports[k], [3]int{lo, hi, i})
+		}
+		if v.MaglevSize != 0 && (v.MaglevSize < 101 || !prime(v.MaglevSize)) {
+			bad(p+".maglev_size", v.MaglevSize, "is not a prime >= 101")
+		}
+		if v.Encap != "gue" && v.Encap != "ipip" {
+			bad(p+".encap", v.Encap, "is not gue or ipip")
+		}
+		if v.SecondChance && v.Encap != "gue" {
+			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
+		}
+		if len(v.Backends) == 0 {
+			bad(p+".backends", nil, "at least one backend is required")
+		}
+		if v.MaglevSize != 0 && len(v.Backends) > 0 && uint32(len(v.Backends))*100 > v.MaglevSize {
+			bad(p+".maglev_size", v.MaglevSize, fmt.Sprintf("is below 100 x %d backends: the table cannot balance", len(v.Backends)))
+		}
+		seenBE := map[netip.Addr]int{}
+		for j, b := range v.Backends {
+			bp := fmt.Sprintf("%s.backends[%d]", p, j)
+			ba, err := netip.ParseAddr(b.Address)
+			if err != nil || ba.Is4In6() || ba.IsUnspecified() || ba.IsMulticast() || ba.Zone() != "" {
+				bad(bp+".address", fmt.Sprintf("%q", b.Address), "is not a unicast IP address")
+			} else {
+				if k, dup := seenBE[ba]; dup {
+					bad(bp+".address", b.Address, fmt.Sprintf("is also backends[%d]", k))
+				}
+				seenBE[ba] = j
+				if j > 0 {
+					if first, err := netip.ParseAddr(v.Backends[0].Address); err == nil && first.Is4() != ba.Is4() {
+						bad(bp+".address", b.Address, "differs in family from backends[0] (one outer family per VIP)")
+					}
+				}
+			}
+			if w := *b.Weight; w < 0 {
+				bad(bp+".weight", w, "is negative")
+			} else if w > 1000000 {
+				bad(bp+".weight", w, "is above 1000000")
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func prime(n uint32) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint32(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
+}

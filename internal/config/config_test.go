@@ -1,0 +1,140 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+const good = `
+node:
+  interfaces: [eth0]
+  io: afpacket
+  seed: 42
+vips:
+  - name: web
+    address: 198.18.0.10
+    protocol: tcp
+    port: 80
+    backends:
+      - address: 198.18.30.11
+      - address: 198.18.30.12
+        weight: 0
+  - name: web6
+    address: 2001:db8::10
+    protocol: tcp
+    port: 80
+    backends:
+      - {address: "2001:db8:30::11", weight: 3}
+`
+
+func TestParseGood(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node.GUEPort != 6080 || c.Node.Workers != 1 || c.Node.FlowCapacity != 1<<20 || c.Node.MTU != 1500 || c.Node.XDPMode != "auto" {
+		t.Errorf("defaults not applied: %+v", c.Node)
+	}
+	if w := *c.VIPs[0].Backends[0].Weight; w != 1 {
+		t.Errorf("default weight %d", w)
+	}
+	if w := *c.VIPs[0].Backends[1].Weight; w != 0 {
+		t.Errorf("explicit weight 0 became %d", w)
+	}
+	if c.VIPs[0].Encap != "gue" {
+		t.Errorf("encap %q", c.VIPs[0].Encap)
+	}
+}
+
+func TestExampleParses(t *testing.T) {
+	if _, err := Load("../../examples/lb.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"empty", ``, []string{"empty configuration"}},
+		{"unknown field", strings.Replace(good, "seed: 42", "seeed: 42", 1), []string{"field seeed not found"}},
+		{"two documents", good + "\n---\n" + good, []string{"more than one YAML document"}},
+		{"many problems at once", `
+node:
+  interfaces: [eth0, eth0, "a/b"]
+  io: dpdk
+  workers: 100
+  gue_port: 70000
+  mtu: 100
+  source_v4: "2001:db8::1"
+vips:
+  - name: web
+    address: 198.18.0.300
+    protocol: sctp
+    port: 80
+    maglev_size: 1000
+    encap: ipip
+    second_chance: true
+    backends:
+      - address: 198.18.30.11
+        weight: -1
+      - address: 198.18.30.11
+      - address: "2001:db8::5"
+  - name: web
+    address: 198.18.0.10
+    protocol: tcp
+    port: 90
+    port_end: 80
+    backends: []
+  - name: other
+    address: 198.18.0.10
+    protocol: tcp
+    port: 0
+    backends: [{address: 198.18.30.1}]
+`, []string{
+			"node.interfaces[1]: eth0 is listed twice",
+			`node.interfaces[2]: "a/b" is not an interface name`,
+			"node.io: dpdk is not afxdp, afpacket or auto",
+			"node.workers: 100 is not between 1 and 64",
+			"node.gue_port: 70000 is not a port",
+			"node.mtu: 100 is not between 1280 and 9216",
+			"node.source_v4: 2001:db8::1 is not an IPv4 address",
+			`vips[0].address: "198.18.0.300" is not a unicast IP address`,
+			`vips[0].protocol: "sctp" is not tcp or udp`,
+			"vips[0].maglev_size: 1000 is not a prime >= 101",
+			"vips[0].second_chance: true needs encap gue",
+			"vips[0].backends[0].weight: -1 is negative",
+			"vips[0].backends[1].address: 198.18.30.11 is also backends[0]",
+			"vips[0].backends[2].address: 2001:db8::5 differs in family from backends[0]",
+			"vips[1].name: web is also the name of vips[0]",
+			"vips[1].port_end: 80 is not between port (90) and 65535",
+			"vips[1].backends: at least one backend is required",
+			"vips[2].port: 0 overlaps vips[1]",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+			var fe *FieldError
+			if len(tc.want) > 3 && !errors.As(err, &fe) {
+				t.Errorf("no FieldError in %v", err)
+			}
+		})
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	if _, err := Load("/nonexistent/lb.yaml"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err %v", err)
+	}
+}
