@@ -360,3 +360,32 @@ func TestBatchMixingOldAndNewFlows(t *testing.T) {
 		t.Fatalf("table holds %d flows, want %d", n, old+fresh)
 	}
 }
+
+// A backend whose next hop is unresolved keeps its Maglev slots (so all
+// nodes agree) but its packets are dropped and counted, not sent to a bogus
+// address; the other backends are unaffected.
+func TestUnresolvedNextHop(t *testing.T) {
+	bes := backends4(3)
+	spec := service(vip4, bes, nil)
+	spec.Backends[1].NoNextHop = true
+	r := newRig(t, 1024)
+	g := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{spec}})
+	dropped := 0
+	for i := range uint32(300) {
+		src := clients4.FlowSrc(i)
+		out := r.send(tcpFrame(src, vip4, sim.SYN))
+		if ownerOf(g, src, vip4) == bes[1] {
+			dropped++
+			if len(out) != 0 {
+				t.Fatalf("flow %d to the unresolved backend was sent", i)
+			}
+			continue
+		}
+		if len(out) != 1 {
+			t.Fatalf("flow %d: %d frames out", i, len(out))
+		}
+	}
+	if c := r.counters(); dropped == 0 || c.Drops[pipeline.ReasonNoNextHop] != uint64(dropped) {
+		t.Fatalf("%d flows owned by the unresolved backend, %d counted no_next_hop", dropped, c.Drops[pipeline.ReasonNoNextHop])
+	}
+}

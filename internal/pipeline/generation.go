@@ -17,7 +17,7 @@ type Real struct {
 	Name     string // Maglev identity (the backend address unless named otherwise)
 	Service  int    // index of the service in Generation.Services
 	Weight   uint32 // 0: draining, receives no new flows
-	Template *encap.Template
+	Template *encap.Template // nil while the next hop is unresolved: packets are dropped (no_next_hop)
 }
 
 // Service is a virtual IP with a protocol and a port or port range.
@@ -100,6 +100,11 @@ type BackendSpec struct {
 	Name   string // identity for Maglev; empty: Tunnel.Dst.String()
 	Weight uint32
 	Tunnel encap.Tunnel
+	// NoNextHop marks a backend whose next hop is not resolved: it keeps
+	// its place in the Maglev table (every LB node must build the same
+	// table), but its packets are dropped and counted until it resolves.
+	// Tunnel MACs are then ignored.
+	NoNextHop bool
 }
 
 // Builder turns Specs into Generations. It keeps the previous generation so
@@ -193,6 +198,9 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			tmpl, err := encap.Compile(bs.Tunnel)
 			if err != nil {
 				return nil, errf("backends[%d]: %v", bi, err)
+			}
+			if bs.NoNextHop {
+				tmpl = nil
 			}
 			if family.IsValid() && family.Is4() != bs.Tunnel.Dst.Is4() {
 				return nil, errf("backends[%d]: %s mixes address families with %s", bi, bs.Tunnel.Dst, family)

@@ -27,11 +27,12 @@ const (
 	ReasonICMP              // an ICMP error whose quoted packet names no flow
 	ReasonNoHeadroom        // the buffer has no room for the outer headers
 	ReasonTooBig            // the encapsulated frame exceeds MaxFrameLen
+	ReasonNoNextHop         // the backend's next hop is not resolved
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
-	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big",
+	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 }
 
 func (r Reason) String() string {

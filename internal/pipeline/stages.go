@@ -146,9 +146,13 @@ func (Encapsulate) Process(c *Context, pkts []*Packet) {
 		if p.Verdict != Continue {
 			continue
 		}
+		if p.Real.Template == nil {
+			p.Verdict, p.Reason = Drop, ReasonNoNextHop
+			continue
+		}
 		var secT *encap.Template
 		if p.Secondary != nil {
-			secT = p.Secondary.Template
+			secT = p.Secondary.Template // nil (no hop list) if unresolved
 		}
 		l3 := p.Off + p.Parsed.L3Off
 		end := p.Off + p.Parsed.L3End
