@@ -169,7 +169,7 @@ func ownerOf(g *pipeline.Generation, src, dst netip.AddrPort) netip.Addr {
 	k := flow.MakeKey(6, src, dst)
 	svc := g.Lookup(k.Dst, 6, dst.Port())
 	owner := svc.Table.Lookup(k.Hash(g.Seed))
-	return svc.Reals[owner].Template.Dst()
+	return netip.MustParseAddr(svc.Reals[owner].Name)
 }
 
 func u16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }

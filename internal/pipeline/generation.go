@@ -13,10 +13,10 @@ import (
 
 // Real is one backend of one service, as the datapath sees it.
 type Real struct {
-	ID       uint32 // stable while the backend stays in the service; indexes Generation.Reals
-	Name     string // Maglev identity (the backend address unless named otherwise)
-	Service  int    // index of the service in Generation.Services
-	Weight   uint32 // 0: draining, receives no new flows
+	ID       uint32          // stable while the backend stays in the service; indexes Generation.Reals
+	Name     string          // Maglev identity (the backend address unless named otherwise)
+	Service  int             // index of the service in Generation.Services
+	Weight   uint32          // 0: draining, receives no new flows
 	Template *encap.Template // nil while the next hop is unresolved: packets are dropped (no_next_hop)
 }
 
