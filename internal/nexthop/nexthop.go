@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,20 +45,29 @@ var ErrUnresolved = errors.New("next hop unresolved")
 // that created it (its netlink handle stays there).
 type Resolver struct {
 	h       *netlink.Handle
-	Timeout time.Duration // how long Resolve waits for a neighbour; default 1s
+	ns      netns.NsHandle // the namespace New ran in, for Watch
+	Timeout time.Duration  // how long Resolve waits for a neighbour; default 1s
 }
 
 // New returns a resolver for the current network namespace.
 func New() (*Resolver, error) {
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("nexthop: current namespace: %w", err)
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
+		ns.Close()
 		return nil, fmt.Errorf("nexthop: netlink: %w", err)
 	}
-	return &Resolver{h: h, Timeout: time.Second}, nil
+	return &Resolver{h: h, ns: ns, Timeout: time.Second}, nil
 }
 
 // Close releases the netlink handle.
-func (r *Resolver) Close() { r.h.Close() }
+func (r *Resolver) Close() {
+	r.h.Close()
+	r.ns.Close()
+}
 
 // Resolve finds the route to dst and the link-layer address of its next hop,
 // prompting the kernel to resolve it if needed.
@@ -143,17 +153,17 @@ func prompt(ip netip.Addr) {
 }
 
 // Watch calls changed after routes or neighbours change (coalescing bursts
-// within 100 ms) and every refresh interval, until ctx is done. It must run
-// in the resolver's network namespace.
+// within 100 ms) and every refresh interval, until ctx is done. It watches
+// the namespace the resolver was created in, from any goroutine.
 func (r *Resolver) Watch(ctx context.Context, refresh time.Duration, changed func()) error {
 	done := make(chan struct{})
 	defer close(done)
 	routes := make(chan netlink.RouteUpdate, 64)
 	neighs := make(chan netlink.NeighUpdate, 64)
-	if err := netlink.RouteSubscribe(routes, done); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &r.ns}); err != nil {
 		return fmt.Errorf("nexthop: route subscribe: %w", err)
 	}
-	if err := netlink.NeighSubscribe(neighs, done); err != nil {
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: &r.ns}); err != nil {
 		return fmt.Errorf("nexthop: neighbour subscribe: %w", err)
 	}
 	tick := time.NewTicker(refresh)

@@ -65,17 +65,14 @@ func TestWatchSeesChanges(t *testing.T) {
 	calls := make(chan struct{}, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var r *Resolver
+	if err := lb.Do(func() (err error) { r, err = New(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
 	ready := make(chan error, 1)
-	go func() {
-		ready <- lb.Do(func() error {
-			r, err := New()
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			return r.Watch(ctx, time.Hour, func() { calls <- struct{}{} })
-		})
-	}()
+	// Watch from a goroutine outside the namespace: it must still watch it.
+	go func() { ready <- r.Watch(ctx, time.Hour, func() { calls <- struct{}{} }) }()
 	time.Sleep(200 * time.Millisecond) // subscribed
 	lb.Run(t, "ip", "route", "add", "198.18.40.0/24", "via", "198.18.30.11")
 	select {

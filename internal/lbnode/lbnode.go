@@ -1,0 +1,285 @@
+// Package lbnode runs one Sluice LB node from its configuration: it opens a
+// link per interface, resolves the next hop of every backend, builds the
+// datapath generation and runs the workers; it rebuilds the generation when
+// the kernel's routes or neighbours change, and reports counters.
+//
+// It is control-side code: it may import configuration and netlink
+// packages; the datapath packages it drives may not import it.
+package lbnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/nexthop"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Opener opens the link of one interface queue; vips are the destination
+// addresses the link must deliver (the others stay with the kernel). It
+// returns a description of what it opened (for example "afxdp native").
+type Opener func(ifname string, queue int, vips []netip.Addr) (l link.Link, desc string, err error)
+
+// Options configure a Node.
+type Options struct {
+	Config  *config.Config
+	Open    Opener
+	Log     *slog.Logger
+	Refresh time.Duration // next-hop re-resolution period; default 30s
+}
+
+// Node is a running LB node.
+type Node struct {
+	cfg *config.Config
+	log *slog.Logger
+	dp  *datapath.Datapath
+	res *nexthop.Resolver
+
+	mu      sync.Mutex // guards builder and hops
+	builder *pipeline.Builder
+	hops    map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
+	refresh time.Duration
+}
+
+// New opens the links and builds the first generation. Backends whose next
+// hop cannot be resolved are reported (logged, and counted as no_next_hop
+// when traffic reaches them) and retried on every refresh.
+func New(o Options) (*Node, error) {
+	if o.Config == nil || o.Open == nil {
+		return nil, errors.New("lbnode: a configuration and a link opener are required")
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Refresh <= 0 {
+		o.Refresh = 30 * time.Second
+	}
+	n := &Node{cfg: o.Config, log: o.Log, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{}, refresh: o.Refresh}
+	res, err := nexthop.New()
+	if err != nil {
+		return nil, err
+	}
+	n.res = res
+	var vips []netip.Addr
+	for _, v := range n.cfg.VIPs {
+		a := netip.MustParseAddr(v.Address)
+		if !slices.Contains(vips, a) {
+			vips = append(vips, a)
+		}
+	}
+	var links []link.Link
+	closeAll := func() {
+		for _, l := range links {
+			l.Close()
+		}
+		res.Close()
+	}
+	for _, ifc := range n.cfg.Node.Interfaces {
+		for q := range n.cfg.Node.Workers {
+			l, desc, err := o.Open(ifc, q, vips)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("interface %s queue %d: %w", ifc, q, err)
+			}
+			n.log.Info("link open", "interface", ifc, "queue", q, "io", desc)
+			links = append(links, l)
+		}
+	}
+	n.dp, err = datapath.New(datapath.Config{Links: links, FlowCapacity: n.cfg.Node.FlowCapacity})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if err := n.rebuild(context.Background()); err != nil {
+		closeAll()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Datapath returns the node's datapath.
+func (n *Node) Datapath() *datapath.Datapath { return n.dp }
+
+// Run forwards until ctx is done, re-resolving next hops on changes.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.res.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- n.res.Watch(ctx, n.refresh, func() {
+			if err := n.rebuild(ctx); err != nil {
+				n.log.Error("rebuild after a route or neighbour change", "err", err)
+			}
+		})
+	}()
+	err := n.dp.Run(ctx)
+	cancel()
+	if werr := <-watchDone; werr != nil {
+		n.log.Warn("next-hop watch", "err", werr)
+	}
+	return err
+}
+
+// rebuild resolves every backend and applies a new generation if anything
+// changed. A spec the builder rejects leaves the running generation alone.
+func (n *Node) rebuild(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	spec, hops := n.spec(ctx)
+	if n.builder.Current() != nil && maps(hops, n.hops) {
+		return nil
+	}
+	g, err := n.builder.Build(spec)
+	if err != nil {
+		return err
+	}
+	for be, h := range hops {
+		if n.hops[be] != h {
+			n.log.Info("next hop", "backend", be, "hop", h)
+		}
+	}
+	n.hops = hops
+	n.dp.Apply(g)
+	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
+	return nil
+}
+
+func maps(a, b map[netip.Addr]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// spec turns the configuration and the resolved next hops into a datapath
+// spec. hops describes each backend's resolution, for change detection and
+// logs.
+func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) {
+	c := n.cfg
+	spec := pipeline.Spec{Seed: c.Node.Seed, MaxFrameLen: c.Node.MTU + 14 + 4}
+	hops := map[netip.Addr]string{}
+	resolved := map[netip.Addr]nexthop.Hop{}
+	for _, v := range c.VIPs {
+		for _, b := range v.Backends {
+			a := netip.MustParseAddr(b.Address)
+			if _, done := hops[a]; done {
+				continue
+			}
+			h, err := n.res.Resolve(ctx, a)
+			switch {
+			case err != nil:
+				hops[a] = "unresolved: " + err.Error()
+			case !slices.Contains(c.Node.Interfaces, h.Ifname):
+				hops[a] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
+			default:
+				hops[a] = h.String()
+				resolved[a] = h
+			}
+			if _, ok := resolved[a]; !ok {
+				n.log.Warn("backend next hop unresolved; its packets are dropped (no_next_hop)", "backend", a, "reason", hops[a])
+			}
+		}
+	}
+	for _, v := range c.VIPs {
+		vip := netip.MustParseAddr(v.Address)
+		proto := uint8(packet.ProtoTCP)
+		if v.Protocol == "udp" {
+			proto = packet.ProtoUDP
+		}
+		s := pipeline.ServiceSpec{
+			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
+			M: v.MaglevSize, SecondChance: v.SecondChance,
+		}
+		mode := encap.GUE
+		if v.Encap == "ipip" {
+			mode = encap.IPIP
+		}
+		for _, b := range v.Backends {
+			a := netip.MustParseAddr(b.Address)
+			h, ok := resolved[a]
+			t := encap.Tunnel{Mode: mode, Dst: a, Port: uint16(c.Node.GUEPort), Src: n.source(a, h)}
+			if ok {
+				copy(t.SrcMAC[:], h.SrcMAC)
+				copy(t.DstMAC[:], h.DstMAC)
+			}
+			if !t.Src.IsValid() {
+				ok = false
+				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
+			}
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok})
+		}
+		spec.Services = append(spec.Services, s)
+	}
+	return spec, hops
+}
+
+// source returns the outer source address toward backend a.
+func (n *Node) source(a netip.Addr, h nexthop.Hop) netip.Addr {
+	cfg := n.cfg.Node.SourceV6
+	if a.Is4() {
+		cfg = n.cfg.Node.SourceV4
+	}
+	if cfg != "" {
+		return netip.MustParseAddr(cfg)
+	}
+	return h.Src
+}
+
+// Report writes the counters: per VIP and backend, flows, drops by reason.
+func (n *Node) Report(w io.Writer) {
+	c := n.dp.Counters()
+	g := n.dp.Generation()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VIP\tBACKEND\tPACKETS\tBYTES\tNEXT HOP")
+	if g != nil {
+		for _, s := range g.Services {
+			vip := fmt.Sprintf("%s %s", s.Name, netip.AddrPortFrom(netip.AddrFrom16(s.Addr).Unmap(), s.PortLo))
+			for _, r := range s.Reals {
+				if r == nil {
+					continue
+				}
+				var rc datapath.RealCounters
+				if int(r.ID) < len(c.Reals) {
+					rc = c.Reals[r.ID]
+				}
+				hop := "resolved"
+				if r.Template == nil {
+					hop = "UNRESOLVED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", vip, r.Name, rc.Packets, rc.Bytes, hop)
+			}
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
+		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
+	for i, v := range c.Drops {
+		if v > 0 && pipeline.Reason(i) != pipeline.ReasonParse {
+			fmt.Fprintf(w, "drop %s: %d\n", pipeline.Reason(i), v)
+		}
+	}
+	for i, v := range c.Parse {
+		if v > 0 {
+			fmt.Fprintf(w, "drop parse/%s: %d\n", packet.Verdict(i), v)
+		}
+	}
+}
