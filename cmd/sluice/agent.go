@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicelb/sluice/internal/agent"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		listen, tun, level string
+		vips               []string
+		batch              int
+		acceptLocal        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the backend agent: receive GUE, validate, decapsulate into a TUN device",
+		Long: `agent runs on each backend. It receives the GUE packets the Sluice LB nodes send
+(UDP, --listen), validates them and writes the inner IP packet to a TUN device
+(--tun); the kernel delivers it to the local socket on the VIP and the reply goes
+from the VIP straight to the client (direct server return). Only inner packets
+addressed to a --vip are delivered; everything else is dropped and counted.
+
+At start it creates the TUN device, turns reverse-path filtering off for it
+(net.ipv4.conf.all.rp_filter too, after raising the other interfaces' own
+values so they filter as before), and adds each VIP to lo. At exit it undoes
+all of it.
+
+Needs CAP_NET_ADMIN (no root otherwise) and read/write access to /dev/net/tun.
+Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
+			c := agent.Config{TUN: tun, Batch: batch, AcceptLocal: acceptLocal, Logger: log}
+			var err error
+			if c.Listen, err = parseListen(listen); err != nil {
+				return fmt.Errorf("--listen: %w", err)
+			}
+			for _, v := range vips {
+				a, err := netip.ParseAddr(v)
+				if err != nil {
+					return fmt.Errorf("--vip: %w", err)
+				}
+				c.VIPs = append(c.VIPs, a)
+			}
+			if len(c.VIPs) == 0 {
+				return fmt.Errorf("--vip: at least one VIP is required")
+			}
+			return runAgent(cmd.Context(), c, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", agent.DefaultListen.String(),
+		"UDP address for GUE (0.0.0.0 or [::]: one dual-stack socket); a bare :PORT listens on all addresses")
+	f.StringVar(&tun, "tun", agent.DefaultTUN, "name of the TUN device to create")
+	f.StringArrayVar(&vips, "vip", nil, "virtual IP served by this backend, added to lo (repeatable)")
+	f.IntVar(&batch, "batch", agent.DefaultBatch, "datagrams read per recvmmsg call")
+	f.BoolVar(&acceptLocal, "accept-local", false, "accept inner packets whose source is an address of this host")
+	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// parseListen accepts ADDR:PORT, [ADDR6]:PORT and :PORT (all addresses).
+func parseListen(s string) (netip.AddrPort, error) {
+	if p, ok := strings.CutPrefix(s, ":"); ok {
+		s = "0.0.0.0:" + p
+	}
+	return netip.ParseAddrPort(s)
+}
+
+func runAgent(ctx context.Context, c agent.Config, log *slog.Logger) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+
+	a, err := agent.New(c)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-usr1:
+			logCounters(log, "counters", a.Counters())
+		case runErr = <-done:
+			break loop
+		}
+	}
+	closeErr := a.Close()
+	logCounters(log, "final counters", a.Counters())
+	if runErr != nil {
+		return runErr
+	}
+	return closeErr
+}
+
+// logCounters logs the totals and every nonzero counter.
+func logCounters(log *slog.Logger, msg string, c agent.Counters) {
+	attrs := []any{slog.Uint64("dropped", c.Dropped())}
+	c.Each(func(name string, v uint64) {
+		if v != 0 || !strings.HasPrefix(name, "drop_") {
+			attrs = append(attrs, slog.Uint64(name, v))
+		}
+	})
+	log.Info(msg, attrs...)
+}

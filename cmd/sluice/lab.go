@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicelb/sluice/internal/lab"
+)
+
+func newLabCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Build, inspect and remove the namespace lab (client, router, LB nodes, backends)",
+		Long: `lab builds Sluice's test network on this machine from network namespaces and veth
+pairs: a client, a router, 1..9 LB nodes and backend hosts, addressed from 198.18.0.0/15
+and 2001:db8::/32 (see internal/lab/doc.go for the diagram and the address plan).
+Needs root. Every namespace is named --prefix followed by client, router, lbN, beN.`,
+	}
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd())
+	return cmd
+}
+
+// labSignalContext is cancelled by SIGINT or SIGTERM.
+func labSignalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newLabUpCmd() *cobra.Command {
+	var (
+		c            lab.Config
+		vip4, vip6   []string
+		routing      string
+		wait         bool
+		printDetails bool
+	)
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Build the lab (removing the leftovers of an earlier run with the same prefix first)",
+		Long: `up removes whatever an earlier run with the same --prefix left behind, then builds the
+lab and prints its address plan. If building fails, or SIGINT/SIGTERM arrives meanwhile,
+everything built so far is removed. The lab stays after up exits (remove it with
+"sluice lab down"), unless --wait is given: then up holds it until SIGINT/SIGTERM and
+removes it on the way out.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if c.VIPs4, err = labParsePrefixes("--vip4", vip4); err != nil {
+				return err
+			}
+			if c.VIPs6, err = labParsePrefixes("--vip6", vip6); err != nil {
+				return err
+			}
+			if c.VIPRouting, err = lab.ParseVIPRouting(routing); err != nil {
+				return fmt.Errorf("--vip-routing: %w", err)
+			}
+			ctx, stop := labSignalContext(cmd)
+			defer stop()
+			l, err := lab.Up(ctx, c)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if printDetails {
+				if err := l.WritePlan(out); err != nil {
+					return err
+				}
+			}
+			if !wait {
+				fmt.Fprintf(out, "lab %s is up; remove it with: sluice lab down --prefix %s\n", l.Cfg.Prefix, l.Cfg.Prefix)
+				return nil
+			}
+			fmt.Fprintf(out, "lab %s is up; SIGINT or SIGTERM removes it\n", l.Cfg.Prefix)
+			<-ctx.Done()
+			return l.Down()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix")
+	f.IntVar(&c.LBs, "lbs", 1, fmt.Sprintf("LB nodes (1..%d)", lab.MaxLBs))
+	f.IntVar(&c.Backends, "backends", 3, fmt.Sprintf("backend hosts (1..%d)", lab.MaxBackends))
+	f.StringSliceVar(&vip4, "vip4", []string{"198.18.0.0/24"}, "IPv4 VIP prefix the router routes to the LB tier (repeatable)")
+	f.StringSliceVar(&vip6, "vip6", []string{"2001:db8::/64"}, "IPv6 VIP prefix the router routes to the LB tier (repeatable)")
+	f.StringVar(&routing, "vip-routing", "ecmp", "router's VIP routes: ecmp (across all LB nodes), first-lb, none (BGP will add them)")
+	f.BoolVar(&wait, "wait", false, "hold the lab until SIGINT/SIGTERM, then remove it")
+	f.BoolVar(&printDetails, "print", true, "print the address plan")
+	return cmd
+}
+
+func labParsePrefixes(flag string, ss []string) ([]netip.Prefix, error) {
+	ps := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+func newLabDownCmd() *cobra.Command {
+	var prefix string
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Remove the lab: stop what runs in its namespaces and delete them (idempotent)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Remove works from the prefix alone, so a half-built lab left
+			// by a crash goes too; nothing to remove is not an error.
+			names, err := lab.Remove(prefix)
+			out := cmd.OutOrStdout()
+			if len(names) == 0 && err == nil {
+				fmt.Fprintf(out, "no lab with prefix %s\n", prefix)
+				return nil
+			}
+			fmt.Fprintf(out, "removed %s\n", strings.Join(names, " "))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "namespace name prefix")
+	return cmd
+}
+
+func newLabStatusCmd() *cobra.Command {
+	var prefix string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Print the lab's namespaces with their interfaces, addresses and routes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := lab.Attach(lab.Config{Prefix: prefix})
+			if errors.Is(err, lab.ErrNotFound) {
+				return fmt.Errorf("no lab with prefix %s (sluice lab up)", prefix)
+			}
+			if err != nil {
+				return err
+			}
+			return l.WriteStatus(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "namespace name prefix")
+	return cmd
+}
+
+func newLabHTTPServeCmd() *cobra.Command {
+	var (
+		name   string
+		listen []string
+	)
+	cmd := &cobra.Command{
+		Use:    "http-serve",
+		Short:  "Answer every HTTP request with --name (a lab backend's server)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := labSignalContext(cmd)
+			defer stop()
+			return lab.ServeHTTP(ctx, listen, name)
+		},
+	}
+	labServeFlags(cmd, &name, &listen, "198.18.0.10:80")
+	return cmd
+}
+
+func newLabUDPEchoCmd() *cobra.Command {
+	var (
+		name   string
+		listen []string
+	)
+	cmd := &cobra.Command{
+		Use:    "udp-echo",
+		Short:  "Answer every UDP datagram with --name:payload (a lab backend's server)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := labSignalContext(cmd)
+			defer stop()
+			return lab.ServeUDPEcho(ctx, listen, name)
+		},
+	}
+	labServeFlags(cmd, &name, &listen, "198.18.0.10:7")
+	return cmd
+}
+
+func labServeFlags(cmd *cobra.Command, name *string, listen *[]string, example string) {
+	host, _ := os.Hostname()
+	f := cmd.Flags()
+	f.StringVar(name, "name", host, "name to answer with")
+	f.StringArrayVar(listen, "listen", nil, "address:port to listen on, e.g. "+example+" (repeatable; need not exist yet)")
+	cmd.MarkFlagRequired("listen")
+}

@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := Config{VIPs: []netip.Addr{vip4}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != netip.MustParseAddrPort("0.0.0.0:6080") || c.TUN != "sluice0" || c.Batch != 64 {
+		t.Errorf("defaults: %+v", c)
+	}
+	c, err = Config{Listen: netip.MustParseAddrPort("[::]:7000"), TUN: "gue1", Batch: 8, VIPs: []netip.Addr{vip6}}.withDefaults()
+	if err != nil || c.Listen.Port() != 7000 || c.TUN != "gue1" || c.Batch != 8 {
+		t.Errorf("explicit values changed: %+v, %v", c, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	ok := []netip.Addr{vip4}
+	for _, tc := range []struct {
+		c     Config
+		field string
+	}{
+		{Config{}, "VIPs"},
+		{Config{VIPs: []netip.Addr{vip4, {}}}, "VIPs[1]"},
+		{Config{VIPs: []netip.Addr{vip4, vip6, vip4}}, "VIPs[2]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("0.0.0.0")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("127.0.0.2")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("::1")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("224.0.0.1")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("fe80::1")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("::ffff:198.18.0.10")}}, "VIPs[0]"},
+		{Config{VIPs: []netip.Addr{netip.MustParseAddr("2001:db8::1%eth0")}}, "VIPs[0]"},
+		{Config{VIPs: ok, TUN: "a-name-far-too-long"}, "TUN"},
+		{Config{VIPs: ok, TUN: "tun%d"}, "TUN"},
+		{Config{VIPs: ok, TUN: "a/b"}, "TUN"},
+		{Config{VIPs: ok, Batch: -1}, "Batch"},
+		{Config{VIPs: ok, Batch: MaxBatch + 1}, "Batch"},
+		{Config{VIPs: ok, Listen: netip.MustParseAddrPort("[::ffff:1.2.3.4]:6080")}, "Listen"},
+	} {
+		_, err := tc.c.withDefaults()
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: error %v, want a *ConfigError", tc.c, err)
+			continue
+		}
+		if ce.Field != tc.field || !strings.Contains(err.Error(), "config."+tc.field+":") {
+			t.Errorf("%+v: %v names %q, want %q", tc.c, err, ce.Field, tc.field)
+		}
+	}
+}
+
+// New validates before it touches the host, so this needs no root.
+func TestNewRejectsBadConfig(t *testing.T) {
+	if _, err := New(Config{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("New(Config{}) = %v, want ErrConfig", err)
+	}
+}

@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/sluicelb/sluice/internal/encap"
+)
+
+// Reason is why the agent dropped a datagram. The values are dense from 0 to
+// NumReasons-1 so that they index Counters.Drops.
+type Reason uint8
+
+const (
+	// GUE header rejected by encap.DecodeGUE, one reason per sentinel.
+	GUETruncated Reason = iota // encap.ErrTruncated: shorter than 4 bytes
+	GUEVersion                 // encap.ErrVersion: not variant 0
+	GUEControl                 // encap.ErrControl: a control message
+	GUEHLen                    // encap.ErrHLen: Hlen runs past the datagram
+	GUEFlags                   // encap.ErrFlags: extension fields
+	GUEPrivate                 // encap.ErrPrivate: private data is not a Sluice hop list
+	GUEOther                   // any other DecodeGUE error (none today)
+	// NotIP: the GUE Proto/ctype is neither 4 (IPv4) nor 41 (IPv6).
+	NotIP
+	// VersionMismatch: the inner version nibble disagrees with the GUE
+	// Proto/ctype.
+	VersionMismatch
+	// InnerTooShort: the inner packet ends before its fixed header, its
+	// IPv4 options, or the length its header claims.
+	InnerTooShort
+	// InnerBadHeader: IPv4 IHL < 5 or total length < header length; IPv6
+	// payload length 0 (jumbograms are not carried).
+	InnerBadHeader
+	// InnerBadChecksum: the inner IPv4 header checksum is wrong (the kernel
+	// would drop it silently).
+	InnerBadChecksum
+	// InnerDstNotVIP: the inner destination is not a configured VIP. The
+	// agent never relays anything else into the host.
+	InnerDstNotVIP
+	// TUNWriteError: the write to the TUN device failed.
+	TUNWriteError
+	// Oversize: the datagram did not fit the receive buffer (MSG_TRUNC).
+	Oversize
+	// NumReasons is the number of reasons, for counter arrays.
+	NumReasons
+)
+
+var reasonNames = [NumReasons]string{
+	GUETruncated:     "malformed_gue_truncated",
+	GUEVersion:       "malformed_gue_version",
+	GUEControl:       "malformed_gue_control",
+	GUEHLen:          "malformed_gue_hlen",
+	GUEFlags:         "malformed_gue_flags",
+	GUEPrivate:       "malformed_gue_private",
+	GUEOther:         "malformed_gue_other",
+	NotIP:            "not_ip",
+	VersionMismatch:  "version_mismatch",
+	InnerTooShort:    "inner_too_short",
+	InnerBadHeader:   "inner_bad_header",
+	InnerBadChecksum: "inner_bad_checksum",
+	InnerDstNotVIP:   "inner_dst_not_vip",
+	TUNWriteError:    "tun_write_error",
+	Oversize:         "oversize",
+}
+
+// String returns the reason in snake_case, as used for a metric label. It
+// does not allocate.
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// MalformedGUE reports whether r is one of the DecodeGUE reasons.
+func (r Reason) MalformedGUE() bool { return r <= GUEOther }
+
+// gueReason maps a DecodeGUE error to its Reason.
+func gueReason(err error) Reason {
+	switch err {
+	case encap.ErrTruncated:
+		return GUETruncated
+	case encap.ErrVersion:
+		return GUEVersion
+	case encap.ErrControl:
+		return GUEControl
+	case encap.ErrHLen:
+		return GUEHLen
+	case encap.ErrFlags:
+		return GUEFlags
+	case encap.ErrPrivate:
+		return GUEPrivate
+	}
+	for r, s := range [...]error{encap.ErrTruncated, encap.ErrVersion, encap.ErrControl,
+		encap.ErrHLen, encap.ErrFlags, encap.ErrPrivate} {
+		if errors.Is(err, s) {
+			return Reason(r)
+		}
+	}
+	return GUEOther
+}
+
+// Counters is a snapshot of the agent's counters. It is a plain value with
+// a fixed layout (no maps, no pointers); Agent.Counters returns a fresh copy.
+type Counters struct {
+	Received       uint64 // datagrams read from the UDP socket
+	ReceivedBytes  uint64 // their UDP payload bytes
+	Delivered      uint64 // inner packets written to the TUN device
+	DeliveredBytes uint64 // their bytes (inner IP packets)
+	// HopListLocal counts delivered packets that carried a hop list. Until
+	// second-chance forwarding exists they are all taken locally.
+	HopListLocal uint64
+	Drops        [NumReasons]uint64 // by Reason
+}
+
+// Dropped returns the sum of all drops.
+func (c *Counters) Dropped() uint64 {
+	var n uint64
+	for _, v := range c.Drops {
+		n += v
+	}
+	return n
+}
+
+// MalformedGUE returns the sum of the DecodeGUE drops.
+func (c *Counters) MalformedGUE() uint64 {
+	var n uint64
+	for r := GUETruncated; r <= GUEOther; r++ {
+		n += c.Drops[r]
+	}
+	return n
+}
+
+// Each calls f with each counter's name and value in a fixed order:
+// received, received_bytes, delivered, delivered_bytes, hoplist_local, then
+// drop_<reason> for every Reason.
+func (c *Counters) Each(f func(name string, v uint64)) {
+	f("received", c.Received)
+	f("received_bytes", c.ReceivedBytes)
+	f("delivered", c.Delivered)
+	f("delivered_bytes", c.DeliveredBytes)
+	f("hoplist_local", c.HopListLocal)
+	for r := Reason(0); r < NumReasons; r++ {
+		f(dropNames[r], c.Drops[r])
+	}
+}
+
+var dropNames = func() (n [NumReasons]string) {
+	for r := range n {
+		n[r] = "drop_" + reasonNames[r]
+	}
+	return n
+}()
+
+// counters is the live, shared form of Counters. Only the Run goroutine
+// adds, once per batch (flush); any goroutine may load.
+type counters struct {
+	received, receivedBytes   atomic.Uint64
+	delivered, deliveredBytes atomic.Uint64
+	hopListLocal              atomic.Uint64
+	drops                     [NumReasons]atomic.Uint64
+}
+
+// flush adds the batch's counts b to the shared counters and zeroes b.
+func (s *counters) flush(b *Counters) {
+	add := func(a *atomic.Uint64, v uint64) {
+		if v != 0 {
+			a.Add(v)
+		}
+	}
+	add(&s.received, b.Received)
+	add(&s.receivedBytes, b.ReceivedBytes)
+	add(&s.delivered, b.Delivered)
+	add(&s.deliveredBytes, b.DeliveredBytes)
+	add(&s.hopListLocal, b.HopListLocal)
+	for i := range b.Drops {
+		add(&s.drops[i], b.Drops[i])
+	}
+	*b = Counters{}
+}
+
+func (s *counters) load() (c Counters) {
+	c.Received = s.received.Load()
+	c.ReceivedBytes = s.receivedBytes.Load()
+	c.Delivered = s.delivered.Load()
+	c.DeliveredBytes = s.deliveredBytes.Load()
+	c.HopListLocal = s.hopListLocal.Load()
+	for i := range c.Drops {
+		c.Drops[i] = s.drops[i].Load()
+	}
+	return c
+}
