@@ -17,12 +17,17 @@ FUZZ_TARGETS = \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker
 
-.PHONY: all build deps test vet race bench bench-all fuzz clean
+.PHONY: all build demo deps test vet race bench bench-all fuzz clean
 
 all: build
 
 build:
 	$(GO) build -o bin/sluice ./cmd/sluice
+
+# The demo: a real client reaching three backends through Sluice in a
+# network-namespace lab (needs root).
+demo: deps build
+	bin/sluice lab demo
 
 # System tools for the lab, the end-to-end tests and the demo (needs root).
 deps:

@@ -27,7 +27,9 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newSimCmd(), newAgentCmd())
+	labCmd := newLabCmd()
+	labCmd.AddCommand(newLabDemoCmd())
+	root.AddCommand(newVersionCmd(), newSimCmd(), newAgentCmd(), newLBCmd(), labCmd)
 	return root
 }
 

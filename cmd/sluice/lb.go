@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/lbnode"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/afpacket"
+)
+
+func newLBCmd() *cobra.Command {
+	var path, level string
+	cmd := &cobra.Command{
+		Use:   "lb --config FILE",
+		Short: "Run an LB node: forward VIP traffic to backends, GUE-encapsulated",
+		Long: `lb runs a Sluice load balancer node from a YAML configuration (see docs/config.md and
+examples/lb.yaml). It captures VIP traffic on the configured interfaces (AF_XDP, or
+AF_PACKET as the fallback), picks a backend by weighted Maglev, and sends the packet
+GUE-encapsulated to the backend's agent. Counters per VIP, backend and drop reason are
+printed on SIGUSR1 and at exit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(level)
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			node, err := lbnode.New(lbnode.Options{Config: cfg, Log: log, Open: opener(cfg, log)})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
+			go func() {
+				for {
+					select {
+					case <-usr1:
+						node.Report(cmd.OutOrStdout())
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+			log.Info("forwarding", "vips", len(cfg.VIPs), "interfaces", cfg.Node.Interfaces)
+			err = node.Run(ctx)
+			node.Report(cmd.OutOrStdout())
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "node configuration (YAML)")
+	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+// opener opens links according to node.io: afxdp, afpacket, or auto (AF_XDP,
+// falling back to AF_PACKET with the reason logged).
+func opener(cfg *config.Config, log *slog.Logger) lbnode.Opener {
+	return func(ifname string, queue int, vips []netip.Addr) (link.Link, string, error) {
+		switch cfg.Node.IO {
+		case "afxdp":
+			return openXDP(ifname, queue, vips, cfg.Node.XDPMode)
+		case "auto":
+			l, desc, err := openXDP(ifname, queue, vips, cfg.Node.XDPMode)
+			if err == nil {
+				return l, desc, nil
+			}
+			log.Warn("AF_XDP unavailable, falling back to AF_PACKET", "interface", ifname, "reason", err)
+		}
+		if queue > 0 {
+			return nil, "", fmt.Errorf("afpacket runs one worker per interface (node.workers is %d)", cfg.Node.Workers)
+		}
+		l, err := afpacket.New(ifname, afpacket.Config{})
+		if err != nil {
+			return nil, "", err
+		}
+		if err := l.SetFilter(vips); err != nil {
+			l.Close()
+			return nil, "", err
+		}
+		return l, "afpacket", nil
+	}
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

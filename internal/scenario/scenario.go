@@ -1,0 +1,223 @@
+// Package scenario runs Sluice for real in the lab: the topology, a `sluice
+// agent` and HTTP and UDP servers on every backend host, and `sluice lb` on
+// every LB node, all as separate processes of the sluice binary in their
+// namespaces. The demo and the end-to-end tests both use it.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/lab"
+)
+
+// Ports of the services the scenario configures on both VIPs.
+const (
+	HTTPPort = 80
+	UDPPort  = 7000
+)
+
+// Options describe a scenario.
+type Options struct {
+	Binary   string // the sluice binary to run in the namespaces
+	Prefix   string // lab namespace prefix
+	LBs      int    // default 1
+	Backends int    // default 3
+	IO       string // afpacket | afxdp | auto (default auto)
+	XDPMode  string // auto | native | generic (default auto)
+	VIP4     netip.Addr
+	VIP6     netip.Addr
+	LogDir   string // process logs; default a temporary directory
+}
+
+// Scenario is a running lab with its processes.
+type Scenario struct {
+	Lab     *lab.Lab
+	Opts    Options
+	LBs     []*lab.Process
+	Agents  []*lab.Process
+	Servers []*lab.Process
+	cfgDir  string
+}
+
+// Start brings up the lab and every process. On error it tears down what it
+// started.
+func Start(ctx context.Context, o Options) (s *Scenario, err error) {
+	if o.Binary == "" {
+		return nil, errors.New("scenario: no sluice binary")
+	}
+	if o.IO == "" {
+		o.IO = "auto"
+	}
+	if o.XDPMode == "" {
+		o.XDPMode = "auto"
+	}
+	if !o.VIP4.IsValid() {
+		o.VIP4 = netip.MustParseAddr("198.18.0.10")
+	}
+	if !o.VIP6.IsValid() {
+		o.VIP6 = netip.MustParseAddr("2001:db8::10")
+	}
+	dir, err := os.MkdirTemp("", "sluice-scenario-")
+	if err != nil {
+		return nil, err
+	}
+	if o.LogDir == "" {
+		o.LogDir = dir
+	}
+	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, Backends: o.Backends, LogDir: o.LogDir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	s = &Scenario{Lab: l, Opts: o, cfgDir: dir}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	vip4, vip6 := o.VIP4.String(), o.VIP6.String()
+	for _, be := range l.Backends {
+		p, err := be.Start(ctx, o.Binary, "agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080")
+		if err != nil {
+			return nil, fmt.Errorf("agent on %s: %w", be.Name, err)
+		}
+		s.Agents = append(s.Agents, p)
+		name := fmt.Sprintf("be%d", be.Index)
+		p, err = be.Start(ctx, o.Binary, "lab", "http-serve", "--name", name,
+			"--listen", netip.AddrPortFrom(o.VIP4, HTTPPort).String(), "--listen", netip.AddrPortFrom(o.VIP6, HTTPPort).String())
+		if err != nil {
+			return nil, fmt.Errorf("http server on %s: %w", be.Name, err)
+		}
+		s.Servers = append(s.Servers, p)
+		p, err = be.Start(ctx, o.Binary, "lab", "udp-echo", "--name", name,
+			"--listen", netip.AddrPortFrom(o.VIP4, UDPPort).String(), "--listen", netip.AddrPortFrom(o.VIP6, UDPPort).String())
+		if err != nil {
+			return nil, fmt.Errorf("udp echo on %s: %w", be.Name, err)
+		}
+		s.Servers = append(s.Servers, p)
+	}
+	for _, lb := range l.LBs {
+		path := filepath.Join(dir, lb.Name+".yaml")
+		if err := os.WriteFile(path, []byte(s.Config()), 0o644); err != nil {
+			return nil, err
+		}
+		p, err := lb.Start(ctx, o.Binary, "lb", "--config", path)
+		if err != nil {
+			return nil, fmt.Errorf("lb on %s: %w", lb.Name, err)
+		}
+		s.LBs = append(s.LBs, p)
+	}
+	return s, nil
+}
+
+// Config returns the LB nodes' configuration: an HTTP and a UDP service on
+// each VIP, with every backend host.
+func (s *Scenario) Config() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\nvips:\n", s.Opts.IO, s.Opts.XDPMode)
+	for _, svc := range []struct {
+		name  string
+		vip   netip.Addr
+		proto string
+		port  int
+	}{
+		{"http4", s.Opts.VIP4, "tcp", HTTPPort},
+		{"http6", s.Opts.VIP6, "tcp", HTTPPort},
+		{"udp4", s.Opts.VIP4, "udp", UDPPort},
+		{"udp6", s.Opts.VIP6, "udp", UDPPort},
+	} {
+		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n    backends:\n", svc.name, svc.vip, svc.proto, svc.port)
+		for _, be := range s.Lab.Backends {
+			a := be.Addr4
+			if svc.vip.Is6() {
+				a = be.Addr6
+			}
+			fmt.Fprintf(&b, "      - address: %q\n", a)
+		}
+	}
+	return b.String()
+}
+
+// VIPs returns the IPv4 and the IPv6 VIP.
+func (s *Scenario) VIPs() []netip.Addr { return []netip.Addr{s.Opts.VIP4, s.Opts.VIP6} }
+
+// WaitReady waits until the client gets an HTTP answer through the VIP on
+// both families, or ctx ends; it also fails early if an LB process exits.
+func (s *Scenario) WaitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for _, vip := range s.VIPs() {
+		for {
+			for i, p := range s.LBs {
+				select {
+				case <-p.Done():
+					return fmt.Errorf("lb %d exited: %v\n%s", i+1, p.Wait(), p.Output())
+				default:
+				}
+			}
+			_, err := s.Curl(ctx, vip, 1)
+			if err == nil {
+				break
+			}
+			last = err
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no answer through %s: %v (last: %v)", vip, ctx.Err(), last)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// Curl makes n HTTP requests from the client to the VIP with curl, each on
+// a new connection, and returns the names of the backends that answered.
+func (s *Scenario) Curl(ctx context.Context, vip netip.Addr, n int) ([]string, error) {
+	url := "http://" + netip.AddrPortFrom(vip, HTTPPort).String() + "/"
+	args := []string{"-sS", "--max-time", "3", "-H", "Connection: close"}
+	for range n {
+		args = append(args, url)
+	}
+	out, err := s.Lab.Client.Run(ctx, "curl", args...)
+	if err != nil {
+		return nil, fmt.Errorf("curl %s: %v: %s", url, err, out)
+	}
+	names := strings.Fields(out)
+	if len(names) != n {
+		return names, fmt.Errorf("curl %s: %d answers to %d requests: %q", url, len(names), n, out)
+	}
+	return names, nil
+}
+
+// StopLBs stops the LB processes (they print their counters at exit) and
+// returns their output.
+func (s *Scenario) StopLBs() []string {
+	var outs []string
+	for _, p := range s.LBs {
+		p.Stop()
+		outs = append(outs, p.Output())
+	}
+	return outs
+}
+
+// Stop stops every process and removes the lab.
+func (s *Scenario) Stop() error {
+	for _, group := range [][]*lab.Process{s.LBs, s.Servers, s.Agents} {
+		for _, p := range group {
+			p.Stop()
+		}
+	}
+	err := s.Lab.Down()
+	if s.cfgDir != "" {
+		os.RemoveAll(s.cfgDir)
+	}
+	return err
+}
