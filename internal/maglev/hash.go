@@ -51,28 +51,36 @@ func mix64(x uint64) uint64 {
 //
 //	NameHash(seed, name) = FNV-1a-64(seed as 8 bytes little-endian || name bytes)
 //
-// It is exported so that other tools (a simulator, a debugging CLI) can
-// reproduce a table without importing Build's internals.
+// It is exported, with Permutation, for tools that explain a table (a
+// simulator, a debugging command), and as the written form of the contract.
 func NameHash(seed uint64, name string) uint64 {
-	return fnv1a64(fnv1a64Word(fnvOffset64, seed), name)
+	return fnv1a64(seedState(seed), name)
 }
+
+// seedState is the FNV-1a state after the seed, shared by all names.
+func seedState(seed uint64) uint64 { return fnv1a64Word(fnvOffset64, seed) }
 
 // Permutation returns the start slot (offset) and the step (skip) of the
 // preference list of a backend called name in a table of size m (m prime,
-// m >= 2), exactly as Build uses them:
+// 2 <= m <= MaxM), exactly as Build uses them:
 //
 //	h      = NameHash(seed, name)
-//	offset = mix64(h + 1*golden) % m
-//	skip   = mix64(h + 2*golden mod 2^64) % (m-1) + 1
+//	offset = mix64(h + golden) % m
+//	skip   = mix64(h + 2*golden) % (m-1) + 1
 //
-// (mix64 is the splitmix64 finalizer and golden = 0x9e3779b97f4a7c15, so the
-// two values are the first two outputs of a splitmix64 generator seeded
-// with h.) The backend's j-th preferred slot is (offset + j*skip) % m; since
-// m is prime and 1 <= skip < m, j = 0..m-1 visits every slot once.
+// with uint64 arithmetic wrapping, mix64 the splitmix64 finalizer and
+// golden = 0x9e3779b97f4a7c15: the two values are the first two outputs of
+// a splitmix64 generator seeded with h. The backend's j-th preferred slot is
+// (offset + j*skip) % m; since m is prime and 1 <= skip < m, j = 0..m-1
+// visits every slot once.
 func Permutation(seed uint64, name string, m uint32) (offset, skip uint32) {
-	h := NameHash(seed, name)
-	offset = uint32(mix64(h+golden) % uint64(m))
-	skip = uint32(mix64(h+golden+golden)%uint64(m-1)) + 1
+	return permutation(NameHash(seed, name), newReducer(m), newReducer(m-1))
+}
+
+// permutation is Permutation from the name hash, with reducers for m and m-1.
+func permutation(h uint64, modM, modM1 reducer) (offset, skip uint32) {
+	offset = uint32(modM.mod(mix64(h + golden)))
+	skip = uint32(modM1.mod(mix64(h+golden+golden))) + 1
 	return offset, skip
 }
 
@@ -86,7 +94,7 @@ func nameDigest(name string) uint64 {
 // Barrett reduction: q = floor(x * floor((2^64-1)/m) / 2^64) is floor(x/m)
 // or one less, so x - q*m lies in [0, 2m) and one conditional subtraction
 // finishes the job. The result is exactly x % m for every x and every
-// m >= 1 (TestReducer checks it against the % operator).
+// 1 <= m < 2^62 (TestReducer checks it against the % operator).
 type reducer struct {
 	m     uint64
 	recip uint64 // floor((2^64-1) / m)
@@ -98,9 +106,10 @@ func newReducer(m uint32) reducer {
 
 func (r reducer) mod(x uint64) uint64 {
 	q, _ := bits.Mul64(x, r.recip)
-	x -= q * r.m
-	if x >= r.m {
-		x -= r.m
-	}
-	return x
+	x -= q * r.m // in [0, 2m)
+	// Subtract m once more if x >= m, without a branch: whether it is
+	// needed is a coin toss, and the result indexes the table, which keeps
+	// the compiler from using a conditional move.
+	t := x - r.m
+	return t + r.m&uint64(int64(t)>>63)
 }

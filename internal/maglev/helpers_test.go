@@ -3,6 +3,7 @@ package maglev
 import (
 	"fmt"
 	"math/rand/v2"
+	"testing"
 )
 
 // testNames returns n distinct backend names shaped like addresses, in an
@@ -29,12 +30,10 @@ func equalWeights(names []string, w uint32) []Backend {
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x5eed)) }
 
+// smallPrimes are table sizes for tests that want many small tables.
 var smallPrimes = []uint32{2, 3, 5, 7, 11, 13, 17, 31, 61, 101, 127, 251, 509, 1009, 2039, 4099}
 
-func mustBuild(tb interface {
-	Helper()
-	Fatalf(string, ...any)
-}, bs []Backend, opts Options, prev *Table) *Table {
+func mustBuild(tb testing.TB, bs []Backend, opts Options, prev *Table) *Table {
 	tb.Helper()
 	t, err := Build(bs, opts, prev)
 	if err != nil {

@@ -1,7 +1,10 @@
 package maglev
 
 import (
+	"cmp"
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -42,9 +45,11 @@ type Options struct {
 	Seed uint64
 }
 
-// Table is a Maglev lookup table. It is immutable once built and safe for
-// concurrent use by any number of readers.
+// Table is a Maglev lookup table, made by Build. It is immutable once built
+// and safe for concurrent use by any number of readers. The zero Table is
+// not usable.
 type Table struct {
+	// Set by Build, never written again.
 	m    uint32
 	seed uint64
 	red  reducer // computes hash % m
@@ -60,7 +65,8 @@ type Table struct {
 	nInput   int
 	counts   []int32 // slots owned, per backends index
 
-	fpOnce sync.Once // guards fp; the fingerprint is computed on first use
+	// Computed on first use of Fingerprint, by whichever reader comes first.
+	fpOnce sync.Once // guards fp
 	fp     uint64
 }
 
@@ -92,11 +98,7 @@ func Build(backends []Backend, opts Options, prev *Table) (*Table, error) {
 		return nil, fmt.Errorf("maglev: M=%d, previous table M=%d: %w", m, prev.m, ErrPrevSize)
 	}
 
-	sorted := make([]Backend, len(backends))
-	copy(sorted, backends)
-	if !slices.IsSortedFunc(sorted, cmpName) {
-		slices.SortFunc(sorted, cmpName)
-	}
+	sorted := sortByName(backends)
 	if err := checkNames(sorted, backends); err != nil {
 		return nil, err
 	}
@@ -111,11 +113,9 @@ func Build(backends []Backend, opts Options, prev *Table) (*Table, error) {
 		nInput:   len(sorted),
 	}
 	counts := make([]int32, len(sorted))
-	populate(t.owner, counts, sorted, opts.Seed, defaultTail(m))
+	populate(t.owner, counts, sorted, opts.Seed, defaultTuning(m))
 	if prev == nil {
-		for s := range t.previous {
-			t.previous[s] = NoBackend
-		}
+		fillNoBackend(t.previous)
 	} else {
 		var err error
 		if counts, err = t.resolvePrevious(prev, counts); err != nil {
@@ -127,6 +127,51 @@ func Build(backends []Backend, opts Options, prev *Table) (*Table, error) {
 }
 
 func cmpName(a, b Backend) int { return strings.Compare(a.Name, b.Name) }
+
+// sortByName returns a copy of backends sorted by Name. It compares the
+// first 16 bytes of the names as two integers (zero-padded, big-endian,
+// which orders as the bytes do) and only compares whole strings on a tie.
+func sortByName(backends []Backend) []Backend {
+	sorted := make([]Backend, len(backends))
+	if slices.IsSortedFunc(backends, cmpName) {
+		copy(sorted, backends)
+		return sorted
+	}
+	type key struct {
+		p0, p1 uint64
+		i      int
+	}
+	keys := make([]key, len(backends))
+	for i, b := range backends {
+		var p [16]byte
+		copy(p[:], b.Name)
+		keys[i] = key{binary.BigEndian.Uint64(p[:8]), binary.BigEndian.Uint64(p[8:]), i}
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if a.p0 != b.p0 {
+			return cmp.Compare(a.p0, b.p0)
+		}
+		if a.p1 != b.p1 {
+			return cmp.Compare(a.p1, b.p1)
+		}
+		return strings.Compare(backends[a.i].Name, backends[b.i].Name)
+	})
+	for i, k := range keys {
+		sorted[i] = backends[k.i]
+	}
+	return sorted
+}
+
+// fillNoBackend sets every element of a to NoBackend.
+func fillNoBackend(a []uint16) {
+	if len(a) == 0 {
+		return
+	}
+	a[0] = NoBackend
+	for n := 1; n < len(a); n *= 2 {
+		copy(a[n:], a[:n])
+	}
+}
 
 // checkM validates the table size for n backends.
 func checkM(m uint32, n int) error {
@@ -289,30 +334,46 @@ func (t *Table) Count(i uint16) int {
 // for each slot in order the Names of its owner and previous owner. Tables
 // with equal content have equal fingerprints in any process, whatever the
 // order of the input; nodes can compare them to check they agree. It is
-// computed on first use (about a third of a millisecond for M = 65537).
+// computed on first use (about 0.15 ms for M = 65537), in four lanes so that
+// the multiplications overlap:
 //
-//	d(name)  = mix64(FNV-1a-64(name)); d(NoBackend) = d("")
-//	h        = mix64(mix64(uint64(M) ^ golden) ^ Seed)
-//	for s in 0..M-1: h = mix64(h ^ d(owner[s])); h = mix64(h ^ d(previous[s]))
+//	d(name) = mix64(FNV-1a-64(name)); d(NoBackend) = d("")
+//	h[l]    = mix64(mix64(uint64(M) + (l+1)*golden) ^ Seed)    for l = 0..3
+//	for s in 0..M-1:
+//	    h[s%4] = mix64(h[s%4] ^ d(owner[s]) ^ rotl64(d(previous[s]), 32))
+//	fingerprint = mix64(mix64(mix64(mix64(h[0]) ^ h[1]) ^ h[2]) ^ h[3])
+//
+// (uint64 arithmetic wrapping; mix64 and golden as in Permutation.)
 func (t *Table) Fingerprint() uint64 {
 	t.fpOnce.Do(func() { t.fp = t.fingerprint() })
 	return t.fp
 }
 
 func (t *Table) fingerprint() uint64 {
+	// Digests by index; NoBackend maps to the extra last entry.
+	last := uint16(len(t.backends))
 	d := make([]uint64, len(t.backends)+1)
 	for i, b := range t.backends {
 		d[i] = nameDigest(b.Name)
 	}
-	none := nameDigest("")
-	d[len(t.backends)] = none
-	last := uint16(len(t.backends))
-	h := mix64(mix64(uint64(t.m)^golden) ^ t.seed)
-	for s, o := range t.owner {
-		p := t.previous[s]
-		o, p = min(o, last), min(p, last) // NoBackend -> last
-		h = mix64(h ^ d[o])
-		h = mix64(h ^ d[p])
+	d[last] = nameDigest("")
+	dig := func(s int) uint64 {
+		o, p := min(t.owner[s], last), min(t.previous[s], last)
+		return d[o] ^ bits.RotateLeft64(d[p], 32)
 	}
-	return h
+	var h [4]uint64
+	for l := range h {
+		h[l] = mix64(mix64(uint64(t.m)+uint64(l+1)*golden) ^ t.seed)
+	}
+	s := 0
+	for ; s+4 <= len(t.owner); s += 4 {
+		h[0] = mix64(h[0] ^ dig(s))
+		h[1] = mix64(h[1] ^ dig(s+1))
+		h[2] = mix64(h[2] ^ dig(s+2))
+		h[3] = mix64(h[3] ^ dig(s+3))
+	}
+	for ; s < len(t.owner); s++ {
+		h[s%4] = mix64(h[s%4] ^ dig(s))
+	}
+	return mix64(mix64(mix64(mix64(h[0])^h[1])^h[2]) ^ h[3])
 }

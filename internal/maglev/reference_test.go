@@ -184,7 +184,7 @@ func TestReferencePaper(t *testing.T) {
 
 func TestReferenceWeighted(t *testing.T) {
 	rng := newRand(7)
-	for iter := range 40 {
+	for iter := range 60 {
 		n := 1 + rng.IntN(60)
 		m := smallPrimes[rng.IntN(len(smallPrimes))]
 		if uint32(n) >= m {
@@ -192,17 +192,8 @@ func TestReferenceWeighted(t *testing.T) {
 		}
 		bs := make([]Backend, n)
 		for i, name := range testNames(n) {
-			var w uint32
-			switch rng.IntN(6) {
-			case 0:
-				w = 0
-			case 1:
-				w = uint32(rng.Uint64())
-			case 2:
-				w = 100
-			default:
-				w = uint32(1 + rng.IntN(10))
-			}
+			// Weights on both sides of W/8 (for W = 100), and huge ones.
+			w := []uint32{0, 1, 3, 10, 12, 13, 50, 99, 100, 100, uint32(rng.Uint64())}[rng.IntN(11)]
 			bs[i] = Backend{Name: name, Weight: w}
 		}
 		slices.SortFunc(bs, func(a, b Backend) int { return strings.Compare(a.Name, b.Name) })
@@ -215,6 +206,17 @@ func TestReferenceWeighted(t *testing.T) {
 		if got := ownersAsInts(tab); !slices.Equal(got, want) {
 			s := firstDiff(got, want)
 			t.Fatalf("iter %d N=%d M=%d: slot %d: owner %d, model says %d (backends %v)", iter, n, m, s, got[s], want[s], bs)
+		}
+		counts := make([]int, n)
+		for _, o := range want {
+			if o >= 0 {
+				counts[o]++
+			}
+		}
+		for i, c := range counts {
+			if tab.Count(uint16(i)) != c {
+				t.Fatalf("iter %d: Count(%d) = %d, owns %d", iter, i, tab.Count(uint16(i)), c)
+			}
 		}
 	}
 }
