@@ -389,3 +389,19 @@ func TestUnresolvedNextHop(t *testing.T) {
 		t.Fatalf("%d flows owned by the unresolved backend, %d counted no_next_hop", dropped, c.Drops[pipeline.ReasonNoNextHop])
 	}
 }
+
+// An ICMP error whose quote names no flow is dropped as icmp_unroutable,
+// not treated as an ICMP packet for the VIP.
+func TestICMPErrorWithoutQuote(t *testing.T) {
+	r := newRig(t, 64)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	f := icmpFragNeeded(netip.MustParseAddr("198.18.0.1"), vip4.Addr(), tcpFrame(vip4, clients4.FlowSrc(1), sim.ACK)[14:])
+	f = f[:14+20+8+1] // the quote is one byte
+	f[16], f[17] = 0, 29
+	if out := r.send(f); len(out) != 0 {
+		t.Fatal("forwarded")
+	}
+	if c := r.counters(); c.Drops[pipeline.ReasonICMP] != 1 || c.Passed != 0 {
+		t.Fatalf("drops %v passed %d", c.Drops, c.Passed)
+	}
+}

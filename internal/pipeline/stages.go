@@ -25,10 +25,10 @@ func Prepare(p *Packet, g *Generation) bool {
 		return false
 	}
 	t := &p.Parsed.Tuple
-	if p.Parsed.HasInner {
+	if p.Parsed.IsICMPError() {
 		// An ICMP error about a packet the backend sent from the VIP to the
 		// client: the flow is the quoted one, reversed.
-		if !p.Parsed.InnerPorts {
+		if !p.Parsed.HasInner || !p.Parsed.InnerPorts {
 			p.Verdict, p.Reason = Drop, ReasonICMP
 			return false
 		}
