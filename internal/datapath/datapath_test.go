@@ -2,9 +2,11 @@ package datapath_test
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -403,5 +405,38 @@ func TestICMPErrorWithoutQuote(t *testing.T) {
 	}
 	if c := r.counters(); c.Drops[pipeline.ReasonICMP] != 1 || c.Passed != 0 {
 		t.Fatalf("drops %v passed %d", c.Drops, c.Passed)
+	}
+}
+
+// Snapshots taken while workers start, run and stop never race with the
+// workers (run with -race).
+func TestSnapshotWhileRunning(t *testing.T) {
+	p := sim.NewPatcher(sim.Frame{Dst: vip4, Proto: 6, TCPFlags: sim.ACK, Payload: 64}, clients4)
+	var next uint32
+	dp, _ := benchRig(t, 1024, func(b []byte) int {
+		next++
+		return p.Write(b, next%1024, sim.ACK)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dp.Run(ctx) }()
+	var last uint64
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; i < 50 || last == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no packet processed in 5 s")
+		}
+		c := dp.Counters()
+		if c.RxPackets < last {
+			t.Fatalf("rx went back from %d to %d", last, c.RxPackets)
+		}
+		last = c.RxPackets
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c := dp.Counters(); c.RxPackets < last || c.RxPackets == 0 {
+		t.Fatalf("final rx %d, last seen %d", c.RxPackets, last)
 	}
 }

@@ -39,7 +39,7 @@ type Worker struct {
 	ctx      pipeline.Context
 
 	// Snapshot requests, answered between batches.
-	snapMu  sync.Mutex // serialises Snapshot callers
+	snapMu  sync.Mutex // serialises Snapshot callers and the worker's start
 	req     chan struct{}
 	resp    chan Counters
 	done    chan struct{} // closed when run returns
@@ -178,7 +178,11 @@ func (w *Worker) process(n int, now uint32) {
 // run polls until the link closes, answering snapshot requests between
 // batches.
 func (w *Worker) run() error {
+	// Under snapMu, so that a Snapshot reading the counters directly
+	// (worker not started) finishes before the first batch writes them.
+	w.snapMu.Lock()
 	w.running.Store(true)
+	w.snapMu.Unlock()
 	defer close(w.done)
 	for {
 		_, err := w.Poll()

@@ -7,6 +7,7 @@ package mem
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/link"
@@ -39,6 +40,8 @@ type Link struct {
 	sink                       Sink
 	bufs                       [][]byte // one buffer per in-flight frame
 	free                       []int    // owned by the worker goroutine
+
+	closedFlag atomic.Bool // Close has run (read without mu by Source links)
 
 	// guarded by mu
 	mu       sync.Mutex
@@ -111,6 +114,9 @@ func (l *Link) Headroom() int { return l.headroom }
 func (l *Link) Recv(frames []link.Frame) (int, error) {
 	max := min(len(frames), l.batch)
 	if l.source != nil {
+		if l.closedFlag.Load() {
+			return 0, link.ErrClosed
+		}
 		return l.recvSource(frames[:max])
 	}
 	for {
@@ -193,6 +199,7 @@ func (l *Link) Release(frames []link.Frame) {
 
 // Close implements link.Link.
 func (l *Link) Close() error {
+	l.closedFlag.Store(true)
 	l.mu.Lock()
 	l.closed = true
 	l.mu.Unlock()
