@@ -1,0 +1,714 @@
+// Command forward measures the small-packet forwarding rate of one LB node in
+// the namespace lab: a blaster in the client namespace sends 64-byte UDP
+// frames (60 bytes on the veth + 4 bytes of FCS a NIC would add: 14 Ethernet,
+// 20 IPv4, 8 UDP, 18 payload) to the UDP VIP 198.18.0.10:7000, in bounded
+// rate steps, over many flows; the frames that reach the backends are counted
+// and dropped by an nftables netdev ingress rule on each backend's eth0 (GUE
+// to :6080 for Sluice, the DNATed datagrams to :7000 for the kernel), so the
+// backends cost next to nothing. Targets: Sluice with each requested I/O
+// mode, and the kernel forwarding the same traffic with nftables jhash DNAT
+// (plus masquerade) on the LB node.
+//
+//	go run ./bench/forward [-duration 5s] [-rates 100k,150k,200k,300k,max] [-io afpacket,afxdp]
+//
+// Needs root and nft. Every step is bounded by -duration; the lab (prefix
+// "bf<pid>-") is torn down at the end, also on failure or SIGINT/SIGTERM.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicelb/sluice/internal/lab"
+	"github.com/sluicelb/sluice/internal/scenario"
+)
+
+var (
+	duration = flag.Duration("duration", 5*time.Second, "length of each rate step")
+	rates    = flag.String("rates", "100k,150k,200k,300k,max", "offered rate steps in packets/s (k, M suffixes; max = as fast as the blaster can)")
+	ioModes  = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated)")
+	flows    = flag.Int("flows", 256, "distinct UDP flows (source ports) the blaster cycles through")
+	batch    = flag.Int("batch", 64, "frames per sendmmsg call")
+	binary_  = flag.String("sluice", "", "sluice binary (default: build ./cmd/sluice into a temporary directory)")
+	prefix   = flag.String("prefix", "", "lab namespace prefix (default bf<pid>-)")
+	noKernel = flag.Bool("no-nft", false, "skip the nftables DNAT target")
+)
+
+const frameLen = 60 // 64-byte Ethernet frame without its FCS
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/forward:", err)
+		os.Exit(1)
+	}
+}
+
+// step is one rate step of one target.
+type step struct {
+	target, mode string
+	offered      float64 // requested pps; 0 = max
+	sent         uint64  // frames the blaster handed to the kernel
+	elapsed      time.Duration
+	lbRx, lbTx   uint64 // LB eth0 link counters
+	lbRxDrop     uint64
+	delivered    uint64   // counted at the backends' ingress
+	perBackend   []uint64 // the same, per backend
+	load         string
+	failed       string
+}
+
+func (s step) pps(n uint64) float64 { return float64(n) / s.elapsed.Seconds() }
+
+func (s step) loss() float64 {
+	if s.sent == 0 {
+		return 0
+	}
+	return 100 * (1 - float64(s.delivered)/float64(s.sent))
+}
+
+func run() (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces)")
+	}
+	for _, tool := range []string{"ip", "nft", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("needs %s (scripts/deps.sh)", tool)
+		}
+	}
+	steps, err := parseRates(*rates)
+	if err != nil {
+		return err
+	}
+	if *flows < 1 || *flows > 60000 || *batch < 1 || *batch > 1024 {
+		return errors.New("-flows must be 1..60000 and -batch 1..1024")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	tmp, err := os.MkdirTemp("", "sluice-bench-forward-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := *binary_
+	if bin == "" {
+		bin = filepath.Join(tmp, "sluice")
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sluice").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go build ./cmd/sluice (run from the module root): %v\n%s", err, out)
+		}
+	}
+	modes := splitList(*ioModes)
+	pfx := *prefix
+	if pfx == "" {
+		pfx = fmt.Sprintf("bf%d-", os.Getpid())
+	}
+	first := "afpacket"
+	if len(modes) > 0 {
+		first = modes[0]
+	}
+	logf("starting lab %s (1 LB, 3 backends, sluice io %s)", pfx, first)
+	s, err := scenario.Start(ctx, scenario.Options{Binary: bin, Prefix: pfx, IO: first, LogDir: tmp})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := s.Stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		logf("lab %s removed", pfx)
+	}()
+	b := &bench{ctx: ctx, s: s, bin: bin, tmp: tmp, lb: s.Lab.LBs[0]}
+	if err := b.buildFrames(); err != nil {
+		return err
+	}
+
+	var results []step
+	sluiceRunning := true
+	stopSluice := func() {
+		if sluiceRunning {
+			for i, out := range s.StopLBs() {
+				logf("lb%d exit report:\n%s", i+1, indent(lastLines(out, 16)))
+			}
+			b.xdpOff()
+			sluiceRunning = false
+		}
+	}
+	for i, mode := range modes {
+		if ctx.Err() != nil {
+			break
+		}
+		if i > 0 {
+			stopSluice()
+			if err := b.startSluice(mode); err != nil {
+				results = append(results, step{target: "sluice", mode: mode, failed: oneLine(err.Error())})
+				continue
+			}
+			sluiceRunning = true
+		}
+		if err := s.WaitReady(ctx, 30*time.Second); err != nil {
+			results = append(results, step{target: "sluice", mode: mode, failed: oneLine(err.Error())})
+			logf("sluice %s not ready: %v", mode, err)
+			continue
+		}
+		logf("sluice %s: %s", mode, b.ioDesc())
+		results = append(results, b.measure("sluice", mode, 6080, steps)...)
+	}
+	if !*noKernel && ctx.Err() == nil {
+		stopSluice()
+		if err := b.nftUp(); err != nil {
+			results = append(results, step{target: "nftables", mode: "jhash dnat", failed: oneLine(err.Error())})
+		} else {
+			results = append(results, b.measure("nftables", "jhash dnat", 7000, steps)...)
+		}
+		if err := b.nftDown(); err != nil {
+			return err
+		}
+	}
+	report(os.Stdout, b, results)
+	return ctx.Err()
+}
+
+type bench struct {
+	ctx    context.Context
+	s      *scenario.Scenario
+	bin    string
+	tmp    string
+	lb     *lab.Node
+	frames [][]byte
+}
+
+// buildFrames makes one 60-byte frame per flow: client MAC -> the router's
+// client-side MAC, 198.18.10.2:sport -> VIP:7000, 18 bytes of payload, UDP
+// checksum 0 (allowed over IPv4).
+func (b *bench) buildFrames() error {
+	cl, r := b.s.Lab.Client, b.s.Lab.Router
+	ri := r.Iface("client")
+	if ri == nil {
+		return errors.New("router has no client interface")
+	}
+	src, dst := cl.Addr4.As4(), b.s.Opts.VIP4.As4()
+	for i := range *flows {
+		f := make([]byte, frameLen)
+		copy(f[0:6], ri.MAC)
+		copy(f[6:12], cl.MAC)
+		binary.BigEndian.PutUint16(f[12:], 0x0800)
+		ip := f[14:34]
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], frameLen-14)
+		binary.BigEndian.PutUint16(ip[4:], uint16(i))
+		ip[6] = 0x40 // DF
+		ip[8] = 64
+		ip[9] = unix.IPPROTO_UDP
+		copy(ip[12:16], src[:])
+		copy(ip[16:20], dst[:])
+		binary.BigEndian.PutUint16(ip[10:], csum(ip))
+		udp := f[34:42]
+		binary.BigEndian.PutUint16(udp[0:], uint16(20000+i))
+		binary.BigEndian.PutUint16(udp[2:], scenario.UDPPort)
+		binary.BigEndian.PutUint16(udp[4:], frameLen-34)
+		copy(f[42:], "sluice-bench-fwd..")
+		b.frames = append(b.frames, f)
+	}
+	return nil
+}
+
+func csum(h []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
+}
+
+// blast sends the flows' frames round robin from the client's eth0 on a raw
+// AF_PACKET socket (qdisc bypassed) with sendmmsg, at rate pps (0 = as fast
+// as possible) for d. It returns the frames sent and the time it took.
+func (b *bench) blast(rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
+	cl := b.s.Lab.Client
+	err = cl.Do(func() error {
+		ifi, err := net.InterfaceByName(cl.Ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0) // protocol 0: receives nothing
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index}); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			return err
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+		n := len(b.frames)
+		bs := *batch
+		// One message per frame slot, built once: batch k sends frames
+		// [k*bs mod n ...], so lay out n+bs messages and slide the window.
+		iovs := make([]unix.Iovec, n+bs)
+		msgs := make([]unix.Mmsghdr, n+bs)
+		for i := range msgs {
+			f := b.frames[i%n]
+			iovs[i].Base = &f[0]
+			iovs[i].SetLen(len(f))
+			msgs[i].Hdr.Iov = &iovs[i]
+			msgs[i].Hdr.SetIovlen(1)
+		}
+		start := time.Now()
+		end := start.Add(d)
+		next := 0
+		for {
+			now := time.Now()
+			if !now.Before(end) {
+				break
+			}
+			if rate > 0 {
+				due := start.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+				if wait := due.Sub(now); wait > 0 {
+					time.Sleep(wait)
+					continue
+				}
+			}
+			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[next])), uintptr(bs), 0, 0, 0)
+			if e != 0 {
+				if e == unix.ENOBUFS || e == unix.EAGAIN || e == unix.EINTR {
+					runtime.Gosched()
+					continue
+				}
+				return os.NewSyscallError("sendmmsg", e)
+			}
+			sent += uint64(r)
+			next = (next + int(r)) % n
+		}
+		elapsed = time.Since(start)
+		return nil
+	})
+	return sent, elapsed, err
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// countTable counts and drops, at each backend's eth0 ingress, the GUE
+// datagrams (UDP :6080) and the DNATed datagrams (UDP :7000).
+const countTable = `table netdev sluicebench {
+	counter gue_in {}
+	counter nat_in {}
+	chain ingress {
+		type filter hook ingress device "eth0" priority -500; policy accept;
+		ip protocol udp udp dport 6080 counter name gue_in drop
+		ip protocol udp udp dport 7000 counter name nat_in drop
+	}
+}
+`
+
+func (b *bench) countersUp() error {
+	path := filepath.Join(b.tmp, "count.nft")
+	if err := os.WriteFile(path, []byte(countTable), 0o644); err != nil {
+		return err
+	}
+	for _, be := range b.s.Lab.Backends {
+		if _, err := be.Run(b.ctx, "nft", "-f", path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) countersDown() {
+	for _, be := range b.s.Lab.Backends {
+		be.Run(b.ctx, "nft", "delete", "table", "netdev", "sluicebench")
+	}
+}
+
+var reCounter = regexp.MustCompile(`counter (\w+) \{\s*packets (\d+) bytes (\d+)`)
+
+// backendCounts returns each backend's count of the named counter.
+func (b *bench) backendCounts(name string) ([]uint64, error) {
+	var out []uint64
+	for _, be := range b.s.Lab.Backends {
+		txt, err := be.Run(b.ctx, "nft", "list", "table", "netdev", "sluicebench")
+		if err != nil {
+			return nil, err
+		}
+		var v uint64
+		found := false
+		for _, m := range reCounter.FindAllStringSubmatch(txt, -1) {
+			if m[1] == name {
+				v, _ = strconv.ParseUint(m[2], 10, 64)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%s: no counter %s in %q", be.Name, name, txt)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+type linkStats struct{ rx, tx, rxDrop uint64 }
+
+func (b *bench) lbStats() linkStats {
+	var st linkStats
+	b.lb.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil || l.Attrs().Statistics == nil {
+			return err
+		}
+		s := l.Attrs().Statistics
+		st = linkStats{rx: s.RxPackets, tx: s.TxPackets, rxDrop: s.RxDropped}
+		return nil
+	})
+	return st
+}
+
+// measure runs the rate steps against the running target; delivery is the
+// backends' count on dport (6080 GUE or 7000 DNAT).
+func (b *bench) measure(target, mode string, dport int, rates []float64) []step {
+	name := map[int]string{6080: "gue_in", 7000: "nat_in"}[dport]
+	fail := func(err error) []step {
+		logf("%s %s: %v", target, mode, err)
+		return []step{{target: target, mode: mode, failed: oneLine(err.Error())}}
+	}
+	if err := b.countersUp(); err != nil {
+		return fail(err)
+	}
+	defer b.countersDown()
+	// Warm up (flow entries, conntrack, neighbours) and check that frames
+	// arrive at all.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, err := b.blast(20000, 300*time.Millisecond); err != nil {
+			return fail(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		c, err := b.backendCounts(name)
+		if err != nil {
+			return fail(err)
+		}
+		if sum(c) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fail(errors.New("warm-up: nothing reached the backends"))
+		}
+	}
+	var out []step
+	for _, rate := range rates {
+		if b.ctx.Err() != nil {
+			break
+		}
+		st := step{target: target, mode: mode, offered: rate, load: loadavg()}
+		before, err := b.backendCounts(name)
+		if err != nil {
+			return append(out, fail(err)...)
+		}
+		lb0 := b.lbStats()
+		st.sent, st.elapsed, err = b.blast(rate, *duration)
+		if err != nil {
+			return append(out, fail(err)...)
+		}
+		time.Sleep(300 * time.Millisecond) // let queues drain
+		after, err := b.backendCounts(name)
+		if err != nil {
+			return append(out, fail(err)...)
+		}
+		lb1 := b.lbStats()
+		st.lbRx, st.lbTx, st.lbRxDrop = lb1.rx-lb0.rx, lb1.tx-lb0.tx, lb1.rxDrop-lb0.rxDrop
+		for i := range after {
+			st.perBackend = append(st.perBackend, after[i]-before[i])
+		}
+		st.delivered = sum(st.perBackend)
+		logf("%s %s %s: sent %.0f pps, LB rx %.0f tx %.0f, backends %.0f pps %v, loss %.2f%%  (load %s)",
+			target, mode, rateName(rate), st.pps(st.sent), st.pps(st.lbRx), st.pps(st.lbTx), st.pps(st.delivered),
+			st.perBackend, st.loss(), st.load)
+		out = append(out, st)
+		time.Sleep(time.Second)
+	}
+	return out
+}
+
+func sum(v []uint64) uint64 {
+	var s uint64
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+// startSluice starts `sluice lb` on the LB node with io mode.
+func (b *bench) startSluice(mode string) error {
+	b.s.Opts.IO = mode
+	path := filepath.Join(b.tmp, fmt.Sprintf("lb-%s.yaml", mode))
+	if err := os.WriteFile(path, []byte(b.s.Config()), 0o644); err != nil {
+		return err
+	}
+	p, err := b.lb.Start(b.ctx, b.bin, "lb", "--config", path)
+	if err != nil {
+		return err
+	}
+	b.s.LBs = []*lab.Process{p}
+	return nil
+}
+
+func (b *bench) ioDesc() string {
+	if len(b.s.LBs) == 0 {
+		return ""
+	}
+	for _, l := range strings.Split(b.s.LBs[0].Output(), "\n") {
+		if strings.Contains(l, "link open") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+func (b *bench) xdpOff() {
+	out, _ := b.lb.Run(b.ctx, "ip", "-d", "link", "show", "dev", "eth0")
+	if strings.Contains(out, "prog/xdp") || strings.Contains(out, " xdp") {
+		logf("XDP program still attached to %s/eth0 after the LB stopped; detaching", b.lb.Name)
+		for _, m := range []string{"xdp", "xdpgeneric", "xdpdrv"} {
+			b.lb.Run(b.ctx, "ip", "link", "set", "dev", "eth0", m, "off")
+		}
+	}
+}
+
+func (b *bench) nftRuleset() string {
+	bes := b.s.Lab.Backends
+	var m, set []string
+	for i, be := range bes {
+		m = append(m, fmt.Sprintf("%d : %s", i, be.Addr4))
+		set = append(set, be.Addr4.String())
+	}
+	return fmt.Sprintf(`table ip sluicebench {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %[1]s udp dport %[2]d dnat to jhash ip saddr . udp sport mod %[3]d map { %[4]s }
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip daddr { %[5]s } ct status dnat masquerade
+	}
+}
+`, b.s.Opts.VIP4, scenario.UDPPort, len(bes), strings.Join(m, ", "), strings.Join(set, ", "))
+}
+
+var nftSysctls = []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"}
+
+func (b *bench) nftUp() error {
+	for _, s := range nftSysctls {
+		if _, err := b.lb.Run(b.ctx, "sysctl", "-qw", s); err != nil {
+			return err
+		}
+	}
+	path := filepath.Join(b.tmp, "lb.nft")
+	if err := os.WriteFile(path, []byte(b.nftRuleset()), 0o644); err != nil {
+		return err
+	}
+	_, err := b.lb.Run(b.ctx, "nft", "-f", path)
+	return err
+}
+
+func (b *bench) nftDown() error {
+	b.lb.Run(b.ctx, "nft", "delete", "table", "ip", "sluicebench")
+	_, err := b.lb.Run(b.ctx, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	return err
+}
+
+func report(w io.Writer, b *bench, rs []step) {
+	fmt.Fprintf(w, "\n## Small-packet forwarding through one LB node (64-byte UDP frames, %d flows, %v per step)\n\n", *flows, *duration)
+	fmt.Fprintf(w, "Machine: %d vCPU shared by the blaster, router, LB node and backends; %s.\n", numCPU(), kernel())
+	// Best delivered rate per target.
+	type best struct {
+		key  string
+		st   step
+		fail string
+	}
+	var bests []best
+	idx := map[string]int{}
+	for _, r := range rs {
+		k := r.target + " " + r.mode
+		i, ok := idx[k]
+		if !ok {
+			idx[k] = len(bests)
+			bests = append(bests, best{key: k, st: r, fail: r.failed})
+			continue
+		}
+		if r.failed == "" && (bests[i].fail != "" || r.pps(r.delivered) > bests[i].st.pps(bests[i].st.delivered)) {
+			bests[i] = best{key: k, st: r}
+		}
+	}
+	get := func(k string) float64 {
+		if i, ok := idx[k]; ok && bests[i].fail == "" {
+			return bests[i].st.pps(bests[i].st.delivered)
+		}
+		return 0
+	}
+	// Highest delivered rate among the steps with at most 0.1% loss.
+	clean := map[string]float64{}
+	for _, r := range rs {
+		k := r.target + " " + r.mode
+		if r.failed == "" && r.loss() <= 0.1 && r.pps(r.delivered) > clean[k] {
+			clean[k] = r.pps(r.delivered)
+		}
+	}
+	nft, afp := get("nftables jhash dnat"), get("sluice afpacket")
+	fmt.Fprintln(w, "\n### Peak delivered rate (best step) and loss-free rate")
+	fmt.Fprintln(w, "\n| target | delivered Mpps | at offered | sent Mpps | loss % | x nftables | x sluice afpacket | loss-free (<= 0.1%) Mpps |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|")
+	for _, bt := range bests {
+		if bt.fail != "" {
+			fmt.Fprintf(w, "| %s | not measured | | | | | | %s |\n", bt.key, strings.ReplaceAll(bt.fail, "|", "/"))
+			continue
+		}
+		d := bt.st.pps(bt.st.delivered)
+		cf := "-"
+		if c := clean[bt.key]; c > 0 {
+			cf = fmt.Sprintf("%.3f", c/1e6)
+		}
+		fmt.Fprintf(w, "| %s | %.3f | %s | %.3f | %.2f | %s | %s | %s |\n", bt.key, d/1e6, rateName(bt.st.offered),
+			bt.st.pps(bt.st.sent)/1e6, bt.st.loss(), ratio(d, nft), ratio(d, afp), cf)
+	}
+	fmt.Fprintln(w, "\n### Every step")
+	fmt.Fprintln(w, "\n| target | offered | sent Mpps | LB eth0 rx Mpps | LB eth0 tx Mpps | delivered Mpps | per backend (k frames) | loss % | load before |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|---:|---|")
+	for _, r := range rs {
+		if r.failed != "" {
+			fmt.Fprintf(w, "| %s %s | not measured | | | | | | | %s |\n", r.target, r.mode, strings.ReplaceAll(r.failed, "|", "/"))
+			continue
+		}
+		var per []string
+		for _, v := range r.perBackend {
+			per = append(per, fmt.Sprintf("%.0f", float64(v)/1e3))
+		}
+		fmt.Fprintf(w, "| %s %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %.2f | %s |\n", r.target, r.mode, rateName(r.offered),
+			r.pps(r.sent)/1e6, r.pps(r.lbRx)/1e6, r.pps(r.lbTx)/1e6, r.pps(r.delivered)/1e6, strings.Join(per, "/"), r.loss(), r.load)
+	}
+	fmt.Fprintf(w, "\nSent: frames the blaster's sendmmsg calls accepted (raw AF_PACKET socket, PACKET_QDISC_BYPASS, in %s).\n", b.s.Lab.Client.Name)
+	fmt.Fprintln(w, "Delivered: frames counted (and dropped) at the backends' eth0 ingress: GUE (UDP :6080) for Sluice, UDP :7000 for nftables DNAT.")
+	fmt.Fprintln(w, "Loss = 1 - delivered/sent, over the whole path client -> router -> LB -> bridge -> backend.")
+	fmt.Fprintf(w, "\nBackend counting table (`nft -f FILE` in each backend namespace):\n\n```\n%s```\n", countTable)
+	fmt.Fprintf(w, "\nnftables on %s (`sysctl -w %s`; `nft -f FILE`):\n\n```\n%s```\n", b.lb.Name, strings.Join(nftSysctls, " "), b.nftRuleset())
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range splitList(s) {
+		if f == "max" {
+			out = append(out, 0)
+			continue
+		}
+		mult := 1.0
+		switch {
+		case strings.HasSuffix(f, "k"):
+			mult, f = 1e3, strings.TrimSuffix(f, "k")
+		case strings.HasSuffix(f, "M"):
+			mult, f = 1e6, strings.TrimSuffix(f, "M")
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("-rates: bad rate %q", f)
+		}
+		out = append(out, v*mult)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-rates: no rate")
+	}
+	return out, nil
+}
+
+func rateName(r float64) string {
+	switch {
+	case r == 0:
+		return "max"
+	case r >= 1e6:
+		return fmt.Sprintf("%gM", r/1e6)
+	default:
+		return fmt.Sprintf("%gk", r/1e3)
+	}
+}
+
+func ratio(a, b float64) string {
+	if a == 0 || b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func kernel() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "kernel ?"
+	}
+	return "kernel " + unix.ByteSliceToString(u.Release[:])
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
