@@ -84,12 +84,10 @@ func opener(cfg *config.Config, log *slog.Logger) lbnode.Opener {
 		if queue > 0 {
 			return nil, "", fmt.Errorf("afpacket runs one worker per interface (node.workers is %d)", cfg.Node.Workers)
 		}
-		l, err := afpacket.New(ifname, afpacket.Config{})
+		// The VIP filter is in place before the socket is bound: no other
+		// frame reaches the datapath.
+		l, err := afpacket.New(ifname, afpacket.Config{Filter: vips})
 		if err != nil {
-			return nil, "", err
-		}
-		if err := l.SetFilter(vips); err != nil {
-			l.Close()
 			return nil, "", err
 		}
 		return l, "afpacket", nil

@@ -20,6 +20,11 @@ import (
 
 // Config configures a Link. Zero values select the defaults.
 type Config struct {
+	// Filter, when not nil, is the destination filter (as SetFilter) that
+	// the socket has from the start: it is attached before the socket is
+	// bound, so no other frame is ever queued. An empty non-nil slice
+	// accepts nothing. Nil: the link receives every frame until SetFilter.
+	Filter []netip.Addr
 	// BatchSize is the largest number of frames one Recv returns and one
 	// sendmmsg call transmits. Default 64.
 	BatchSize int
@@ -207,6 +212,16 @@ func New(ifname string, c Config) (*Link, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, c.SocketBuffer); err != nil {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, c.SocketBuffer); err != nil {
 			return fail("SO_SNDBUF", err)
+		}
+	}
+	if c.Filter != nil {
+		prog, err := filterProgram(c.Filter)
+		if err != nil {
+			return fail("filter", err)
+		}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+			&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
+			return fail("SO_ATTACH_FILTER", err)
 		}
 	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {

@@ -269,8 +269,7 @@ func TestClose(t *testing.T) {
 	frames := make([]link.Frame, 8)
 
 	// Poll bounds an idle Recv. (A separate link: this one waits 10 s.)
-	short := openLink(t, p.a, ifA, Config{Poll: 30 * time.Millisecond})
-	short.SetFilter(nil)
+	short := openLink(t, p.a, ifA, Config{Poll: 30 * time.Millisecond, Filter: []netip.Addr{}})
 	start := time.Now()
 	if n, err := short.Recv(make([]link.Frame, short.BatchSize())); n != 0 || err != nil {
 		t.Fatalf("idle Recv = %d, %v", n, err)
@@ -590,4 +589,41 @@ func TestPartialChecksum(t *testing.T) {
 				tc.offload, got, st.PartialChecksum-before.PartialChecksum, tc.partial)
 		}
 	}
+}
+
+// A link opened with Config.Filter never queues a frame the filter rejects,
+// even when such frames arrive while it opens (SetFilter after New would let
+// those through).
+func TestFilterFromTheStart(t *testing.T) {
+	p := newPair(t)
+	peer := openRaw(t, p.b, ifB, false)
+	other := netip.MustParseAddr("198.18.99.99")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			peer.write(t, udpFrame(addrB, other, uint32(i), 0))
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	for range 20 {
+		l := openLink(t, p.a, ifA, Config{Poll: 5 * time.Millisecond, Filter: []netip.Addr{vip4}})
+		frames := make([]link.Frame, l.BatchSize())
+		for range 3 {
+			if n, err := l.Recv(frames); n != 0 || err != nil {
+				close(stop)
+				<-done
+				t.Fatalf("Recv = %d, %v: a frame to %v got past the filter", n, err, other)
+			}
+		}
+		l.Close()
+	}
+	close(stop)
+	<-done
 }
