@@ -16,7 +16,6 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -24,21 +23,18 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/sluicelb/sluice/internal/lab"
+	"github.com/sluicelb/sluice/bench/internal/labbench"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
@@ -87,13 +83,8 @@ func (s step) loss() float64 {
 }
 
 func run() (err error) {
-	if os.Geteuid() != 0 {
-		return errors.New("needs root (network namespaces)")
-	}
-	for _, tool := range []string{"ip", "nft", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("needs %s (scripts/deps.sh)", tool)
-		}
+	if err := labbench.Need("scripts/deps.sh", "ip", "nft", "curl"); err != nil {
+		return err
 	}
 	steps, err := parseRates(*rates)
 	if err != nil {
@@ -102,98 +93,54 @@ func run() (err error) {
 	if *flows < 1 || *flows > 60000 || *batch < 1 || *batch > 1024 {
 		return errors.New("-flows must be 1..60000 and -batch 1..1024")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	tmp, err := os.MkdirTemp("", "sluice-bench-forward-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	bin := *binary_
-	if bin == "" {
-		bin = filepath.Join(tmp, "sluice")
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/sluice").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build ./cmd/sluice (run from the module root): %v\n%s", err, out)
-		}
-	}
-	modes := splitList(*ioModes)
-	pfx := *prefix
-	if pfx == "" {
-		pfx = fmt.Sprintf("bf%d-", os.Getpid())
-	}
+	modes := labbench.SplitList(*ioModes)
 	first := "afpacket"
 	if len(modes) > 0 {
 		first = modes[0]
 	}
-	logf("starting lab %s (1 LB, 3 backends, sluice io %s)", pfx, first)
-	s, err := scenario.Start(ctx, scenario.Options{Binary: bin, Prefix: pfx, IO: first, LogDir: tmp})
+	b := &bench{}
+	b.Bench, err = labbench.Start(labbench.Options{Name: "forward", Prefix: *prefix, Tag: "bf", Binary: *binary_, IO: first,
+		ExitLines: 16, NAT: []labbench.Port{{Proto: "udp", Port: scenario.UDPPort}}})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if serr := s.Stop(); serr != nil {
-			err = errors.Join(err, serr)
+		if cerr := b.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
 		}
-		logf("lab %s removed", pfx)
 	}()
-	b := &bench{ctx: ctx, s: s, bin: bin, tmp: tmp, lb: s.Lab.LBs[0]}
 	if err := b.buildFrames(); err != nil {
 		return err
 	}
 
 	var results []step
-	sluiceRunning := true
-	stopSluice := func() {
-		if sluiceRunning {
-			for i, out := range s.StopLBs() {
-				logf("lb%d exit report:\n%s", i+1, indent(lastLines(out, 16)))
-			}
-			b.xdpOff()
-			sluiceRunning = false
-		}
-	}
 	for i, mode := range modes {
-		if ctx.Err() != nil {
+		if b.Ctx.Err() != nil {
 			break
 		}
-		if i > 0 {
-			stopSluice()
-			if err := b.startSluice(mode); err != nil {
-				results = append(results, step{target: "sluice", mode: mode, failed: oneLine(err.Error())})
-				continue
-			}
-			sluiceRunning = true
-		}
-		if err := s.WaitReady(ctx, 30*time.Second); err != nil {
-			results = append(results, step{target: "sluice", mode: mode, failed: oneLine(err.Error())})
-			logf("sluice %s not ready: %v", mode, err)
+		if err := b.SluiceUp(mode, i > 0); err != nil {
+			results = append(results, step{target: "sluice", mode: mode, failed: labbench.OneLine(err.Error())})
 			continue
 		}
-		logf("sluice %s: %s", mode, b.ioDesc())
 		results = append(results, b.measure("sluice", mode, 6080, steps)...)
 	}
-	if !*noKernel && ctx.Err() == nil {
-		stopSluice()
-		if err := b.nftUp(); err != nil {
-			results = append(results, step{target: "nftables", mode: "jhash dnat", failed: oneLine(err.Error())})
+	if !*noKernel && b.Ctx.Err() == nil {
+		b.SluiceDown()
+		if err := b.NFTUp(); err != nil {
+			results = append(results, step{target: "nftables", mode: "jhash dnat", failed: labbench.OneLine(err.Error())})
 		} else {
 			results = append(results, b.measure("nftables", "jhash dnat", 7000, steps)...)
 		}
-		if err := b.nftDown(); err != nil {
+		if err := b.NFTDown(); err != nil {
 			return err
 		}
 	}
 	report(os.Stdout, b, results)
-	return ctx.Err()
+	return b.Ctx.Err()
 }
 
 type bench struct {
-	ctx    context.Context
-	s      *scenario.Scenario
-	bin    string
-	tmp    string
-	lb     *lab.Node
+	*labbench.Bench
 	frames [][]byte
 }
 
@@ -201,12 +148,12 @@ type bench struct {
 // client-side MAC, 198.18.10.2:sport -> VIP:7000, 18 bytes of payload, UDP
 // checksum 0 (allowed over IPv4).
 func (b *bench) buildFrames() error {
-	cl, r := b.s.Lab.Client, b.s.Lab.Router
+	cl, r := b.Scenario.Lab.Client, b.Scenario.Lab.Router
 	ri := r.Iface("client")
 	if ri == nil {
 		return errors.New("router has no client interface")
 	}
-	src, dst := cl.Addr4.As4(), b.s.Opts.VIP4.As4()
+	src, dst := cl.Addr4.As4(), b.Scenario.Opts.VIP4.As4()
 	for i := range *flows {
 		f := make([]byte, frameLen)
 		copy(f[0:6], ri.MAC)
@@ -247,7 +194,7 @@ func csum(h []byte) uint16 {
 // AF_PACKET socket (qdisc bypassed) with sendmmsg, at rate pps (0 = as fast
 // as possible) for d. It returns the frames sent and the time it took.
 func (b *bench) blast(rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
-	cl := b.s.Lab.Client
+	cl := b.Scenario.Lab.Client
 	err = cl.Do(func() error {
 		ifi, err := net.InterfaceByName(cl.Ifname)
 		if err != nil {
@@ -326,12 +273,12 @@ const countTable = `table netdev sluicebench {
 `
 
 func (b *bench) countersUp() error {
-	path := filepath.Join(b.tmp, "count.nft")
+	path := filepath.Join(b.Tmp, "count.nft")
 	if err := os.WriteFile(path, []byte(countTable), 0o644); err != nil {
 		return err
 	}
-	for _, be := range b.s.Lab.Backends {
-		if _, err := be.Run(b.ctx, "nft", "-f", path); err != nil {
+	for _, be := range b.Scenario.Lab.Backends {
+		if _, err := be.Run(b.Ctx, "nft", "-f", path); err != nil {
 			return err
 		}
 	}
@@ -339,8 +286,8 @@ func (b *bench) countersUp() error {
 }
 
 func (b *bench) countersDown() {
-	for _, be := range b.s.Lab.Backends {
-		be.Run(b.ctx, "nft", "delete", "table", "netdev", "sluicebench")
+	for _, be := range b.Scenario.Lab.Backends {
+		be.Run(b.Ctx, "nft", "delete", "table", "netdev", "sluicebench")
 	}
 }
 
@@ -349,8 +296,8 @@ var reCounter = regexp.MustCompile(`counter (\w+) \{\s*packets (\d+) bytes (\d+)
 // backendCounts returns each backend's count of the named counter.
 func (b *bench) backendCounts(name string) ([]uint64, error) {
 	var out []uint64
-	for _, be := range b.s.Lab.Backends {
-		txt, err := be.Run(b.ctx, "nft", "list", "table", "netdev", "sluicebench")
+	for _, be := range b.Scenario.Lab.Backends {
+		txt, err := be.Run(b.Ctx, "nft", "list", "table", "netdev", "sluicebench")
 		if err != nil {
 			return nil, err
 		}
@@ -374,7 +321,7 @@ type linkStats struct{ rx, tx, rxDrop uint64 }
 
 func (b *bench) lbStats() linkStats {
 	var st linkStats
-	b.lb.Do(func() error {
+	b.LB.Do(func() error {
 		l, err := netlink.LinkByName("eth0")
 		if err != nil || l.Attrs().Statistics == nil {
 			return err
@@ -391,8 +338,8 @@ func (b *bench) lbStats() linkStats {
 func (b *bench) measure(target, mode string, dport int, rates []float64) []step {
 	name := map[int]string{6080: "gue_in", 7000: "nat_in"}[dport]
 	fail := func(err error) []step {
-		logf("%s %s: %v", target, mode, err)
-		return []step{{target: target, mode: mode, failed: oneLine(err.Error())}}
+		labbench.Logf("%s %s: %v", target, mode, err)
+		return []step{{target: target, mode: mode, failed: labbench.OneLine(err.Error())}}
 	}
 	if err := b.countersUp(); err != nil {
 		return fail(err)
@@ -419,10 +366,10 @@ func (b *bench) measure(target, mode string, dport int, rates []float64) []step 
 	}
 	var out []step
 	for _, rate := range rates {
-		if b.ctx.Err() != nil {
+		if b.Ctx.Err() != nil {
 			break
 		}
-		st := step{target: target, mode: mode, offered: rate, load: loadavg()}
+		st := step{target: target, mode: mode, offered: rate, load: labbench.Loadavg()}
 		before, err := b.backendCounts(name)
 		if err != nil {
 			return append(out, fail(err)...)
@@ -443,7 +390,7 @@ func (b *bench) measure(target, mode string, dport int, rates []float64) []step 
 			st.perBackend = append(st.perBackend, after[i]-before[i])
 		}
 		st.delivered = sum(st.perBackend)
-		logf("%s %s %s: sent %.0f pps, LB rx %.0f tx %.0f, backends %.0f pps %v, loss %.2f%%  (load %s)",
+		labbench.Logf("%s %s %s: sent %.0f pps, LB rx %.0f tx %.0f, backends %.0f pps %v, loss %.2f%%  (load %s)",
 			target, mode, rateName(rate), st.pps(st.sent), st.pps(st.lbRx), st.pps(st.lbTx), st.pps(st.delivered),
 			st.perBackend, st.loss(), st.load)
 		out = append(out, st)
@@ -460,88 +407,9 @@ func sum(v []uint64) uint64 {
 	return s
 }
 
-// startSluice starts `sluice lb` on the LB node with io mode.
-func (b *bench) startSluice(mode string) error {
-	b.s.Opts.IO = mode
-	path := filepath.Join(b.tmp, fmt.Sprintf("lb-%s.yaml", mode))
-	if err := os.WriteFile(path, []byte(b.s.Config()), 0o644); err != nil {
-		return err
-	}
-	p, err := b.lb.Start(b.ctx, b.bin, "lb", "--config", path)
-	if err != nil {
-		return err
-	}
-	b.s.LBs = []*lab.Process{p}
-	return nil
-}
-
-func (b *bench) ioDesc() string {
-	if len(b.s.LBs) == 0 {
-		return ""
-	}
-	for _, l := range strings.Split(b.s.LBs[0].Output(), "\n") {
-		if strings.Contains(l, "link open") {
-			return strings.TrimSpace(l)
-		}
-	}
-	return ""
-}
-
-func (b *bench) xdpOff() {
-	out, _ := b.lb.Run(b.ctx, "ip", "-d", "link", "show", "dev", "eth0")
-	if strings.Contains(out, "prog/xdp") || strings.Contains(out, " xdp") {
-		logf("XDP program still attached to %s/eth0 after the LB stopped; detaching", b.lb.Name)
-		for _, m := range []string{"xdp", "xdpgeneric", "xdpdrv"} {
-			b.lb.Run(b.ctx, "ip", "link", "set", "dev", "eth0", m, "off")
-		}
-	}
-}
-
-func (b *bench) nftRuleset() string {
-	bes := b.s.Lab.Backends
-	var m, set []string
-	for i, be := range bes {
-		m = append(m, fmt.Sprintf("%d : %s", i, be.Addr4))
-		set = append(set, be.Addr4.String())
-	}
-	return fmt.Sprintf(`table ip sluicebench {
-	chain prerouting {
-		type nat hook prerouting priority dstnat; policy accept;
-		ip daddr %[1]s udp dport %[2]d dnat to jhash ip saddr . udp sport mod %[3]d map { %[4]s }
-	}
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip daddr { %[5]s } ct status dnat masquerade
-	}
-}
-`, b.s.Opts.VIP4, scenario.UDPPort, len(bes), strings.Join(m, ", "), strings.Join(set, ", "))
-}
-
-var nftSysctls = []string{"net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"}
-
-func (b *bench) nftUp() error {
-	for _, s := range nftSysctls {
-		if _, err := b.lb.Run(b.ctx, "sysctl", "-qw", s); err != nil {
-			return err
-		}
-	}
-	path := filepath.Join(b.tmp, "lb.nft")
-	if err := os.WriteFile(path, []byte(b.nftRuleset()), 0o644); err != nil {
-		return err
-	}
-	_, err := b.lb.Run(b.ctx, "nft", "-f", path)
-	return err
-}
-
-func (b *bench) nftDown() error {
-	b.lb.Run(b.ctx, "nft", "delete", "table", "ip", "sluicebench")
-	_, err := b.lb.Run(b.ctx, "sysctl", "-qw", "net.ipv4.ip_forward=0")
-	return err
-}
-
 func report(w io.Writer, b *bench, rs []step) {
 	fmt.Fprintf(w, "\n## Small-packet forwarding through one LB node (64-byte UDP frames, %d flows, %v per step)\n\n", *flows, *duration)
-	fmt.Fprintf(w, "Machine: %d vCPU shared by the blaster, router, LB node and backends; %s.\n", numCPU(), kernel())
+	fmt.Fprintf(w, "Machine: %d vCPU shared by the blaster, router, LB node and backends; %s.\n", labbench.NumCPU(), labbench.Kernel())
 	// Best delivered rate per target.
 	type best struct {
 		key  string
@@ -582,7 +450,7 @@ func report(w io.Writer, b *bench, rs []step) {
 	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|")
 	for _, bt := range bests {
 		if bt.fail != "" {
-			fmt.Fprintf(w, "| %s | not measured | | | | | | %s |\n", bt.key, strings.ReplaceAll(bt.fail, "|", "/"))
+			fmt.Fprintf(w, "| %s | not measured | | | | | | %s |\n", bt.key, labbench.Cell(bt.fail))
 			continue
 		}
 		d := bt.st.pps(bt.st.delivered)
@@ -591,14 +459,14 @@ func report(w io.Writer, b *bench, rs []step) {
 			cf = fmt.Sprintf("%.3f", c/1e6)
 		}
 		fmt.Fprintf(w, "| %s | %.3f | %s | %.3f | %.2f | %s | %s | %s |\n", bt.key, d/1e6, rateName(bt.st.offered),
-			bt.st.pps(bt.st.sent)/1e6, bt.st.loss(), ratio(d, nft), ratio(d, afp), cf)
+			bt.st.pps(bt.st.sent)/1e6, bt.st.loss(), labbench.Ratio(d, nft), labbench.Ratio(d, afp), cf)
 	}
 	fmt.Fprintln(w, "\n### Every step")
 	fmt.Fprintln(w, "\n| target | offered | sent Mpps | LB eth0 rx Mpps | LB eth0 tx Mpps | delivered Mpps | per backend (k frames) | loss % | load before |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|---:|---|")
 	for _, r := range rs {
 		if r.failed != "" {
-			fmt.Fprintf(w, "| %s %s | not measured | | | | | | | %s |\n", r.target, r.mode, strings.ReplaceAll(r.failed, "|", "/"))
+			fmt.Fprintf(w, "| %s %s | not measured | | | | | | | %s |\n", r.target, r.mode, labbench.Cell(r.failed))
 			continue
 		}
 		var per []string
@@ -608,16 +476,16 @@ func report(w io.Writer, b *bench, rs []step) {
 		fmt.Fprintf(w, "| %s %s | %s | %.3f | %.3f | %.3f | %.3f | %s | %.2f | %s |\n", r.target, r.mode, rateName(r.offered),
 			r.pps(r.sent)/1e6, r.pps(r.lbRx)/1e6, r.pps(r.lbTx)/1e6, r.pps(r.delivered)/1e6, strings.Join(per, "/"), r.loss(), r.load)
 	}
-	fmt.Fprintf(w, "\nSent: frames the blaster's sendmmsg calls accepted (raw AF_PACKET socket, PACKET_QDISC_BYPASS, in %s).\n", b.s.Lab.Client.Name)
+	fmt.Fprintf(w, "\nSent: frames the blaster's sendmmsg calls accepted (raw AF_PACKET socket, PACKET_QDISC_BYPASS, in %s).\n", b.Scenario.Lab.Client.Name)
 	fmt.Fprintln(w, "Delivered: frames counted (and dropped) at the backends' eth0 ingress: GUE (UDP :6080) for Sluice, UDP :7000 for nftables DNAT.")
 	fmt.Fprintln(w, "Loss = 1 - delivered/sent, over the whole path client -> router -> LB -> bridge -> backend.")
 	fmt.Fprintf(w, "\nBackend counting table (`nft -f FILE` in each backend namespace):\n\n```\n%s```\n", countTable)
-	fmt.Fprintf(w, "\nnftables on %s (`sysctl -w %s`; `nft -f FILE`):\n\n```\n%s```\n", b.lb.Name, strings.Join(nftSysctls, " "), b.nftRuleset())
+	b.WriteNFT(w)
 }
 
 func parseRates(s string) ([]float64, error) {
 	var out []float64
-	for _, f := range splitList(s) {
+	for _, f := range labbench.SplitList(s) {
 		if f == "max" {
 			out = append(out, 0)
 			continue
@@ -650,65 +518,4 @@ func rateName(r float64) string {
 	default:
 		return fmt.Sprintf("%gk", r/1e3)
 	}
-}
-
-func ratio(a, b float64) string {
-	if a == 0 || b == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", a/b)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
-}
-
-func kernel() string {
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return "kernel ?"
-	}
-	return "kernel " + unix.ByteSliceToString(u.Release[:])
-}
-
-func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > 300 {
-		s = s[:300] + "..."
-	}
-	return s
-}
-
-func lastLines(s string, n int) string {
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
-}
-
-func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
-
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }

@@ -104,17 +104,22 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		s.Servers = append(s.Servers, p)
 	}
 	for _, lb := range l.LBs {
-		path := filepath.Join(dir, lb.Name+".yaml")
-		if err := os.WriteFile(path, []byte(s.Config()), 0o644); err != nil {
-			return nil, err
-		}
-		p, err := lb.Start(ctx, o.Binary, "lb", "--config", path)
+		p, err := s.startLB(ctx, lb)
 		if err != nil {
 			return nil, fmt.Errorf("lb on %s: %w", lb.Name, err)
 		}
 		s.LBs = append(s.LBs, p)
 	}
 	return s, nil
+}
+
+// startLB writes LB node n's configuration and starts `sluice lb` there.
+func (s *Scenario) startLB(ctx context.Context, n *lab.Node) (*lab.Process, error) {
+	path := filepath.Join(s.cfgDir, n.Name+".yaml")
+	if err := os.WriteFile(path, []byte(s.Config()), 0o644); err != nil {
+		return nil, err
+	}
+	return n.Start(ctx, s.Opts.Binary, "lb", "--config", path)
 }
 
 // Config returns the LB nodes' configuration: an HTTP and a UDP service on
@@ -206,6 +211,24 @@ func (s *Scenario) StopLBs() []string {
 		outs = append(outs, p.Output())
 	}
 	return outs
+}
+
+// RestartLB restarts `sluice lb` on LB node i (from 0) with I/O mode io,
+// which becomes the scenario's (Opts.IO): it stops the node's LB process
+// if it still runs, rewrites the node's configuration and starts the
+// process again. If the start fails, LBs keeps the stopped process.
+func (s *Scenario) RestartLB(ctx context.Context, i int, io string) error {
+	if i < 0 || i >= len(s.LBs) {
+		return fmt.Errorf("scenario: no LB node %d (there are %d)", i, len(s.LBs))
+	}
+	s.LBs[i].Stop()
+	s.Opts.IO = io
+	p, err := s.startLB(ctx, s.Lab.LBs[i])
+	if err != nil {
+		return err
+	}
+	s.LBs[i] = p
+	return nil
 }
 
 // Stop stops every process and removes the lab.
