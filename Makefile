@@ -15,7 +15,8 @@ FUZZ_TARGETS = \
 	./internal/encap:FuzzDecodeGUE \
 	./internal/encap:FuzzChecksum \
 	./internal/maglev:FuzzBuild \
-	./internal/datapath:FuzzWorker
+	./internal/datapath:FuzzWorker \
+	./internal/agent:FuzzInspect
 
 .PHONY: all build demo deps test vet race bench bench-all fuzz clean
 
