@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -25,7 +26,9 @@ func newLBCmd() *cobra.Command {
 examples/lb.yaml). It captures VIP traffic on the configured interfaces (AF_XDP, or
 AF_PACKET as the fallback), picks a backend by weighted Maglev, and sends the packet
 GUE-encapsulated to the backend's agent. Counters per VIP, backend and drop reason are
-printed on SIGUSR1 and at exit.`,
+printed on SIGUSR1 and at exit. SIGHUP re-reads the configuration and applies
+it without stopping the workers; a configuration that does not validate is
+rejected and the running one keeps serving.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(level)
@@ -45,11 +48,16 @@ printed on SIGUSR1 and at exit.`,
 			usr1 := make(chan os.Signal, 1)
 			signal.Notify(usr1, syscall.SIGUSR1)
 			defer signal.Stop(usr1)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			go func() {
 				for {
 					select {
 					case <-usr1:
 						node.Report(cmd.OutOrStdout())
+					case <-hup:
+						reload(ctx, node, path, log)
 					case <-ctx.Done():
 						return
 					}
@@ -65,6 +73,21 @@ printed on SIGUSR1 and at exit.`,
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// reload re-reads the configuration file and applies it; a file that does
+// not parse or validate, or a change that needs a restart, is logged and
+// changes nothing.
+func reload(ctx context.Context, node *lbnode.Node, path string, log *slog.Logger) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = node.Apply(ctx, cfg)
+	}
+	if err != nil {
+		log.Error("reload rejected; the running configuration stays", "config", path, "err", err)
+		return
+	}
+	log.Info("reload applied", "config", path)
 }
 
 // opener opens links according to node.io: afxdp, afpacket, or auto (AF_XDP,

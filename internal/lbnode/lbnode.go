@@ -41,14 +41,21 @@ type Options struct {
 	Refresh time.Duration // next-hop re-resolution period; default 30s
 }
 
+// VIPSteerer is a link that can be told which destinations to deliver
+// (AF_XDP: the XDP program's VIP maps; AF_PACKET: the socket filter).
+type VIPSteerer interface {
+	SetVIPs([]netip.Addr) error
+}
+
 // Node is a running LB node.
 type Node struct {
-	cfg *config.Config
-	log *slog.Logger
-	dp  *datapath.Datapath
-	res *nexthop.Resolver
+	log   *slog.Logger
+	dp    *datapath.Datapath
+	res   *nexthop.Resolver
+	links []link.Link
 
-	mu      sync.Mutex // guards builder and hops
+	mu      sync.Mutex // guards cfg, builder and hops
+	cfg     *config.Config
 	builder *pipeline.Builder
 	hops    map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
 	refresh time.Duration
@@ -73,13 +80,7 @@ func New(o Options) (*Node, error) {
 		return nil, err
 	}
 	n.res = res
-	var vips []netip.Addr
-	for _, v := range n.cfg.VIPs {
-		a := netip.MustParseAddr(v.Address)
-		if !slices.Contains(vips, a) {
-			vips = append(vips, a)
-		}
-	}
+	vips := vipAddrs(n.cfg)
 	var links []link.Link
 	closeAll := func() {
 		for _, l := range links {
@@ -98,6 +99,7 @@ func New(o Options) (*Node, error) {
 			links = append(links, l)
 		}
 	}
+	n.links = links
 	n.dp, err = datapath.New(datapath.Config{Links: links, FlowCapacity: n.cfg.Node.FlowCapacity})
 	if err != nil {
 		closeAll()
@@ -132,6 +134,82 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Warn("next-hop watch", "err", werr)
 	}
 	return err
+}
+
+func vipAddrs(c *config.Config) []netip.Addr {
+	var vips []netip.Addr
+	for _, v := range c.VIPs {
+		a := netip.MustParseAddr(v.Address)
+		if !slices.Contains(vips, a) {
+			vips = append(vips, a)
+		}
+	}
+	return vips
+}
+
+// ErrNeedsRestart wraps Apply's refusal of changes that only a restart can
+// make (the links are opened at start).
+var ErrNeedsRestart = errors.New("needs a restart")
+
+// Apply makes cfg (already validated, as config.Load and config.Parse
+// return it) the running configuration: it builds the new generation and
+// swaps it in while the workers run. Flows keep their backend if it stays in
+// its service. If anything fails — a change only a restart can make, a spec
+// the builder rejects, a link that cannot be steered — the running
+// configuration stays in force, unchanged, and the error says why.
+func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.cfg
+	a, b := old.Node, cfg.Node
+	switch {
+	case !slices.Equal(a.Interfaces, b.Interfaces):
+		return fmt.Errorf("node.interfaces: %v -> %v %w", a.Interfaces, b.Interfaces, ErrNeedsRestart)
+	case a.IO != b.IO, a.XDPMode != b.XDPMode:
+		return fmt.Errorf("node.io/xdp_mode: %s/%s -> %s/%s %w", a.IO, a.XDPMode, b.IO, b.XDPMode, ErrNeedsRestart)
+	case a.Workers != b.Workers:
+		return fmt.Errorf("node.workers: %d -> %d %w", a.Workers, b.Workers, ErrNeedsRestart)
+	case a.FlowCapacity != b.FlowCapacity:
+		return fmt.Errorf("node.flow_capacity: %d -> %d %w", a.FlowCapacity, b.FlowCapacity, ErrNeedsRestart)
+	}
+	if a.Seed != b.Seed {
+		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", a.Seed, "new", b.Seed)
+	}
+	n.cfg = cfg
+	spec, hops := n.spec(ctx)
+	// Steer the union of old and new VIPs while the generation changes, so
+	// that neither a removed nor an added VIP loses packets in between.
+	oldVIPs, newVIPs := vipAddrs(old), vipAddrs(cfg)
+	union := append(slices.Clone(oldVIPs), newVIPs...)
+	if err := n.steer(union); err != nil {
+		n.cfg = old
+		n.steer(oldVIPs)
+		return err
+	}
+	g, err := n.builder.Build(spec)
+	if err != nil {
+		n.cfg = old
+		n.steer(oldVIPs)
+		return err
+	}
+	n.hops = hops
+	n.dp.Apply(g)
+	if err := n.steer(newVIPs); err != nil {
+		n.log.Error("steering the new VIP set", "err", err) // the union stays: traffic still flows
+	}
+	n.log.Info("configuration applied", "generation", g.ID, "services", len(g.Services))
+	return nil
+}
+
+func (n *Node) steer(vips []netip.Addr) error {
+	for _, l := range n.links {
+		if s, ok := l.(VIPSteerer); ok {
+			if err := s.SetVIPs(vips); err != nil {
+				return fmt.Errorf("steering VIPs %v: %w", vips, err)
+			}
+		}
+	}
+	return nil
 }
 
 // rebuild resolves every backend and applies a new generation if anything

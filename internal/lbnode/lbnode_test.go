@@ -3,6 +3,7 @@ package lbnode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -121,4 +122,71 @@ func macString(b []byte) string {
 		s = append(s, hex[x>>4], hex[x&15])
 	}
 	return string(s)
+}
+
+// Apply refuses what only a restart can change and leaves the running
+// generation alone; it applies VIP and backend changes as a new generation
+// and steers the links to the new VIP set.
+func TestApply(t *testing.T) {
+	lbns, bens := nettest.New(t, "lb"), nettest.New(t, "be")
+	nettest.Veth(t, lbns, "eth0", "198.18.30.1/24", bens, "eth0", "198.18.30.11/24")
+	base := `
+node: {interfaces: [eth0], io: afpacket}
+vips:
+  - {name: web, address: 198.18.0.10, protocol: tcp, port: 80, backends: [{address: 198.18.30.11}]}
+`
+	parse := func(doc string) *config.Config {
+		c, err := config.Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	sl := &steeredLink{Link: mem.New(mem.Config{})}
+	var node *Node
+	err := lbns.Do(func() (err error) {
+		node, err = New(Options{Config: parse(base), Log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil)),
+			Open: func(string, int, []netip.Addr) (link.Link, string, error) { return sl, "mem", nil }})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := node.Datapath().Generation().ID
+	for _, doc := range []string{
+		strings.Replace(base, "interfaces: [eth0]", "interfaces: [eth1]", 1),
+		strings.Replace(base, "io: afpacket", "io: afxdp", 1),
+		strings.Replace(base, "io: afpacket}", "io: afpacket, workers: 2}", 1),
+		strings.Replace(base, "io: afpacket}", "io: afpacket, flow_capacity: 1000}", 1),
+	} {
+		if err := node.Apply(context.Background(), parse(doc)); !errors.Is(err, ErrNeedsRestart) {
+			t.Errorf("Apply(%q) = %v, want ErrNeedsRestart", doc, err)
+		}
+		if g := node.Datapath().Generation().ID; g != gen {
+			t.Fatalf("a refused Apply changed the generation %d -> %d", gen, g)
+		}
+	}
+	added := base + "  - {name: web6, address: \"198.18.0.11\", protocol: tcp, port: 443, backends: [{address: 198.18.30.11}]}\n"
+	if err := lbns.Do(func() error { return node.Apply(context.Background(), parse(added)) }); err != nil {
+		t.Fatal(err)
+	}
+	g := node.Datapath().Generation()
+	if g.ID != gen+1 || len(g.Services) != 2 {
+		t.Fatalf("generation %d with %d services after adding a VIP", g.ID, len(g.Services))
+	}
+	want := []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("198.18.0.11")}
+	if !slices.Equal(sl.last, want) {
+		t.Fatalf("links steered to %v, want %v", sl.last, want)
+	}
+}
+
+// steeredLink is a mem link that records the VIP sets it is given.
+type steeredLink struct {
+	*mem.Link
+	last []netip.Addr
+}
+
+func (s *steeredLink) SetVIPs(v []netip.Addr) error {
+	s.last = slices.Clone(v)
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/lab"
@@ -229,6 +230,19 @@ func (s *Scenario) RestartLB(ctx context.Context, i int, io string) error {
 	}
 	s.LBs[i] = p
 	return nil
+}
+
+// ReloadLB writes cfg as LB node i's configuration file and sends the node
+// SIGHUP, which makes it re-read and apply the file.
+func (s *Scenario) ReloadLB(i int, cfg string) error {
+	if i < 0 || i >= len(s.LBs) {
+		return fmt.Errorf("scenario: no LB node %d", i)
+	}
+	path := filepath.Join(s.cfgDir, s.Lab.LBs[i].Name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	return syscall.Kill(s.LBs[i].Pid(), syscall.SIGHUP)
 }
 
 // Stop stops every process and removes the lab.

@@ -611,6 +611,10 @@ func (l *Link) SetFilter(dsts []netip.Addr) error {
 	})
 }
 
+// SetVIPs is SetFilter: the link receives frames to these addresses only.
+// (It gives AF_PACKET and AF_XDP links one method to steer VIP traffic.)
+func (l *Link) SetVIPs(dsts []netip.Addr) error { return l.SetFilter(dsts) }
+
 // ClearFilter removes the filter: the link receives every frame that
 // arrives on the interface again, as after New.
 func (l *Link) ClearFilter() error {
