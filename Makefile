@@ -16,7 +16,8 @@ FUZZ_TARGETS = \
 	./internal/encap:FuzzChecksum \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker \
-	./internal/agent:FuzzInspect
+	./internal/agent:FuzzInspect \
+	./internal/health/vipprobe:FuzzParse
 
 .PHONY: all build demo deps test vet race bench bench-all fuzz clean
 

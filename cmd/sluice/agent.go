@@ -124,5 +124,10 @@ func logCounters(log *slog.Logger, msg string, c agent.Counters) {
 			attrs = append(attrs, slog.Uint64(name, v))
 		}
 	})
+	c.Probes.Each(func(name string, v uint64) {
+		if v != 0 {
+			attrs = append(attrs, slog.Uint64(name, v))
+		}
+	})
 	log.Info(msg, attrs...)
 }

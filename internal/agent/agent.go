@@ -37,6 +37,9 @@ type Agent struct {
 	undo []undoStep
 
 	stats counters // written by Run once per batch, read by anyone
+	// probes answers VIP probes (probe.go); nil when the Agent was not made
+	// by New, and then control messages are dropped as GUEControl.
+	probes *prober
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -148,6 +151,9 @@ func (a *Agent) setup() error {
 	if a.rd, err = newBatchReader(a.udp, c.Batch); err != nil {
 		return fmt.Errorf("agent: UDP socket %s: %w", c.Listen, err)
 	}
+	if err := a.startProber(); err != nil {
+		return err
+	}
 	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", c.TUN, "vips", c.VIPs, "batch", c.Batch)
 	return nil
 }
@@ -226,7 +232,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return a.runErr(ctx, err)
 		}
 		for i := 0; i < n; i++ {
-			a.handle(a.rd.datagram(i), a.rd.truncated(i), &h, &b)
+			if d := a.rd.datagram(i); a.handle(d, a.rd.truncated(i), &h, &b) {
+				a.probes.receive(d, a.rd.source(i), &a.vips, &b)
+			}
 		}
 		a.stats.flush(&b)
 	}
@@ -242,22 +250,27 @@ func (a *Agent) runErr(ctx context.Context, err error) error {
 	return fmt.Errorf("agent: receive on %s: %w", a.cfg.Listen, err)
 }
 
-// handle processes one datagram and counts the outcome in b.
-func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters) {
+// handle processes one datagram and counts the outcome in b. It returns
+// true, without counting a drop, for a GUE control message when the agent
+// answers VIP probes: the caller passes it to a.probes.
+func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters) (control bool) {
 	b.Received++
 	b.ReceivedBytes += uint64(len(d))
 	if truncated {
 		b.Drops[Oversize]++
-		return
+		return false
 	}
 	inner, r, ok := a.vips.inspect(d, h)
 	if !ok {
+		if r == GUEControl && a.probes != nil {
+			return true
+		}
 		b.Drops[r]++
-		return
+		return false
 	}
 	if _, err := a.tun.Write(inner); err != nil {
 		b.Drops[TUNWriteError]++
-		return
+		return false
 	}
 	b.Delivered++
 	b.DeliveredBytes += uint64(len(inner))
@@ -266,6 +279,7 @@ func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters
 		// every packet with a hop list is taken locally.
 		b.HopListLocal++
 	}
+	return false
 }
 
 // Close stops Run, waits for it to return, deletes the TUN device, removes

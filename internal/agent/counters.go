@@ -111,6 +111,10 @@ type Counters struct {
 	// second-chance forwarding exists they are all taken locally.
 	HopListLocal uint64
 	Drops        [NumReasons]uint64 // by Reason
+	// Probes counts the VIP probes (GUE control messages of type
+	// vipprobe.CType); they are part of Received but never of Drops.
+	// Each does not list them: see ProbeCounters.Each.
+	Probes ProbeCounters
 }
 
 // Dropped returns the sum of all drops.
@@ -153,12 +157,14 @@ var dropNames = func() (n [NumReasons]string) {
 }()
 
 // counters is the live, shared form of Counters. Only the Run goroutine
-// adds, once per batch (flush); any goroutine may load.
+// adds, once per batch (flush), except the probe counters, which the probe
+// workers also add to directly; any goroutine may load.
 type counters struct {
 	received, receivedBytes   atomic.Uint64
 	delivered, deliveredBytes atomic.Uint64
 	hopListLocal              atomic.Uint64
 	drops                     [NumReasons]atomic.Uint64
+	probes                    [numProbeCounters]atomic.Uint64
 }
 
 // flush adds the batch's counts b to the shared counters and zeroes b.
@@ -176,6 +182,9 @@ func (s *counters) flush(b *Counters) {
 	for i := range b.Drops {
 		add(&s.drops[i], b.Drops[i])
 	}
+	for i, p := range b.Probes.fields() {
+		add(&s.probes[i], *p)
+	}
 	*b = Counters{}
 }
 
@@ -187,6 +196,9 @@ func (s *counters) load() (c Counters) {
 	c.HopListLocal = s.hopListLocal.Load()
 	for i := range c.Drops {
 		c.Drops[i] = s.drops[i].Load()
+	}
+	for i, p := range c.Probes.fields() {
+		*p = s.probes[i].Load()
 	}
 	return c
 }

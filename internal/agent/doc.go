@@ -34,13 +34,20 @@
 //     and replies from it. A VIP already on lo is left there at Close.
 //  5. Opens the UDP socket on Config.Listen (an unspecified address gives
 //     one dual-stack socket for GUE over IPv4 and IPv6).
+//  6. Opens a NETLINK_SOCK_DIAG socket and a handle on the network
+//     namespace, and starts the VIP probe workers (ProbeWorkers
+//     goroutines, each locked to an OS thread in that namespace; see "VIP
+//     probes").
 //
 // Needed privileges: CAP_NET_ADMIN and nothing else (no uid 0): creating a
 // TUN device, adding addresses and writing net.* sysctls all require it
 // and are granted by it. /dev/net/tun must be readable and writable by the
 // agent's user (mode 0666 on common distributions). A Listen port below
 // 1024 additionally needs CAP_NET_BIND_SERVICE. Under systemd:
-// AmbientCapabilities=CAP_NET_ADMIN with a non-root User=.
+// AmbientCapabilities=CAP_NET_ADMIN with a non-root User=. (A probe worker
+// calls setns(2), which needs CAP_SYS_ADMIN, only when New ran on a thread
+// switched into another namespace than the rest of the process, as tests
+// do; a caller that could switch that thread has the capability.)
 //
 // # Validation
 //
@@ -54,17 +61,60 @@
 // they were the client. The outer source is not checked (the UDP checksum
 // is, by the kernel).
 //
+// GUE control messages are never delivered. Those of type vipprobe.CType
+// are VIP probes (below); any other is dropped as GUEControl.
+//
+// # VIP probes
+//
+// An LB node's health checker (package health, Kind VIP) asks the agent
+// whether a service answers on a VIP on this host, which is what the
+// load-balanced traffic needs: a service bound only to the host's own
+// address, or a host without a running agent, passes a check of the host
+// address and still drops every packet to the VIP. The request is a GUE
+// variant 0 control message (C bit set) of control type vipprobe.CType
+// (0xD3) carrying a probe ID, the VIP address and port and the protocol;
+// the wire format is drawn in package health. The agent answers from its
+// GUE socket to the request's source address and port with the same
+// message, Type "reply" and a status:
+//
+//   - not configured: the VIP is not one of Config.VIPs. Answered at once by
+//     the Run goroutine, without any check.
+//   - up / down: the result of a local check. TCP: a connect from this host
+//     to VIP:port within ProbeConnectTimeout (the connection is closed at
+//     once, with a FIN, having sent nothing). UDP: NETLINK_SOCK_DIAG lists an
+//     unconnected UDP socket bound to the port and to the VIP or the
+//     wildcard address (for an IPv4 VIP also an IPv6 wildcard socket, taken
+//     to be dual stack), not bound to a device other than the TUN device. No
+//     datagram is sent to the service.
+//   - overloaded: the request could not be checked now (see the bounds).
+//
+// Bounds, so that a flood of probes cannot make the agent open connections
+// without limit: a check's result answers every probe for the same VIP,
+// protocol and port for ProbeCacheTTL (250 ms); probes that arrive while
+// their key is being checked wait for that check (up to 64 of them); at
+// most ProbeWorkers checks run at once, fed by a queue of ProbeQueue
+// requests; at most ProbeMaxKeys distinct keys are checked per
+// ProbeCacheTTL. A request that finds the queue full, or that would exceed
+// a bound, is answered "overloaded" at once. So a probe costs at most one
+// local connect per key per 250 ms, and at most ProbeMaxKeys connects per
+// 250 ms in all. The reply is as long as the request: the agent amplifies
+// nothing. Probes are counted in Counters.Probes (requests, malformed, the
+// replies by status, local checks made, reply errors), never as drops.
+//
 // # Lifetimes and concurrency
 //
-// New returns an Agent that owns the TUN descriptor, the UDP socket, a
-// netlink socket and the sysctl files whose values it changed, all
-// bound to New's namespace: Run and Close may run on any thread. Run is one
+// New returns an Agent that owns the TUN descriptor, the UDP socket, two
+// netlink sockets (route, sock_diag), a handle on the namespace, the probe
+// workers and the sysctl files whose values it changed, all bound to New's
+// namespace: Run and Close may run on any thread. Run is one
 // goroutine doing run-to-completion batches: recvmmsg of up to Config.Batch
 // datagrams into buffers the Agent owns, validate each in place, one
 // write(2) per inner packet to the TUN device (the TUN driver takes one
 // packet per write, so there is nothing to batch). Run does not allocate per
-// packet. Counters may be called from any goroutine at any time; the counts
-// of a batch appear when the batch is done. Close stops Run, waits for it,
-// then undoes New; it is safe to call more than once and concurrently with
-// Run.
+// packet. Run hands a probe request to the probe workers through a bounded
+// queue and never waits for a check. Counters may be called from any
+// goroutine at any time; the counts of a batch appear when the batch is
+// done (the probe workers' counts as they happen). Close stops Run, waits
+// for it, stops the probe workers (queued requests stay unanswered), then
+// undoes New; it is safe to call more than once and concurrently with Run.
 package agent

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -18,10 +19,11 @@ const maxDatagram = 64 << 10
 // UDP socket, waiting in the Go poller (so that a read deadline or closing
 // the socket interrupts it). It is owned by one goroutine.
 type batchReader struct {
-	rc   syscall.RawConn
-	bufs [][]byte
-	iovs []unix.Iovec
-	msgs []unix.Mmsghdr
+	rc    syscall.RawConn
+	bufs  [][]byte
+	iovs  []unix.Iovec
+	msgs  []unix.Mmsghdr
+	names []unix.RawSockaddrInet6 // source addresses (room for AF_INET too)
 }
 
 func newBatchReader(c *net.UDPConn, n int) (*batchReader, error) {
@@ -30,10 +32,11 @@ func newBatchReader(c *net.UDPConn, n int) (*batchReader, error) {
 		return nil, err
 	}
 	r := &batchReader{
-		rc:   rc,
-		bufs: make([][]byte, n),
-		iovs: make([]unix.Iovec, n),
-		msgs: make([]unix.Mmsghdr, n),
+		rc:    rc,
+		bufs:  make([][]byte, n),
+		iovs:  make([]unix.Iovec, n),
+		msgs:  make([]unix.Mmsghdr, n),
+		names: make([]unix.RawSockaddrInet6, n),
 	}
 	mem := make([]byte, n*maxDatagram)
 	for i := range r.bufs {
@@ -42,6 +45,7 @@ func newBatchReader(c *net.UDPConn, n int) (*batchReader, error) {
 		r.iovs[i].SetLen(maxDatagram)
 		r.msgs[i].Hdr.Iov = &r.iovs[i]
 		r.msgs[i].Hdr.SetIovlen(1)
+		r.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
 	}
 	return r, nil
 }
@@ -53,6 +57,9 @@ func (r *batchReader) read() (int, error) {
 		n     int
 		errno syscall.Errno
 	)
+	for i := range r.msgs {
+		r.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6 // the kernel overwrites it
+	}
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
 			r1, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd,
@@ -80,3 +87,19 @@ func (r *batchReader) read() (int, error) {
 func (r *batchReader) datagram(i int) []byte { return r.bufs[i][:r.msgs[i].Len] }
 
 func (r *batchReader) truncated(i int) bool { return r.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 }
+
+// source returns the sender of datagram(i) (IPv4 unmapped), or the zero
+// AddrPort if the kernel gave none.
+func (r *batchReader) source(i int) netip.AddrPort {
+	sa := &r.names[i]
+	switch {
+	case sa.Family == unix.AF_INET6 && r.msgs[i].Hdr.Namelen >= unix.SizeofSockaddrInet6:
+		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(port[0])<<8|uint16(port[1]))
+	case sa.Family == unix.AF_INET && r.msgs[i].Hdr.Namelen >= unix.SizeofSockaddrInet4:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(port[0])<<8|uint16(port[1]))
+	}
+	return netip.AddrPort{}
+}
