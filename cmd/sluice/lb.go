@@ -12,13 +12,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/control"
+	"github.com/sluicelb/sluice/internal/control/api"
 	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/afpacket"
 )
 
 func newLBCmd() *cobra.Command {
-	var path, level string
+	var path, level, adminAddr, adminToken string
 	cmd := &cobra.Command{
 		Use:   "lb --config FILE",
 		Short: "Run an LB node: forward VIP traffic to backends, GUE-encapsulated",
@@ -43,6 +45,16 @@ rejected and the running one keeps serving.`,
 			if err != nil {
 				return err
 			}
+			if adminToken == "" {
+				adminToken = os.Getenv("SLUICE_TOKEN")
+			}
+			ctl := control.New(node)
+			srv, err := api.Listen(adminAddr, adminToken, api.Handler(ctl))
+			if err != nil {
+				return fmt.Errorf("admin API: %w", err)
+			}
+			defer srv.Close()
+			log.Info("admin API listening", "addr", srv.Addr)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			usr1 := make(chan os.Signal, 1)
@@ -57,7 +69,7 @@ rejected and the running one keeps serving.`,
 					case <-usr1:
 						node.Report(cmd.OutOrStdout())
 					case <-hup:
-						reload(ctx, node, path, log)
+						reload(ctx, ctl, path, log)
 					case <-ctx.Done():
 						return
 					}
@@ -71,17 +83,20 @@ rejected and the running one keeps serving.`,
 	}
 	cmd.Flags().StringVar(&path, "config", "", "node configuration (YAML)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&adminAddr, "admin-addr", "127.0.0.1:6090", "admin API and /metrics address (a token is required unless it is loopback)")
+	cmd.Flags().StringVar(&adminToken, "admin-token", "", "bearer token for the admin API (default $SLUICE_TOKEN)")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }
 
-// reload re-reads the configuration file and applies it; a file that does
-// not parse or validate, or a change that needs a restart, is logged and
-// changes nothing.
-func reload(ctx context.Context, node *lbnode.Node, path string, log *slog.Logger) {
-	cfg, err := config.Load(path)
+// reload re-reads the configuration file and applies it through the same
+// path as the admin API (so it counts as a generation and an apply result);
+// a file that does not parse or validate, or a change that needs a restart,
+// is logged and changes nothing.
+func reload(ctx context.Context, ctl *control.Server, path string, log *slog.Logger) {
+	doc, err := os.ReadFile(path)
 	if err == nil {
-		err = node.Apply(ctx, cfg)
+		_, err = ctl.PutConfig(ctx, doc)
 	}
 	if err != nil {
 		log.Error("reload rejected; the running configuration stays", "config", path, "err", err)

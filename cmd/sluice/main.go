@@ -29,7 +29,7 @@ func newRoot() *cobra.Command {
 	}
 	labCmd := newLabCmd()
 	labCmd.AddCommand(newLabDemoCmd())
-	root.AddCommand(newVersionCmd(), newSimCmd(), newAgentCmd(), newLBCmd(), labCmd)
+	root.AddCommand(newVersionCmd(), newSimCmd(), newAgentCmd(), newLBCmd(), labCmd, newCtlCmd())
 	return root
 }
 

@@ -361,3 +361,17 @@ func (n *Node) Report(w io.Writer) {
 		}
 	}
 }
+
+// Config returns the running configuration; the caller must not modify it.
+// (Added for the control server.)
+func (n *Node) Config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
+}
+
+// Counters returns the datapath counters summed over the workers.
+func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
+
+// Generation returns the running datapath generation.
+func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluicelb/sluice/internal/control"
+	"github.com/sluicelb/sluice/internal/control/api"
+)
+
+// newCtlCmd is `sluice ctl`: the client of an LB node's admin API.
+func newCtlCmd() *cobra.Command {
+	var addr, token, output string
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Inspect and change a running LB node through its admin API",
+		Long: `ctl talks to the admin API of a running LB node (HTTP/JSON, loopback by default).
+The token is taken from --token or the SLUICE_TOKEN environment variable.`,
+	}
+	cmd.PersistentFlags().StringVar(&addr, "addr", "127.0.0.1:6090", "admin API address (host:port)")
+	cmd.PersistentFlags().StringVar(&token, "token", "", "bearer token (default $SLUICE_TOKEN)")
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	client := func() (*api.Client, error) {
+		if output != "table" && output != "json" {
+			return nil, fmt.Errorf("-o %q: not table or json", output)
+		}
+		if token == "" {
+			token = os.Getenv("SLUICE_TOKEN")
+		}
+		return &api.Client{Base: "http://" + addr, Token: token}, nil
+	}
+	emit := func(w io.Writer, v any, table func(*tabwriter.Writer)) error {
+		if output == "json" {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		table(tw)
+		return tw.Flush()
+	}
+
+	vip := &cobra.Command{Use: "vip", Short: "VIPs and their backends"}
+	vip.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List the VIPs with their backends, next hops and counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			vips, err := c.VIPs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), vips, func(tw *tabwriter.Writer) { vipTable(tw, vips) })
+		},
+	})
+
+	stats := &cobra.Command{
+		Use:   "stats",
+		Short: "Show the node's counters, drops by reason and the last apply",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Stats(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), st, func(tw *tabwriter.Writer) { statsTable(tw, st) })
+		},
+	}
+
+	var file string
+	apply := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Apply a configuration; a document that does not validate changes nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			if file == "" {
+				return errors.New("apply: -f FILE is required (- for standard input)")
+			}
+			var doc []byte
+			if file == "-" {
+				doc, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				doc, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return err
+			}
+			res, err := c.Apply(cmd.Context(), doc)
+			var ae *api.Error
+			if errors.As(err, &ae) && len(ae.Problems) > 0 {
+				if output == "json" {
+					emit(cmd.OutOrStdout(), ae.ErrorBody, nil)
+				} else {
+					tw := tabwriter.NewWriter(cmd.ErrOrStderr(), 0, 0, 2, ' ', 0)
+					fmt.Fprintln(tw, "PATH\tVALUE\tREASON")
+					for _, p := range ae.Problems {
+						v := "-"
+						if p.Value != nil {
+							v = fmt.Sprint(p.Value)
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Path, v, p.Reason)
+					}
+					tw.Flush()
+				}
+				return fmt.Errorf("%s: configuration rejected (%d problems); the running one is unchanged", file, len(ae.Problems))
+			}
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), res, func(tw *tabwriter.Writer) {
+				fmt.Fprintf(tw, "applied\tgeneration %d\t%s\n", res.Generation, res.Time.Format(time.RFC3339))
+			})
+		},
+	}
+	apply.Flags().StringVarP(&file, "file", "f", "", "YAML configuration file (- for standard input)")
+
+	cfg := &cobra.Command{Use: "config", Short: "The running configuration"}
+	cfg.AddCommand(&cobra.Command{
+		Use:   "get",
+		Short: "Print the running configuration (YAML, defaults filled in)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			b, err := c.Config(cmd.Context())
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	})
+
+	cmd.AddCommand(vip, stats, apply, cfg)
+	return cmd
+}
+
+func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
+	fmt.Fprintln(tw, "VIP\tADDRESS\tPROTO\tPORTS\tBACKEND\tWEIGHT\tSTATE\tPACKETS\tBYTES")
+	for _, v := range vips {
+		ports := "all"
+		switch {
+		case v.Port == 0 && v.PortEnd == 0:
+		case v.PortEnd == v.Port:
+			ports = fmt.Sprint(v.Port)
+		default:
+			ports = fmt.Sprintf("%d-%d", v.Port, v.PortEnd)
+		}
+		if len(v.Backends) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t%d\t%d\n", v.Name, v.Address, v.Protocol, ports, v.Packets, v.Bytes)
+		}
+		for _, b := range v.Backends {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n",
+				v.Name, v.Address, v.Protocol, ports, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
+		}
+	}
+}
+
+func statsTable(tw *tabwriter.Writer, st control.Stats) {
+	last := "none since start"
+	if !st.LastApply.Time.IsZero() {
+		last = "ok"
+		if !st.LastApply.OK {
+			last = "failed: " + st.LastApply.Error
+		}
+		last = st.LastApply.Time.Format(time.RFC3339) + " " + last
+	}
+	for _, r := range []struct {
+		k string
+		v any
+	}{
+		{"config generation", st.ConfigGeneration},
+		{"datapath generation", st.DatapathGeneration},
+		{"last apply", last},
+		{"rx packets", st.RxPackets}, {"rx bytes", st.RxBytes},
+		{"tx packets", st.TxPackets}, {"tx bytes", st.TxBytes}, {"tx errors", st.TxErrors},
+		{"passed", st.Passed},
+		{"flow hits", st.FlowHits}, {"flow misses", st.FlowMisses}, {"flows reaped", st.Reaped},
+	} {
+		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
+	}
+	fmt.Fprintln(tw, "\nDROP REASON\tPACKETS")
+	for _, k := range sortedKeys(st.Drops) {
+		fmt.Fprintf(tw, "%s\t%d\n", k, st.Drops[k])
+	}
+	for _, k := range sortedKeys(st.ParseDrops) {
+		if st.ParseDrops[k] > 0 {
+			fmt.Fprintf(tw, "parse/%s\t%d\n", k, st.ParseDrops[k])
+		}
+	}
+}
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,124 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/sluicelb/sluice/internal/control"
+)
+
+// ErrUnauthorized matches a 401 answer: a missing or wrong token.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// Client talks to the admin API.
+type Client struct {
+	Base  string       // "http://127.0.0.1:6090"
+	Token string       // sent as a bearer token when not empty
+	HTTP  *http.Client // nil: http.DefaultClient
+}
+
+// Error is an error answer. It matches control.ErrInvalidConfig (400),
+// control.ErrNeedsRestart (409) and ErrUnauthorized (401).
+type Error struct {
+	Status int
+	ErrorBody
+}
+
+func (e *Error) Error() string {
+	if len(e.Problems) == 0 {
+		return fmt.Sprintf("%s (HTTP %d)", e.ErrorBody.Error, e.Status)
+	}
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return e.ErrorBody.Error + ": " + strings.Join(s, "; ")
+}
+
+// Is maps the status to the domain's sentinel errors.
+func (e *Error) Is(target error) bool {
+	switch e.Status {
+	case http.StatusBadRequest:
+		return target == control.ErrInvalidConfig
+	case http.StatusConflict:
+		return target == control.ErrNeedsRestart
+	case http.StatusUnauthorized:
+		return target == ErrUnauthorized
+	}
+	return false
+}
+
+// Config returns the running configuration (YAML).
+func (c *Client) Config(ctx context.Context) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/v1/config", nil, nil)
+}
+
+// Apply sends a YAML document to apply.
+func (c *Client) Apply(ctx context.Context, doc []byte) (res control.ApplyResult, err error) {
+	_, err = c.do(ctx, http.MethodPut, "/v1/config", doc, &res)
+	return res, err
+}
+
+// VIPs lists the running VIPs with their backends.
+func (c *Client) VIPs(ctx context.Context) (v []control.VIPStatus, err error) {
+	_, err = c.do(ctx, http.MethodGet, "/v1/vips", nil, &v)
+	return v, err
+}
+
+// Stats returns the node's counters.
+func (c *Client) Stats(ctx context.Context) (s control.Stats, err error) {
+	_, err = c.do(ctx, http.MethodGet, "/v1/stats", nil, &s)
+	return s, err
+}
+
+// do sends a request and decodes a JSON answer into out, or returns the raw
+// body when out is nil.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Base, "/")+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/yaml")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
+			e.ErrorBody.Error = strings.TrimSpace(string(b))
+		}
+		return nil, e
+	}
+	if out == nil {
+		return b, nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,151 @@
+// Package controltest provides a fake LB node for the control server's
+// tests and its clients'.
+package controltest
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/lbnode"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Initial is the configuration a Node starts with: VIP web (10.0.0.1 tcp
+// 80) with backends 10.1.0.1 (weight 1) and 10.1.0.2 (weight 0, and its next
+// hop unresolved: see Node), and VIP dns (10.0.0.2 udp 53) with 10.1.0.3.
+const Initial = `node:
+  interfaces: [eth0]
+vips:
+  - name: web
+    address: 10.0.0.1
+    protocol: tcp
+    port: 80
+    backends:
+      - address: 10.1.0.1
+      - address: 10.1.0.2
+        weight: 0
+  - name: dns
+    address: 10.0.0.2
+    protocol: udp
+    port: 53
+    backends:
+      - address: 10.1.0.3
+`
+
+// Node is a fake LB node. Apply behaves like lbnode.Node's for the node
+// settings (a change of node.interfaces or node.workers is refused with
+// lbnode.ErrNeedsRestart) and otherwise takes the configuration; ApplyErr,
+// when set, is returned instead. The generation is built from the
+// configuration with every backend resolved except 10.1.0.2, and
+// Real.ID = position in the configuration (web: 0, 1; dns: 2).
+type Node struct {
+	mu       sync.Mutex
+	cfg      *config.Config
+	gen      *pipeline.Generation
+	Applied  int               // successful applies
+	ApplyErr error             // returned by Apply when set
+	Count    datapath.Counters // returned by Counters
+}
+
+// New returns a Node running Initial.
+func New() *Node {
+	cfg, err := config.Parse([]byte(Initial))
+	if err != nil {
+		panic(err)
+	}
+	n := &Node{cfg: cfg}
+	n.gen = generation(cfg, 1)
+	return n
+}
+
+// Config returns the running configuration.
+func (n *Node) Config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cfg
+}
+
+// Apply takes cfg, or refuses it as described on Node.
+func (n *Node) Apply(_ context.Context, cfg *config.Config) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ApplyErr != nil {
+		return n.ApplyErr
+	}
+	if len(cfg.Node.Interfaces) != len(n.cfg.Node.Interfaces) || cfg.Node.Interfaces[0] != n.cfg.Node.Interfaces[0] {
+		return &needsRestart{"node.interfaces"}
+	}
+	if cfg.Node.Workers != n.cfg.Node.Workers {
+		return &needsRestart{"node.workers"}
+	}
+	n.cfg = cfg
+	n.gen = generation(cfg, n.gen.ID+1)
+	n.Applied++
+	return nil
+}
+
+type needsRestart struct{ field string }
+
+func (e *needsRestart) Error() string { return e.field + ": " + lbnode.ErrNeedsRestart.Error() }
+func (e *needsRestart) Unwrap() error { return lbnode.ErrNeedsRestart }
+
+// Counters returns a copy of Count.
+func (n *Node) Counters() datapath.Counters {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c := n.Count
+	c.Reals = append([]datapath.RealCounters(nil), c.Reals...)
+	return c
+}
+
+// Generation returns the generation built from the running configuration.
+func (n *Node) Generation() *pipeline.Generation {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gen
+}
+
+// SetCounters replaces the counters.
+func (n *Node) SetCounters(c datapath.Counters) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.Count = c
+}
+
+// Unresolved is the backend whose next hop the fake never resolves.
+var Unresolved = netip.MustParseAddr("10.1.0.2")
+
+func generation(cfg *config.Config, id uint32) *pipeline.Generation {
+	g := &pipeline.Generation{ID: id}
+	var nextID uint32
+	for i, v := range cfg.VIPs {
+		proto := uint8(packet.ProtoTCP)
+		if v.Protocol == "udp" {
+			proto = packet.ProtoUDP
+		}
+		s := &pipeline.Service{
+			Index: i, Name: v.Name, Addr: netip.MustParseAddr(v.Address).As16(), Proto: proto,
+			PortLo: uint16(v.Port), PortHi: uint16(v.Port),
+		}
+		if v.PortEnd != 0 {
+			s.PortHi = uint16(v.PortEnd)
+		}
+		for _, b := range v.Backends {
+			a := netip.MustParseAddr(b.Address)
+			r := &pipeline.Real{ID: nextID, Name: a.String(), Service: i, Weight: uint32(*b.Weight)}
+			if a != Unresolved {
+				r.Template = &encap.Template{}
+			}
+			nextID++
+			s.Reals = append(s.Reals, r)
+			g.Reals = append(g.Reals, r)
+		}
+		g.Services = append(g.Services, s)
+	}
+	return g
+}

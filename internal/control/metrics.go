@@ -1,0 +1,102 @@
+package control
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, all prefixed sluice_. Counters are read from the datapath
+// on every scrape (Datapath.Counters sums worker snapshots taken between
+// batches: nothing is added to the packet path).
+var (
+	descRxPackets  = desc("rx_packets_total", "Frames received on the node's links.")
+	descRxBytes    = desc("rx_bytes_total", "Bytes received on the node's links.")
+	descTxPackets  = desc("tx_packets_total", "Frames transmitted.")
+	descTxBytes    = desc("tx_bytes_total", "Bytes transmitted.")
+	descTxErrors   = desc("tx_errors_total", "Frames the link did not transmit.")
+	descPassed     = desc("passed_packets_total", "Frames not addressed to a VIP, left to the kernel.")
+	descFlowHits   = desc("flow_hits_total", "Packets whose flow-table entry was current.")
+	descFlowMisses = desc("flow_misses_total", "Packets without a current flow-table entry.")
+	descReaped     = desc("flow_reaped_total", "Expired flow-table entries removed.")
+	descDrops      = desc("drops_total", "Packets dropped, by reason (parse is the total of sluice_parse_drops_total).", "reason")
+	descParseDrops = desc("parse_drops_total", "Frames dropped by the parser, by verdict.", "verdict")
+	descVIPPackets = desc("vip_packets_total", "Packets sent to the backends of a VIP.", "vip")
+	descVIPBytes   = desc("vip_bytes_total", "Bytes sent to the backends of a VIP.", "vip")
+	descBEPackets  = desc("backend_packets_total", "Packets sent to a backend of a VIP.", "vip", "backend")
+	descBEBytes    = desc("backend_bytes_total", "Bytes sent to a backend of a VIP.", "vip", "backend")
+	descBEWeight   = desc("backend_weight", "Configured weight of a backend (0: draining).", "vip", "backend")
+	descBENextHop  = desc("backend_next_hop_resolved", "1 if the backend's next hop is resolved, else 0.", "vip", "backend")
+	descConfigGen  = desc("config_generation", "Configuration generation: 1 at start, plus one per successful apply.")
+	descDPGen      = desc("datapath_generation", "Datapath generation ID (also changes with next hops).")
+	descApplyOK    = desc("config_last_apply_success", "1 if the last configuration apply succeeded or none was made yet, else 0.")
+	descApplyTime  = desc("config_last_apply_timestamp_seconds", "Unix time of the last configuration apply (0: none yet).")
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("sluice_"+name, help, labels, nil)
+}
+
+// Collector returns a Prometheus collector reading s on every scrape.
+func (s *Server) Collector() prometheus.Collector { return collector{s} }
+
+type collector struct{ s *Server }
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
+		descFlowHits, descFlowMisses, descReaped, descDrops, descParseDrops,
+		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
+		descConfigGen, descDPGen, descApplyOK, descApplyTime,
+	} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	vips, st := c.s.snapshot()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(descRxPackets, st.RxPackets)
+	counter(descRxBytes, st.RxBytes)
+	counter(descTxPackets, st.TxPackets)
+	counter(descTxBytes, st.TxBytes)
+	counter(descTxErrors, st.TxErrors)
+	counter(descPassed, st.Passed)
+	counter(descFlowHits, st.FlowHits)
+	counter(descFlowMisses, st.FlowMisses)
+	counter(descReaped, st.Reaped)
+	for r, v := range st.Drops {
+		counter(descDrops, v, r)
+	}
+	for r, v := range st.ParseDrops {
+		counter(descParseDrops, v, r)
+	}
+	for _, v := range vips {
+		counter(descVIPPackets, v.Packets, v.Name)
+		counter(descVIPBytes, v.Bytes, v.Name)
+		for _, b := range v.Backends {
+			counter(descBEPackets, b.Packets, v.Name, b.Address)
+			counter(descBEBytes, b.Bytes, v.Name, b.Address)
+			gauge(descBEWeight, float64(b.Weight), v.Name, b.Address)
+			gauge(descBENextHop, b2f(b.NextHopResolved), v.Name, b.Address)
+		}
+	}
+	gauge(descConfigGen, float64(st.ConfigGeneration))
+	gauge(descDPGen, float64(st.DatapathGeneration))
+	gauge(descApplyOK, b2f(st.LastApply.OK || st.LastApply.Time.IsZero()))
+	var t float64
+	if !st.LastApply.Time.IsZero() {
+		t = float64(st.LastApply.Time.UnixNano()) / 1e9
+	}
+	gauge(descApplyTime, t)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

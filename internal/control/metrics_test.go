@@ -1,0 +1,110 @@
+package control
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+func TestCollector(t *testing.T) {
+	s, n := newServer(t)
+	n.SetCounters(fakeCounters())
+	c := s.Collector()
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP sluice_backend_packets_total Packets sent to a backend of a VIP.
+# TYPE sluice_backend_packets_total counter
+sluice_backend_packets_total{backend="10.1.0.1",vip="web"} 50
+sluice_backend_packets_total{backend="10.1.0.2",vip="web"} 7
+sluice_backend_packets_total{backend="10.1.0.3",vip="dns"} 33
+# HELP sluice_backend_bytes_total Bytes sent to a backend of a VIP.
+# TYPE sluice_backend_bytes_total counter
+sluice_backend_bytes_total{backend="10.1.0.1",vip="web"} 5000
+sluice_backend_bytes_total{backend="10.1.0.2",vip="web"} 700
+sluice_backend_bytes_total{backend="10.1.0.3",vip="dns"} 3300
+# HELP sluice_backend_next_hop_resolved 1 if the backend's next hop is resolved, else 0.
+# TYPE sluice_backend_next_hop_resolved gauge
+sluice_backend_next_hop_resolved{backend="10.1.0.1",vip="web"} 1
+sluice_backend_next_hop_resolved{backend="10.1.0.2",vip="web"} 0
+sluice_backend_next_hop_resolved{backend="10.1.0.3",vip="dns"} 1
+# HELP sluice_vip_packets_total Packets sent to the backends of a VIP.
+# TYPE sluice_vip_packets_total counter
+sluice_vip_packets_total{vip="dns"} 33
+sluice_vip_packets_total{vip="web"} 57
+# HELP sluice_flow_hits_total Packets whose flow-table entry was current.
+# TYPE sluice_flow_hits_total counter
+sluice_flow_hits_total 80
+# HELP sluice_flow_misses_total Packets without a current flow-table entry.
+# TYPE sluice_flow_misses_total counter
+sluice_flow_misses_total 10
+# HELP sluice_rx_packets_total Frames received on the node's links.
+# TYPE sluice_rx_packets_total counter
+sluice_rx_packets_total 100
+# HELP sluice_config_generation Configuration generation: 1 at start, plus one per successful apply.
+# TYPE sluice_config_generation gauge
+sluice_config_generation 1
+# HELP sluice_config_last_apply_success 1 if the last configuration apply succeeded or none was made yet, else 0.
+# TYPE sluice_config_last_apply_success gauge
+sluice_config_last_apply_success 1
+`), "sluice_backend_packets_total", "sluice_backend_bytes_total", "sluice_backend_next_hop_resolved",
+		"sluice_vip_packets_total", "sluice_flow_hits_total", "sluice_flow_misses_total", "sluice_rx_packets_total",
+		"sluice_config_generation", "sluice_config_last_apply_success"); err != nil {
+		t.Fatal(err)
+	}
+
+	problems, err := testutil.CollectAndLint(c)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+
+	// A failed apply shows in the gauges; the counters keep counting.
+	if _, err := s.PutConfig(context.Background(), []byte("node: [")); err == nil {
+		t.Fatal("accepted")
+	}
+	n.SetCounters(fakeCounters2())
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP sluice_config_last_apply_success 1 if the last configuration apply succeeded or none was made yet, else 0.
+# TYPE sluice_config_last_apply_success gauge
+sluice_config_last_apply_success 0
+# HELP sluice_config_last_apply_timestamp_seconds Unix time of the last configuration apply (0: none yet).
+# TYPE sluice_config_last_apply_timestamp_seconds gauge
+sluice_config_last_apply_timestamp_seconds 1.767323045e+09
+# HELP sluice_parse_drops_total Frames dropped by the parser, by verdict.
+# TYPE sluice_parse_drops_total counter
+sluice_parse_drops_total{verdict="bad_ext_header"} 0
+sluice_parse_drops_total{verdict="bad_icmp"} 0
+sluice_parse_drops_total{verdict="bad_ihl"} 5
+sluice_parse_drops_total{verdict="bad_ip_version"} 0
+sluice_parse_drops_total{verdict="bad_length"} 0
+sluice_parse_drops_total{verdict="bad_tcp_offset"} 0
+sluice_parse_drops_total{verdict="bad_udp_length"} 0
+sluice_parse_drops_total{verdict="too_many_ext_headers"} 0
+sluice_parse_drops_total{verdict="too_many_vlans"} 0
+sluice_parse_drops_total{verdict="truncated"} 0
+sluice_parse_drops_total{verdict="unsupported_ethertype"} 0
+# HELP sluice_drops_total Packets dropped, by reason (parse is the total of sluice_parse_drops_total).
+# TYPE sluice_drops_total counter
+sluice_drops_total{reason="fragment"} 0
+sluice_drops_total{reason="icmp_unroutable"} 0
+sluice_drops_total{reason="no_backend"} 0
+sluice_drops_total{reason="no_headroom"} 0
+sluice_drops_total{reason="no_next_hop"} 9
+sluice_drops_total{reason="parse"} 5
+sluice_drops_total{reason="too_big"} 0
+`), "sluice_config_last_apply_success", "sluice_config_last_apply_timestamp_seconds", "sluice_parse_drops_total", "sluice_drops_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fakeCounters2() datapath.Counters {
+	c := fakeCounters()
+	c.Drops[pipeline.ReasonNoNextHop] = 9
+	c.Drops[pipeline.ReasonParse] = 5
+	c.Parse[packet.BadIHL] = 5
+	return c
+}

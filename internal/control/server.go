@@ -1,0 +1,317 @@
+// Package control is the control server of an LB node: a library that
+// reads and changes the running configuration and reports the state of the
+// VIPs, their backends and the counters. Adapters (control/api for
+// HTTP/JSON and Prometheus, `sluice ctl` through it) only translate; every
+// decision is made here.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/lbnode"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Node is what the server needs from an LB node; *lbnode.Node implements it.
+type Node interface {
+	// Config returns the running configuration (not to be modified).
+	Config() *config.Config
+	// Apply makes cfg the running configuration, or leaves the running one
+	// in force and says why (wrapping ErrNeedsRestart for changes only a
+	// restart can make).
+	Apply(ctx context.Context, cfg *config.Config) error
+	// Counters returns the counters summed over the workers.
+	Counters() datapath.Counters
+	// Generation returns the running datapath generation (nil before the
+	// first).
+	Generation() *pipeline.Generation
+}
+
+var _ Node = (*lbnode.Node)(nil)
+
+// Errors PutConfig's refusals match (errors.Is). In every case the running
+// configuration stays in force, unchanged.
+var (
+	// ErrInvalidConfig: the document does not parse or validate; the error
+	// is a *ConfigError listing every problem.
+	ErrInvalidConfig = errors.New("invalid configuration")
+	// ErrNeedsRestart: the document changes what only a restart can.
+	ErrNeedsRestart = lbnode.ErrNeedsRestart
+)
+
+// Problem is one problem of a rejected document: the path of the field, its
+// value (nil when the field is missing or the document does not parse) and
+// what is wrong.
+type Problem struct {
+	Path   string `json:"path"`
+	Value  any    `json:"value"`
+	Reason string `json:"reason"`
+}
+
+func (p Problem) String() string {
+	s := p.Reason
+	if p.Value != nil {
+		s = fmt.Sprintf("%v %s", p.Value, p.Reason)
+	}
+	if p.Path != "" {
+		s = p.Path + ": " + s
+	}
+	return s
+}
+
+// ConfigError is a document PutConfig rejected before applying it. It
+// matches ErrInvalidConfig.
+type ConfigError struct {
+	Problems []Problem
+}
+
+func (e *ConfigError) Error() string {
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return "invalid configuration: " + strings.Join(s, "; ")
+}
+
+// Is reports whether target is ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// configError turns config.Parse's error into a ConfigError: one problem per
+// field error, or a single problem without a path when the document does
+// not decode.
+func configError(err error) *ConfigError {
+	var fes []*config.FieldError
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			var fe *config.FieldError
+			if errors.As(e, &fe) {
+				fes = append(fes, fe)
+			}
+		}
+	}
+	if len(fes) == 0 {
+		return &ConfigError{Problems: []Problem{{Reason: err.Error()}}}
+	}
+	ce := &ConfigError{}
+	for _, fe := range fes {
+		ce.Problems = append(ce.Problems, Problem{Path: fe.Path, Value: fe.Value, Reason: fe.Reason})
+	}
+	return ce
+}
+
+// ApplyResult is the outcome of an apply.
+type ApplyResult struct {
+	Time time.Time `json:"time"`
+	OK   bool      `json:"ok"`
+	// Error says why the apply failed; empty when OK.
+	Error string `json:"error,omitempty"`
+	// Generation is the configuration generation running after the apply:
+	// 1 for the configuration the node started with, plus one for every
+	// successful apply.
+	Generation uint64 `json:"generation"`
+}
+
+// Server is the control server of one LB node. Its methods are safe for
+// concurrent use.
+type Server struct {
+	node Node // immutable
+	now  func() time.Time
+
+	applyMu sync.Mutex // serialises PutConfig: one apply at a time
+
+	mu   sync.Mutex  // guards gen and last; never held across node calls
+	gen  uint64      // configuration generation
+	last ApplyResult // zero until the first PutConfig
+}
+
+// New returns the server of node, whose running configuration becomes
+// generation 1.
+func New(node Node) *Server {
+	return &Server{node: node, now: time.Now, gen: 1}
+}
+
+// GetConfig returns the running configuration as YAML, defaults filled in;
+// PutConfig accepts it back unchanged.
+func (s *Server) GetConfig() ([]byte, error) {
+	return yaml.Marshal(s.node.Config())
+}
+
+// PutConfig parses and validates doc, then applies it. If the document
+// does not parse or validate the error is a *ConfigError (matching
+// ErrInvalidConfig) and the node is not asked; if the node refuses it, its
+// error is returned (ErrNeedsRestart for a change only a restart can
+// make). Either way the running configuration is unchanged and the refusal
+// is recorded as the last apply result.
+func (s *Server) PutConfig(ctx context.Context, doc []byte) (ApplyResult, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	cfg, err := config.Parse(doc)
+	if err != nil {
+		err = configError(err)
+	} else {
+		err = s.node.Apply(ctx, cfg)
+	}
+	return s.record(err), err
+}
+
+func (s *Server) record(err error) ApplyResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := ApplyResult{Time: s.now(), OK: err == nil}
+	if err != nil {
+		r.Error = err.Error()
+	} else {
+		s.gen++
+	}
+	r.Generation = s.gen
+	s.last = r
+	return r
+}
+
+// Status returns the configuration generation and the last apply result
+// (zero Time: none yet).
+func (s *Server) Status() (gen uint64, last ApplyResult) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen, s.last
+}
+
+// VIPStatus is a running VIP and its backends.
+type VIPStatus struct {
+	Name     string          `json:"name"`
+	Address  string          `json:"address"`
+	Protocol string          `json:"protocol"`
+	Port     uint16          `json:"port"`     // 0 with PortEnd 0: every port
+	PortEnd  uint16          `json:"port_end"` // equal to Port for a single port
+	Packets  uint64          `json:"packets"`  // sum over the backends
+	Bytes    uint64          `json:"bytes"`
+	Backends []BackendStatus `json:"backends"`
+}
+
+// Backend states.
+const (
+	StateActive     = "active"     // receives new flows
+	StateDraining   = "draining"   // weight 0: keeps its flows, receives no new ones
+	StateUnresolved = "unresolved" // next hop unresolved: its packets are dropped (no_next_hop)
+)
+
+// BackendStatus is one backend of a VIP with what the datapath sent it.
+type BackendStatus struct {
+	Address         string `json:"address"`
+	Weight          uint32 `json:"weight"`
+	NextHopResolved bool   `json:"next_hop_resolved"`
+	State           string `json:"state"`
+	Packets         uint64 `json:"packets"`
+	Bytes           uint64 `json:"bytes"`
+}
+
+// Stats are the node's counters.
+type Stats struct {
+	RxPackets  uint64 `json:"rx_packets"`
+	RxBytes    uint64 `json:"rx_bytes"`
+	TxPackets  uint64 `json:"tx_packets"`
+	TxBytes    uint64 `json:"tx_bytes"`
+	TxErrors   uint64 `json:"tx_errors"`
+	Passed     uint64 `json:"passed"` // not addressed to a VIP: left to the kernel
+	FlowHits   uint64 `json:"flow_hits"`
+	FlowMisses uint64 `json:"flow_misses"`
+	Reaped     uint64 `json:"flow_reaped"`
+	// Drops by reason (pipeline.Reason names but "none"; "parse" is the
+	// total of ParseDrops).
+	Drops map[string]uint64 `json:"drops"`
+	// ParseDrops by parser verdict (packet.Verdict names but "ok").
+	ParseDrops map[string]uint64 `json:"parse_drops"`
+
+	ConfigGeneration   uint64      `json:"config_generation"`
+	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
+	LastApply          ApplyResult `json:"last_apply"`
+}
+
+// ListVIPs returns the running VIPs with their backends, in configuration
+// order.
+func (s *Server) ListVIPs() []VIPStatus { v, _ := s.snapshot(); return v }
+
+// Stats returns the node's counters.
+func (s *Server) Stats() Stats { _, st := s.snapshot(); return st }
+
+// snapshot reads the counters once and returns both views of them.
+func (s *Server) snapshot() ([]VIPStatus, Stats) {
+	c := s.node.Counters()
+	g := s.node.Generation()
+	vips := []VIPStatus{}
+	if g != nil {
+		for _, svc := range g.Services {
+			vips = append(vips, vipStatus(svc, &c))
+		}
+	}
+	st := Stats{
+		RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
+		TxErrors: c.TxErrors, Passed: c.Passed, FlowHits: c.FlowHits, FlowMisses: c.FlowMisses, Reaped: c.Reaped,
+		Drops: map[string]uint64{}, ParseDrops: map[string]uint64{},
+	}
+	for r := pipeline.Reason(1); r < pipeline.NumReasons; r++ {
+		st.Drops[r.String()] = c.Drops[r]
+	}
+	for v := packet.Verdict(1); v < packet.NumVerdicts; v++ {
+		st.ParseDrops[v.String()] = c.Parse[v]
+	}
+	if g != nil {
+		st.DatapathGeneration = g.ID
+	}
+	st.ConfigGeneration, st.LastApply = s.Status()
+	return vips, st
+}
+
+func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
+	v := VIPStatus{
+		Name:     svc.Name,
+		Address:  netip.AddrFrom16(svc.Addr).Unmap().String(),
+		Protocol: protoName(svc.Proto),
+		Port:     svc.PortLo,
+		PortEnd:  svc.PortHi,
+		Backends: []BackendStatus{},
+	}
+	for _, r := range svc.Reals {
+		if r == nil {
+			continue
+		}
+		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Template != nil}
+		if int(r.ID) < len(c.Reals) {
+			b.Packets, b.Bytes = c.Reals[r.ID].Packets, c.Reals[r.ID].Bytes
+		}
+		switch {
+		case !b.NextHopResolved:
+			b.State = StateUnresolved
+		case b.Weight == 0:
+			b.State = StateDraining
+		default:
+			b.State = StateActive
+		}
+		v.Packets += b.Packets
+		v.Bytes += b.Bytes
+		v.Backends = append(v.Backends, b)
+	}
+	return v
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case packet.ProtoTCP:
+		return "tcp"
+	case packet.ProtoUDP:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}
