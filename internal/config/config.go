@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -50,7 +51,26 @@ type VIP struct {
 	MaglevSize   uint32    `yaml:"maglev_size"`
 	Encap        string    `yaml:"encap"` // gue (default) | ipip
 	SecondChance bool      `yaml:"second_chance"`
+	Health       *Health   `yaml:"health"` // none: backends are always in the table
 	Backends     []Backend `yaml:"backends"`
+}
+
+// Health is a VIP's health check, run against each of its backends. A
+// backend that fails it leaves the Maglev table until it passes again.
+type Health struct {
+	// Type: vip (a GUE probe the backend's agent answers after checking the
+	// service on the VIP itself — what the traffic needs), tcp, http,
+	// https (connect to / GET the backend's own address), or udp.
+	Type         string        `yaml:"type"`
+	Port         int           `yaml:"port"`          // tcp/http/https/udp: backend port; default the VIP's port
+	Path         string        `yaml:"path"`          // http/https; default /
+	ExpectStatus int           `yaml:"expect_status"` // http/https; default 200
+	Send         string        `yaml:"send"`          // udp: the request (required for udp)
+	Expect       string        `yaml:"expect"`        // udp: the prefix the reply must start with
+	Interval     time.Duration `yaml:"interval"`      // default 2s
+	Timeout      time.Duration `yaml:"timeout"`       // default 1s (half the interval when it is 1s or less)
+	Rise         int           `yaml:"rise"`          // consecutive successes to come back; default 2
+	Fall         int           `yaml:"fall"`          // consecutive failures to leave; default 3
 }
 
 // Backend is a real server of a VIP.
@@ -272,6 +292,38 @@ func (c *Config) Validate() error {
 		}
 		if v.SecondChance && v.Encap != "gue" {
 			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
+		}
+		if h := v.Health; h != nil {
+			hp := p + ".health"
+			switch h.Type {
+			case "vip", "tcp", "http", "https", "udp":
+			default:
+				bad(hp+".type", fmt.Sprintf("%q", h.Type), "is not vip, tcp, http, https or udp")
+			}
+			if h.Port < 0 || h.Port > 65535 {
+				bad(hp+".port", h.Port, "is not a port (0-65535)")
+			}
+			if h.Port == 0 && v.Port == 0 && h.Type != "vip" {
+				bad(hp+".port", 0, "must be set for a VIP serving every port")
+			}
+			if h.Type == "udp" && h.Send == "" {
+				bad(hp+".send", nil, "is required for udp checks")
+			}
+			if h.Type == "vip" && v.Port == 0 {
+				bad(hp+".type", "vip", "needs a VIP with a port")
+			}
+			if h.Interval < 0 || h.Timeout < 0 || h.Interval > 0 && h.Timeout >= h.Interval {
+				bad(hp+".timeout", h.Timeout, fmt.Sprintf("must be positive and below the interval (%v)", h.Interval))
+			}
+			if h.Rise < 0 || h.Rise > 100 {
+				bad(hp+".rise", h.Rise, "is not between 1 and 100")
+			}
+			if h.Fall < 0 || h.Fall > 100 {
+				bad(hp+".fall", h.Fall, "is not between 1 and 100")
+			}
+			if h.ExpectStatus != 0 && (h.ExpectStatus < 100 || h.ExpectStatus > 599) {
+				bad(hp+".expect_status", h.ExpectStatus, "is not an HTTP status")
+			}
 		}
 		if len(v.Backends) == 0 {
 			bad(p+".backends", nil, "at least one backend is required")

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/nexthop"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -54,11 +55,14 @@ type Node struct {
 	res   *nexthop.Resolver
 	links []link.Link
 
-	mu      sync.Mutex // guards cfg, builder and hops
-	cfg     *config.Config
-	builder *pipeline.Builder
-	hops    map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
-	refresh time.Duration
+	checks *health.Checker
+
+	mu        sync.Mutex // guards cfg, builder, hops and checkKeys
+	cfg       *config.Config
+	checkKeys map[string]bool // health checks currently set
+	builder   *pipeline.Builder
+	hops      map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
+	refresh   time.Duration
 }
 
 // New opens the links and builds the first generation. Backends whose next
@@ -105,11 +109,100 @@ func New(o Options) (*Node, error) {
 		closeAll()
 		return nil, err
 	}
+	n.checks = health.NewChecker(n.healthChanged)
+	n.checkKeys = map[string]bool{}
+	n.mu.Lock()
+	n.setChecks()
+	n.mu.Unlock()
 	if err := n.rebuild(context.Background()); err != nil {
 		closeAll()
 		return nil, err
 	}
 	return n, nil
+}
+
+// healthKey names the check of one backend of one VIP.
+func healthKey(vip, backend string) string { return vip + " " + backend }
+
+// healthSpec is the check of backend b of VIP v, per v.Health.
+func (n *Node) healthSpec(v config.VIP, b netip.Addr) health.Spec {
+	h := v.Health
+	port := h.Port
+	if port == 0 {
+		port = v.Port
+	}
+	s := health.Spec{
+		Target:   netip.AddrPortFrom(b, uint16(port)),
+		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
+	}
+	switch h.Type {
+	case "vip":
+		s.Kind = health.VIP
+		s.Target = netip.AddrPortFrom(b, uint16(n.cfg.Node.GUEPort))
+		s.VIP = netip.AddrPortFrom(netip.MustParseAddr(v.Address), uint16(v.Port))
+		s.Proto = v.Protocol
+	case "tcp":
+		s.Kind = health.TCP
+	case "http", "https":
+		s.Kind = health.HTTP
+		if h.Type == "https" {
+			s.Kind = health.HTTPS
+		}
+		s.Path, s.ExpectStatus = h.Path, h.ExpectStatus
+	case "udp":
+		s.Kind = health.UDP
+		s.Send, s.Expect = []byte(h.Send), []byte(h.Expect)
+	}
+	return s
+}
+
+// setChecks makes the checker run exactly the checks of n.cfg. Called with
+// n.mu held.
+func (n *Node) setChecks() {
+	want := map[string]bool{}
+	for _, v := range n.cfg.VIPs {
+		if v.Health == nil {
+			continue
+		}
+		for _, b := range v.Backends {
+			key := healthKey(v.Name, b.Address)
+			want[key] = true
+			n.checks.Set(key, n.healthSpec(v, netip.MustParseAddr(b.Address)))
+		}
+	}
+	for key := range n.checkKeys {
+		if !want[key] {
+			n.checks.Remove(key)
+		}
+	}
+	n.checkKeys = want
+}
+
+// down reports whether backend b of VIP v failed its health check. A
+// backend whose check has not decided yet (Unknown) counts as up, so that
+// a starting node serves at once.
+func (n *Node) down(v config.VIP, b string) bool {
+	if v.Health == nil {
+		return false
+	}
+	st, _ := n.checks.State(healthKey(v.Name, b))
+	return st == health.Down
+}
+
+// healthChanged rebuilds the generation when a backend goes down or comes
+// back: a down backend leaves its service's Maglev table; when it comes
+// back, its slots return to it and flows that started elsewhere meanwhile
+// keep their backend (the flow tables hold that choice).
+func (n *Node) healthChanged(tr health.Transition) {
+	n.log.Info("health", "check", tr.Key, "from", tr.From.String(), "to", tr.To.String(), "err", tr.Err)
+	if tr.To == health.Up && tr.From == health.Unknown {
+		return // it was already counted as up
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.apply(context.Background()); err != nil {
+		n.log.Error("rebuild after a health change", "err", err)
+	}
 }
 
 // Datapath returns the node's datapath.
@@ -120,6 +213,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.res.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go n.checks.Run(ctx)
 	watchDone := make(chan error, 1)
 	go func() {
 		watchDone <- n.res.Watch(ctx, n.refresh, func() {
@@ -176,6 +270,7 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", a.Seed, "new", b.Seed)
 	}
 	n.cfg = cfg
+	n.setChecks()
 	spec, hops := n.spec(ctx)
 	// Steer the union of old and new VIPs while the generation changes, so
 	// that neither a removed nor an added VIP loses packets in between.
@@ -189,6 +284,7 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	g, err := n.builder.Build(spec)
 	if err != nil {
 		n.cfg = old
+		n.setChecks()
 		n.steer(oldVIPs)
 		return err
 	}
@@ -198,6 +294,20 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		n.log.Error("steering the new VIP set", "err", err) // the union stays: traffic still flows
 	}
 	n.log.Info("configuration applied", "generation", g.ID, "services", len(g.Services))
+	return nil
+}
+
+// apply builds a generation from n.cfg, the next hops and the health
+// states, and swaps it in. Called with n.mu held.
+func (n *Node) apply(ctx context.Context) error {
+	spec, hops := n.spec(ctx)
+	g, err := n.builder.Build(spec)
+	if err != nil {
+		return err
+	}
+	n.hops = hops
+	n.dp.Apply(g)
+	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
 	return nil
 }
 
@@ -292,6 +402,10 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			mode = encap.IPIP
 		}
 		for _, b := range v.Backends {
+			if n.down(v, b.Address) {
+				hops[netip.MustParseAddr(b.Address)] += " [down in " + v.Name + "]"
+				continue // failed its health check: out of the table
+			}
 			a := netip.MustParseAddr(b.Address)
 			h, ok := resolved[a]
 			t := encap.Tunnel{Mode: mode, Dst: a, Port: uint16(c.Node.GUEPort), Src: n.source(a, h)}
