@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/control/api"
 )
@@ -65,6 +69,156 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 			return emit(cmd.OutOrStdout(), vips, func(tw *tabwriter.Writer) { vipTable(tw, vips) })
 		},
 	})
+
+	// applied reports an edit's apply.
+	applied := func(cmd *cobra.Command, res control.ApplyResult, err error) error {
+		if err != nil {
+			return err
+		}
+		return emit(cmd.OutOrStdout(), res, func(tw *tabwriter.Writer) {
+			fmt.Fprintf(tw, "applied\tgeneration %d\t%s\n", res.Generation, res.Time.Format(time.RFC3339))
+		})
+	}
+
+	var nv config.VIP
+	var nvBackends []string
+	vipAdd := &cobra.Command{
+		Use:   "add NAME --address IP --protocol tcp|udp [--port N] --backend IP[=WEIGHT]...",
+		Short: "Add a VIP with its backends",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			v := nv
+			v.Name = args[0]
+			for _, b := range nvBackends {
+				addr, w, hasW := strings.Cut(b, "=")
+				be := config.Backend{Address: addr}
+				if hasW {
+					n, err := strconv.Atoi(w)
+					if err != nil {
+						return fmt.Errorf("--backend %q: weight %q is not a number", b, w)
+					}
+					be.Weight = &n
+				}
+				v.Backends = append(v.Backends, be)
+			}
+			res, err := c.AddVIP(cmd.Context(), v)
+			return applied(cmd, res, err)
+		},
+	}
+	vipAdd.Flags().StringVar(&nv.Address, "address", "", "VIP address")
+	vipAdd.Flags().StringVar(&nv.Protocol, "protocol", "tcp", "tcp or udp")
+	vipAdd.Flags().IntVar(&nv.Port, "port", 0, "port (0 with --port-end 0: every port)")
+	vipAdd.Flags().IntVar(&nv.PortEnd, "port-end", 0, "end of a port range")
+	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "gue (default) or ipip")
+	vipAdd.Flags().Uint32Var(&nv.MaglevSize, "maglev-size", 0, "Maglev table size (a prime; 0: default)")
+	vipAdd.Flags().StringArrayVar(&nvBackends, "backend", nil, "backend IP[=WEIGHT] (repeatable; weight default 1)")
+	vip.AddCommand(vipAdd, &cobra.Command{
+		Use:   "del NAME",
+		Short: "Remove a VIP",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			res, err := c.RemoveVIP(cmd.Context(), args[0])
+			return applied(cmd, res, err)
+		},
+	})
+
+	backend := &cobra.Command{Use: "backend", Short: "Add, remove, drain and weigh the backends of a VIP"}
+	var addWeight int
+	beAdd := &cobra.Command{
+		Use:   "add VIP IP [--weight N]",
+		Short: "Add a backend to a VIP",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			res, err := c.AddBackend(cmd.Context(), args[0], args[1], addWeight)
+			return applied(cmd, res, err)
+		},
+	}
+	beAdd.Flags().IntVar(&addWeight, "weight", 1, "weight (0: added drained)")
+	backend.AddCommand(beAdd, &cobra.Command{
+		Use:   "del VIP IP",
+		Short: "Remove a backend from a VIP (its flows move; drain it first to let them finish)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			res, err := c.RemoveBackend(cmd.Context(), args[0], args[1])
+			return applied(cmd, res, err)
+		},
+	}, &cobra.Command{
+		Use:   "drain VIP IP",
+		Short: "Drain a backend (weight 0): it keeps its flows and receives no new ones",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			res, err := c.SetWeight(cmd.Context(), args[0], args[1], 0)
+			return applied(cmd, res, err)
+		},
+	}, &cobra.Command{
+		Use:   "weight VIP IP WEIGHT",
+		Short: "Set the weight of a backend (0 drains it)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			w, err := strconv.Atoi(args[2])
+			if err != nil {
+				return fmt.Errorf("weight %q is not a number", args[2])
+			}
+			res, err := c.SetWeight(cmd.Context(), args[0], args[1], w)
+			return applied(cmd, res, err)
+		},
+	})
+
+	flowCmd := &cobra.Command{Use: "flow", Short: "The flows of the datapath"}
+	var lkVIP, lkSrc string
+	var lkSport, lkDport uint16
+	lookup := &cobra.Command{
+		Use:   "lookup --vip NAME --src IP --sport N [--dport N]",
+		Short: "Say where the next packet of a flow goes, and why (flow entry or Maglev)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			if lkVIP == "" || lkSrc == "" {
+				return errors.New("flow lookup: --vip and --src are required")
+			}
+			src, err := netip.ParseAddr(lkSrc)
+			if err != nil {
+				return fmt.Errorf("--src %q: not an IP address", lkSrc)
+			}
+			l, err := c.LookupFlow(cmd.Context(), lkVIP, src, lkSport, lkDport)
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), l, func(tw *tabwriter.Writer) { flowTable(tw, l) })
+		},
+	}
+	lookup.Flags().StringVar(&lkVIP, "vip", "", "VIP name")
+	lookup.Flags().StringVar(&lkSrc, "src", "", "client address")
+	lookup.Flags().Uint16Var(&lkSport, "sport", 0, "client port")
+	lookup.Flags().Uint16Var(&lkDport, "dport", 0, "destination port (default: the VIP's port)")
+	flowCmd.AddCommand(lookup)
 
 	stats := &cobra.Command{
 		Use:   "stats",
@@ -153,7 +307,7 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		},
 	})
 
-	cmd.AddCommand(vip, stats, apply, cfg)
+	cmd.AddCommand(vip, backend, flowCmd, stats, apply, cfg)
 	return cmd
 }
 
@@ -175,6 +329,40 @@ func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n",
 				v.Name, v.Address, v.Protocol, ports, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
 		}
+	}
+}
+
+func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {
+	none := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	fmt.Fprintf(tw, "flow\t%s %s -> %s (vip %s)\n", l.Protocol, l.Src, l.Dst, l.VIP)
+	fmt.Fprintf(tw, "next packet\t%s\t(%s)\n", none(l.Backend), l.Reason)
+	fmt.Fprintf(tw, "why\t%s\n", l.Detail)
+	fmt.Fprintf(tw, "maglev slot\t%d\towner %s, previous %s\n", l.Slot, none(l.MaglevOwner), none(l.MaglevPrevious))
+	fmt.Fprintf(tw, "hash\t%#016x\tdatapath generation %d\n", l.Hash, l.DatapathGeneration)
+	if !l.FlowTables {
+		fmt.Fprintln(tw, "flow entries\tnot available")
+		return
+	}
+	if len(l.Entries) == 0 {
+		fmt.Fprintln(tw, "flow entries\tnone")
+		return
+	}
+	fmt.Fprintln(tw, "\nWORKER\tBACKEND\tSTATE\tAGE\tGENERATION\tNOTE")
+	for _, e := range l.Entries {
+		note := ""
+		if !e.InService {
+			note = "backend left the service"
+		}
+		if e.Expired {
+			note = strings.TrimPrefix(note+"; expired", "; ")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%d\t%s\n", e.Worker, none(e.Backend), e.State,
+			time.Duration(e.AgeMillis)*time.Millisecond, e.Generation, none(note))
 	}
 }
 

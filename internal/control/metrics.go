@@ -2,6 +2,9 @@ package control
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/lbnode"
 )
 
 // Metric names, all prefixed sluice_. Counters are read from the datapath
@@ -29,7 +32,29 @@ var (
 	descDPGen      = desc("datapath_generation", "Datapath generation ID (also changes with next hops).")
 	descApplyOK    = desc("config_last_apply_success", "1 if the last configuration apply succeeded or none was made yet, else 0.")
 	descApplyTime  = desc("config_last_apply_timestamp_seconds", "Unix time of the last configuration apply (0: none yet).")
+	descBEHealth   = desc("backend_health", "Health-check state of a backend: 1 up, 0 down, -1 unknown (no decision yet; counts as up).", "vip", "backend")
+	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
+
+// healthReporter is implemented by nodes that run health checks
+// (*lbnode.Node). It is optional: a Node without it exports no health
+// metrics.
+type healthReporter interface {
+	Health() []lbnode.BackendHealth
+}
+
+var _ healthReporter = (*lbnode.Node)(nil)
+
+// Descs returns the descriptions of every metric the collector exports.
+func Descs() []*prometheus.Desc {
+	return []*prometheus.Desc{
+		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
+		descFlowHits, descFlowMisses, descReaped, descDrops, descParseDrops,
+		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
+		descConfigGen, descDPGen, descApplyOK, descApplyTime,
+		descBEHealth, descBEHealthTr,
+	}
+}
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc("sluice_"+name, help, labels, nil)
@@ -41,12 +66,7 @@ func (s *Server) Collector() prometheus.Collector { return collector{s} }
 type collector struct{ s *Server }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
-		descFlowHits, descFlowMisses, descReaped, descDrops, descParseDrops,
-		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
-		descConfigGen, descDPGen, descApplyOK, descApplyTime,
-	} {
+	for _, d := range Descs() {
 		ch <- d
 	}
 }
@@ -92,6 +112,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		t = float64(st.LastApply.Time.UnixNano()) / 1e9
 	}
 	gauge(descApplyTime, t)
+	if h, ok := c.s.node.(healthReporter); ok {
+		for _, b := range h.Health() {
+			v := -1.0
+			switch b.State {
+			case health.Up:
+				v = 1
+			case health.Down:
+				v = 0
+			}
+			gauge(descBEHealth, v, b.VIP, b.Backend)
+			counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
+			counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
+		}
+	}
 }
 
 func b2f(b bool) float64 {

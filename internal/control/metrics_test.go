@@ -2,12 +2,18 @@ package control
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sluicelb/sluice/internal/control/controltest"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -107,4 +113,108 @@ func fakeCounters2() datapath.Counters {
 	c.Drops[pipeline.ReasonParse] = 5
 	c.Parse[packet.BadIHL] = 5
 	return c
+}
+
+// healthNode is the fake node with health checks.
+type healthNode struct {
+	*controltest.Node
+	h []lbnode.BackendHealth
+}
+
+func (n healthNode) Health() []lbnode.BackendHealth { return n.h }
+
+func TestCollectorHealth(t *testing.T) {
+	n := healthNode{Node: controltest.New(), h: []lbnode.BackendHealth{
+		{VIP: "web", Backend: "10.1.0.1", State: health.Up, Up: 2, Down: 1},
+		{VIP: "web", Backend: "10.1.0.2", State: health.Down, Up: 1, Down: 1},
+		{VIP: "dns", Backend: "10.1.0.3", State: health.Unknown},
+	}}
+	c := New(n).Collector()
+	if err := testutil.CollectAndCompare(c, strings.NewReader(`
+# HELP sluice_backend_health Health-check state of a backend: 1 up, 0 down, -1 unknown (no decision yet; counts as up).
+# TYPE sluice_backend_health gauge
+sluice_backend_health{backend="10.1.0.1",vip="web"} 1
+sluice_backend_health{backend="10.1.0.2",vip="web"} 0
+sluice_backend_health{backend="10.1.0.3",vip="dns"} -1
+# HELP sluice_backend_health_transitions_total Health-check transitions of a backend, by target state (up, down).
+# TYPE sluice_backend_health_transitions_total counter
+sluice_backend_health_transitions_total{backend="10.1.0.1",to="down",vip="web"} 1
+sluice_backend_health_transitions_total{backend="10.1.0.1",to="up",vip="web"} 2
+sluice_backend_health_transitions_total{backend="10.1.0.2",to="down",vip="web"} 1
+sluice_backend_health_transitions_total{backend="10.1.0.2",to="up",vip="web"} 1
+sluice_backend_health_transitions_total{backend="10.1.0.3",to="down",vip="dns"} 0
+sluice_backend_health_transitions_total{backend="10.1.0.3",to="up",vip="dns"} 0
+`), "sluice_backend_health", "sluice_backend_health_transitions_total"); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+
+	// A node without health checks exports no health metrics.
+	s, _ := newServer(t)
+	if got := testutil.CollectAndCount(s.Collector(), "sluice_backend_health", "sluice_backend_health_transitions_total"); got != 0 {
+		t.Fatalf("%d health metrics from a node without Health", got)
+	}
+}
+
+var descName = regexp.MustCompile(`fqName: "([a-z_:]+)"`)
+
+// metricNames returns the names of every metric the collector describes.
+func metricNames(t *testing.T) map[string]bool {
+	names := map[string]bool{}
+	for _, d := range Descs() {
+		m := descName.FindStringSubmatch(d.String())
+		if m == nil {
+			t.Fatalf("no name in %s", d)
+		}
+		names[m[1]] = true
+	}
+	return names
+}
+
+// The example Grafana dashboard is valid JSON and every sluice_ metric its
+// queries name is one the collector exports.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("../../examples/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	names := metricNames(t)
+	used := map[string]bool{}
+	ref := regexp.MustCompile(`sluice_[a-z0-9_]+`)
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			if tg.Expr == "" {
+				t.Errorf("panel %q: empty query", p.Title)
+			}
+			for _, m := range ref.FindAllString(tg.Expr, -1) {
+				used[m] = true
+				if !names[m] {
+					t.Errorf("panel %q: %s is not a metric the collector exports", p.Title, m)
+				}
+			}
+		}
+	}
+	if len(used) == 0 {
+		t.Fatal("the dashboard queries no sluice_ metric")
+	}
+	for _, m := range []string{"sluice_rx_packets_total", "sluice_tx_packets_total", "sluice_backend_packets_total",
+		"sluice_drops_total", "sluice_backend_health", "sluice_config_generation", "sluice_config_last_apply_success"} {
+		if !used[m] {
+			t.Errorf("the dashboard does not show %s", m)
+		}
+	}
 }

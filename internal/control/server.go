@@ -157,6 +157,11 @@ func (s *Server) GetConfig() ([]byte, error) {
 func (s *Server) PutConfig(ctx context.Context, doc []byte) (ApplyResult, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	return s.apply(ctx, doc)
+}
+
+// apply is PutConfig with applyMu held.
+func (s *Server) apply(ctx context.Context, doc []byte) (ApplyResult, error) {
 	cfg, err := config.Parse(doc)
 	if err != nil {
 		err = configError(err)

@@ -86,6 +86,18 @@ func (d *Datapath) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Now returns the reading of the workers' flow clock: what flow.Entry
+// LastSeen values compare with.
+func (d *Datapath) Now() uint32 { return d.clock.Now() }
+
+// QueryFlows runs fn on each worker's flow table in turn (i: the worker's
+// index in Workers), as Worker.Query does: read-only, between batches.
+func (d *Datapath) QueryFlows(fn func(i int, t *flow.Table)) {
+	for i, w := range d.workers {
+		w.Query(func(t *flow.Table) { fn(i, t) })
+	}
+}
+
 // Counters returns the sum of every worker's counters.
 func (d *Datapath) Counters() Counters {
 	var sum Counters

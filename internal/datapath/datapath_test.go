@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 	"github.com/sluicelb/sluice/internal/sim"
@@ -438,5 +439,47 @@ func TestSnapshotWhileRunning(t *testing.T) {
 	}
 	if c := dp.Counters(); c.RxPackets < last || c.RxPackets == 0 {
 		t.Fatalf("final rx %d, last seen %d", c.RxPackets, last)
+	}
+}
+
+// Query reads the flow tables of running workers between batches (the
+// race detector checks it), and directly once they have stopped.
+func TestQueryWhileRunning(t *testing.T) {
+	p := sim.NewPatcher(sim.Frame{Dst: vip4, Proto: 6, TCPFlags: sim.ACK, Payload: 64}, clients4)
+	var next uint32
+	dp, _ := benchRig(t, 1024, func(b []byte) int {
+		next++
+		return p.Write(b, next%1024, sim.ACK)
+	})
+	flows := func() int {
+		n := 0
+		dp.QueryFlows(func(i int, ft *flow.Table) {
+			if i != 0 {
+				t.Errorf("worker %d", i)
+			}
+			n += ft.Len()
+		})
+		return n
+	}
+	if n := flows(); n != 0 {
+		t.Fatalf("%d flows before start", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dp.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	n := 0
+	for i := 0; i < 50 || n == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no flow in 5 s")
+		}
+		n = flows()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if m := flows(); m < n {
+		t.Fatalf("%d flows after stop, %d seen", m, n)
 	}
 }

@@ -38,10 +38,10 @@ type Worker struct {
 	counters Counters
 	ctx      pipeline.Context
 
-	// Snapshot requests, answered between batches.
-	snapMu  sync.Mutex // serialises Snapshot callers and the worker's start
-	req     chan struct{}
-	resp    chan Counters
+	// Requests (Snapshot, Query), run between batches.
+	snapMu  sync.Mutex    // serialises requesters and the worker's start
+	req     chan func()   // one request at a time (snapMu)
+	ack     chan struct{} // the worker ran the request
 	done    chan struct{} // closed when run returns
 	running atomic.Bool
 }
@@ -58,8 +58,8 @@ func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.
 		hit:    make([]*pipeline.Packet, 0, n),
 		tx:     make([]link.Frame, 0, n),
 		drop:   make([]link.Frame, 0, n),
-		req:    make(chan struct{}, 1),
-		resp:   make(chan Counters),
+		req:    make(chan func(), 1),
+		ack:    make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	w.ctx.Flows = flows
@@ -187,8 +187,9 @@ func (w *Worker) run() error {
 	for {
 		_, err := w.Poll()
 		select {
-		case <-w.req:
-			w.resp <- w.counters.clone()
+		case fn := <-w.req:
+			fn()
+			w.ack <- struct{}{}
 		default:
 		}
 		if err != nil {
@@ -204,20 +205,41 @@ func (w *Worker) run() error {
 // answers between two batches (within one link poll interval); once it has
 // stopped the counters are read directly.
 func (w *Worker) Snapshot() Counters {
+	var c Counters
+	w.do(func() { c = w.counters.clone() })
+	return c
+}
+
+// Query runs fn on the worker's flow table, read-only: fn must not change
+// the table or keep a pointer into it. While the worker runs fn runs on its
+// goroutine between two batches (within one link poll interval), delaying
+// the next batch by as long as fn takes; when it has not started or has
+// stopped fn runs directly on the caller's.
+func (w *Worker) Query(fn func(*flow.Table)) {
+	w.do(func() { fn(w.flows) })
+}
+
+// do runs fn where the worker's state may be read: on the worker goroutine
+// between batches while it runs, directly otherwise. It returns once fn
+// has run, exactly once.
+func (w *Worker) do(fn func()) {
 	w.snapMu.Lock()
 	defer w.snapMu.Unlock()
 	if !w.running.Load() {
-		return w.counters.clone() // never started
+		fn() // never started
+		return
 	}
 	select {
-	case w.req <- struct{}{}:
+	case w.req <- fn:
 	case <-w.done:
-		return w.counters.clone()
+		fn()
+		return
 	}
 	select {
-	case c := <-w.resp:
-		return c
+	case <-w.ack:
 	case <-w.done:
-		return w.counters.clone()
+		// Stopped before taking the request (a request it takes is
+		// acknowledged before done is closed): it never ran.
+		fn()
 	}
 }

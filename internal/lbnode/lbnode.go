@@ -22,6 +22,7 @@ import (
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/nexthop"
@@ -63,7 +64,13 @@ type Node struct {
 	builder   *pipeline.Builder
 	hops      map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
 	refresh   time.Duration
+
+	healthMu    sync.Mutex                    // guards transitions; never held while taking mu
+	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
 }
+
+// numStates is the number of health.State values (Unknown, Up, Down).
+const numStates = int(health.Down) + 1
 
 // New opens the links and builds the first generation. Backends whose next
 // hop cannot be resolved are reported (logged, and counted as no_next_hop
@@ -176,6 +183,15 @@ func (n *Node) setChecks() {
 		}
 	}
 	n.checkKeys = want
+	// Forget the transition counts of removed checks (a check added again
+	// starts from zero, which Prometheus reads as a counter reset).
+	n.healthMu.Lock()
+	for key := range n.transitions {
+		if !want[key] {
+			delete(n.transitions, key)
+		}
+	}
+	n.healthMu.Unlock()
 }
 
 // down reports whether backend b of VIP v failed its health check. A
@@ -194,6 +210,7 @@ func (n *Node) down(v config.VIP, b string) bool {
 // back, its slots return to it and flows that started elsewhere meanwhile
 // keep their backend (the flow tables hold that choice).
 func (n *Node) healthChanged(tr health.Transition) {
+	n.countTransition(tr)
 	n.log.Info("health", "check", tr.Key, "from", tr.From.String(), "to", tr.To.String(), "err", tr.Err)
 	if tr.To == health.Up && tr.From == health.Unknown {
 		return // it was already counted as up
@@ -489,3 +506,65 @@ func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
 
 // Generation returns the running datapath generation.
 func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }
+
+// BackendHealth is the health-check state of one backend of one VIP.
+type BackendHealth struct {
+	VIP, Backend string
+	// State is the check's current state. Unknown (no decision yet) counts
+	// as up in the datapath.
+	State health.State
+	// Up and Down count the check's transitions to up and to down since it
+	// was added (a starting check's first rise counts).
+	Up, Down uint64
+}
+
+// countTransition counts tr for Health.
+func (n *Node) countTransition(tr health.Transition) {
+	if int(tr.To) >= numStates {
+		return
+	}
+	n.healthMu.Lock()
+	defer n.healthMu.Unlock()
+	if n.transitions == nil {
+		n.transitions = map[string]*[numStates]uint64{}
+	}
+	c := n.transitions[tr.Key]
+	if c == nil {
+		c = new([numStates]uint64)
+		n.transitions[tr.Key] = c
+	}
+	c[tr.To]++
+}
+
+// Health returns the state and transition counts of every backend that has
+// a health check (VIPs with a health section), in configuration order.
+// (Added for the control server's metrics.)
+func (n *Node) Health() []BackendHealth {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []BackendHealth
+	for _, v := range n.cfg.VIPs {
+		if v.Health == nil {
+			continue
+		}
+		for _, b := range v.Backends {
+			key := healthKey(v.Name, b.Address)
+			st, _ := n.checks.State(key)
+			h := BackendHealth{VIP: v.Name, Backend: b.Address, State: st}
+			n.healthMu.Lock()
+			if c := n.transitions[key]; c != nil {
+				h.Up, h.Down = c[health.Up], c[health.Down]
+			}
+			n.healthMu.Unlock()
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// QueryFlows runs fn on each worker's flow table, read-only, between
+// batches (datapath.Datapath.QueryFlows).
+func (n *Node) QueryFlows(fn func(worker int, t *flow.Table)) { n.dp.QueryFlows(fn) }
+
+// FlowClock returns the flow clock reading flow.Entry.LastSeen compares with.
+func (n *Node) FlowClock() uint32 { return n.dp.Now() }

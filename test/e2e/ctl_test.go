@@ -30,6 +30,10 @@ func TestE2ECtlAndMetrics(t *testing.T) {
 			t.Errorf("vip list lacks %s:\n%s", be.Addr4, out)
 		}
 	}
+	look, err := lb.Run(ctx, sluiceBin, "ctl", "flow", "lookup", "--vip", "http4", "--src", s.Lab.Client.Addr4.String(), "--sport", "40000")
+	if err != nil || !strings.Contains(look, "maglev") {
+		t.Errorf("flow lookup: %v\n%s", err, look)
+	}
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte(strings.Replace(s.Config(), "port: 80", "port: 70000", 1)), 0o644)

@@ -6,6 +6,22 @@
 //	                 409 {"error"} for a change only a restart can make,
 //	                 500 {"error"} when the node refuses it otherwise
 //	GET /v1/vips     []control.VIPStatus
+//
+// Edits of the running configuration, applied like PUT /v1/config (200
+// with the ApplyResult, 400/409/500 likewise), and 404 {"error", "code":
+// "not_found"} for an unknown VIP or backend, 409 {"error", "code":
+// "exists"} for one that already is:
+//
+//	POST   /v1/vips                                 add a VIP (body: a VIP as in the configuration, YAML or JSON)
+//	DELETE /v1/vips/{name}                          remove a VIP
+//	POST   /v1/vips/{name}/backends                 add a backend: {"address", "weight"} (weight default 1)
+//	DELETE /v1/vips/{name}/backends/{addr}          remove a backend
+//	PUT    /v1/vips/{name}/backends/{addr}/weight   {"weight"}: 0 drains
+//
+//	GET /v1/flows/lookup?vip=NAME&src=IP&sport=N[&dport=N]
+//	                 control.FlowLookup: where the flow's next packet goes
+//	                 and why; 404 unknown VIP, 400 {"code": "invalid_query"}
+//
 //	GET /v1/stats    control.Stats
 //	GET /metrics     Prometheus text format
 //
@@ -15,19 +31,25 @@
 package api
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"gopkg.in/yaml.v3"
 
+	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/control"
 )
 
@@ -37,7 +59,28 @@ const MaxConfigBytes = 4 << 20
 // ErrorBody is the JSON body of every error response.
 type ErrorBody struct {
 	Error    string            `json:"error"`
+	Code     string            `json:"code,omitempty"`   // one of the Code constants, when one applies
 	Problems []control.Problem `json:"errors,omitempty"` // 400: every problem of the document
+}
+
+// Error codes: which domain error an answer is.
+const (
+	CodeInvalid      = "invalid"       // 400, control.ErrInvalidConfig
+	CodeNeedsRestart = "needs_restart" // 409, control.ErrNeedsRestart
+	CodeNotFound     = "not_found"     // 404, control.ErrNotFound
+	CodeExists       = "exists"        // 409, control.ErrExists
+	CodeInvalidQuery = "invalid_query" // 400, control.ErrInvalidQuery
+)
+
+// BackendBody is the body of POST /v1/vips/{name}/backends.
+type BackendBody struct {
+	Address string `json:"address"`
+	Weight  *int   `json:"weight,omitempty"` // default 1
+}
+
+// WeightBody is the body of PUT /v1/vips/{name}/backends/{addr}/weight.
+type WeightBody struct {
+	Weight *int `json:"weight"`
 }
 
 // Handler returns the HTTP handler of s, /metrics included.
@@ -68,23 +111,142 @@ func Handler(s *control.Server) http.Handler {
 		writeJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("GET /v1/vips", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.ListVIPs()) })
+	// edit answers an edit verb's result.
+	edit := func(w http.ResponseWriter, res control.ApplyResult, err error) {
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}
+	mux.HandleFunc("POST /v1/vips", func(w http.ResponseWriter, r *http.Request) {
+		var v config.VIP
+		if err := decodeBody(w, r, &v, true); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		res, err := s.AddVIP(r.Context(), v)
+		edit(w, res, err)
+	})
+	mux.HandleFunc("DELETE /v1/vips/{name}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.RemoveVIP(r.Context(), r.PathValue("name"))
+		edit(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/vips/{name}/backends", func(w http.ResponseWriter, r *http.Request) {
+		var b BackendBody
+		if err := decodeBody(w, r, &b, false); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		weight := 1
+		if b.Weight != nil {
+			weight = *b.Weight
+		}
+		res, err := s.AddBackend(r.Context(), r.PathValue("name"), b.Address, weight)
+		edit(w, res, err)
+	})
+	mux.HandleFunc("DELETE /v1/vips/{name}/backends/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := s.RemoveBackend(r.Context(), r.PathValue("name"), r.PathValue("addr"))
+		edit(w, res, err)
+	})
+	mux.HandleFunc("PUT /v1/vips/{name}/backends/{addr}/weight", func(w http.ResponseWriter, r *http.Request) {
+		var b WeightBody
+		if err := decodeBody(w, r, &b, false); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if b.Weight == nil {
+			writeError(w, http.StatusBadRequest, errors.New(`weight: the body must be {"weight": N}`))
+			return
+		}
+		res, err := s.SetWeight(r.Context(), r.PathValue("name"), r.PathValue("addr"), *b.Weight)
+		edit(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/flows/lookup", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		src, err := netip.ParseAddr(q.Get("src"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: src %q is not an IP address", control.ErrInvalidQuery, q.Get("src")))
+			return
+		}
+		var ports [2]uint16
+		for i, name := range []string{"sport", "dport"} {
+			v := q.Get(name)
+			if v == "" && name == "dport" {
+				continue
+			}
+			n, err := strconv.ParseUint(v, 10, 16)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %s %q is not a port", control.ErrInvalidQuery, name, v))
+				return
+			}
+			ports[i] = uint16(n)
+		}
+		l, err := s.LookupFlow(q.Get("vip"), netip.AddrPortFrom(src.Unmap(), ports[0]), ports[1])
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, l)
+	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
 }
 
+// decodeBody decodes a request body of at most MaxConfigBytes into v:
+// strictly as YAML (which JSON is) with asYAML, else strictly as JSON.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, asYAML bool) error {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxConfigBytes))
+	if err != nil {
+		return err
+	}
+	if asYAML {
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(v); err != nil {
+			return fmt.Errorf("body: %w", err)
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("body: %w", err)
+	}
+	return nil
+}
+
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, control.ErrInvalidConfig):
+	case errors.Is(err, control.ErrInvalidConfig), errors.Is(err, control.ErrInvalidQuery):
 		return http.StatusBadRequest
-	case errors.Is(err, control.ErrNeedsRestart):
+	case errors.Is(err, control.ErrNeedsRestart), errors.Is(err, control.ErrExists):
 		return http.StatusConflict
+	case errors.Is(err, control.ErrNotFound):
+		return http.StatusNotFound
 	}
 	return http.StatusInternalServerError
 }
 
+func codeOf(err error) string {
+	switch {
+	case errors.Is(err, control.ErrInvalidConfig):
+		return CodeInvalid
+	case errors.Is(err, control.ErrNeedsRestart):
+		return CodeNeedsRestart
+	case errors.Is(err, control.ErrExists):
+		return CodeExists
+	case errors.Is(err, control.ErrInvalidQuery):
+		return CodeInvalidQuery
+	case errors.Is(err, control.ErrNotFound):
+		return CodeNotFound
+	}
+	return ""
+}
+
 func writeError(w http.ResponseWriter, code int, err error) {
-	body := ErrorBody{Error: err.Error()}
+	body := ErrorBody{Error: err.Error(), Code: codeOf(err)}
 	var ce *control.ConfigError
 	if errors.As(err, &ce) {
 		body.Error = control.ErrInvalidConfig.Error()

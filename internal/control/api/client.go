@@ -8,8 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/control"
 )
 
@@ -41,13 +47,22 @@ func (e *Error) Error() string {
 	return e.ErrorBody.Error + ": " + strings.Join(s, "; ")
 }
 
-// Is maps the status to the domain's sentinel errors.
+// Is maps the status (and for 409 the code) to the domain's sentinel
+// errors.
 func (e *Error) Is(target error) bool {
 	switch e.Status {
 	case http.StatusBadRequest:
+		if e.Code == CodeInvalidQuery {
+			return target == control.ErrInvalidQuery
+		}
 		return target == control.ErrInvalidConfig
 	case http.StatusConflict:
+		if e.Code == CodeExists {
+			return target == control.ErrExists
+		}
 		return target == control.ErrNeedsRestart
+	case http.StatusNotFound:
+		return target == control.ErrNotFound && e.Code == CodeNotFound
 	case http.StatusUnauthorized:
 		return target == ErrUnauthorized
 	}
@@ -75,6 +90,57 @@ func (c *Client) VIPs(ctx context.Context) (v []control.VIPStatus, err error) {
 func (c *Client) Stats(ctx context.Context) (s control.Stats, err error) {
 	_, err = c.do(ctx, http.MethodGet, "/v1/stats", nil, &s)
 	return s, err
+}
+
+// AddVIP adds a VIP (as in the configuration; defaults filled in).
+func (c *Client) AddVIP(ctx context.Context, v config.VIP) (res control.ApplyResult, err error) {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return res, err
+	}
+	_, err = c.do(ctx, http.MethodPost, "/v1/vips", b, &res)
+	return res, err
+}
+
+// RemoveVIP removes the VIP name.
+func (c *Client) RemoveVIP(ctx context.Context, name string) (res control.ApplyResult, err error) {
+	_, err = c.do(ctx, http.MethodDelete, "/v1/vips/"+url.PathEscape(name), nil, &res)
+	return res, err
+}
+
+// AddBackend adds backend addr with weight to the VIP vip.
+func (c *Client) AddBackend(ctx context.Context, vip, addr string, weight int) (res control.ApplyResult, err error) {
+	b, _ := json.Marshal(BackendBody{Address: addr, Weight: &weight})
+	_, err = c.do(ctx, http.MethodPost, "/v1/vips/"+url.PathEscape(vip)+"/backends", b, &res)
+	return res, err
+}
+
+// RemoveBackend removes backend addr from the VIP vip.
+func (c *Client) RemoveBackend(ctx context.Context, vip, addr string) (res control.ApplyResult, err error) {
+	_, err = c.do(ctx, http.MethodDelete, backendPath(vip, addr), nil, &res)
+	return res, err
+}
+
+// SetWeight sets the weight of backend addr of the VIP vip (0 drains it).
+func (c *Client) SetWeight(ctx context.Context, vip, addr string, weight int) (res control.ApplyResult, err error) {
+	b, _ := json.Marshal(WeightBody{Weight: &weight})
+	_, err = c.do(ctx, http.MethodPut, backendPath(vip, addr)+"/weight", b, &res)
+	return res, err
+}
+
+// LookupFlow says where the next packet from src:sport to the VIP vip goes
+// and why; dport 0 means the VIP's port.
+func (c *Client) LookupFlow(ctx context.Context, vip string, src netip.Addr, sport, dport uint16) (l control.FlowLookup, err error) {
+	q := url.Values{"vip": {vip}, "src": {src.String()}, "sport": {strconv.Itoa(int(sport))}}
+	if dport != 0 {
+		q.Set("dport", strconv.Itoa(int(dport)))
+	}
+	_, err = c.do(ctx, http.MethodGet, "/v1/flows/lookup?"+q.Encode(), nil, &l)
+	return l, err
+}
+
+func backendPath(vip, addr string) string {
+	return "/v1/vips/" + url.PathEscape(vip) + "/backends/" + url.PathEscape(addr)
 }
 
 // do sends a request and decodes a JSON answer into out, or returns the raw

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// The example systemd units start existing subcommands with flags those
+// subcommands define, and the LB node's reloads by SIGHUP.
+func TestExampleUnits(t *testing.T) {
+	for _, tc := range []struct{ file, sub string }{
+		{"sluice-lb.service", "lb"},
+		{"sluice-agent.service", "agent"},
+	} {
+		b, err := os.ReadFile("../../examples/" + tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var exec []string
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "ExecStart="); ok {
+				exec = strings.Fields(rest)
+			}
+		}
+		if len(exec) < 2 || !strings.HasSuffix(exec[0], "/sluice") || exec[1] != tc.sub {
+			t.Fatalf("%s: ExecStart %q does not run sluice %s", tc.file, exec, tc.sub)
+		}
+		cmd, args, err := newRoot().Find(exec[1:])
+		if err != nil || cmd.Name() != tc.sub {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		if err := cmd.ParseFlags(args); err != nil {
+			t.Errorf("%s: %v", tc.file, err)
+		}
+		if rest := cmd.Flags().Args(); len(rest) != 0 {
+			t.Errorf("%s: stray arguments %q", tc.file, rest)
+		}
+		if s := string(b); (tc.sub == "lb") != strings.Contains(s, "\nExecReload=/bin/kill -HUP $MAINPID") {
+			t.Errorf("%s: ExecReload (only the LB node handles SIGHUP)", tc.file)
+		}
+	}
+}
