@@ -139,21 +139,31 @@ func (s *Server) AddBackend(ctx context.Context, vip, addr string, weight int) (
 	})
 }
 
+// existingBackend finds backend addr of the VIP vip in c: ErrNotFound when
+// either is not there.
+func existingBackend(c *config.Config, vip, addr string) (*config.VIP, int, error) {
+	i, err := findVIP(c, vip)
+	if err != nil {
+		return nil, 0, err
+	}
+	v := &c.VIPs[i]
+	j, err := findBackend(v, addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	if j < 0 {
+		return nil, 0, &EditError{VIP: vip, Backend: addr, Err: ErrNotFound}
+	}
+	return v, j, nil
+}
+
 // RemoveBackend removes backend addr from the VIP vip (ErrNotFound when
 // either is not there). Its flows go where the Maglev table sends them.
 func (s *Server) RemoveBackend(ctx context.Context, vip, addr string) (ApplyResult, error) {
 	return s.edit(ctx, func(c *config.Config) error {
-		i, err := findVIP(c, vip)
+		v, j, err := existingBackend(c, vip, addr)
 		if err != nil {
 			return err
-		}
-		v := &c.VIPs[i]
-		j, err := findBackend(v, addr)
-		if err != nil {
-			return err
-		}
-		if j < 0 {
-			return &EditError{VIP: vip, Backend: addr, Err: ErrNotFound}
 		}
 		v.Backends = slices.Delete(v.Backends, j, j+1)
 		return nil
@@ -165,17 +175,9 @@ func (s *Server) RemoveBackend(ctx context.Context, vip, addr string) (ApplyResu
 // receives no new ones.
 func (s *Server) SetWeight(ctx context.Context, vip, addr string, weight int) (ApplyResult, error) {
 	return s.edit(ctx, func(c *config.Config) error {
-		i, err := findVIP(c, vip)
+		v, j, err := existingBackend(c, vip, addr)
 		if err != nil {
 			return err
-		}
-		v := &c.VIPs[i]
-		j, err := findBackend(v, addr)
-		if err != nil {
-			return err
-		}
-		if j < 0 {
-			return &EditError{VIP: vip, Backend: addr, Err: ErrNotFound}
 		}
 		v.Backends[j].Weight = &weight
 		return nil
