@@ -20,6 +20,11 @@ var (
 	descFlowHits   = desc("flow_hits_total", "Packets whose flow-table entry was current.")
 	descFlowMisses = desc("flow_misses_total", "Packets without a current flow-table entry.")
 	descReaped     = desc("flow_reaped_total", "Expired flow-table entries removed.")
+	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
+	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
+	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
+	descEvictions  = desc("flow_evictions_total", "Live flow-table entries evicted to make room, by class (half_open, idle, established).", "class")
+	descInsertFail = desc("flow_insert_failed_total", "Flows that got no entry (forwarded statelessly).")
 	descDrops      = desc("drops_total", "Packets dropped, by reason (parse is the total of sluice_parse_drops_total).", "reason")
 	descParseDrops = desc("parse_drops_total", "Frames dropped by the parser, by verdict.", "verdict")
 	descVIPPackets = desc("vip_packets_total", "Packets sent to the backends of a VIP.", "vip")
@@ -49,7 +54,8 @@ var _ healthReporter = (*lbnode.Node)(nil)
 func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
-		descFlowHits, descFlowMisses, descReaped, descDrops, descParseDrops,
+		descFlowHits, descFlowMisses, descReaped, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descDrops, descParseDrops,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
@@ -88,6 +94,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFlowHits, st.FlowHits)
 	counter(descFlowMisses, st.FlowMisses)
 	counter(descReaped, st.Reaped)
+	gauge(descFlowLen, float64(st.FlowEntries))
+	gauge(descFlowCap, float64(st.FlowCapacity))
+	counter(descNewFlows, st.NewFlows)
+	counter(descEvictions, st.FlowEvictions.HalfOpen, "half_open")
+	counter(descEvictions, st.FlowEvictions.Idle, "idle")
+	counter(descEvictions, st.FlowEvictions.Established, "established")
+	counter(descInsertFail, st.FlowInsertFailed)
 	for r, v := range st.Drops {
 		counter(descDrops, v, r)
 	}

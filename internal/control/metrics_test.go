@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/control/controltest"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -216,5 +217,38 @@ func TestGrafanaDashboard(t *testing.T) {
 		if !used[m] {
 			t.Errorf("the dashboard does not show %s", m)
 		}
+	}
+}
+
+// The flow tables' size, new flows, evictions by class and failed inserts,
+// from the workers' counter snapshots.
+func TestCollectorFlowTable(t *testing.T) {
+	s, n := newServer(t)
+	c := fakeCounters()
+	c.Flows = flow.Stats{Len: 900, Capacity: 2048, Inserts: 1500, EvictedHalfOpen: 4, EvictedIdle: 3, EvictedEstablished: 1, InsertFailed: 2}
+	n.SetCounters(c)
+	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(`
+# HELP sluice_flow_table_entries Entries in the flow tables (all workers).
+# TYPE sluice_flow_table_entries gauge
+sluice_flow_table_entries 900
+# HELP sluice_flow_table_capacity Capacity of the flow tables (all workers).
+# TYPE sluice_flow_table_capacity gauge
+sluice_flow_table_capacity 2048
+# HELP sluice_flow_new_total Flow-table entries created: new flows.
+# TYPE sluice_flow_new_total counter
+sluice_flow_new_total 1500
+# HELP sluice_flow_evictions_total Live flow-table entries evicted to make room, by class (half_open, idle, established).
+# TYPE sluice_flow_evictions_total counter
+sluice_flow_evictions_total{class="established"} 1
+sluice_flow_evictions_total{class="half_open"} 4
+sluice_flow_evictions_total{class="idle"} 3
+# HELP sluice_flow_insert_failed_total Flows that got no entry (forwarded statelessly).
+# TYPE sluice_flow_insert_failed_total counter
+sluice_flow_insert_failed_total 2
+`), "sluice_flow_table_entries", "sluice_flow_table_capacity", "sluice_flow_new_total", "sluice_flow_evictions_total", "sluice_flow_insert_failed_total"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.NewFlows != 1500 || st.FlowEntries != 900 || st.FlowEvictions.HalfOpen != 4 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -233,6 +233,16 @@ type Stats struct {
 	FlowHits   uint64 `json:"flow_hits"`
 	FlowMisses uint64 `json:"flow_misses"`
 	Reaped     uint64 `json:"flow_reaped"`
+	// The flow tables, summed over workers.
+	FlowEntries   int    `json:"flow_entries"`
+	FlowCapacity  int    `json:"flow_capacity"`
+	NewFlows      uint64 `json:"new_flows"` // entries created
+	FlowEvictions struct {
+		HalfOpen    uint64 `json:"half_open"`
+		Idle        uint64 `json:"idle"`
+		Established uint64 `json:"established"`
+	} `json:"flow_evictions"`
+	FlowInsertFailed uint64 `json:"flow_insert_failed"`
 	// Drops by reason (pipeline.Reason names but "none"; "parse" is the
 	// total of ParseDrops).
 	Drops map[string]uint64 `json:"drops"`
@@ -265,7 +275,12 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
 		TxErrors: c.TxErrors, Passed: c.Passed, FlowHits: c.FlowHits, FlowMisses: c.FlowMisses, Reaped: c.Reaped,
 		Drops: map[string]uint64{}, ParseDrops: map[string]uint64{},
+		FlowEntries: c.Flows.Len, FlowCapacity: c.Flows.Capacity, NewFlows: c.Flows.Inserts,
+		FlowInsertFailed: c.Flows.InsertFailed,
 	}
+	st.FlowEvictions.HalfOpen = c.Flows.EvictedHalfOpen
+	st.FlowEvictions.Idle = c.Flows.EvictedIdle
+	st.FlowEvictions.Established = c.Flows.EvictedEstablished
 	for r := pipeline.Reason(1); r < pipeline.NumReasons; r++ {
 		st.Drops[r.String()] = c.Drops[r]
 	}

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -18,6 +19,9 @@ type Counters struct {
 	Parse              [packet.NumVerdicts]uint64
 	Drops              [pipeline.NumReasons]uint64
 	Reals              []RealCounters // by pipeline.Real.ID
+	// Flows is the worker's flow table: size and lifetime counters (new
+	// flows are Flows.Inserts), read on the worker goroutine with the rest.
+	Flows flow.Stats
 }
 
 // RealCounters count what a worker sent to one backend of one service.
@@ -51,6 +55,17 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
+	f, of := &c.Flows, &o.Flows
+	f.Len += of.Len
+	f.Capacity += of.Capacity
+	f.Slots += of.Slots
+	f.Inserts += of.Inserts
+	f.Deletes += of.Deletes
+	f.Expired += of.Expired
+	f.EvictedHalfOpen += of.EvictedHalfOpen
+	f.EvictedIdle += of.EvictedIdle
+	f.EvictedEstablished += of.EvictedEstablished
+	f.InsertFailed += of.InsertFailed
 	if len(o.Reals) > len(c.Reals) {
 		c.Reals = append(c.Reals, make([]RealCounters, len(o.Reals)-len(c.Reals))...)
 	}

@@ -483,3 +483,18 @@ func TestQueryWhileRunning(t *testing.T) {
 		t.Fatalf("%d flows after stop, %d seen", m, n)
 	}
 }
+
+// Counters carry the flow table's size and lifetime counters, summed over
+// workers: one insert per new flow, none for later packets.
+func TestCountersFlowTable(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}})
+	for i := range uint32(20) {
+		r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.SYN))
+		r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.ACK))
+	}
+	c := r.counters()
+	if c.Flows.Len != 20 || c.Flows.Inserts != 20 || c.Flows.Capacity != 1024 {
+		t.Fatalf("flow stats %+v, want 20 entries from 20 inserts, capacity 1024", c.Flows)
+	}
+}

@@ -206,7 +206,10 @@ func (w *Worker) run() error {
 // stopped the counters are read directly.
 func (w *Worker) Snapshot() Counters {
 	var c Counters
-	w.do(func() { c = w.counters.clone() })
+	w.do(func() {
+		c = w.counters.clone()
+		c.Flows = w.flows.Stats()
+	})
 	return c
 }
 
