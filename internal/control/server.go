@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -255,13 +257,42 @@ type Stats struct {
 }
 
 // ListVIPs returns the running VIPs with their backends, in configuration
-// order.
-func (s *Server) ListVIPs() []VIPStatus { v, _ := s.snapshot(); return v }
+// order. Backends that failed their health check are listed with state
+// "down".
+func (s *Server) ListVIPs() []VIPStatus {
+	v, _ := s.snapshot()
+	addDown(v, s.node)
+	return v
+}
 
 // Stats returns the node's counters.
 func (s *Server) Stats() Stats { _, st := s.snapshot(); return st }
 
 // snapshot reads the counters once and returns both views of them.
+// addDown lists the backends that failed their health check, which the
+// datapath leaves out of their VIP's table (and so out of the generation),
+// with state "down".
+func addDown(vips []VIPStatus, node Node) {
+	hr, ok := node.(healthReporter)
+	if !ok {
+		return
+	}
+	for _, h := range hr.Health() {
+		if h.State != health.Down {
+			continue
+		}
+		for i := range vips {
+			if vips[i].Name != h.VIP {
+				continue
+			}
+			present := slices.ContainsFunc(vips[i].Backends, func(b BackendStatus) bool { return b.Address == h.Backend })
+			if !present {
+				vips[i].Backends = append(vips[i].Backends, BackendStatus{Address: h.Backend, State: "down"})
+			}
+		}
+	}
+}
+
 func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	c := s.node.Counters()
 	g := s.node.Generation()

@@ -9,6 +9,8 @@ import (
 
 	"github.com/sluicelb/sluice/internal/control/controltest"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -206,4 +208,28 @@ func TestStats(t *testing.T) {
 	if st.ConfigGeneration != 1 || st.DatapathGeneration != 1 || !st.LastApply.Time.IsZero() {
 		t.Fatalf("%+v", st)
 	}
+}
+
+// A backend that failed its health check is left out of the generation by
+// the node; ListVIPs still lists it, with state "down".
+func TestListVIPsShowsDownBackends(t *testing.T) {
+	n := healthNode{Node: controltest.New(), h: []lbnode.BackendHealth{
+		{VIP: "web", Backend: "10.1.0.9", State: health.Down},
+		{VIP: "web", Backend: "10.1.0.1", State: health.Up},
+	}}
+	s := New(n)
+	for _, v := range s.ListVIPs() {
+		if v.Name != "web" {
+			continue
+		}
+		states := map[string]string{}
+		for _, b := range v.Backends {
+			states[b.Address] = b.State
+		}
+		if states["10.1.0.9"] != "down" || states["10.1.0.1"] != "active" {
+			t.Fatalf("backend states %v", states)
+		}
+		return
+	}
+	t.Fatal("no VIP web")
 }
