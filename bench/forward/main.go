@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicelb/sluice/bench/internal/labbench"
+	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
@@ -168,7 +169,7 @@ func (b *bench) buildFrames() error {
 		ip[9] = unix.IPPROTO_UDP
 		copy(ip[12:16], src[:])
 		copy(ip[16:20], dst[:])
-		binary.BigEndian.PutUint16(ip[10:], csum(ip))
+		binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip, 0))
 		udp := f[34:42]
 		binary.BigEndian.PutUint16(udp[0:], uint16(20000+i))
 		binary.BigEndian.PutUint16(udp[2:], scenario.UDPPort)
@@ -177,17 +178,6 @@ func (b *bench) buildFrames() error {
 		b.frames = append(b.frames, f)
 	}
 	return nil
-}
-
-func csum(h []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
 
 // blast sends the flows' frames round robin from the client's eth0 on a raw

@@ -7,6 +7,8 @@ package sim
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/encap"
 )
 
 // TCP flags.
@@ -64,8 +66,8 @@ func (f *Frame) Encode(b []byte) int {
 		s, d := f.Src.Addr().As4(), f.Dst.Addr().As4()
 		copy(l3[12:16], s[:])
 		copy(l3[16:20], d[:])
-		binary.BigEndian.PutUint16(l3[10:], ^fold(sumBytes(0, l3)))
-		sum = sumBytes(0, l3[12:20])
+		binary.BigEndian.PutUint16(l3[10:], encap.Checksum(l3, 0))
+		sum = onesSum(l3[12:20])
 	} else {
 		binary.BigEndian.PutUint16(b[12:], 0x86DD)
 		l3 = b[14:54]
@@ -76,7 +78,7 @@ func (f *Frame) Encode(b []byte) int {
 		s, d := f.Src.Addr().As16(), f.Dst.Addr().As16()
 		copy(l3[8:24], s[:])
 		copy(l3[24:40], d[:])
-		sum = sumBytes(0, l3[8:40])
+		sum = onesSum(l3[8:40])
 	}
 	l4 := b[14+len(l3) : n]
 	clear(l4)
@@ -89,10 +91,10 @@ func (f *Frame) Encode(b []byte) int {
 		l4[12] = 5 << 4
 		l4[13] = f.TCPFlags
 		binary.BigEndian.PutUint16(l4[14:], 65535)
-		binary.BigEndian.PutUint16(l4[16:], ^fold(sumBytes(sum, l4)))
+		binary.BigEndian.PutUint16(l4[16:], encap.Checksum(l4, sum))
 	} else {
 		binary.BigEndian.PutUint16(l4[4:], uint16(l4len))
-		c := ^fold(sumBytes(sum, l4))
+		c := encap.Checksum(l4, sum)
 		if c == 0 {
 			c = 0xffff
 		}
@@ -101,20 +103,6 @@ func (f *Frame) Encode(b []byte) int {
 	return n
 }
 
-func sumBytes(s uint32, b []byte) uint32 {
-	for len(b) >= 2 {
-		s += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
+// onesSum is the folded one's complement sum of b, for a pseudo-header
+// partial sum to pass to encap.Checksum.
+func onesSum(b []byte) uint32 { return uint32(^encap.Checksum(b, 0)) }
