@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -298,19 +299,15 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		n.steer(oldVIPs)
 		return err
 	}
-	g, err := n.builder.Build(spec)
-	if err != nil {
+	if err := n.swap(spec, hops); err != nil {
 		n.cfg = old
 		n.setChecks()
 		n.steer(oldVIPs)
 		return err
 	}
-	n.hops = hops
-	n.dp.Apply(g)
 	if err := n.steer(newVIPs); err != nil {
 		n.log.Error("steering the new VIP set", "err", err) // the union stays: traffic still flows
 	}
-	n.log.Info("configuration applied", "generation", g.ID, "services", len(g.Services))
 	return nil
 }
 
@@ -318,9 +315,21 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 // states, and swaps it in. Called with n.mu held.
 func (n *Node) apply(ctx context.Context) error {
 	spec, hops := n.spec(ctx)
+	return n.swap(spec, hops)
+}
+
+// swap builds the generation of spec and makes it current, logging the next
+// hops that changed. A spec the builder rejects changes nothing. Called with
+// n.mu held.
+func (n *Node) swap(spec pipeline.Spec, hops map[netip.Addr]string) error {
 	g, err := n.builder.Build(spec)
 	if err != nil {
 		return err
+	}
+	for be, h := range hops {
+		if n.hops[be] != h {
+			n.log.Info("next hop", "backend", be, "hop", h)
+		}
 	}
 	n.hops = hops
 	n.dp.Apply(g)
@@ -345,34 +354,10 @@ func (n *Node) rebuild(ctx context.Context) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	spec, hops := n.spec(ctx)
-	if n.builder.Current() != nil && maps(hops, n.hops) {
+	if n.builder.Current() != nil && maps.Equal(hops, n.hops) {
 		return nil
 	}
-	g, err := n.builder.Build(spec)
-	if err != nil {
-		return err
-	}
-	for be, h := range hops {
-		if n.hops[be] != h {
-			n.log.Info("next hop", "backend", be, "hop", h)
-		}
-	}
-	n.hops = hops
-	n.dp.Apply(g)
-	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
-	return nil
-}
-
-func maps(a, b map[netip.Addr]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
+	return n.swap(spec, hops)
 }
 
 // spec turns the configuration and the resolved next hops into a datapath
@@ -420,7 +405,6 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		}
 		for _, b := range v.Backends {
 			if n.down(v, b.Address) {
-				hops[netip.MustParseAddr(b.Address)] += " [down in " + v.Name + "]"
 				continue // failed its health check: out of the table
 			}
 			a := netip.MustParseAddr(b.Address)
