@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sluicelb/sluice/internal/maglev"
 )
 
 // Config is a node's configuration.
@@ -284,7 +286,7 @@ func (c *Config) Validate() error {
 			}
 			ports[k] = append(ports[k], [3]int{lo, hi, i})
 		}
-		if v.MaglevSize != 0 && (v.MaglevSize < 101 || !prime(v.MaglevSize)) {
+		if v.MaglevSize != 0 && (v.MaglevSize < 101 || !maglev.IsPrime(v.MaglevSize)) {
 			bad(p+".maglev_size", v.MaglevSize, "is not a prime >= 101")
 		}
 		if v.Encap != "gue" && v.Encap != "ipip" {
@@ -359,16 +361,4 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
-}
-
-func prime(n uint32) bool {
-	if n < 2 {
-		return false
-	}
-	for d := uint32(2); d*d <= n; d++ {
-		if n%d == 0 {
-			return false
-		}
-	}
-	return true
 }

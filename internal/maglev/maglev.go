@@ -178,7 +178,7 @@ func checkM(m uint32, n int) error {
 	switch {
 	case m < 2 || m > MaxM:
 		return fmt.Errorf("maglev: M=%d: %w: must be in [2, %d]", m, ErrInvalidM, MaxM)
-	case !isPrime(m):
+	case !IsPrime(m):
 		return fmt.Errorf("maglev: M=%d: %w: not prime", m, ErrInvalidM)
 	case uint64(m) <= uint64(n):
 		return fmt.Errorf("maglev: M=%d: %w: must exceed the number of backends (%d)", m, ErrInvalidM, n)
@@ -186,9 +186,10 @@ func checkM(m uint32, n int) error {
 	return nil
 }
 
-// isPrime reports whether m is prime, by trial division (m <= MaxM, so at
-// most about 2000 divisions).
-func isPrime(m uint32) bool {
+// IsPrime reports whether m is prime, by trial division (for m <= MaxM, at
+// most about 2000 divisions). Configuration validation uses it to reject a
+// table size Build would refuse.
+func IsPrime(m uint32) bool {
 	if m < 2 {
 		return false
 	}

@@ -127,7 +127,7 @@ func TestIsPrime(t *testing.T) {
 	}
 	var got []uint32
 	for n := uint32(0); n < 2000; n++ {
-		if isPrime(n) {
+		if IsPrime(n) {
 			got = append(got, n)
 		}
 	}
@@ -138,8 +138,8 @@ func TestIsPrime(t *testing.T) {
 		n     uint32
 		prime bool
 	}{{65537, true}, {100003, true}, {16777213, true}, {65535, false}, {16777216, false}, {4093 * 4099, false}} {
-		if isPrime(c.n) != c.prime {
-			t.Errorf("isPrime(%d) = %v", c.n, !c.prime)
+		if IsPrime(c.n) != c.prime {
+			t.Errorf("IsPrime(%d) = %v", c.n, !c.prime)
 		}
 	}
 }
