@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -161,11 +162,5 @@ func waitLog(t *testing.T, sc *scenario.Scenario, s string) { waitLogCount(t, sc
 // waitLogCount waits until LB 1's output contains s n times.
 func waitLogCount(t *testing.T, sc *scenario.Scenario, s string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for strings.Count(sc.LBs[0].Output(), s) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("LB did not log %q:\n%s", s, sc.LBs[0].Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitLogRe(t, sc, regexp.QuoteMeta(s), n)
 }
