@@ -160,14 +160,26 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		},
 	}, &cobra.Command{
 		Use:   "drain VIP IP",
-		Short: "Drain a backend (weight 0): it keeps its flows and receives no new ones",
+		Short: "Drain a backend (state draining): it keeps its flows and receives no new ones",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := client()
 			if err != nil {
 				return err
 			}
-			res, err := c.SetWeight(cmd.Context(), args[0], args[1], 0)
+			res, err := c.SetState(cmd.Context(), args[0], args[1], config.StateDraining)
+			return applied(cmd, res, err)
+		},
+	}, &cobra.Command{
+		Use:   "undrain VIP IP",
+		Short: "Return a drained backend to service (state active, its configured weight)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			res, err := c.SetState(cmd.Context(), args[0], args[1], config.StateActive)
 			return applied(cmd, res, err)
 		},
 	}, &cobra.Command{
@@ -187,6 +199,32 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 			return applied(cmd, res, err)
 		},
 	})
+
+	nodeCmd := &cobra.Command{Use: "node", Short: "The node's service state: drain, announcements, routing peers"}
+	nodeVerb := func(use, short string, do func(*cobra.Command, *api.Client) (control.NodeStatus, error)) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				c, err := client()
+				if err != nil {
+					return err
+				}
+				st, err := do(cmd, c)
+				if err != nil {
+					return err
+				}
+				return emit(cmd.OutOrStdout(), st, func(tw *tabwriter.Writer) { nodeTable(tw, st) })
+			},
+		}
+	}
+	nodeCmd.AddCommand(
+		nodeVerb("status", "Show whether the node is drained, what it announces and its peers",
+			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.Node(cmd.Context()) }),
+		nodeVerb("drain", "Withdraw every VIP announcement; keep forwarding what still arrives",
+			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.DrainNode(cmd.Context(), true) }),
+		nodeVerb("undrain", "Announce the VIPs again",
+			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.DrainNode(cmd.Context(), false) }),
+	)
 
 	flowCmd := &cobra.Command{Use: "flow", Short: "The flows of the datapath"}
 	var lkVIP, lkSrc string
@@ -307,8 +345,33 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		},
 	})
 
-	cmd.AddCommand(vip, backend, flowCmd, stats, apply, cfg)
+	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg)
 	return cmd
+}
+
+func nodeTable(tw *tabwriter.Writer, st control.NodeStatus) {
+	state := "in service"
+	if st.Draining {
+		state = "drained"
+	}
+	fmt.Fprintf(tw, "node\t%s\n", state)
+	ann := strings.Join(st.Announced, " ")
+	if ann == "" {
+		ann = "-"
+	}
+	fmt.Fprintf(tw, "announced\t%s\n", ann)
+	if len(st.Peers) == 0 {
+		return
+	}
+	fmt.Fprintln(tw, "\nPEER\tASN\tSTATE\tUPTIME\tRESETS\tADVERTISED\tBFD")
+	for _, p := range st.Peers {
+		bfd := "off"
+		if p.BFD {
+			bfd = p.BFDState
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", p.Address, p.ASN, p.State,
+			time.Duration(p.Uptime*float64(time.Second)).Round(time.Second).String(), p.Resets, p.Advertised, bfd)
+	}
 }
 
 func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {

@@ -15,6 +15,8 @@ func TestCtlEdits(t *testing.T) {
 		{"backend", "add", "web", "10.1.0.9", "--weight", "3"},
 		{"backend", "weight", "web", "10.1.0.9", "5"},
 		{"backend", "drain", "web", "10.1.0.1"},
+		{"backend", "drain", "web", "10.1.0.9"},
+		{"backend", "undrain", "web", "10.1.0.9"},
 		{"vip", "add", "api", "--address", "10.0.0.3", "--port", "443", "--backend", "10.1.0.7", "--backend", "10.1.0.8=4"},
 		{"backend", "del", "web", "10.1.0.2"},
 		{"vip", "del", "dns"},
@@ -29,7 +31,7 @@ func TestCtlEdits(t *testing.T) {
 		t.Fatalf("vips %+v", c.VIPs)
 	}
 	web, api := c.VIPs[0].Backends, c.VIPs[1].Backends
-	if len(web) != 2 || web[0].Address != "10.1.0.1" || *web[0].Weight != 0 || web[1].Address != "10.1.0.9" || *web[1].Weight != 5 {
+	if len(web) != 2 || web[0].Address != "10.1.0.1" || web[0].State != "draining" || web[0].EffectiveWeight() != 0 || web[1].State != "active" || web[1].Address != "10.1.0.9" || *web[1].Weight != 5 {
 		t.Fatalf("web %+v", web)
 	}
 	if len(api) != 2 || *api[0].Weight != 1 || *api[1].Weight != 4 || c.VIPs[1].Protocol != "tcp" {
@@ -48,8 +50,20 @@ func TestCtlEdits(t *testing.T) {
 		t.Fatal("weight x accepted")
 	}
 	out, _, err := runCtl(t, ts, "backend", "weight", "web", "10.1.0.9", "2", "-o", "json")
-	if err != nil || !strings.Contains(out, `"generation": 8`) {
+	if err != nil || !strings.Contains(out, `"generation": 10`) {
 		t.Fatalf("%v %s", err, out)
+	}
+}
+
+func TestCtlNodeDrain(t *testing.T) {
+	ts, _ := ctlServer(t, "")
+	// The test node has no drain: a clear refusal.
+	if _, _, err := runCtl(t, ts, "node", "drain"); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("drain on a node without it: %v", err)
+	}
+	out, _, err := runCtl(t, ts, "node", "status")
+	if err != nil || !strings.Contains(out, "node       in service") {
+		t.Fatalf("status: %v %q", err, out)
 	}
 }
 

@@ -48,6 +48,9 @@ rejected and the running one keeps serving.`,
 			if adminToken == "" {
 				adminToken = os.Getenv("SLUICE_TOKEN")
 			}
+			if adminAddr == "" {
+				adminAddr = cfg.Node.AdminAddr
+			}
 			ctl := control.New(node)
 			srv, err := api.Listen(adminAddr, adminToken, api.Handler(ctl))
 			if err != nil {
@@ -83,7 +86,7 @@ rejected and the running one keeps serving.`,
 	}
 	cmd.Flags().StringVar(&path, "config", "", "node configuration (YAML)")
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
-	cmd.Flags().StringVar(&adminAddr, "admin-addr", "127.0.0.1:6090", "admin API and /metrics address (a token is required unless it is loopback)")
+	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "admin API and /metrics address, overriding node.admin_addr (default 127.0.0.1:6090; a token is required unless it is loopback)")
 	cmd.Flags().StringVar(&adminToken, "admin-token", "", "bearer token for the admin API (default $SLUICE_TOKEN)")
 	cmd.MarkFlagRequired("config")
 	return cmd

@@ -41,6 +41,7 @@ type Node struct {
 	MTU          int      `yaml:"mtu"`           // outer IP MTU; encapsulated packets above it are dropped; default 1500
 	SourceV4     string   `yaml:"source_v4"`     // outer source address; default: the interface's first IPv4 address
 	SourceV6     string   `yaml:"source_v6"`     // likewise for IPv6
+	AdminAddr    string   `yaml:"admin_addr"`    // admin API and /metrics; default 127.0.0.1:6090
 }
 
 // VIP is a virtual service.
@@ -51,7 +52,8 @@ type VIP struct {
 	Port         int       `yaml:"port"`     // 0 with port_end 0: every port
 	PortEnd      int       `yaml:"port_end"` // optional end of a port range
 	MaglevSize   uint32    `yaml:"maglev_size"`
-	Encap        string    `yaml:"encap"` // gue (default) | ipip
+	Encap        string    `yaml:"encap"`    // gue (default) | ipip
+	Affinity     string    `yaml:"affinity"` // on-change (default) | stateless
 	SecondChance bool      `yaml:"second_chance"`
 	Health       *Health   `yaml:"health"` // none: backends are always in the table
 	Backends     []Backend `yaml:"backends"`
@@ -78,7 +80,33 @@ type Health struct {
 // Backend is a real server of a VIP.
 type Backend struct {
 	Address string `yaml:"address"`
-	Weight  *int   `yaml:"weight"` // default 1; 0 = drain (no new flows)
+	Weight  *int   `yaml:"weight"` // default 1; 0 = no new flows, like draining
+	State   string `yaml:"state"`  // active (default) | draining: keeps its flows, receives no new ones
+}
+
+// Backend states.
+const (
+	StateActive   = "active"
+	StateDraining = "draining"
+)
+
+// Affinity modes of a VIP.
+const (
+	// AffinityOnChange keeps a per-node flow table: a flow stays on its
+	// backend while the backend set changes, on the node that saw it.
+	AffinityOnChange = "on-change"
+	// AffinityStateless keeps no flow state: every packet goes to the
+	// Maglev owner of its slot, so a change of the backend set moves the
+	// flows of the changed slots.
+	AffinityStateless = "stateless"
+)
+
+// EffectiveWeight is the weight the Maglev table uses: 0 while draining.
+func (b *Backend) EffectiveWeight() int {
+	if b.State == StateDraining || b.Weight == nil {
+		return 0
+	}
+	return *b.Weight
 }
 
 // Defaults.
@@ -86,6 +114,7 @@ const (
 	DefaultGUEPort      = 6080
 	DefaultFlowCapacity = 1 << 20
 	DefaultMTU          = 1500
+	DefaultAdminAddr    = "127.0.0.1:6090"
 )
 
 // Load reads and validates a file.
@@ -142,15 +171,25 @@ func (c *Config) setDefaults() {
 	if n.MTU == 0 {
 		n.MTU = DefaultMTU
 	}
+	if n.AdminAddr == "" {
+		n.AdminAddr = DefaultAdminAddr
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Encap == "" {
 			v.Encap = "gue"
 		}
+		if v.Affinity == "" {
+			v.Affinity = AffinityOnChange
+		}
 		for j := range v.Backends {
-			if v.Backends[j].Weight == nil {
+			b := &v.Backends[j]
+			if b.Weight == nil {
 				one := 1
-				v.Backends[j].Weight = &one
+				b.Weight = &one
+			}
+			if b.State == "" {
+				b.State = StateActive
 			}
 		}
 	}
@@ -240,6 +279,10 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if _, err := netip.ParseAddrPort(n.AdminAddr); err != nil {
+		bad("node.admin_addr", fmt.Sprintf("%q", n.AdminAddr), "is not IP:port")
+	}
+
 	if len(c.VIPs) == 0 {
 		bad("vips", nil, "at least one VIP is required")
 	}
@@ -291,6 +334,13 @@ func (c *Config) Validate() error {
 		}
 		if v.Encap != "gue" && v.Encap != "ipip" {
 			bad(p+".encap", v.Encap, "is not gue or ipip")
+		}
+		switch v.Affinity {
+		case AffinityOnChange, AffinityStateless:
+		case "always":
+			bad(p+".affinity", v.Affinity, "is not available: flow state is not replicated between nodes; use on-change or stateless")
+		default:
+			bad(p+".affinity", fmt.Sprintf("%q", v.Affinity), "is not on-change or stateless")
 		}
 		if v.SecondChance && v.Encap != "gue" {
 			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
@@ -349,6 +399,9 @@ func (c *Config) Validate() error {
 						bad(bp+".address", b.Address, "differs in family from backends[0] (one outer family per VIP)")
 					}
 				}
+			}
+			if b.State != StateActive && b.State != StateDraining {
+				bad(bp+".state", fmt.Sprintf("%q", b.State), "is not active or draining")
 			}
 			if w := *b.Weight; w < 0 {
 				bad(bp+".weight", w, "is negative")

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -136,5 +137,59 @@ vips:
 func TestLoadMissing(t *testing.T) {
 	if _, err := Load("/nonexistent/lb.yaml"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// Every document in testdata/bad is rejected with the error its "# want:"
+// lines name (each a substring of the error).
+func TestBadCorpus(t *testing.T) {
+	files, err := filepath.Glob("testdata/bad/*.yaml")
+	if err != nil || len(files) < 20 {
+		t.Fatalf("corpus: %d files, %v", len(files), err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, line := range strings.Split(string(b), "\n") {
+				if w, ok := strings.CutPrefix(line, "# want: "); ok {
+					want = append(want, w)
+				}
+			}
+			if len(want) == 0 {
+				t.Fatal("no # want: line")
+			}
+			_, err = Parse(b)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestStateAndAffinityDefaults(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(good, "        weight: 0", "        weight: 0\n        state: draining", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.VIPs[0].Affinity != AffinityOnChange || c.Node.AdminAddr != DefaultAdminAddr {
+		t.Errorf("defaults: affinity %q admin %q", c.VIPs[0].Affinity, c.Node.AdminAddr)
+	}
+	b := c.VIPs[0].Backends
+	if b[0].State != StateActive || b[0].EffectiveWeight() != 1 {
+		t.Errorf("backend 0: %q %d", b[0].State, b[0].EffectiveWeight())
+	}
+	three := 3
+	d := Backend{Weight: &three, State: StateDraining}
+	if b[1].State != StateDraining || d.EffectiveWeight() != 0 {
+		t.Errorf("draining: %q %d", b[1].State, d.EffectiveWeight())
 	}
 }

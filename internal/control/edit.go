@@ -183,3 +183,18 @@ func (s *Server) SetWeight(ctx context.Context, vip, addr string, weight int) (A
 		return nil
 	})
 }
+
+// SetState sets the state of backend addr of the VIP vip: "draining" keeps
+// its flows and sends it no new ones; "active" returns it to service with
+// its configured weight. ErrNotFound when either is not there; another
+// state is a *ConfigError.
+func (s *Server) SetState(ctx context.Context, vip, addr, state string) (ApplyResult, error) {
+	return s.edit(ctx, func(c *config.Config) error {
+		v, j, err := existingBackend(c, vip, addr)
+		if err != nil {
+			return err
+		}
+		v.Backends[j].State = state
+		return nil
+	})
+}

@@ -38,6 +38,11 @@ var (
 	descApplyOK    = desc("config_last_apply_success", "1 if the last configuration apply succeeded or none was made yet, else 0.")
 	descApplyTime  = desc("config_last_apply_timestamp_seconds", "Unix time of the last configuration apply (0: none yet).")
 	descBEHealth   = desc("backend_health", "Health-check state of a backend: 1 up, 0 down, -1 unknown (no decision yet; counts as up).", "vip", "backend")
+	descDraining   = desc("node_draining", "1 while the node is drained (its VIP announcements withdrawn), else 0.")
+	descAnnounced  = desc("vip_announced", "1 for each VIP prefix the node announces to its routing peers.", "prefix")
+	descPeerUp     = desc("bgp_peer_established", "1 while the BGP session with the peer is established, else 0.", "peer")
+	descPeerResets = desc("bgp_peer_resets_total", "Times the BGP session with the peer left Established.", "peer")
+	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -59,6 +64,7 @@ func Descs() []*prometheus.Desc {
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
+		descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
 	}
 }
 
@@ -125,6 +131,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		t = float64(st.LastApply.Time.UnixNano()) / 1e9
 	}
 	gauge(descApplyTime, t)
+	if _, ok := c.s.node.(Drainer); ok {
+		ns := c.s.NodeStatus()
+		gauge(descDraining, b2f(ns.Draining))
+		for _, p := range ns.Announced {
+			gauge(descAnnounced, 1, p)
+		}
+		for _, p := range ns.Peers {
+			gauge(descPeerUp, b2f(p.State == "established"), p.Address)
+			counter(descPeerResets, p.Resets, p.Address)
+			gauge(descPeerAdv, float64(p.Advertised), p.Address)
+		}
+	}
 	if h, ok := c.s.node.(healthReporter); ok {
 		for _, b := range h.Health() {
 			v := -1.0

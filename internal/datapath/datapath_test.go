@@ -498,3 +498,46 @@ func TestCountersFlowTable(t *testing.T) {
 		t.Fatalf("flow stats %+v, want 20 entries from 20 inserts, capacity 1024", c.Flows)
 	}
 }
+
+// A stateless service (affinity: stateless) keeps no flow entries: after a
+// backend is added, a flow whose slot moved follows the new owner, where an
+// on-change service keeps it on its backend.
+func TestStatelessFollowsTable(t *testing.T) {
+	bes := backends4(4)
+	for _, stateless := range []bool{false, true} {
+		r := newRig(t, 4096)
+		svc := func(b []netip.Addr) pipeline.ServiceSpec {
+			s := service(vip4, b, nil)
+			s.Stateless = stateless
+			return s
+		}
+		r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes[:3])}})
+		first := map[uint32]netip.Addr{}
+		for i := range uint32(500) {
+			first[i] = backendOf(t, r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.SYN))[0])
+		}
+		if st := r.counters().Flows; stateless && st.Inserts != 0 {
+			t.Fatalf("stateless service inserted %d flows", st.Inserts)
+		}
+		g2 := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes)}})
+		moved, followed := 0, 0
+		for i := range uint32(500) {
+			src := clients4.FlowSrc(i)
+			got := backendOf(t, r.send(tcpFrame(src, vip4, sim.ACK))[0])
+			owner := ownerOf(g2, src, vip4)
+			if owner != first[i] {
+				moved++
+				if got == owner {
+					followed++
+				}
+			}
+			if want := map[bool]netip.Addr{false: first[i], true: owner}[stateless]; got != want {
+				t.Fatalf("stateless=%v: flow %d went to %v, want %v", stateless, i, got, want)
+			}
+		}
+		if moved == 0 {
+			t.Fatal("no slot moved: the test proves nothing")
+		}
+		t.Logf("stateless=%v: %d slots moved, %d flows followed them", stateless, moved, followed)
+	}
+}

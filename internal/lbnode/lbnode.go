@@ -42,6 +42,12 @@ type Options struct {
 	Open    Opener
 	Log     *slog.Logger
 	Refresh time.Duration // next-hop re-resolution period; default 30s
+	// Announce, when set, is called with the VIP prefixes this node should
+	// announce (see Node.Announcements) at start and whenever the set may
+	// have changed: an apply, a health transition, a drain. It must not
+	// block for long; it is called with the node's lock held, so it must
+	// not call back into the node.
+	Announce func([]netip.Prefix)
 }
 
 // VIPSteerer is a link that can be told which destinations to deliver
@@ -68,6 +74,9 @@ type Node struct {
 
 	healthMu    sync.Mutex                    // guards transitions; never held while taking mu
 	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
+
+	announce func([]netip.Prefix) // may be nil
+	draining bool                 // guarded by mu: node drain, every VIP withdrawn
 }
 
 // numStates is the number of health.State values (Unknown, Up, Down).
@@ -86,7 +95,7 @@ func New(o Options) (*Node, error) {
 	if o.Refresh <= 0 {
 		o.Refresh = 30 * time.Second
 	}
-	n := &Node{cfg: o.Config, log: o.Log, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{}, refresh: o.Refresh}
+	n := &Node{cfg: o.Config, log: o.Log, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{}, refresh: o.Refresh, announce: o.Announce}
 	res, err := nexthop.New()
 	if err != nil {
 		return nil, err
@@ -334,7 +343,71 @@ func (n *Node) swap(spec pipeline.Spec, hops map[netip.Addr]string) error {
 	n.hops = hops
 	n.dp.Apply(g)
 	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
+	n.announceLocked()
 	return nil
+}
+
+// announceLocked hands the current announcement set to the announcer.
+// Called with n.mu held.
+func (n *Node) announceLocked() {
+	if n.announce != nil {
+		n.announce(n.announcements())
+	}
+}
+
+// Announcements returns the VIP host prefixes (/32, /128) this node should
+// announce: every VIP address with at least one backend that is in service
+// (not failed by its health check, not draining, weight above 0), none
+// while the node is drained.
+func (n *Node) Announcements() []netip.Prefix {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.announcements()
+}
+
+func (n *Node) announcements() []netip.Prefix {
+	if n.draining {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, v := range n.cfg.VIPs {
+		a := netip.MustParseAddr(v.Address)
+		p := netip.PrefixFrom(a, a.BitLen())
+		if slices.Contains(out, p) {
+			continue
+		}
+		for _, b := range v.Backends {
+			if b.EffectiveWeight() > 0 && !n.down(v, b.Address) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// SetDraining drains the node (true) or returns it to service: a drained
+// node withdraws every VIP announcement, so routers stop sending it new
+// flows, and keeps forwarding what still arrives, so connections that
+// routers have not moved yet continue. It reports whether the state
+// changed.
+func (n *Node) SetDraining(d bool) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.draining == d {
+		return false
+	}
+	n.draining = d
+	n.log.Info("node drain", "draining", d)
+	n.announceLocked()
+	return true
+}
+
+// Draining reports whether the node is drained.
+func (n *Node) Draining() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.draining
 }
 
 func (n *Node) steer(vips []netip.Addr) error {
@@ -398,6 +471,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		s := pipeline.ServiceSpec{
 			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
+			Stateless: v.Affinity == config.AffinityStateless,
 		}
 		mode := encap.GUE
 		if v.Encap == "ipip" {
@@ -418,7 +492,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				ok = false
 				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
 			}
-			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok})
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(b.EffectiveWeight()), Tunnel: t, NoNextHop: !ok})
 		}
 		spec.Services = append(spec.Services, s)
 	}

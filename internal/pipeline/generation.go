@@ -29,6 +29,7 @@ type Service struct {
 	PortLo       uint16 // 0 and PortHi 0: every port
 	PortHi       uint16
 	SecondChance bool // mid-flow packets without an entry carry [owner, previous owner]
+	Stateless    bool // no flow entries: every packet goes to its slot's owner
 	Table        *maglev.Table
 	Reals        []*Real // indexed like Table.Backends()
 }
@@ -92,7 +93,10 @@ type ServiceSpec struct {
 	PortEnd      uint16 // 0: only Port; Port 0 and PortEnd 0: every port
 	M            uint32 // Maglev table size; 0 = maglev.DefaultM
 	SecondChance bool
-	Backends     []BackendSpec
+	// Stateless keeps no flow entries for the service: every packet goes to
+	// the Maglev owner of its slot (affinity: stateless).
+	Stateless bool
+	Backends  []BackendSpec
 }
 
 // BackendSpec describes one backend of a service.
@@ -181,7 +185,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 
 		svc := &Service{
 			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
-			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance,
+			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless,
 		}
 		if lo == hi && lo != 0 {
 			svc.PortLo, svc.PortHi = lo, lo

@@ -92,7 +92,11 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		flags := p.Parsed.TCPFlags
-		e, found := c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
+		var e *flow.Entry
+		found := false
+		if !svc.Stateless {
+			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
+		}
 		if found {
 			if r := c.Gen.real(e.Backend, svc); r != nil {
 				p.Real = r
@@ -116,7 +120,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
 		}
 		if e == nil {
-			continue // table full and nothing evictable: forward statelessly
+			continue // stateless service, or table full and nothing evictable
 		}
 		if !found {
 			switch {

@@ -83,6 +83,11 @@ type WeightBody struct {
 	Weight *int `json:"weight"`
 }
 
+// StateBody is the body of PUT /v1/vips/{name}/backends/{addr}/state.
+type StateBody struct {
+	State string `json:"state"` // active or draining
+}
+
 // Handler returns the HTTP handler of s, /metrics included.
 func Handler(s *control.Server) http.Handler {
 	reg := prometheus.NewRegistry()
@@ -162,6 +167,32 @@ func Handler(s *control.Server) http.Handler {
 		res, err := s.SetWeight(r.Context(), r.PathValue("name"), r.PathValue("addr"), *b.Weight)
 		edit(w, res, err)
 	})
+	mux.HandleFunc("PUT /v1/vips/{name}/backends/{addr}/state", func(w http.ResponseWriter, r *http.Request) {
+		var b StateBody
+		if err := decodeBody(w, r, &b, false); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		if b.State == "" {
+			writeError(w, http.StatusBadRequest, errors.New(`state: the body must be {"state": "active" | "draining"}`))
+			return
+		}
+		res, err := s.SetState(r.Context(), r.PathValue("name"), r.PathValue("addr"), b.State)
+		edit(w, res, err)
+	})
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.NodeStatus()) })
+	drain := func(d bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			st, err := s.DrainNode(d)
+			if err != nil {
+				writeError(w, statusOf(err), err)
+				return
+			}
+			writeJSON(w, http.StatusOK, st)
+		}
+	}
+	mux.HandleFunc("PUT /v1/node/drain", drain(true))
+	mux.HandleFunc("DELETE /v1/node/drain", drain(false))
 	mux.HandleFunc("GET /v1/flows/lookup", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		src, err := netip.ParseAddr(q.Get("src"))
@@ -225,6 +256,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, control.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, control.ErrNotSupported):
+		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }

@@ -128,6 +128,30 @@ func (c *Client) SetWeight(ctx context.Context, vip, addr string, weight int) (r
 	return res, err
 }
 
+// SetState sets the state of backend addr of the VIP vip: active or
+// draining.
+func (c *Client) SetState(ctx context.Context, vip, addr, state string) (res control.ApplyResult, err error) {
+	b, _ := json.Marshal(StateBody{State: state})
+	_, err = c.do(ctx, http.MethodPut, backendPath(vip, addr)+"/state", b, &res)
+	return res, err
+}
+
+// Node returns the node's service state (drain, announcements, peers).
+func (c *Client) Node(ctx context.Context) (st control.NodeStatus, err error) {
+	_, err = c.do(ctx, http.MethodGet, "/v1/node", nil, &st)
+	return st, err
+}
+
+// DrainNode drains the node (true) or returns it to service (false).
+func (c *Client) DrainNode(ctx context.Context, drain bool) (st control.NodeStatus, err error) {
+	m := http.MethodPut
+	if !drain {
+		m = http.MethodDelete
+	}
+	_, err = c.do(ctx, m, "/v1/node/drain", nil, &st)
+	return st, err
+}
+
 // LookupFlow says where the next packet from src:sport to the VIP vip goes
 // and why; dport 0 means the VIP's port.
 func (c *Client) LookupFlow(ctx context.Context, vip string, src netip.Addr, sport, dport uint16) (l control.FlowLookup, err error) {
