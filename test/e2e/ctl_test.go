@@ -14,7 +14,7 @@ import (
 // its namespace: VIPs with per-backend counters after real traffic, a
 // rejected apply that names the bad field, an accepted apply that moves the
 // generation on, and Prometheus metrics.
-func TestE2ECtlAndMetrics(t *testing.T) {
+func TestE2EControlCtlAndMetrics(t *testing.T) {
 	s := start(t, scenario.Options{IO: "afpacket"})
 	ctx := context.Background()
 	if _, err := s.Curl(ctx, s.Opts.VIP4, 30); err != nil {
@@ -45,6 +45,9 @@ func TestE2ECtlAndMetrics(t *testing.T) {
 	if out, err := lb.Run(ctx, sluiceBin, "ctl", "apply", "-f", good); err != nil {
 		t.Errorf("good apply: %v\n%s", err, out)
 	}
+	if out, err := lb.Run(ctx, sluiceBin, "ctl", "node", "drain"); err != nil || !strings.Contains(out, "drained") {
+		t.Errorf("node drain: %v\n%s", err, out)
+	}
 	metrics, err := lb.Run(ctx, "curl", "-sS", "--max-time", "3", "http://127.0.0.1:6090/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +57,12 @@ func TestE2ECtlAndMetrics(t *testing.T) {
 		"sluice_config_generation 2",
 		"sluice_config_last_apply_success 1",
 		`sluice_drops_total{reason="no_next_hop"} 0`,
+		`sluice_vip_packets_total{vip="http4"}`,
+		`sluice_backend_bytes_total{backend="` + s.Lab.Backends[1].Addr4.String() + `",vip="http4"}`,
+		"sluice_flow_table_entries ",
+		"sluice_flow_new_total ",
+		`sluice_flow_evictions_total{class="idle"}`,
+		"sluice_node_draining 1",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -61,6 +70,9 @@ func TestE2ECtlAndMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", metrics)
+	}
+	if out, err := lb.Run(ctx, sluiceBin, "ctl", "node", "undrain", "-o", "json"); err != nil || !strings.Contains(out, `"draining": false`) {
+		t.Errorf("node undrain: %v\n%s", err, out)
 	}
 	// Still serving.
 	if _, err := s.Curl(ctx, s.Opts.VIP4, 10); err != nil {

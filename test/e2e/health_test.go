@@ -28,7 +28,7 @@ func waitLogRe(t *testing.T, sc *scenario.Scenario, re string, n int) {
 // (answered by its agent), leaves the Maglev table, and every request keeps
 // succeeding on the others; when the service is back it passes again and
 // new connections reach it.
-func TestE2EHealthRemovesAndRestoresBackend(t *testing.T) {
+func TestE2EControlHealthRemovesAndRestoresBackend(t *testing.T) {
 	s := start(t, scenario.Options{IO: "afpacket"})
 	ctx := context.Background()
 	cfg := strings.Replace(s.Config(), "    port: 80\n    backends:\n",

@@ -43,7 +43,7 @@ func (k *keepAlive) get() (string, error) {
 // the same backend, the removed backend gets no new connections, and a
 // configuration that does not validate is rejected without disturbing
 // anything.
-func TestE2EReloadKeepsConnections(t *testing.T) {
+func TestE2EControlReloadKeepsConnections(t *testing.T) {
 	s := start(t, scenario.Options{IO: "afxdp"})
 	vip := s.Opts.VIP4
 	conns := openKeepAlive(t, s, vip, 30)
@@ -60,6 +60,7 @@ func TestE2EReloadKeepsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, s, "reload rejected")
+	waitLog(t, s, `vips[0].protocol: \"tpc\" is not tcp or udp`) // the precise error, in the log
 	for i, k := range conns {
 		if b, err := k.get(); err != nil || b != k.backend {
 			t.Fatalf("after a rejected reload, conn %d on %s: got %q, %v", i, k.backend, b, err)
