@@ -375,8 +375,12 @@ func nodeTable(tw *tabwriter.Writer, st control.NodeStatus) {
 }
 
 func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
-	fmt.Fprintln(tw, "VIP\tADDRESS\tPROTO\tPORTS\tBACKEND\tWEIGHT\tSTATE\tPACKETS\tBYTES")
+	fmt.Fprintln(tw, "VIP\tADDRESS\tPROTO\tPORTS\tTABLE\tBACKEND\tWEIGHT\tSTATE\tPACKETS\tBYTES")
 	for _, v := range vips {
+		fp := v.Fingerprint
+		if fp == "" {
+			fp = "-"
+		}
 		ports := "all"
 		switch {
 		case v.Port == 0 && v.PortEnd == 0:
@@ -386,11 +390,11 @@ func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 			ports = fmt.Sprintf("%d-%d", v.Port, v.PortEnd)
 		}
 		if len(v.Backends) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t%d\t%d\n", v.Name, v.Address, v.Protocol, ports, v.Packets, v.Bytes)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t%d\t%d\n", v.Name, v.Address, v.Protocol, ports, fp, v.Packets, v.Bytes)
 		}
 		for _, b := range v.Backends {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n",
-				v.Name, v.Address, v.Protocol, ports, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n",
+				v.Name, v.Address, v.Protocol, ports, fp, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
 		}
 	}
 }

@@ -38,6 +38,7 @@ var (
 	descApplyOK    = desc("config_last_apply_success", "1 if the last configuration apply succeeded or none was made yet, else 0.")
 	descApplyTime  = desc("config_last_apply_timestamp_seconds", "Unix time of the last configuration apply (0: none yet).")
 	descBEHealth   = desc("backend_health", "Health-check state of a backend: 1 up, 0 down, -1 unknown (no decision yet; counts as up).", "vip", "backend")
+	descTableFP    = desc("vip_table_info", "1, labelled with the fingerprint of the VIP's Maglev table: LB nodes making the same decisions show the same.", "vip", "fingerprint")
 	descDraining   = desc("node_draining", "1 while the node is drained (its VIP announcements withdrawn), else 0.")
 	descAnnounced  = desc("vip_announced", "1 for each VIP prefix the node announces to its routing peers.", "prefix")
 	descPeerUp     = desc("bgp_peer_established", "1 while the BGP session with the peer is established, else 0.", "peer")
@@ -64,7 +65,7 @@ func Descs() []*prometheus.Desc {
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
-		descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
+		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
 	}
 }
 
@@ -116,6 +117,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range vips {
 		counter(descVIPPackets, v.Packets, v.Name)
 		counter(descVIPBytes, v.Bytes, v.Name)
+		gauge(descTableFP, 1, v.Name, v.Fingerprint)
 		for _, b := range v.Backends {
 			counter(descBEPackets, b.Packets, v.Name, b.Address)
 			counter(descBEBytes, b.Bytes, v.Name, b.Address)

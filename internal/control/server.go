@@ -197,14 +197,18 @@ func (s *Server) Status() (gen uint64, last ApplyResult) {
 
 // VIPStatus is a running VIP and its backends.
 type VIPStatus struct {
-	Name     string          `json:"name"`
-	Address  string          `json:"address"`
-	Protocol string          `json:"protocol"`
-	Port     uint16          `json:"port"`     // 0 with PortEnd 0: every port
-	PortEnd  uint16          `json:"port_end"` // equal to Port for a single port
-	Packets  uint64          `json:"packets"`  // sum over the backends
-	Bytes    uint64          `json:"bytes"`
-	Backends []BackendStatus `json:"backends"`
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+	Port     uint16 `json:"port"`     // 0 with PortEnd 0: every port
+	PortEnd  uint16 `json:"port_end"` // equal to Port for a single port
+	Packets  uint64 `json:"packets"`  // sum over the backends
+	Bytes    uint64 `json:"bytes"`
+	// Fingerprint is a digest of the VIP's Maglev table (its size, the
+	// seed and every slot's owner and previous owner), 16 hex digits. LB
+	// nodes that make the same decisions show the same fingerprint.
+	Fingerprint string          `json:"fingerprint"`
+	Backends    []BackendStatus `json:"backends"`
 }
 
 // Backend states.
@@ -333,6 +337,9 @@ func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 		Port:     svc.PortLo,
 		PortEnd:  svc.PortHi,
 		Backends: []BackendStatus{},
+	}
+	if svc.Table != nil {
+		v.Fingerprint = fmt.Sprintf("%016x", svc.Table.Fingerprint())
 	}
 	for _, r := range svc.Reals {
 		if r == nil {
