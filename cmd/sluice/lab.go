@@ -24,7 +24,7 @@ pairs: a client, a router, 1..9 LB nodes and backend hosts, addressed from 198.1
 and 2001:db8::/32 (see internal/lab/doc.go for the diagram and the address plan).
 Needs root. Every namespace is named --prefix followed by client, router, lbN, beN.`,
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd(), newLabStreamServeCmd())
 	return cmd
 }
 
@@ -196,4 +196,24 @@ func labServeFlags(cmd *cobra.Command, name *string, listen *[]string, example s
 	f.StringVar(name, "name", host, "name to answer with")
 	f.StringArrayVar(listen, "listen", nil, "address:port to listen on, e.g. "+example+" (repeatable; need not exist yet)")
 	cmd.MarkFlagRequired("listen")
+}
+
+func newLabStreamServeCmd() *cobra.Command {
+	var (
+		name   string
+		listen []string
+	)
+	cmd := &cobra.Command{
+		Use:    "stream-serve",
+		Short:  "Serve long-lived sequence-checked TCP streams (a lab backend's server for failover tests)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := labSignalContext(cmd)
+			defer stop()
+			return lab.ServeStream(ctx, listen, name)
+		},
+	}
+	labServeFlags(cmd, &name, &listen, "198.18.0.10:9000")
+	return cmd
 }
