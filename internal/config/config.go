@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,41 @@ type Node struct {
 	SourceV4     string   `yaml:"source_v4"`     // outer source address; default: the interface's first IPv4 address
 	SourceV6     string   `yaml:"source_v6"`     // likewise for IPv6
 	AdminAddr    string   `yaml:"admin_addr"`    // admin API and /metrics; default 127.0.0.1:6090
+	BGP          *BGP     `yaml:"bgp"`           // announce the VIPs to routers; none: no announcements
+}
+
+// BGP configures the node's BGP speaker: it announces each VIP as a host
+// route (/32, /128) with the node as next hop while the node is in service
+// and the VIP has a backend in service.
+type BGP struct {
+	ASN         uint32    `yaml:"asn"`       // this node's AS
+	RouterID    string    `yaml:"router_id"` // the BGP identifier: an IPv4 address unique among the peers' neighbours
+	Communities []string  `yaml:"communities"`
+	NextHopV4   string    `yaml:"next_hop_v4"` // default: the session's local address
+	NextHopV6   string    `yaml:"next_hop_v6"` // required to announce IPv6 VIPs over IPv4 sessions
+	Peers       []BGPPeer `yaml:"peers"`
+	// ShutdownGrace is how long a node that stops keeps forwarding after
+	// it withdrew its routes, so that routers move flows to the other
+	// nodes before it stops. Default 2s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// BGPPeer is one router.
+type BGPPeer struct {
+	Address      string        `yaml:"address"`
+	ASN          uint32        `yaml:"asn"`
+	Port         int           `yaml:"port"`          // default 179
+	HoldTime     time.Duration `yaml:"hold_time"`     // default 9s
+	Keepalive    time.Duration `yaml:"keepalive"`     // default hold_time/3
+	ConnectRetry time.Duration `yaml:"connect_retry"` // default 5s
+	BFD          *BFD          `yaml:"bfd"`
+}
+
+// BFD enables BFD on a BGP session.
+type BFD struct {
+	MinRx      time.Duration `yaml:"min_rx"` // default 300ms
+	MinTx      time.Duration `yaml:"min_tx"` // default 300ms
+	Multiplier int           `yaml:"multiplier"`
 }
 
 // VIP is a virtual service.
@@ -174,6 +210,9 @@ func (c *Config) setDefaults() {
 	if n.AdminAddr == "" {
 		n.AdminAddr = DefaultAdminAddr
 	}
+	if g := n.BGP; g != nil && g.ShutdownGrace == 0 {
+		g.ShutdownGrace = 2 * time.Second
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Encap == "" {
@@ -281,6 +320,9 @@ func (c *Config) Validate() error {
 
 	if _, err := netip.ParseAddrPort(n.AdminAddr); err != nil {
 		bad("node.admin_addr", fmt.Sprintf("%q", n.AdminAddr), "is not IP:port")
+	}
+	if g := n.BGP; g != nil {
+		validateBGP(g, bad)
 	}
 
 	if len(c.VIPs) == 0 {
@@ -414,4 +456,85 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
+}
+
+func validateBGP(g *BGP, bad func(path string, value any, reason string)) {
+	if g.ASN == 0 {
+		bad("node.bgp.asn", nil, "is required (1-4294967295)")
+	}
+	if a, err := netip.ParseAddr(g.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
+		bad("node.bgp.router_id", fmt.Sprintf("%q", g.RouterID), "is not an IPv4 address (the BGP identifier)")
+	}
+	for i, c := range g.Communities {
+		hi, lo, ok := strings.Cut(c, ":")
+		if !ok || !isUint16(hi) || !isUint16(lo) {
+			bad(fmt.Sprintf("node.bgp.communities[%d]", i), fmt.Sprintf("%q", c), "is not ASN:value (each 0-65535)")
+		}
+	}
+	for _, nh := range []struct {
+		path, v string
+		v4      bool
+	}{{"node.bgp.next_hop_v4", g.NextHopV4, true}, {"node.bgp.next_hop_v6", g.NextHopV6, false}} {
+		if nh.v == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(nh.v); err != nil || a.Is4() != nh.v4 || a.Is4In6() || a.IsUnspecified() {
+			bad(nh.path, fmt.Sprintf("%q", nh.v), "is not a unicast address of its family")
+		}
+	}
+	if g.ShutdownGrace < 0 || g.ShutdownGrace > time.Minute {
+		bad("node.bgp.shutdown_grace", g.ShutdownGrace, "is not between 0 and 1m")
+	}
+	if len(g.Peers) == 0 {
+		bad("node.bgp.peers", nil, "at least one peer is required")
+	}
+	seen := map[netip.Addr]int{}
+	for i, p := range g.Peers {
+		pp := fmt.Sprintf("node.bgp.peers[%d]", i)
+		a, err := netip.ParseAddr(p.Address)
+		if err != nil || a.Is4In6() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+			bad(pp+".address", fmt.Sprintf("%q", p.Address), "is not a unicast IP address")
+		} else if j, dup := seen[a]; dup {
+			bad(pp+".address", p.Address, fmt.Sprintf("is also peers[%d]", j))
+		} else {
+			seen[a] = i
+		}
+		if p.ASN == 0 {
+			bad(pp+".asn", nil, "is required")
+		}
+		if p.Port < 0 || p.Port > 65535 {
+			bad(pp+".port", p.Port, "is not a port")
+		}
+		if p.HoldTime != 0 && (p.HoldTime < 3*time.Second || p.HoldTime%time.Second != 0 || p.HoldTime > 65535*time.Second) {
+			bad(pp+".hold_time", p.HoldTime, "is not whole seconds between 3s and 65535s")
+		}
+		hold := p.HoldTime
+		if hold == 0 {
+			hold = 9 * time.Second
+		}
+		if p.Keepalive != 0 && (p.Keepalive < time.Second || p.Keepalive%time.Second != 0 || p.Keepalive >= hold) {
+			bad(pp+".keepalive", p.Keepalive, fmt.Sprintf("is not whole seconds, at least 1s and below the hold time (%v)", hold))
+		}
+		if p.ConnectRetry < 0 || p.ConnectRetry%time.Second != 0 {
+			bad(pp+".connect_retry", p.ConnectRetry, "is not whole seconds")
+		}
+		if b := p.BFD; b != nil {
+			for _, iv := range []struct {
+				path string
+				v    time.Duration
+			}{{".bfd.min_rx", b.MinRx}, {".bfd.min_tx", b.MinTx}} {
+				if iv.v != 0 && (iv.v < 10*time.Millisecond || iv.v > time.Hour) {
+					bad(pp+iv.path, iv.v, "is not between 10ms and 1h")
+				}
+			}
+			if b.Multiplier < 0 || b.Multiplier > 255 {
+				bad(pp+".bfd.multiplier", b.Multiplier, "is not between 1 and 255")
+			}
+		}
+	}
+}
+
+func isUint16(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && n <= 65535
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"text/tabwriter"
@@ -292,6 +293,10 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("node.workers: %d -> %d %w", a.Workers, b.Workers, ErrNeedsRestart)
 	case a.FlowCapacity != b.FlowCapacity:
 		return fmt.Errorf("node.flow_capacity: %d -> %d %w", a.FlowCapacity, b.FlowCapacity, ErrNeedsRestart)
+	case !reflect.DeepEqual(a.BGP, b.BGP):
+		return fmt.Errorf("node.bgp: changed %w", ErrNeedsRestart)
+	case a.AdminAddr != b.AdminAddr:
+		return fmt.Errorf("node.admin_addr: %s -> %s %w", a.AdminAddr, b.AdminAddr, ErrNeedsRestart)
 	}
 	if a.Seed != b.Seed {
 		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", a.Seed, "new", b.Seed)
