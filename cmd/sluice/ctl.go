@@ -221,9 +221,13 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		nodeVerb("status", "Show whether the node is drained, what it announces and its peers",
 			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.Node(cmd.Context()) }),
 		nodeVerb("drain", "Withdraw every VIP announcement; keep forwarding what still arrives",
-			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.DrainNode(cmd.Context(), true) }),
+			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) {
+				return c.DrainNode(cmd.Context(), true)
+			}),
 		nodeVerb("undrain", "Announce the VIPs again",
-			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) { return c.DrainNode(cmd.Context(), false) }),
+			func(cmd *cobra.Command, c *api.Client) (control.NodeStatus, error) {
+				return c.DrainNode(cmd.Context(), false)
+			}),
 	)
 
 	flowCmd := &cobra.Command{Use: "flow", Short: "The flows of the datapath"}

@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicelb/sluice/internal/announce"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/control/api"
@@ -41,7 +44,21 @@ rejected and the running one keeps serving.`,
 			if err != nil {
 				return err
 			}
-			node, err := lbnode.New(lbnode.Options{Config: cfg, Log: log, Open: opener(cfg, log)})
+			var spk *announce.Speaker
+			if g := cfg.Node.BGP; g != nil {
+				if spk, err = announce.New(bgpConfig(g), log); err != nil {
+					return fmt.Errorf("node.bgp: %w", err)
+				}
+			}
+			announceFn := func(p []netip.Prefix) {
+				if spk == nil {
+					return
+				}
+				if err := spk.Set(p); err != nil {
+					log.Error("bgp: announcement set refused", "err", err)
+				}
+			}
+			node, err := lbnode.New(lbnode.Options{Config: cfg, Log: log, Open: opener(cfg, log), Announce: announceFn})
 			if err != nil {
 				return err
 			}
@@ -51,7 +68,7 @@ rejected and the running one keeps serving.`,
 			if adminAddr == "" {
 				adminAddr = cfg.Node.AdminAddr
 			}
-			ctl := control.New(node)
+			ctl := control.New(withPeers{node, spk})
 			srv, err := api.Listen(adminAddr, adminToken, api.Handler(ctl))
 			if err != nil {
 				return fmt.Errorf("admin API: %w", err)
@@ -78,9 +95,56 @@ rejected and the running one keeps serving.`,
 					}
 				}
 			}()
+			// The datapath outlives the signal: on SIGTERM the speaker
+			// withdraws the routes first, and the node keeps forwarding for
+			// node.bgp.shutdown_grace while the routers move the flows.
+			dpCtx, stopDP := context.WithCancel(context.Background())
+			defer stopDP()
+			bgpErr := make(chan error, 1)
+			if spk != nil {
+				bgpCtx, stopBGP := context.WithCancel(context.Background())
+				bgpDone := make(chan error, 1)
+				go func() { bgpDone <- spk.Run(bgpCtx) }()
+				go func() {
+					select {
+					case <-ctx.Done():
+						stopBGP()
+						<-bgpDone
+						grace := cfg.Node.BGP.ShutdownGrace
+						log.Info("bgp: routes withdrawn; forwarding until the routers moved the flows", "grace", grace)
+						select {
+						case <-time.After(grace):
+						case <-dpCtx.Done():
+						}
+					case err := <-bgpDone:
+						stopBGP()
+						if err != nil {
+							bgpErr <- fmt.Errorf("bgp: %w", err)
+						}
+					case <-dpCtx.Done():
+						stopBGP()
+						<-bgpDone
+					}
+					stopDP()
+				}()
+			} else {
+				go func() {
+					select {
+					case <-ctx.Done():
+					case <-dpCtx.Done():
+					}
+					stopDP()
+				}()
+			}
 			log.Info("forwarding", "vips", len(cfg.VIPs), "interfaces", cfg.Node.Interfaces)
-			err = node.Run(ctx)
+			err = node.Run(dpCtx)
+			stopDP()
 			node.Report(cmd.OutOrStdout())
+			select {
+			case berr := <-bgpErr:
+				return errors.Join(err, berr)
+			default:
+			}
 			return err
 		},
 	}
@@ -90,6 +154,47 @@ rejected and the running one keeps serving.`,
 	cmd.Flags().StringVar(&adminToken, "admin-token", "", "bearer token for the admin API (default $SLUICE_TOKEN)")
 	cmd.MarkFlagRequired("config")
 	return cmd
+}
+
+// bgpConfig is the speaker's configuration from node.bgp (validated).
+func bgpConfig(g *config.BGP) announce.Config {
+	c := announce.Config{ASN: g.ASN, RouterID: netip.MustParseAddr(g.RouterID), Communities: g.Communities}
+	if g.NextHopV4 != "" {
+		c.NextHop4 = netip.MustParseAddr(g.NextHopV4)
+	}
+	if g.NextHopV6 != "" {
+		c.NextHop6 = netip.MustParseAddr(g.NextHopV6)
+	}
+	for _, p := range g.Peers {
+		ap := announce.Peer{Address: netip.MustParseAddr(p.Address), ASN: p.ASN, Port: uint16(p.Port),
+			HoldTime: p.HoldTime, KeepaliveTime: p.Keepalive, ConnectRetry: p.ConnectRetry}
+		if b := p.BFD; b != nil {
+			ap.BFD = &announce.BFD{MinRx: b.MinRx, MinTx: b.MinTx, Multiplier: b.Multiplier}
+		}
+		c.Peers = append(c.Peers, ap)
+	}
+	return c
+}
+
+// withPeers is the LB node as the control server sees it: with the BGP
+// speaker's peers when there is one.
+type withPeers struct {
+	*lbnode.Node
+	spk *announce.Speaker
+}
+
+func (w withPeers) Peers() []control.PeerStatus {
+	if w.spk == nil {
+		return nil
+	}
+	var out []control.PeerStatus
+	for _, p := range w.spk.Peers() {
+		out = append(out, control.PeerStatus{
+			Address: p.Address.String(), ASN: p.ASN, State: p.State, Uptime: p.Uptime.Seconds(),
+			Resets: p.Resets, Advertised: int(p.Advertised), BFD: p.BFD != "", BFDState: p.BFD,
+		})
+	}
+	return out
 }
 
 // reload re-reads the configuration file and applies it through the same

@@ -44,7 +44,14 @@ protocol device { scan time 10; }
 protocol kernel k4 { ipv4 { import none; export where source = RTS_BGP; }; merge paths on; }
 protocol kernel k6 { ipv6 { import none; export where source = RTS_BGP; }; merge paths on; }
 {{- if .BFD}}
-protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }
+protocol bfd {
+	interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; };
+	# Static sessions outlive BGP resets, so their discriminators stay the
+	# same: GoBGP's BFD stays bound to the first one it learnt.
+	{{- range .Peers}}
+	neighbor {{.Addr}};
+	{{- end}}
+}
 {{- end}}
 template bgp lbs {
 	local {{.RouterID}} as {{.RouterASN}};

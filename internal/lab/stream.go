@@ -231,3 +231,13 @@ func (s *Streams) Stop() []StreamResult {
 	s.wg.Wait()
 	return s.Snapshot()
 }
+
+// ResetGaps zeroes every connection's MaxGap, so that the next Snapshot
+// shows the longest gap since the reset (one phase of a test).
+func (s *Streams) ResetGaps() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.res {
+		s.res[i].MaxGap = 0
+	}
+}

@@ -20,8 +20,9 @@ import (
 
 // Ports of the services the scenario configures on both VIPs.
 const (
-	HTTPPort = 80
-	UDPPort  = 7000
+	HTTPPort   = 80
+	UDPPort    = 7000
+	StreamPort = 9000 // the stream protocol (lab.ServeStream), with Options.Streams
 )
 
 // Options describe a scenario.
@@ -35,6 +36,18 @@ type Options struct {
 	VIP4     netip.Addr
 	VIP6     netip.Addr
 	LogDir   string // process logs; default a temporary directory
+	// BGP runs BIRD 2 on the router and makes every LB node announce the
+	// VIPs to it (eBGP), instead of static ECMP routes.
+	BGP bool
+	// BFD turns BFD on for the BGP sessions (100 ms x 3).
+	BFD bool
+	// Seeds, when set, gives LB node i the hash seed Seeds[i] (default:
+	// the same seed everywhere, as a cluster must run). Different seeds
+	// make the nodes disagree: the control run of the failover tests.
+	Seeds []uint64
+	// Streams starts a stream-protocol server on every backend and a
+	// "stream4" service on StreamPort of the IPv4 VIP.
+	Streams bool
 }
 
 // Scenario is a running lab with its processes.
@@ -44,6 +57,7 @@ type Scenario struct {
 	LBs     []*lab.Process
 	Agents  []*lab.Process
 	Servers []*lab.Process
+	BIRD    *lab.BIRD // with Options.BGP
 	cfgDir  string
 }
 
@@ -72,7 +86,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.LogDir == "" {
 		o.LogDir = dir
 	}
-	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, Backends: o.Backends, LogDir: o.LogDir})
+	routing := lab.RouteECMP
+	if o.BGP {
+		routing = lab.RouteNone
+	}
+	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, Backends: o.Backends, LogDir: o.LogDir, VIPRouting: routing})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -103,6 +121,19 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			return nil, fmt.Errorf("udp echo on %s: %w", be.Name, err)
 		}
 		s.Servers = append(s.Servers, p)
+		if o.Streams {
+			p, err = be.Start(ctx, o.Binary, "lab", "stream-serve", "--name", name,
+				"--listen", netip.AddrPortFrom(o.VIP4, StreamPort).String())
+			if err != nil {
+				return nil, fmt.Errorf("stream server on %s: %w", be.Name, err)
+			}
+			s.Servers = append(s.Servers, p)
+		}
+	}
+	if o.BGP {
+		if s.BIRD, err = l.StartBIRD(ctx, lab.BIRDOptions{Dir: dir, BFD: o.BFD}); err != nil {
+			return nil, err
+		}
 	}
 	for _, lb := range l.LBs {
 		p, err := s.startLB(ctx, lb)
@@ -117,28 +148,50 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 // startLB writes LB node n's configuration and starts `sluice lb` there.
 func (s *Scenario) startLB(ctx context.Context, n *lab.Node) (*lab.Process, error) {
 	path := filepath.Join(s.cfgDir, n.Name+".yaml")
-	if err := os.WriteFile(path, []byte(s.Config()), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(s.ConfigFor(n.Index-1)), 0o644); err != nil {
 		return nil, err
 	}
 	return n.Start(ctx, s.Opts.Binary, "lb", "--config", path)
 }
 
-// Config returns the LB nodes' configuration: an HTTP and a UDP service on
-// each VIP, with every backend host.
-func (s *Scenario) Config() string {
+// Config returns LB node 1's configuration (ConfigFor(0)).
+func (s *Scenario) Config() string { return s.ConfigFor(0) }
+
+// ConfigFor returns LB node i's configuration (from 0): an HTTP and a UDP
+// service on each VIP (and the stream service with Options.Streams), with
+// every backend host; with Options.BGP, a BGP session to the router.
+func (s *Scenario) ConfigFor(i int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\nvips:\n", s.Opts.IO, s.Opts.XDPMode)
-	for _, svc := range []struct {
+	var seed uint64
+	if i < len(s.Opts.Seeds) {
+		seed = s.Opts.Seeds[i]
+	}
+	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
+	if s.Opts.BGP {
+		n := s.Lab.LBs[i]
+		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n    router_id: %s\n    next_hop_v6: %q\n    shutdown_grace: 1s\n", lab.LBASN, n.Addr4, n.Addr6)
+		fmt.Fprintf(&b, "    peers:\n      - address: %s\n        asn: %d\n        hold_time: 9s\n        connect_retry: 1s\n", n.Gateway4, lab.RouterASN)
+		if s.Opts.BFD {
+			b.WriteString("        bfd: {min_rx: 100ms, min_tx: 100ms, multiplier: 3}\n")
+		}
+	}
+	b.WriteString("vips:\n")
+	type svc struct {
 		name  string
 		vip   netip.Addr
 		proto string
 		port  int
-	}{
+	}
+	svcs := []svc{
 		{"http4", s.Opts.VIP4, "tcp", HTTPPort},
 		{"http6", s.Opts.VIP6, "tcp", HTTPPort},
 		{"udp4", s.Opts.VIP4, "udp", UDPPort},
 		{"udp6", s.Opts.VIP6, "udp", UDPPort},
-	} {
+	}
+	if s.Opts.Streams {
+		svcs = append(svcs, svc{"stream4", s.Opts.VIP4, "tcp", StreamPort})
+	}
+	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n    backends:\n", svc.name, svc.vip, svc.proto, svc.port)
 		for _, be := range s.Lab.Backends {
 			a := be.Addr4
@@ -257,4 +310,47 @@ func (s *Scenario) Stop() error {
 		os.RemoveAll(s.cfgDir)
 	}
 	return err
+}
+
+// Signal sends sig to LB node i's process.
+func (s *Scenario) Signal(i int, sig syscall.Signal) error {
+	if i < 0 || i >= len(s.LBs) {
+		return fmt.Errorf("scenario: no LB node %d", i)
+	}
+	return syscall.Kill(s.LBs[i].Pid(), sig)
+}
+
+// WaitNextHops waits until the router's route to vip goes through exactly
+// the LB nodes lbs (indexes from 0; none: no route), and returns how long
+// that took.
+func (s *Scenario) WaitNextHops(ctx context.Context, vip netip.Addr, timeout time.Duration, lbs ...int) (time.Duration, error) {
+	want := map[netip.Addr]bool{}
+	for _, i := range lbs {
+		n := s.Lab.LBs[i]
+		if vip.Is4() {
+			want[n.Addr4] = true
+		} else {
+			want[n.Addr6] = true
+		}
+	}
+	start := time.Now()
+	var got []netip.Addr
+	for {
+		var err error
+		got, err = s.Lab.VIPNextHops(ctx, vip)
+		if err != nil {
+			return 0, err
+		}
+		match := len(got) == len(want)
+		for _, a := range got {
+			match = match && want[a]
+		}
+		if match {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return 0, fmt.Errorf("scenario: route to %v via %v after %v, want LB nodes %v", vip, got, timeout, lbs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -60,6 +60,11 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 	}
 	prefixSeq++
 	o.Binary = sluiceBin
+	if d := os.Getenv("SLUICE_E2E_LOGDIR"); d != "" && o.LogDir == "" {
+		// Keep every process's log (one file per process) for debugging.
+		o.LogDir = filepath.Join(d, t.Name())
+		os.MkdirAll(o.LogDir, 0o755)
+	}
 	if o.Prefix == "" {
 		o.Prefix = fmt.Sprintf("e2e%d-%d-", os.Getpid()%10000, prefixSeq)
 	}
