@@ -1,0 +1,66 @@
+// Package announce announces VIPs to routers over BGP (DESIGN.md §3.9). A
+// Speaker embeds GoBGP v4 as a library, connects out to the configured
+// routers and announces each VIP as a host route (/32 or /128) with this
+// node as the next hop; with several nodes announcing the same VIP the
+// router spreads the traffic over them (ECMP). The control plane decides
+// which VIPs a node should announce (it is healthy and the VIP has healthy
+// backends) and hands the whole set to Set; the Speaker works out what to
+// announce and what to withdraw.
+//
+// # Lifetime
+//
+// New validates a Config and returns a Speaker that does nothing yet. Run
+// starts a GoBGP server, adds the peers, announces the current set and keeps
+// it in line with Set until its context is done; it then withdraws every
+// route and closes every session with a Cease NOTIFICATION, so the routers
+// drop the routes at once instead of waiting for a hold timer, and returns.
+// Set and Peers may be called from any goroutine, before, during and after
+// Run; what Set was given last is announced by the next Run. Run may be
+// called again after it returned, never twice at the same time.
+//
+// The Speaker never listens unless Config.ListenPort says so: it connects
+// out to every peer (the usual shape for a load balancer, whose routers
+// accept BGP from a range of node addresses). It accepts no routes: the
+// import policy rejects everything a router sends, so the node never
+// becomes a transit and never holds a full table.
+//
+// # Families and next hops
+//
+// Every session negotiates IPv4 unicast and IPv6 unicast, whatever the
+// family of its transport. An IPv4 route goes out with NEXT_HOP
+// Config.NextHop4, an IPv6 route in MP_REACH_NLRI with Config.NextHop6; an
+// unset next hop means the local address of the session, which only works
+// when the session's family is the route's. So Set refuses IPv6 prefixes
+// while a peer is reached over IPv4 and NextHop6 is unset, and IPv4
+// prefixes while a peer is reached over IPv6 and NextHop4 is unset.
+//
+// # Timers
+//
+// Defaults: hold time 9 s with keepalives every 3 s (a frozen node is
+// detected in at most 9 s), connect retry 5 s. With Peer.BFD set, GoBGP's
+// native BFD (RFC 5880/5881, single hop, UDP port 3784) runs next to the
+// session, by default every 300 ms with multiplier 3, so the router drops a
+// dead node's routes within about a second (measured with BIRD at 100 ms x
+// 3: 0.3 s). BFD needs the router to run BFD for the session too.
+//
+// # The GoBGP v4.8.0 stale-Cease workaround
+//
+// When a BFD session of GoBGP v4.8.0 expires, or the remote side signals
+// BFD Down, GoBGP resets the BGP peer by queueing a Cease NOTIFICATION on
+// it. If the session is not Established at that moment the NOTIFICATION
+// stays queued and tears down the next session as soon as it comes up. With
+// BIRD this loops forever: the reset session takes BIRD's BFD session down,
+// which makes GoBGP queue another Cease while the peer is not Established,
+// and so on. A node that froze for a few seconds (long enough for BFD to
+// expire) would never announce again.
+//
+// The Speaker breaks the loop: every time a session leaves Established it
+// re-creates the peer (DeletePeer, then AddPeer with the same
+// configuration) RecreateDelay (1 s) later, which drops the queued
+// NOTIFICATION and the old BFD session with it. GoBGP's own idle hold
+// after a reset (IdleHoldTimeAfterReset, 30 s by default) is lowered to
+// 2 s, longer than RecreateDelay so that the re-creation always happens
+// while the session is down, and short so that a node comes back quickly.
+// A peer that is Established again when its re-creation is due is left
+// alone. Each re-creation is logged and counted (PeerStatus.Recreated).
+package announce
