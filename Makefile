@@ -26,8 +26,8 @@ all: build
 build:
 	$(GO) build -o bin/sluice ./cmd/sluice
 
-# The demo: a real client reaching three backends through Sluice in a
-# network-namespace lab (needs root).
+# The demo: a real client reaching three backends through three Sluice nodes
+# behind a BGP router (BIRD) in a network-namespace lab (needs root).
 demo: deps build
 	bin/sluice lab demo
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/lab"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
@@ -20,11 +23,13 @@ func newLabDemoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Bring up the lab, send HTTP requests to the VIP through Sluice, show where they went, tear down",
-		Long: `demo builds the lab (a client, a router, LB nodes and three backend hosts in network
-namespaces), runs sluice agent and an HTTP server on every backend and sluice lb on every
-LB node, sends --requests HTTP requests from the client to the VIP with curl (IPv4 and
+		Long: `demo builds the lab (a client, a router running BIRD, three LB nodes and three backend
+hosts in network namespaces), runs sluice agent and an HTTP server on every backend and
+sluice lb on every LB node, which announce the VIPs to BIRD over BGP (BFD on); the router
+spreads the VIPs' traffic over the LB nodes by ECMP. It sends --requests HTTP requests from the client to the VIP with curl (IPv4 and
 IPv6, a new connection each), prints the share each backend served and the LB's counters,
-and removes everything, also on failure or Ctrl-C. Needs root.`,
+how the packets spread over the LB nodes, and removes everything, also on failure or
+Ctrl-C. Needs root.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -48,6 +53,26 @@ and removes everything, also on failure or Ctrl-C. Needs root.`,
 			if err := s.WaitReady(ctx, 20*time.Second); err != nil {
 				return err
 			}
+			if o.BGP {
+				all := make([]int, len(s.LBs))
+				for i := range all {
+					all[i] = i
+				}
+				for _, vip := range s.VIPs() {
+					if _, err := s.WaitNextHops(ctx, vip, 20*time.Second, all...); err != nil {
+						return err
+					}
+				}
+				proto, _ := s.BIRD.Command(ctx, "show", "protocols")
+				fmt.Fprintf(out, "\nBIRD on the router, one eBGP session per LB node:\n%s", proto)
+				for _, vip := range s.VIPs() {
+					r, _ := s.Lab.Router.Run(ctx, "ip", "route", "show", "exact", netip.PrefixFrom(vip, vip.BitLen()).String())
+					if vip.Is6() {
+						r, _ = s.Lab.Router.Run(ctx, "ip", "-6", "route", "show", "exact", netip.PrefixFrom(vip, vip.BitLen()).String())
+					}
+					fmt.Fprintf(out, "\nrouter's kernel route to %s (ECMP by L4 hash):\n%s", vip, r)
+				}
+			}
 			for _, vip := range s.VIPs() {
 				start := time.Now()
 				names, err := s.Curl(ctx, vip, requests)
@@ -56,6 +81,24 @@ and removes everything, also on failure or Ctrl-C. Needs root.`,
 				}
 				fmt.Fprintf(out, "\n%d HTTP requests to %s in %v, each a new connection:\n", requests, vip, time.Since(start).Round(time.Millisecond))
 				printShares(cmd, names)
+			}
+			fmt.Fprintln(out, "\npackets each LB node received (ECMP spread):")
+			var rx []uint64
+			var total uint64
+			for _, n := range s.Lab.LBs {
+				j, err := n.Run(ctx, bin, "ctl", "stats", "-o", "json")
+				var st control.Stats
+				if err == nil {
+					err = json.Unmarshal([]byte(j), &st)
+				}
+				if err != nil {
+					return fmt.Errorf("%s: stats: %v", n.Name, err)
+				}
+				rx = append(rx, st.RxPackets)
+				total += st.RxPackets
+			}
+			for i, n := range rx {
+				fmt.Fprintf(out, "  lb%d %6d  %5.1f%%\n", i+1, n, 100*float64(n)/float64(max(total, 1)))
 			}
 			fmt.Fprintln(out, "\nLB counters:")
 			for i, o := range s.StopLBs() {
@@ -66,7 +109,9 @@ and removes everything, also on failure or Ctrl-C. Needs root.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix")
-	f.IntVar(&o.LBs, "lbs", 1, "LB nodes")
+	f.IntVar(&o.LBs, "lbs", 3, "LB nodes")
+	f.BoolVar(&o.BGP, "bgp", true, "LB nodes announce the VIPs over BGP to BIRD on the router (else: static ECMP routes)")
+	f.BoolVar(&o.BFD, "bfd", true, "BFD on the BGP sessions")
 	f.IntVar(&o.Backends, "backends", 3, "backend hosts")
 	f.StringVar(&o.IO, "io", "auto", "LB packet I/O: afxdp, afpacket or auto")
 	f.IntVar(&requests, "requests", 300, "HTTP requests per VIP")
