@@ -22,8 +22,9 @@ import (
 var ErrClosed = errors.New("agent: closed")
 
 // Agent receives GUE datagrams, validates them and injects the inner
-// packets into the host through a TUN device. See the package documentation
-// for the contract.
+// packets into the host through a TUN device, or forwards those with a hop
+// list that another host owns to the next hop. See the package
+// documentation for the contract.
 type Agent struct {
 	// Immutable after New.
 	cfg  Config
@@ -40,6 +41,10 @@ type Agent struct {
 	// probes answers VIP probes (probe.go); nil when the Agent was not made
 	// by New, and then control messages are dropped as GUEControl.
 	probes *prober
+	// sc decides and forwards packets with a hop list (secondchance.go);
+	// owned by the Run goroutine. nil when the Agent was not made by New,
+	// and then every such packet is delivered locally.
+	sc *secondChance
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -151,10 +156,15 @@ func (a *Agent) setup() error {
 	if a.rd, err = newBatchReader(a.udp, c.Batch); err != nil {
 		return fmt.Errorf("agent: UDP socket %s: %w", c.Listen, err)
 	}
+	if err := a.setupSecondChance(); err != nil {
+		return err
+	}
 	if err := a.startProber(); err != nil {
 		return err
 	}
-	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", c.TUN, "vips", c.VIPs, "batch", c.Batch)
+	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", c.TUN, "vips", c.VIPs, "batch", c.Batch,
+		"udp_policy", c.UDPPolicy, "hop_port", a.sc.port, "hop_prefixes", c.HopPrefixes,
+		"flow_table", c.FlowTable, "flow_idle", c.FlowIdle)
 	return nil
 }
 
@@ -231,6 +241,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return a.runErr(ctx, err)
 		}
+		if a.sc != nil {
+			a.sc.tick()
+		}
 		for i := 0; i < n; i++ {
 			if d := a.rd.datagram(i); a.handle(d, a.rd.truncated(i), &h, &b) {
 				a.probes.receive(d, a.rd.source(i), &a.vips, &b)
@@ -268,6 +281,9 @@ func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters
 		b.Drops[r]++
 		return false
 	}
+	if h.HasHops && a.sc != nil && !a.sc.route(d, inner, h, b) {
+		return false // forwarded or dropped
+	}
 	if _, err := a.tun.Write(inner); err != nil {
 		b.Drops[TUNWriteError]++
 		return false
@@ -275,11 +291,44 @@ func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters
 	b.Delivered++
 	b.DeliveredBytes += uint64(len(inner))
 	if h.HasHops {
-		// Second chance (forwarding to h.Hops.Next) comes later: for now
-		// every packet with a hop list is taken locally.
 		b.HopListLocal++
 	}
 	return false
+}
+
+// setupSecondChance opens the sock_diag socket the ownership checks use (in
+// the calling thread's namespace) and builds the decider.
+func (a *Agent) setupSecondChance() error {
+	diag, err := openSockDiag()
+	if err != nil {
+		return err
+	}
+	a.push("close the ownership sock_diag socket", diag.close)
+	// One query for a flow nobody has: the kernel must answer "none". If
+	// it cannot, every ownership check will fail (counted); say so now.
+	probe := flowKey{proto: unix.IPPROTO_TCP, client: netip.IPv4Unspecified().As16(), vip: netip.IPv4Unspecified().As16()}
+	if _, err := diag.state(&probe); err != nil {
+		a.log.Warn("sock_diag lookups fail: packets with a hop list will be forwarded unless recorded", "err", err)
+	}
+	send := func(b []byte, to netip.AddrPort) error {
+		_, err := a.udp.WriteToUDPAddrPort(b, to)
+		return err
+	}
+	list := func() ([]netip.Addr, error) {
+		addrs, err := a.nl.AddrList(nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]netip.Addr, 0, len(addrs))
+		for _, x := range addrs {
+			if ip, ok := netip.AddrFromSlice(x.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+		return out, nil
+	}
+	a.sc = newSecondChance(&a.cfg, a.LocalAddr().Port(), diag, send, list)
+	return nil
 }
 
 // Close stops Run, waits for it to return, deletes the TUN device, removes

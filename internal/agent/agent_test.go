@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,29 +26,40 @@ func testLogger(t *testing.T) *slog.Logger {
 // checks that Run returned nil on cancellation, and closes it.
 func startAgent(t *testing.T, ns *nettest.NS, c Config) *Agent {
 	t.Helper()
+	a, stop := runAgent(t, ns, c)
+	t.Cleanup(stop)
+	return a
+}
+
+// runAgent creates an agent inside ns and runs it. stop (which may be
+// called more than once) cancels Run, checks that it returned nil, and
+// closes the agent.
+func runAgent(t *testing.T, ns *nettest.NS, c Config) (a *Agent, stop func()) {
+	t.Helper()
 	c.Logger = testLogger(t)
-	var a *Agent
 	if err := ns.Do(func() (err error) { a, err = New(c); return err }); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run after cancel: %v", err)
+	var once sync.Once
+	return a, func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run after cancel: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("Run did not return after cancel")
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-		if err := a.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return a
+			if err := a.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
 }
 
 // waitCounters polls the agent's counters until cond holds or 5 s pass.
@@ -236,8 +248,8 @@ func TestE2EDecapDirectServerReturn(t *testing.T) {
 	lb4, be4 := netip.MustParseAddr("198.18.2.1"), netip.MustParseAddr("198.18.2.2")
 	lb6, be6 := netip.MustParseAddr("2001:db8:2::1"), netip.MustParseAddr("2001:db8:2::2")
 
-	// IPv4: outer IPv4 with the hop list [backend, 198.18.2.3] (taken
-	// locally for now, counted as hoplist_local).
+	// IPv4: outer IPv4 with the hop list [backend, 198.18.2.3] (a SYN:
+	// taken locally, counted as hoplist_local).
 	vipPort4 := netip.AddrPortFrom(vip4, 80)
 	frame, _ := encapFrame(t, ps.mac, beMAC, lb4, be4, netip.MustParseAddr("198.18.2.3"), syn(client4, vipPort4, 1000))
 	ps.send(t, frame)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Defaults applied by New to the zero fields of a Config.
@@ -18,6 +19,28 @@ const (
 	DefaultBatch = 64
 	// MaxBatch bounds Config.Batch; each slot owns a 64 KiB buffer.
 	MaxBatch = 1024
+	// DefaultFlowTable is the default Config.FlowTable: about 7 MiB of
+	// table (56-byte slots, two per record).
+	DefaultFlowTable = 65536
+	// MaxFlowTable bounds Config.FlowTable.
+	MaxFlowTable = 1 << 24
+	// DefaultFlowIdle is the default Config.FlowIdle.
+	DefaultFlowIdle = time.Minute
+)
+
+// UDPPolicy says which UDP packets carrying a hop list the agent delivers
+// locally; see "Second chance" in the package documentation.
+type UDPPolicy string
+
+const (
+	// UDPLocal delivers every UDP packet locally (the default).
+	UDPLocal UDPPolicy = "local"
+	// UDPSecondChance delivers a UDP packet locally only if a connected UDP
+	// socket on this host matches its 4-tuple, and otherwise forwards it
+	// to the next hop. For UDP services whose server connects a socket per
+	// client (QUIC servers often do); an unconnected server socket owns no
+	// flow, so with this policy its packets go to the last hop.
+	UDPSecondChance UDPPolicy = "second-chance"
 )
 
 // DefaultListen is 0.0.0.0:6080. The socket New opens on an unspecified
@@ -54,6 +77,34 @@ type Config struct {
 	// Logger receives the setup and teardown steps (nil: discard). The
 	// receive loop never logs per packet; it counts.
 	Logger *slog.Logger
+
+	// Second chance: what happens to a packet that carries a GUE hop list
+	// (see "Second chance" in the package documentation).
+
+	// UDPPolicy is UDPLocal (the default, when empty) or UDPSecondChance.
+	UDPPolicy UDPPolicy
+	// HopPort is the UDP port the agents of the other hops listen on; a
+	// forwarded packet goes to next hop:HopPort. 0 selects the port of this
+	// agent's own socket (Agent.LocalAddr): all agents on one port.
+	HopPort uint16
+	// HopPrefixes, when not empty, are the only addresses the agent
+	// forwards to: a packet whose next hop lies outside all of them is
+	// dropped (hop_not_allowed). Empty allows any hop, so that whoever can
+	// send to the GUE port can make the agent send a GUE packet (to a VIP,
+	// no larger than the one received) to any address at HopPort; set it to
+	// the backend network(s) where that port is reachable by others.
+	HopPrefixes []netip.Prefix
+	// FlowTable is the number of TCP flows the agent remembers having
+	// delivered locally (DefaultFlowTable when 0, at most MaxFlowTable).
+	// When it is full a new flow is not recorded, and its packets are
+	// decided by the kernel's socket table alone (counted as
+	// owner_table_full).
+	FlowTable int
+	// FlowIdle is how long a recorded flow without packets is remembered
+	// (DefaultFlowIdle when 0). It must outlast a TCP handshake: a
+	// connection that completes with SYN cookies has no kernel socket until
+	// the handshake's last ACK, and only the record keeps that ACK here.
+	FlowIdle time.Duration
 }
 
 // ErrConfig is matched (errors.Is) by every *ConfigError New returns.
@@ -100,6 +151,34 @@ func (c Config) withDefaults() (Config, error) {
 		return c, &ConfigError{Field: "Batch", Value: fmt.Sprint(c.Batch),
 			Reason: fmt.Sprintf("must be between 1 and %d", MaxBatch)}
 	}
+	switch c.UDPPolicy {
+	case "":
+		c.UDPPolicy = UDPLocal
+	case UDPLocal, UDPSecondChance:
+	default:
+		return c, &ConfigError{Field: "UDPPolicy", Value: fmt.Sprintf("%q", c.UDPPolicy),
+			Reason: fmt.Sprintf("must be %q or %q", UDPLocal, UDPSecondChance)}
+	}
+	switch {
+	case c.FlowTable == 0:
+		c.FlowTable = DefaultFlowTable
+	case c.FlowTable < 0 || c.FlowTable > MaxFlowTable:
+		return c, &ConfigError{Field: "FlowTable", Value: fmt.Sprint(c.FlowTable),
+			Reason: fmt.Sprintf("must be between 1 and %d", MaxFlowTable)}
+	}
+	switch {
+	case c.FlowIdle == 0:
+		c.FlowIdle = DefaultFlowIdle
+	case c.FlowIdle < 0:
+		return c, &ConfigError{Field: "FlowIdle", Value: c.FlowIdle.String(), Reason: "must be positive"}
+	}
+	for i, p := range c.HopPrefixes {
+		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p != p.Masked() {
+			return c, &ConfigError{Field: fmt.Sprintf("HopPrefixes[%d]", i), Value: p.String(),
+				Reason: "must be a plain IPv4 or IPv6 prefix without host bits (no zone, no IPv4-mapped form)"}
+		}
+	}
+	c.HopPrefixes = append([]netip.Prefix(nil), c.HopPrefixes...)
 	if len(c.VIPs) == 0 {
 		return c, &ConfigError{Field: "VIPs", Value: "[]",
 			Reason: "at least one VIP is required (every packet would be dropped)"}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -12,7 +13,9 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != netip.MustParseAddrPort("0.0.0.0:6080") || c.TUN != "sluice0" || c.Batch != 64 {
+	if c.Listen != netip.MustParseAddrPort("0.0.0.0:6080") || c.TUN != "sluice0" || c.Batch != 64 ||
+		c.UDPPolicy != UDPLocal || c.FlowTable != DefaultFlowTable || c.FlowIdle != DefaultFlowIdle ||
+		c.HopPort != 0 || len(c.HopPrefixes) != 0 {
 		t.Errorf("defaults: %+v", c)
 	}
 	c, err = Config{Listen: netip.MustParseAddrPort("[::]:7000"), TUN: "gue1", Batch: 8, VIPs: []netip.Addr{vip6}}.withDefaults()
@@ -43,6 +46,12 @@ func TestConfigErrors(t *testing.T) {
 		{Config{VIPs: ok, Batch: -1}, "Batch"},
 		{Config{VIPs: ok, Batch: MaxBatch + 1}, "Batch"},
 		{Config{VIPs: ok, Listen: netip.MustParseAddrPort("[::ffff:1.2.3.4]:6080")}, "Listen"},
+		{Config{VIPs: ok, UDPPolicy: "forward"}, "UDPPolicy"},
+		{Config{VIPs: ok, FlowTable: -1}, "FlowTable"},
+		{Config{VIPs: ok, FlowTable: MaxFlowTable + 1}, "FlowTable"},
+		{Config{VIPs: ok, FlowIdle: -time.Second}, "FlowIdle"},
+		{Config{VIPs: ok, HopPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.4.0/24"), {}}}, "HopPrefixes[1]"},
+		{Config{VIPs: ok, HopPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.4.1/24")}}, "HopPrefixes[0]"},
 	} {
 		_, err := tc.c.withDefaults()
 		var ce *ConfigError

@@ -41,6 +41,12 @@ const (
 	TUNWriteError
 	// Oversize: the datagram did not fit the receive buffer (MSG_TRUNC).
 	Oversize
+	// ForwardError: second chance: sending the packet on to the next hop
+	// failed (e.g. no route, or a hop of the family the socket lacks).
+	ForwardError
+	// HopNotAllowed: second chance: the next hop lies outside
+	// Config.HopPrefixes.
+	HopNotAllowed
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -61,6 +67,8 @@ var reasonNames = [NumReasons]string{
 	InnerDstNotVIP:   "inner_dst_not_vip",
 	TUNWriteError:    "tun_write_error",
 	Oversize:         "oversize",
+	ForwardError:     "forward_error",
+	HopNotAllowed:    "hop_not_allowed",
 }
 
 // String returns the reason in snake_case, as used for a metric label. It
@@ -107,14 +115,62 @@ type Counters struct {
 	ReceivedBytes  uint64 // their UDP payload bytes
 	Delivered      uint64 // inner packets written to the TUN device
 	DeliveredBytes uint64 // their bytes (inner IP packets)
-	// HopListLocal counts delivered packets that carried a hop list. Until
-	// second-chance forwarding exists they are all taken locally.
+	// HopListLocal counts delivered packets that carried a hop list (part
+	// of Delivered).
 	HopListLocal uint64
-	Drops        [NumReasons]uint64 // by Reason
+	// SecondHop counts the second-chance decisions and forwarding.
+	SecondHop SecondHopCounters
+	Drops     [NumReasons]uint64 // by Reason
 	// Probes counts the VIP probes (GUE control messages of type
 	// vipprobe.CType); they are part of Received but never of Drops.
 	// Each does not list them: see ProbeCounters.Each.
 	Probes ProbeCounters
+}
+
+// SecondHopCounters count what the agent did with packets that carry a hop
+// list (see "Second chance" in the package documentation).
+type SecondHopCounters struct {
+	// Forwarded are the packets sent on to the next hop (second_hop_forwarded).
+	Forwarded uint64
+	// Received are the packets that another agent forwarded here: their
+	// next-hop index was 2 or more on arrival (the LB sends index 1 to hop
+	// 0) (second_hop_received).
+	Received uint64
+	// TableHits are TCP packets found local by the agent's own flow record
+	// (owner_table_hits).
+	TableHits uint64
+	// TableFull are flows not recorded because the record was full
+	// (owner_table_full).
+	TableFull uint64
+	// CacheHits are ownership questions answered by a cached sock_diag
+	// answer (owner_cache_hits); CacheMisses are those that asked the
+	// kernel, one sock_diag query each (sock_diag_queries).
+	CacheHits, CacheMisses uint64
+	// DiagErrors are sock_diag queries that failed (sock_diag_errors); the
+	// flow then counts as not owned here.
+	DiagErrors uint64
+}
+
+// Indices of the second-hop counters in counters.secondHop and fields().
+const (
+	secondHopForwarded = iota
+	secondHopReceived
+	secondHopTableHits
+	secondHopTableFull
+	secondHopCacheHits
+	secondHopCacheMisses
+	secondHopDiagErrors
+	numSecondHopCounters
+)
+
+var secondHopNames = [numSecondHopCounters]string{
+	"second_hop_forwarded", "second_hop_received", "owner_table_hits", "owner_table_full",
+	"owner_cache_hits", "sock_diag_queries", "sock_diag_errors",
+}
+
+func (c *SecondHopCounters) fields() [numSecondHopCounters]*uint64 {
+	return [...]*uint64{&c.Forwarded, &c.Received, &c.TableHits, &c.TableFull,
+		&c.CacheHits, &c.CacheMisses, &c.DiagErrors}
 }
 
 // Dropped returns the sum of all drops.
@@ -136,14 +192,19 @@ func (c *Counters) MalformedGUE() uint64 {
 }
 
 // Each calls f with each counter's name and value in a fixed order:
-// received, received_bytes, delivered, delivered_bytes, hoplist_local, then
-// drop_<reason> for every Reason.
+// received, received_bytes, delivered, delivered_bytes, hoplist_local,
+// second_hop_forwarded, second_hop_received, owner_table_hits,
+// owner_table_full, owner_cache_hits, sock_diag_queries, sock_diag_errors,
+// then drop_<reason> for every Reason.
 func (c *Counters) Each(f func(name string, v uint64)) {
 	f("received", c.Received)
 	f("received_bytes", c.ReceivedBytes)
 	f("delivered", c.Delivered)
 	f("delivered_bytes", c.DeliveredBytes)
 	f("hoplist_local", c.HopListLocal)
+	for i, p := range c.SecondHop.fields() {
+		f(secondHopNames[i], *p)
+	}
 	for r := Reason(0); r < NumReasons; r++ {
 		f(dropNames[r], c.Drops[r])
 	}
@@ -163,6 +224,7 @@ type counters struct {
 	received, receivedBytes   atomic.Uint64
 	delivered, deliveredBytes atomic.Uint64
 	hopListLocal              atomic.Uint64
+	secondHop                 [numSecondHopCounters]atomic.Uint64
 	drops                     [NumReasons]atomic.Uint64
 	probes                    [numProbeCounters]atomic.Uint64
 }
@@ -179,6 +241,9 @@ func (s *counters) flush(b *Counters) {
 	add(&s.delivered, b.Delivered)
 	add(&s.deliveredBytes, b.DeliveredBytes)
 	add(&s.hopListLocal, b.HopListLocal)
+	for i, p := range b.SecondHop.fields() {
+		add(&s.secondHop[i], *p)
+	}
 	for i := range b.Drops {
 		add(&s.drops[i], b.Drops[i])
 	}
@@ -194,6 +259,9 @@ func (s *counters) load() (c Counters) {
 	c.Delivered = s.delivered.Load()
 	c.DeliveredBytes = s.deliveredBytes.Load()
 	c.HopListLocal = s.hopListLocal.Load()
+	for i, p := range c.SecondHop.fields() {
+		*p = s.secondHop[i].Load()
+	}
 	for i := range c.Drops {
 		c.Drops[i] = s.drops[i].Load()
 	}

@@ -5,9 +5,10 @@
 // and the reply leaves from the VIP, through the host's normal routing,
 // straight to the client (direct server return). Linux only.
 //
-// Second-chance forwarding along the GUE hop list comes later: the hop list
-// is decoded, and a packet carrying one is delivered locally and counted as
-// hoplist_local.
+// A packet whose GUE header carries a hop list (the LB adds one while the
+// backend set changes: [current owner, previous owner]) is delivered only
+// if this host owns its connection, and otherwise forwarded to the next hop
+// ("Second chance" below).
 //
 // # What New does to the host
 //
@@ -34,7 +35,10 @@
 //     and replies from it. A VIP already on lo is left there at Close.
 //  5. Opens the UDP socket on Config.Listen (an unspecified address gives
 //     one dual-stack socket for GUE over IPv4 and IPv6).
-//  6. Opens a NETLINK_SOCK_DIAG socket and a handle on the network
+//  6. Opens the NETLINK_SOCK_DIAG socket of the ownership checks (see
+//     "Second chance") and asks it once about a flow nobody has; if the
+//     kernel cannot answer, New logs a warning and goes on.
+//  7. Opens another NETLINK_SOCK_DIAG socket and a handle on the network
 //     namespace, and starts the VIP probe workers (ProbeWorkers
 //     goroutines, each locked to an OS thread in that namespace; see "VIP
 //     probes").
@@ -63,6 +67,87 @@
 //
 // GUE control messages are never delivered. Those of type vipprobe.CType
 // are VIP probes (below); any other is dropped as GUEControl.
+//
+// # Second chance
+//
+// When the backend set changes, an LB maps some existing connections to a
+// backend that does not have them. For those slots the LB adds the hop list
+// [new owner, previous owner] with next-hop index 1 (package encap draws
+// it), and sends the packet to the new owner. A packet that passed
+// validation and carries a hop list is decided here; one without a hop list
+// is delivered as before, at no extra cost.
+//
+// Let next be the next-hop index on arrival and N the hop count.
+//
+//  1. next >= N: this host is the last hop. Local.
+//  2. The inner packet (read as parseFlow does) is a TCP SYN without ACK: a
+//     new connection, whose SYN the LB sends to its owner. Local.
+//  3. Other TCP: local if this host owns the 4-tuple: first the agent's
+//     own record of the TCP flows it delivered locally (below), then the
+//     kernel: one NETLINK_SOCK_DIAG SOCK_DIAG_BY_FAMILY request for the
+//     exact 4-tuple (AF_INET or AF_INET6 as the inner packet, IPPROTO_TCP,
+//     no NLM_F_DUMP: the kernel's own socket lookup). Owned: a socket in
+//     ESTABLISHED, SYN_SENT, SYN_RECV (including the request mini-socket of
+//     a half-open handshake), FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK
+//     or CLOSING, whose addresses and ports are exactly the flow's (IPv4
+//     flows also find dual-stack IPv6 sockets). Not owned: no socket, a
+//     listener (the lookup falls back to it), and TIME_WAIT: that
+//     connection is over, and a TIME_WAIT socket would reset a new
+//     connection that reuses the 4-tuple on another backend, while all
+//     that is lost by not counting it is the re-ACK of a retransmitted
+//     final FIN (the last hop answers it with a RST, which the client,
+//     closing anyway, accepts).
+//  4. UDP: under Config.UDPPolicy UDPLocal (the default), local. Under
+//     UDPSecondChance, local if a connected UDP socket matches the exact
+//     4-tuple (sock_diag, IPPROTO_UDP; an unconnected socket does not
+//     count).
+//  5. An ICMP error (IPv4 unreachable, time exceeded, parameter problem;
+//     IPv6 unreachable, packet too big, time exceeded, parameter problem)
+//     quoting a TCP or UDP packet the VIP sent is decided as that flow's
+//     packets are (3 or 4, without 2; it does not change the record), so
+//     that "fragmentation needed" reaches the socket that needs it.
+//  6. Anything else (other protocols, IPv4 fragments, IPv6 extension
+//     headers, headers cut short): local.
+//  7. Not owned: the next hop, hop[next], gets it, unless it is this host
+//     (hop[next] equals hop[next-1], or is one of the host's addresses,
+//     read from netlink at most once per second): then local. A hop outside
+//     Config.HopPrefixes (when set) is dropped as hop_not_allowed. The
+//     agent increments the index in the datagram (encap.AdvanceHop) and
+//     sends the whole GUE payload, otherwise unchanged, from its GUE socket
+//     to hop[next]:Config.HopPort (the kernel builds the outer headers and
+//     UDP checksum; the outer source port is the agent's). A send that
+//     fails is dropped as forward_error.
+//
+// There are no loops: each forward increments the index, which is never
+// decremented and never exceeds N (encap.MaxHops), and rule 1 ends the
+// walk, so a packet the LB sends with index 1 visits at most N hosts.
+//
+// The record of local TCP flows is a fixed table of Config.FlowTable
+// entries keyed by the inner 5-tuple, owned by the Run goroutine: every
+// TCP packet with a hop list delivered locally (the SYN included; not a
+// packet without hop list, so the hot path stays as it was) creates or
+// refreshes its flow's entry, a FIN or RST removes it, and an entry idle
+// for Config.FlowIdle expires. It answers most packets of new connections
+// without a system call, and it alone keeps the handshake's last ACK of a
+// connection answered with SYN cookies (no kernel socket until then). A
+// full table records nothing more (owner_table_full) until entries expire.
+// The kernel's answers are cached per flow, "owned" for OwnerCacheTTL (1 s)
+// and "not owned" for OwnerCacheNegativeTTL (100 ms), in a table of
+// OwnerCacheSize entries, so that a burst of packets costs one query. A
+// query that fails counts as "not owned" (sock_diag_errors).
+//
+// Counters: hoplist_local (delivered with a hop list), second_hop_forwarded,
+// second_hop_received (arrived with index >= 2, i.e. from another agent),
+// owner_table_hits, owner_table_full, owner_cache_hits, sock_diag_queries,
+// sock_diag_errors; drops forward_error and hop_not_allowed.
+//
+// What the LB must guarantee: the hop list has the outer family, lists
+// backends whose agents listen on Config.HopPort and can reach each other,
+// starts with the backend the packet is sent to, and arrives with index 1
+// (with index 0 the next hop is this host itself, so the packet is always
+// local, after a useless ownership check). A forwarded
+// datagram is as long as the one received, so the path between backends
+// must carry the LB's GUE packets.
 //
 // # VIP probes
 //
@@ -103,16 +188,20 @@
 //
 // # Lifetimes and concurrency
 //
-// New returns an Agent that owns the TUN descriptor, the UDP socket, two
-// netlink sockets (route, sock_diag), a handle on the namespace, the probe
+// New returns an Agent that owns the TUN descriptor, the UDP socket, three
+// netlink sockets (route; sock_diag for the ownership checks, used by Run
+// only; sock_diag for the probes), a handle on the namespace, the probe
 // workers and the sysctl files whose values it changed, all bound to New's
 // namespace: Run and Close may run on any thread. Run is one
 // goroutine doing run-to-completion batches: recvmmsg of up to Config.Batch
 // datagrams into buffers the Agent owns, validate each in place, one
 // write(2) per inner packet to the TUN device (the TUN driver takes one
-// packet per write, so there is nothing to batch). Run does not allocate per
-// packet. Run hands a probe request to the probe workers through a bounded
-// queue and never waits for a check. Counters may be called from any
+// packet per write, so there is nothing to batch), or, for a packet with a
+// hop list this host does not own, one sock_diag query at most and one
+// sendto(2). Run does not allocate per packet (reading the host's addresses,
+// at most once per second while it forwards, does). Run hands a probe
+// request to the probe workers through a bounded queue and never waits for
+// a check. Counters may be called from any
 // goroutine at any time; the counts of a batch appear when the batch is
 // done (the probe workers' counts as they happen). Close stops Run, waits
 // for it, stops the probe workers (queued requests stay unanswered), then

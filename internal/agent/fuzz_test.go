@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/encap"
 )
@@ -95,4 +97,49 @@ func seedPayloads(tb testing.TB, vip4, vip6 netip.Addr) [][]byte {
 		out = append(out, append([]byte(nil), buf[start+14+ipLen+8:]...))
 	}
 	return out
+}
+
+// FuzzSecondChance feeds arbitrary GUE payloads to an agent that owns no
+// flow: whatever it forwards is the datagram it received with the next-hop
+// index incremented by one and nothing else changed, sent to the hop that
+// index named, and still a valid GUE packet to a VIP.
+func FuzzSecondChance(f *testing.F) {
+	ack := tcpPacket(client4, netip.AddrPortFrom(vip4, 80), tcpACK)
+	f.Add(hops(ack, 1, self, peer))
+	f.Add(hops(udpPacket(client6, netip.AddrPortFrom(vip6, 53)), 1, netip.MustParseAddr("2001:db8:2::2"), netip.MustParseAddr("2001:db8:4::2")))
+	f.Add(hops(ack, 2, peer, peer2, peer, self))
+	f.Add(hops(icmpError(peer2, vip4, 3, tcpPacket(netip.AddrPortFrom(vip4, 80), client4, tcpACK)), 1, self, peer))
+	h := newHarness(f, Config{UDPPolicy: UDPSecondChance})
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		orig := append([]byte(nil), payload...)
+		var gh encap.GUEHeader
+		if _, _, ok := testSet.inspect(orig, &gh); !ok {
+			return
+		}
+		h.sent = h.sent[:0]
+		h.advance(time.Second) // no cached answers
+		b := h.handle(payload)
+		if b.SecondHop.Forwarded == 0 {
+			if !bytes.Equal(payload, orig) {
+				t.Fatal("a datagram not forwarded was modified")
+			}
+			return
+		}
+		if len(h.sent) != 1 {
+			t.Fatalf("%d datagrams sent", len(h.sent))
+		}
+		s := h.sent[0]
+		want := append([]byte(nil), orig...)
+		want[encap.HopNextOffset]++
+		if !bytes.Equal(s.b, want) {
+			t.Fatalf("forwarded\n% x\nwant\n% x", s.b, want)
+		}
+		if s.to != netip.AddrPortFrom(gh.Hops.Addr(int(gh.Hops.Next)), 6080) || gh.Hops.Next >= gh.Hops.N {
+			t.Fatalf("forwarded to %v, hop list %+v", s.to, gh.Hops)
+		}
+		var g2 encap.GUEHeader
+		if _, r, ok := testSet.inspect(s.b, &g2); !ok {
+			t.Fatalf("forwarded datagram invalid: %v", r)
+		}
+	})
 }

@@ -249,6 +249,7 @@ func TestHandleCounts(t *testing.T) {
 func TestCountersEach(t *testing.T) {
 	var c Counters
 	c.Received, c.Delivered, c.HopListLocal = 3, 2, 1
+	c.SecondHop.Forwarded, c.SecondHop.CacheMisses = 6, 7
 	c.Drops[InnerDstNotVIP] = 1
 	c.Drops[GUEFlags] = 4
 	seen := map[string]uint64{}
@@ -260,13 +261,14 @@ func TestCountersEach(t *testing.T) {
 		seen[name] = v
 		order = append(order, name)
 	})
-	if len(order) != 5+int(NumReasons) || order[0] != "received" {
+	if len(order) != 5+numSecondHopCounters+int(NumReasons) || order[0] != "received" {
 		t.Errorf("names = %v", order)
 	}
 	for name, want := range map[string]uint64{
 		"received": 3, "delivered": 2, "hoplist_local": 1,
 		"drop_inner_dst_not_vip": 1, "drop_malformed_gue_flags": 4, "drop_not_ip": 0,
-		"drop_tun_write_error": 0,
+		"drop_tun_write_error": 0, "second_hop_forwarded": 6, "sock_diag_queries": 7,
+		"second_hop_received": 0, "drop_forward_error": 0,
 	} {
 		if got, ok := seen[name]; !ok || got != want {
 			t.Errorf("%s = %d (present %v), want %d", name, got, ok, want)
