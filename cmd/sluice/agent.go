@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +22,12 @@ func newAgentCmd() *cobra.Command {
 		vips               []string
 		batch              int
 		acceptLocal        bool
+		udpPolicy          string
+		hopPrefixes        []string
+		hopPort            uint16
+		flowTable          int
+		flowIdle           time.Duration
+		metricsAddr        string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -45,8 +52,16 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 				return fmt.Errorf("--log-level: %w", err)
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
-			c := agent.Config{TUN: tun, Batch: batch, AcceptLocal: acceptLocal, Logger: log}
+			c := agent.Config{TUN: tun, Batch: batch, AcceptLocal: acceptLocal, Logger: log,
+				UDPPolicy: agent.UDPPolicy(udpPolicy), HopPort: hopPort, FlowTable: flowTable, FlowIdle: flowIdle}
 			var err error
+			for _, h := range hopPrefixes {
+				p, err := netip.ParsePrefix(h)
+				if err != nil {
+					return fmt.Errorf("--hop-prefix: %w", err)
+				}
+				c.HopPrefixes = append(c.HopPrefixes, p)
+			}
 			if c.Listen, err = parseListen(listen); err != nil {
 				return fmt.Errorf("--listen: %w", err)
 			}
@@ -60,7 +75,7 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 			if len(c.VIPs) == 0 {
 				return fmt.Errorf("--vip: at least one VIP is required")
 			}
-			return runAgent(cmd.Context(), c, log)
+			return runAgent(cmd.Context(), c, log, metricsAddr)
 		},
 	}
 	f := cmd.Flags()
@@ -70,6 +85,12 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 	f.StringArrayVar(&vips, "vip", nil, "virtual IP served by this backend, added to lo (repeatable)")
 	f.IntVar(&batch, "batch", agent.DefaultBatch, "datagrams read per recvmmsg call")
 	f.BoolVar(&acceptLocal, "accept-local", false, "accept inner packets whose source is an address of this host")
+	f.StringVar(&udpPolicy, "udp-policy", string(agent.UDPLocal), "UDP packets with a hop list: local (always deliver) or second-chance (deliver if a connected socket has the 4-tuple, else forward)")
+	f.StringArrayVar(&hopPrefixes, "hop-prefix", nil, "forward second-chance packets only to hops inside this prefix (repeatable; default anywhere): the backends' network")
+	f.Uint16Var(&hopPort, "hop-port", 0, "GUE port of the other backends' agents (0: this agent's port)")
+	f.IntVar(&flowTable, "flow-table", agent.DefaultFlowTable, "connections the agent remembers delivering (second chance)")
+	f.DurationVar(&flowIdle, "flow-idle", agent.DefaultFlowIdle, "how long an idle remembered connection is kept")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics; e.g. 127.0.0.1:6091); empty: off")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -82,7 +103,7 @@ func parseListen(s string) (netip.AddrPort, error) {
 	return netip.ParseAddrPort(s)
 }
 
-func runAgent(ctx context.Context, c agent.Config, log *slog.Logger) error {
+func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -95,6 +116,15 @@ func runAgent(ctx context.Context, c agent.Config, log *slog.Logger) error {
 	a, err := agent.New(c)
 	if err != nil {
 		return err
+	}
+	if metricsAddr != "" {
+		srv, err := serveAgentMetrics(metricsAddr, a)
+		if err != nil {
+			a.Close()
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer srv.Close()
+		log.Info("metrics listening", "addr", metricsAddr)
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

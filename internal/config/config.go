@@ -82,17 +82,22 @@ type BFD struct {
 
 // VIP is a virtual service.
 type VIP struct {
-	Name         string    `yaml:"name"`
-	Address      string    `yaml:"address"`
-	Protocol     string    `yaml:"protocol"` // tcp | udp
-	Port         int       `yaml:"port"`     // 0 with port_end 0: every port
-	PortEnd      int       `yaml:"port_end"` // optional end of a port range
-	MaglevSize   uint32    `yaml:"maglev_size"`
-	Encap        string    `yaml:"encap"`    // gue (default) | ipip
-	Affinity     string    `yaml:"affinity"` // on-change (default) | stateless
-	SecondChance bool      `yaml:"second_chance"`
-	Health       *Health   `yaml:"health"` // none: backends are always in the table
-	Backends     []Backend `yaml:"backends"`
+	Name         string `yaml:"name"`
+	Address      string `yaml:"address"`
+	Protocol     string `yaml:"protocol"` // tcp | udp
+	Port         int    `yaml:"port"`     // 0 with port_end 0: every port
+	PortEnd      int    `yaml:"port_end"` // optional end of a port range
+	MaglevSize   uint32 `yaml:"maglev_size"`
+	Encap        string `yaml:"encap"`    // gue (default) | ipip
+	Affinity     string `yaml:"affinity"` // on-change (default) | stateless
+	SecondChance bool   `yaml:"second_chance"`
+	// DrainPeriod is how long a filling or draining backend of a second
+	// chance VIP keeps the previous owners of its slots as secondaries
+	// before the change completes on its own (filling -> active, draining
+	// -> removed from the configuration). 1s to 24h; default 60s.
+	DrainPeriod time.Duration `yaml:"drain_period"`
+	Health      *Health       `yaml:"health"` // none: backends are always in the table
+	Backends    []Backend     `yaml:"backends"`
 }
 
 // Health is a VIP's health check, run against each of its backends. A
@@ -117,13 +122,17 @@ type Health struct {
 type Backend struct {
 	Address string `yaml:"address"`
 	Weight  *int   `yaml:"weight"` // default 1; 0 = no new flows, like draining
-	State   string `yaml:"state"`  // active (default) | draining: keeps its flows, receives no new ones
+	// State: active (default); draining: keeps its flows, receives no new
+	// ones; filling: newly added with second chance, its slots' previous
+	// owners keep their connections (see VIP.DrainPeriod).
+	State string `yaml:"state"`
 }
 
 // Backend states.
 const (
 	StateActive   = "active"
 	StateDraining = "draining"
+	StateFilling  = "filling"
 )
 
 // Affinity modes of a VIP.
@@ -151,6 +160,7 @@ const (
 	DefaultFlowCapacity = 1 << 20
 	DefaultMTU          = 1500
 	DefaultAdminAddr    = "127.0.0.1:6090"
+	DefaultDrainPeriod  = 60 * time.Second
 )
 
 // Load reads and validates a file.
@@ -220,6 +230,9 @@ func (c *Config) setDefaults() {
 		}
 		if v.Affinity == "" {
 			v.Affinity = AffinityOnChange
+		}
+		if v.DrainPeriod == 0 {
+			v.DrainPeriod = DefaultDrainPeriod
 		}
 		for j := range v.Backends {
 			b := &v.Backends[j]
@@ -334,6 +347,7 @@ func (c *Config) Validate() error {
 		proto string
 	}
 	ports := map[svcKey][][3]int{} // lo, hi, index
+	inFlight := map[int]int{}      // VIP index -> its filling or draining backend (second chance)
 	for i, v := range c.VIPs {
 		p := fmt.Sprintf("vips[%d]", i)
 		if v.Name == "" {
@@ -425,6 +439,9 @@ func (c *Config) Validate() error {
 		if v.MaglevSize != 0 && len(v.Backends) > 0 && uint32(len(v.Backends))*100 > v.MaglevSize {
 			bad(p+".maglev_size", v.MaglevSize, fmt.Sprintf("is below 100 x %d backends: the table cannot balance", len(v.Backends)))
 		}
+		if v.DrainPeriod < time.Second || v.DrainPeriod > 24*time.Hour {
+			bad(p+".drain_period", v.DrainPeriod, "is not between 1s and 24h")
+		}
 		seenBE := map[netip.Addr]int{}
 		for j, b := range v.Backends {
 			bp := fmt.Sprintf("%s.backends[%d]", p, j)
@@ -442,8 +459,21 @@ func (c *Config) Validate() error {
 					}
 				}
 			}
-			if b.State != StateActive && b.State != StateDraining {
-				bad(bp+".state", fmt.Sprintf("%q", b.State), "is not active or draining")
+			switch b.State {
+			case StateActive, StateDraining:
+			case StateFilling:
+				if !v.SecondChance {
+					bad(bp+".state", b.State, "needs second_chance (a filling backend hands connections it does not own to the previous owner)")
+				}
+			default:
+				bad(bp+".state", fmt.Sprintf("%q", b.State), "is not active, draining or filling")
+			}
+			if b.State != StateActive && v.SecondChance {
+				if k, busy := inFlight[i]; busy {
+					bad(bp+".state", b.State, fmt.Sprintf("backends[%d] is %s: one change at a time per second-chance VIP (second chance covers one change per slot); wait until it completes", k, v.Backends[k].State))
+				} else {
+					inFlight[i] = j
+				}
 			}
 			if w := *b.Weight; w < 0 {
 				bad(bp+".weight", w, "is negative")

@@ -250,43 +250,65 @@ func TestNodesAgree(t *testing.T) {
 // hop list [owner, previous owner]; a SYN carries none.
 func TestSecondChanceHopList(t *testing.T) {
 	bes := backends4(4)
-	svc := func(b []netip.Addr) pipeline.ServiceSpec {
+	svc := func(b []netip.Addr, filling bool) pipeline.ServiceSpec {
 		s := service(vip4, b, nil)
 		s.SecondChance = true
+		if filling {
+			s.Backends[len(s.Backends)-1].State = pipeline.BackendFilling
+		}
 		return s
 	}
 	r := newRig(t, 4096)
-	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes[:3])}})
-	g1 := r.b.Current()
-	g2 := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes)}})
+	g1 := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes[:3], false)}})
+	// be4 is added filling: it owns its new slots, their previous owners
+	// are the secondaries.
+	g2 := r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes, true)}})
+	// A node that never saw the old table (restarted) builds the same.
+	fresh := newRig(t, 4096)
+	if gf := fresh.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes, true)}}); gf.Services[0].Table.Fingerprint() != g2.Services[0].Table.Fingerprint() {
+		t.Fatal("a fresh node builds another table than a node that lived through the change")
+	}
 	checked := 0
 	for i := range uint32(500) {
 		src := clients4.FlowSrc(i)
 		was, now := ownerOf(g1, src, vip4), ownerOf(g2, src, vip4)
-		d := decode(t, r.send(tcpFrame(src, vip4, sim.ACK))[0])
-		if was == now {
-			if len(d.hops) != 0 {
-				t.Fatalf("flow %d: hops %v on an unchanged slot", i, d.hops)
+		for _, rr := range []*rig{r, fresh} {
+			for range 2 { // no entry is made: every packet carries the list
+				d := decode(t, rr.send(tcpFrame(src, vip4, sim.ACK))[0])
+				if was == now {
+					if len(d.hops) != 0 {
+						t.Fatalf("flow %d: hops %v on an unchanged slot", i, d.hops)
+					}
+					continue
+				}
+				if len(d.hops) != 2 || d.hops[0] != now || d.hops[1] != was || d.outerDst != now {
+					t.Fatalf("flow %d: dst %v hops %v, want [%v %v]", i, d.outerDst, d.hops, now, was)
+				}
 			}
-			continue
 		}
-		checked++
-		if len(d.hops) != 2 || d.hops[0] != now || d.hops[1] != was || d.outerDst != now {
-			t.Fatalf("flow %d: dst %v hops %v, want [%v %v]", i, d.outerDst, d.hops, now, was)
-		}
-		// The entry now exists: the next packet carries no hop list.
-		if d := decode(t, r.send(tcpFrame(src, vip4, sim.ACK))[0]); len(d.hops) != 0 {
-			t.Fatalf("flow %d: hop list on a packet with an entry", i)
+		if was != now {
+			checked++
 		}
 	}
 	if checked == 0 {
 		t.Fatal("no slot changed: the test proves nothing")
 	}
-	// SYNs of new flows never carry hops.
+	// SYNs of new flows never carry hops, and make entries.
 	for i := uint32(9000); i < 9300; i++ {
 		if d := decode(t, r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.SYN))[0]); len(d.hops) != 0 {
 			t.Fatalf("SYN with hops %v", d.hops)
 		}
+	}
+	// be4 active: no slot has a secondary any more; mid-flow packets make
+	// entries and carry only their backend.
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes, false)}})
+	for i := range uint32(500) {
+		if d := decode(t, r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.ACK))[0]); len(d.hops) != 0 {
+			t.Fatalf("flow %d: hops %v after the change settled", i, d.hops)
+		}
+	}
+	if st := r.counters().Flows; st.Inserts < 500 {
+		t.Fatalf("%d entries after the change settled", st.Inserts)
 	}
 }
 

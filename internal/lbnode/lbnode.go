@@ -497,11 +497,22 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				ok = false
 				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
 			}
-			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(b.EffectiveWeight()), Tunnel: t, NoNextHop: !ok})
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State)})
 		}
 		spec.Services = append(spec.Services, s)
 	}
 	return spec, hops
+}
+
+// backendState is the pipeline's view of a configured backend state.
+func backendState(s string) pipeline.BackendState {
+	switch s {
+	case config.StateFilling:
+		return pipeline.BackendFilling
+	case config.StateDraining:
+		return pipeline.BackendDraining
+	}
+	return pipeline.BackendActive
 }
 
 // source returns the outer source address toward backend a.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/maglev"
@@ -109,11 +108,45 @@ type BackendSpec struct {
 	// table), but its packets are dropped and counted until it resolves.
 	// Tunnel MACs are then ignored.
 	NoNextHop bool
+	// State is the backend's life-cycle state (second chance): it decides
+	// the backend's weight in the current Maglev table and in the previous
+	// one, whose owners are the slots' secondaries.
+	State BackendState
+}
+
+// BackendState is where a backend is in its life cycle. Both tables are
+// derived from the states, never from the node's history, so every node
+// — one that just restarted included — has the same owner and previous
+// owner for every slot.
+type BackendState uint8
+
+const (
+	// BackendActive: in both tables with its weight.
+	BackendActive BackendState = iota
+	// BackendFilling: newly added; in the current table only (absent from
+	// the previous one), so its slots' previous owners keep the connections
+	// they had.
+	BackendFilling
+	// BackendDraining: leaving; weight 0 in the current table (Maglev then
+	// moves only its slots) and its weight in the previous one, so it keeps
+	// the connections of its old slots.
+	BackendDraining
+)
+
+// weights returns a backend's weight in the current and the previous table.
+func (bs *BackendSpec) weights() (cur, prev uint32) {
+	switch bs.State {
+	case BackendFilling:
+		return bs.Weight, 0
+	case BackendDraining:
+		return 0, bs.Weight
+	}
+	return bs.Weight, bs.Weight
 }
 
 // Builder turns Specs into Generations. It keeps the previous generation so
-// that backend IDs stay stable and Maglev slots remember their previous owner.
-// A Builder is used by one goroutine.
+// that backend IDs stay stable across generations (flow entries name their
+// backend by ID). A Builder is used by one goroutine.
 type Builder struct {
 	gen    *Generation
 	ids    map[realKey]uint32
@@ -196,6 +229,8 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		}
 
 		members := make([]maglev.Backend, 0, len(ss.Backends))
+		prevMembers := make([]maglev.Backend, 0, len(ss.Backends))
+		inFlight := false // a backend fills or drains
 		byName := make(map[string]*Real, len(ss.Backends))
 		var family netip.Addr
 		for bi, bs := range ss.Backends {
@@ -226,15 +261,30 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 				}
 			}
 			ids[rk] = id
-			r := &Real{ID: id, Name: name, Service: si, Weight: bs.Weight, Template: tmpl}
+			cur, prev := bs.weights()
+			inFlight = inFlight || cur != prev
+			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl}
 			byName[name] = r
-			members = append(members, maglev.Backend{Name: name, Weight: bs.Weight})
+			members = append(members, maglev.Backend{Name: name, Weight: cur})
+			if bs.State != BackendFilling {
+				// A filling backend is absent from the previous table, not
+				// drained: that is the table before it was added.
+				prevMembers = append(prevMembers, maglev.Backend{Name: name, Weight: prev})
+			}
 		}
+		// The previous table is the one of the backend set before the
+		// changes in flight (filling backends out, draining ones in); with
+		// none in flight it equals the current one and no slot has a
+		// secondary.
+		opts := maglev.Options{M: ss.M, Seed: spec.Seed}
 		var prevTable *maglev.Table
-		if old := b.previous(svc); old != nil {
-			prevTable = old.Table
+		if inFlight {
+			var err error
+			if prevTable, err = maglev.Build(prevMembers, opts, nil); err != nil {
+				return nil, errf("maglev: %v", err)
+			}
 		}
-		table, err := maglev.Build(members, maglev.Options{M: ss.M, Seed: spec.Seed}, prevTable)
+		table, err := maglev.Build(members, opts, prevTable)
 		if err != nil {
 			return nil, errf("maglev: %v", err)
 		}
@@ -257,19 +307,4 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 	}
 	b.gen, b.ids, b.nextID = g, ids, nextID
 	return g, nil
-}
-
-// previous returns the service of the current generation with the same
-// address, protocol and ports as svc.
-func (b *Builder) previous(svc *Service) *Service {
-	if b.gen == nil {
-		return nil
-	}
-	i := slices.IndexFunc(b.gen.Services, func(o *Service) bool {
-		return o.Addr == svc.Addr && o.Proto == svc.Proto && o.PortLo == svc.PortLo && o.PortHi == svc.PortHi
-	})
-	if i < 0 {
-		return nil
-	}
-	return b.gen.Services[i]
 }

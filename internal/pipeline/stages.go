@@ -92,9 +92,20 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		flags := p.Parsed.TCPFlags
+		isSYN := p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()
+		// A packet in the middle of a flow this node has no entry for may
+		// belong to a connection its slot's previous owner holds: with
+		// second chance its entry is only created once the slot has no
+		// secondary (below).
+		midFlow := svc.SecondChance && !isSYN
 		var e *flow.Entry
 		found := false
-		if !svc.Stateless {
+		switch {
+		case svc.Stateless:
+		case midFlow:
+			e = c.Flows.Lookup(&p.Key, p.Hash)
+			found = e != nil
+		default:
 			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
 		}
 		if found {
@@ -115,9 +126,18 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		p.Real = svc.Reals[owner]
-		isSYN := p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()
-		if !found && svc.SecondChance && !isSYN && prev != owner && prev != maglev.NoBackend {
+		if !found && midFlow && prev != owner && prev != maglev.NoBackend {
 			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
+		}
+		if !found && midFlow {
+			if p.Secondary != nil {
+				// Undecided here: the owner's agent keeps the packet if it
+				// has the connection, else hands it to the previous owner.
+				// No entry, so every packet of the flow carries the hop list
+				// while the slot has a secondary.
+				continue
+			}
+			e = c.Flows.Insert(&p.Key, p.Hash, c.Now)
 		}
 		if e == nil {
 			continue // stateless service, or table full and nothing evictable
