@@ -75,6 +75,7 @@ rejected and the running one keeps serving.`,
 			}
 			defer srv.Close()
 			log.Info("admin API listening", "addr", srv.Addr)
+			go ctl.Run(cmd.Context(), log) // completes second-chance backend transitions
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			usr1 := make(chan os.Signal, 1)

@@ -119,7 +119,10 @@ func (s *Server) RemoveVIP(ctx context.Context, name string) (ApplyResult, error
 }
 
 // AddBackend adds backend addr with weight to the VIP vip: ErrNotFound
-// without that VIP, ErrExists when it already has that backend.
+// without that VIP, ErrExists when it already has that backend. On a
+// second-chance VIP the backend starts filling (Run makes it active after
+// the VIP's drain period); the configuration rules refuse it while another
+// change of the VIP is in flight.
 func (s *Server) AddBackend(ctx context.Context, vip, addr string, weight int) (ApplyResult, error) {
 	return s.edit(ctx, func(c *config.Config) error {
 		i, err := findVIP(c, vip)
@@ -134,7 +137,13 @@ func (s *Server) AddBackend(ctx context.Context, vip, addr string, weight int) (
 		if j >= 0 {
 			return &EditError{VIP: vip, Backend: addr, Err: ErrExists}
 		}
-		v.Backends = append(v.Backends, config.Backend{Address: addr, Weight: &weight})
+		b := config.Backend{Address: addr, Weight: &weight}
+		if v.SecondChance {
+			// It fills first: the previous owners of the slots it takes keep
+			// their connections until the drain period ends.
+			b.State = config.StateFilling
+		}
+		v.Backends = append(v.Backends, b)
 		return nil
 	})
 }

@@ -133,9 +133,10 @@ type Server struct {
 
 	applyMu sync.Mutex // serialises PutConfig: one apply at a time
 
-	mu   sync.Mutex  // guards gen and last; never held across node calls
-	gen  uint64      // configuration generation
-	last ApplyResult // zero until the first PutConfig
+	mu          sync.Mutex            // guards gen and last; never held across node calls
+	gen         uint64                // configuration generation
+	last        ApplyResult           // zero until the first PutConfig
+	transitions map[string]transition // filling and draining backends (Run)
 }
 
 // New returns the server of node, whose running configuration becomes
@@ -216,6 +217,7 @@ const (
 	StateActive     = "active"     // receives new flows
 	StateDraining   = "draining"   // weight 0: keeps its flows, receives no new ones
 	StateUnresolved = "unresolved" // next hop unresolved: its packets are dropped (no_next_hop)
+	StateFilling    = "filling"    // newly added with second chance: the previous owners keep their connections
 )
 
 // BackendStatus is one backend of a VIP with what the datapath sent it.
@@ -226,6 +228,9 @@ type BackendStatus struct {
 	State           string `json:"state"`
 	Packets         uint64 `json:"packets"`
 	Bytes           uint64 `json:"bytes"`
+	// CompletesAt is when a filling or draining backend of a second-chance
+	// VIP becomes active or is removed.
+	CompletesAt time.Time `json:"completes_at,omitzero"`
 }
 
 // Stats are the node's counters.
@@ -266,7 +271,38 @@ type Stats struct {
 func (s *Server) ListVIPs() []VIPStatus {
 	v, _ := s.snapshot()
 	addDown(v, s.node)
+	s.addStates(v)
 	return v
+}
+
+// addStates shows the configured life-cycle state of filling and draining
+// backends, with when their transition completes.
+func (s *Server) addStates(vips []VIPStatus) {
+	cfg := s.node.Config()
+	for i := range vips {
+		ci := slices.IndexFunc(cfg.VIPs, func(v config.VIP) bool { return v.Name == vips[i].Name })
+		if ci < 0 {
+			continue
+		}
+		cv := &cfg.VIPs[ci]
+		for j := range vips[i].Backends {
+			b := &vips[i].Backends[j]
+			for _, cb := range cv.Backends {
+				if cb.Address != b.Address || b.State == StateUnresolved || b.State == "down" {
+					continue
+				}
+				switch cb.State {
+				case config.StateFilling:
+					b.State = StateFilling
+				case config.StateDraining:
+					b.State = StateDraining
+				}
+				if cv.SecondChance && cb.State != config.StateActive {
+					b.CompletesAt = s.completesAt(cv, cb.Address)
+				}
+			}
+		}
+	}
 }
 
 // Stats returns the node's counters.
