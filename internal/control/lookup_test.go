@@ -141,8 +141,11 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 		t.Fatalf("SYN went to %v, want %s", to, old)
 	}
 
-	// C joins: the slot is C's, the flow stays on its backend.
-	gen2 := build(lkSpec(lkA, lkB, lkC))
+	// C joins, filling: the slot is C's, its previous owner the flow's
+	// backend, and the flow stays on its backend.
+	spec := lkSpec(lkA, lkB, lkC)
+	spec.Services[0].Backends[2].State = pipeline.BackendFilling
+	gen2 := build(spec)
 	l, err = s.LookupFlow("web", src, 80)
 	if err != nil {
 		t.Fatal(err)
