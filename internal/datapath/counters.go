@@ -22,6 +22,13 @@ type Counters struct {
 	// Flows is the worker's flow table: size and lifetime counters (new
 	// flows are Flows.Inserts), read on the worker goroutine with the rest.
 	Flows flow.Stats
+
+	// QUIC counts the packets of QUIC services by how balance routed them
+	// (QUIC[pipeline.QUICNone] stays 0); QUICUnknownServer those whose
+	// DCID decoded to a server ID no backend of the service has (they took
+	// a fallback route, counted in QUIC too).
+	QUIC              [pipeline.NumQUICRoutes]uint64
+	QUICUnknownServer uint64
 }
 
 // RealCounters count what a worker sent to one backend of one service.
@@ -49,6 +56,10 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowHits += o.FlowHits
 	c.FlowMisses += o.FlowMisses
 	c.Reaped += o.Reaped
+	for i := range c.QUIC {
+		c.QUIC[i] += o.QUIC[i]
+	}
+	c.QUICUnknownServer += o.QUICUnknownServer
 	for i := range c.Parse {
 		c.Parse[i] += o.Parse[i]
 	}

@@ -299,16 +299,28 @@ func TestSecondChanceHopList(t *testing.T) {
 			t.Fatalf("SYN with hops %v", d.hops)
 		}
 	}
-	// be4 active: no slot has a secondary any more; mid-flow packets make
-	// entries and carry only their backend.
+	// be4 active: the owners do not change, so the node keeps the
+	// secondaries of the change it saw: connections it moved keep their
+	// second chance.
 	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes, false)}})
 	for i := range uint32(500) {
-		if d := decode(t, r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.ACK))[0]); len(d.hops) != 0 {
-			t.Fatalf("flow %d: hops %v after the change settled", i, d.hops)
+		src := clients4.FlowSrc(i)
+		d := decode(t, r.send(tcpFrame(src, vip4, sim.ACK))[0])
+		if was, now := ownerOf(g1, src, vip4), ownerOf(g2, src, vip4); was != now && len(d.hops) != 2 {
+			t.Fatalf("flow %d: hops %v after the change completed", i, d.hops)
 		}
 	}
-	if st := r.counters().Flows; st.Inserts < 500 {
-		t.Fatalf("%d entries after the change settled", st.Inserts)
+	// A node that starts after the change completed has no secondaries:
+	// mid-flow packets make entries and carry only their backend.
+	late := newRig(t, 4096)
+	late.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes, false)}})
+	for i := range uint32(500) {
+		if d := decode(t, late.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.ACK))[0]); len(d.hops) != 0 {
+			t.Fatalf("flow %d: hops %v on a node without a change", i, d.hops)
+		}
+	}
+	if st := late.counters().Flows; st.Inserts != 500 {
+		t.Fatalf("%d entries, want 500", st.Inserts)
 	}
 }
 

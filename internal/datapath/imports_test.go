@@ -27,6 +27,7 @@ func TestDatapathImportsNoControlPlane(t *testing.T) {
 		"github.com/prometheus",
 		"github.com/spf13/cobra",
 		"google.golang.org/grpc",
+		"github.com/quic-go", // QUIC-LB decoding is internal/quiclb alone
 	}
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	for _, p := range datapathPkgs {

@@ -146,6 +146,12 @@ func (w *Worker) process(n int, now uint32) {
 	for i := 0; i < n; i++ {
 		p := &w.pkts[i]
 		f := w.frames[i]
+		if p.QUICRoute != pipeline.QUICNone {
+			c.QUIC[p.QUICRoute]++
+			if p.QUICUnknownServer {
+				c.QUICUnknownServer++
+			}
+		}
 		switch p.Verdict {
 		case pipeline.Forward:
 			f.Off, f.Len = p.Off, p.Len

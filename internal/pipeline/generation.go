@@ -8,6 +8,7 @@ import (
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/maglev"
 	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/quiclb"
 )
 
 // Real is one backend of one service, as the datapath sees it.
@@ -27,10 +28,15 @@ type Service struct {
 	Proto        uint8
 	PortLo       uint16 // 0 and PortHi 0: every port
 	PortHi       uint16
-	SecondChance bool // mid-flow packets without an entry carry [owner, previous owner]
-	Stateless    bool // no flow entries: every packet goes to its slot's owner
+	SecondChance bool  // mid-flow packets without an entry carry [owner, previous owner]
+	Stateless    bool  // no flow entries: every packet goes to its slot's owner
+	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
 	Table        *maglev.Table
 	Reals        []*Real // indexed like Table.Backends()
+
+	// prevSource is the table whose owners are Table's previous owners
+	// (nil: none); the next generation keeps it while the owners stay.
+	prevSource *maglev.Table
 }
 
 // Generation is one immutable configuration of the datapath.
@@ -95,7 +101,11 @@ type ServiceSpec struct {
 	// Stateless keeps no flow entries for the service: every packet goes to
 	// the Maglev owner of its slot (affinity: stateless).
 	Stateless bool
-	Backends  []BackendSpec
+	// QUIC routes the service's packets by the server ID in their QUIC
+	// destination connection ID (QUIC-LB), decoded with this codec; nil:
+	// 4-tuple routing. UDP only; such a service keeps no flow entries.
+	QUIC     *quiclb.Codec
+	Backends []BackendSpec
 }
 
 // BackendSpec describes one backend of a service.
@@ -112,6 +122,10 @@ type BackendSpec struct {
 	// the backend's weight in the current Maglev table and in the previous
 	// one, whose owners are the slots' secondaries.
 	State BackendState
+	// ServerID is the backend's QUIC-LB server ID: required, of the
+	// codec's server ID length and unique in the service when the service
+	// has a QUIC codec; ignored otherwise.
+	ServerID quiclb.ServerID
 }
 
 // BackendState is where a backend is in its life cycle. Both tables are
@@ -272,23 +286,17 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 				prevMembers = append(prevMembers, maglev.Backend{Name: name, Weight: prev})
 			}
 		}
-		// The previous table is the one of the backend set before the
-		// changes in flight (filling backends out, draining ones in); with
-		// none in flight it equals the current one and no slot has a
-		// secondary.
 		opts := maglev.Options{M: ss.M, Seed: spec.Seed}
-		var prevTable *maglev.Table
-		if inFlight {
-			var err error
-			if prevTable, err = maglev.Build(prevMembers, opts, nil); err != nil {
-				return nil, errf("maglev: %v", err)
-			}
-		}
-		table, err := maglev.Build(members, opts, prevTable)
+		table, prevSource, err := b.tables(svc, members, prevMembers, inFlight, opts)
 		if err != nil {
 			return nil, errf("maglev: %v", err)
 		}
-		svc.Table = table
+		svc.Table, svc.prevSource = table, prevSource
+		if ss.QUIC != nil {
+			if svc.QUIC, err = newQUIC(ss, byName); err != nil {
+				return nil, errf("%v", err)
+			}
+		}
 		// Backends that are only previous owners keep no Real: a packet whose
 		// slot names them as secondary goes to the owner alone.
 		for _, mb := range table.Backends() {
@@ -307,4 +315,74 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 	}
 	b.gen, b.ids, b.nextID = g, ids, nextID
 	return g, nil
+}
+
+// tables builds a service's Maglev table and chooses where its previous
+// owners (the second-chance secondaries) come from:
+//
+//   - a change in flight (a backend filling or draining): the table of the
+//     backend set before it, derived from the states alone, so every node
+//     — one that just restarted too — has the same secondaries;
+//   - otherwise, if the owners are those of the running generation (a
+//     change just completed, e.g. filling -> active): the running
+//     generation's secondaries stay, so connections that the change moved
+//     keep their second chance on the nodes that saw the change;
+//   - otherwise (a change made without the life cycle, e.g. a backend
+//     removed): the running generation's owners, as this node knew them;
+//   - no running generation: none.
+func (b *Builder) tables(svc *Service, members, prevMembers []maglev.Backend, inFlight bool, opts maglev.Options) (table, prevSource *maglev.Table, err error) {
+	if inFlight {
+		if prevSource, err = maglev.Build(prevMembers, opts, nil); err != nil {
+			return nil, nil, err
+		}
+		table, err = maglev.Build(members, opts, prevSource)
+		return table, prevSource, err
+	}
+	if table, err = maglev.Build(members, opts, nil); err != nil {
+		return nil, nil, err
+	}
+	old := b.running(svc)
+	if old == nil || old.Table.M() != table.M() {
+		return table, nil, nil
+	}
+	prevSource = old.Table
+	if sameOwners(table, old.Table) {
+		if prevSource = old.prevSource; prevSource == nil {
+			return table, nil, nil
+		}
+	}
+	table, err = maglev.Build(members, opts, prevSource)
+	return table, prevSource, err
+}
+
+// running returns the service of the running generation with the same
+// address, protocol and ports as svc.
+func (b *Builder) running(svc *Service) *Service {
+	if b.gen == nil {
+		return nil
+	}
+	for _, o := range b.gen.Services {
+		if o.Addr == svc.Addr && o.Proto == svc.Proto && o.PortLo == svc.PortLo && o.PortHi == svc.PortHi {
+			return o
+		}
+	}
+	return nil
+}
+
+// sameOwners reports whether two tables of the same size give every slot
+// the same owner (by name).
+func sameOwners(a, b *maglev.Table) bool {
+	ab, bb := a.Backends(), b.Backends()
+	name := func(bs []maglev.Backend, i uint16) string {
+		if i == maglev.NoBackend {
+			return ""
+		}
+		return bs[i].Name
+	}
+	for s := range a.M() {
+		if name(ab, a.Owner(s)) != name(bb, b.Owner(s)) {
+			return false
+		}
+	}
+	return true
 }

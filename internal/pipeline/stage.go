@@ -59,6 +59,11 @@ type Packet struct {
 	Real      *Real
 	Secondary *Real // previous owner, for the hop list; nil if none
 
+	// How balance routed a packet of a QUIC service, and whether its DCID
+	// named a server ID no backend has (it then took a fallback route).
+	QUICRoute         QUICRoute
+	QUICUnknownServer bool
+
 	Verdict Verdict
 	Reason  Reason
 }

@@ -14,6 +14,7 @@ func Prepare(p *Packet, g *Generation) bool {
 	p.Parsed.Decode(p.Buf[p.Off : p.Off+p.Len])
 	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
+	p.QUICRoute, p.QUICUnknownServer = QUICNone, false
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
@@ -89,6 +90,10 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			} else {
 				p.Verdict, p.Reason = Drop, ReasonNoBackend
 			}
+			continue
+		}
+		if svc.QUIC != nil {
+			balanceQUIC(c, p, svc) // by connection ID, no flow entry
 			continue
 		}
 		flags := p.Parsed.TCPFlags
