@@ -421,6 +421,36 @@ func (l *lab) waitRoute(t *testing.T, p netip.Prefix, present bool, via netip.Ad
 	}
 }
 
+// waitStable waits until the router has had a route to p via via for
+// stable without a break, and returns how long the wait took and how many
+// times the route was lost on the way.
+func (l *lab) waitStable(t *testing.T, p netip.Prefix, via netip.Addr, stable, timeout time.Duration) (took time.Duration, losses int) {
+	t.Helper()
+	start := time.Now()
+	var since time.Time // zero while the route is missing
+	for {
+		now := time.Now()
+		gw, ok := l.route(t, p)
+		switch {
+		case ok && gw != via:
+			t.Fatalf("route to %s via %s, want via %s", p, gw, via)
+		case ok && since.IsZero():
+			since = now
+		case !ok && !since.IsZero():
+			since = time.Time{}
+			losses++
+		}
+		if !since.IsZero() && now.Sub(since) >= stable {
+			return now.Sub(start), losses
+		}
+		if now.Sub(start) > timeout {
+			out, _ := l.bird.run("show protocols all sluice")
+			t.Fatalf("route to %s not stable for %v within %v (lost %d times)\n%s", p, stable, timeout, losses, out)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func birdSpec(bfd *BFD, prefixes ...netip.Prefix) helperSpec {
 	return helperSpec{
 		Config: Config{
@@ -495,6 +525,7 @@ func TestBIRDBFDFreeze(t *testing.T) {
 	sp := startSpeaker(t, l.speaker, spec)
 	l.waitRoute(t, vip4a, true, speakerAddr4, 30*time.Second)
 	sp.waitPeer(t, "BFD up", 10*time.Second, func(st PeerStatus) bool { return st.BFD == "up" })
+	l.waitStable(t, vip4a, speakerAddr4, time.Second, 20*time.Second)
 	out, _ := l.bird.run("show bfd sessions")
 	t.Logf("BIRD:\n%s", out)
 
@@ -514,19 +545,18 @@ func TestBIRDBFDFreeze(t *testing.T) {
 	back := l.waitRoute(t, vip4a, true, speakerAddr4, 15*time.Second)
 	t.Logf("SIGCONT: route back after %v", back)
 
-	// It must stay: without the workaround the session flaps forever.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, ok := l.route(t, vip4a); !ok {
-			out, _ := l.bird.run("show protocols all sluice")
-			t.Fatalf("route lost again after it came back: %+v\n%s", sp.peer(t), out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// It must stay. Without the workaround the session is reset by the
+	// stale Cease a few milliseconds after every establishment, forever. A
+	// loaded machine may miss a 100 ms BFD packet now and then: a flap that
+	// heals is tolerated (and logged).
+	_, losses := l.waitStable(t, vip4a, speakerAddr4, 3*time.Second, 20*time.Second)
+	if losses > 0 {
+		t.Logf("the route was lost %d more times before it stayed (BFD flaps under CPU load?)", losses)
 	}
-	st := sp.peer(t)
+	st := sp.waitPeer(t, "BFD up", 5*time.Second, func(st PeerStatus) bool { return st.BFD == "up" })
 	t.Logf("peer after the freeze: %+v", st)
-	if st.State != "established" || st.BFD != "up" || st.Resets < 1 || st.Recreated < 1 {
-		t.Errorf("status %+v, want established, BFD up, at least one reset and re-creation", st)
+	if st.State != "established" || st.Resets < 1 || st.Recreated < 1 {
+		t.Errorf("status %+v, want established, at least one reset and re-creation", st)
 	}
 
 	took := l.stopAndWait(t, sp, vip4a)

@@ -1,6 +1,7 @@
 package announce
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -359,7 +360,7 @@ func (s *Speaker) reconcile(srv *server.BgpServer, have prefixSet) error {
 			_, err = srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
 		}
 		if err != nil {
-			first = cmpOr(first, fmt.Errorf("announcing %s: %w", p, err))
+			first = cmp.Or(first, fmt.Errorf("announcing %s: %w", p, err))
 			continue
 		}
 		have[p] = struct{}{}
@@ -371,20 +372,13 @@ func (s *Speaker) reconcile(srv *server.BgpServer, have prefixSet) error {
 			err = srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}})
 		}
 		if err != nil {
-			first = cmpOr(first, fmt.Errorf("withdrawing %s: %w", p, err))
+			first = cmp.Or(first, fmt.Errorf("withdrawing %s: %w", p, err))
 			continue
 		}
 		delete(have, p)
 		s.log.Info("bgp: withdrawn", "prefix", p)
 	}
 	return first
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // observe records a state change and reports whether the peer should be

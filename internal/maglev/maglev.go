@@ -43,6 +43,12 @@ type Options struct {
 	M uint32
 	// Seed is the cluster-wide seed of the name hash, identical on all nodes.
 	Seed uint64
+	// Inherit, if non-nil, is a table of the same M whose previous owners
+	// the new table keeps for the slots that prev gives no other previous
+	// owner (previous == owner, or none): a slot's previous owner is then
+	// the last owner it had before its current one, across any number of
+	// builds in which it did not change. Resolved by Name like prev.
+	Inherit *Table
 }
 
 // Table is a Maglev lookup table, made by Build. It is immutable once built
@@ -122,8 +128,60 @@ func Build(backends []Backend, opts Options, prev *Table) (*Table, error) {
 			return nil, err
 		}
 	}
+	if in := opts.Inherit; in != nil {
+		if in.m != m {
+			return nil, fmt.Errorf("maglev: M=%d, inherited table M=%d: %w", m, in.m, ErrPrevSize)
+		}
+		var err error
+		if counts, err = t.inherit(in, counts); err != nil {
+			return nil, err
+		}
+	}
 	t.counts = counts
 	return t, nil
+}
+
+// inherit sets previous[s] to in's previous owner of slot s, by Name, where
+// t has none other than the owner itself and in's differs from t's owner.
+// It returns counts extended to the new length of t.backends.
+func (t *Table) inherit(in *Table, counts []int32) ([]int32, error) {
+	idx := make(map[string]uint16, len(t.backends))
+	for i, b := range t.backends {
+		idx[b.Name] = uint16(i)
+	}
+	tr := make([]uint16, len(in.backends)) // in's index -> t's, resolved lazily
+	for i := range tr {
+		tr[i] = NoBackend - 1 // not yet resolved
+	}
+	for s := range t.owner {
+		o, p := t.owner[s], t.previous[s]
+		if p != NoBackend && p != o {
+			continue
+		}
+		ip := in.previous[s]
+		if ip == NoBackend {
+			continue
+		}
+		if tr[ip] == NoBackend-1 {
+			name := in.backends[ip].Name
+			j, ok := idx[name]
+			if !ok {
+				if len(t.backends) >= MaxBackends {
+					return nil, fmt.Errorf("maglev: %d backends and previous owners, at most %d: %w",
+						len(t.backends)+1, MaxBackends, ErrTooManyBackends)
+				}
+				j = uint16(len(t.backends))
+				t.backends = append(t.backends, Backend{Name: name})
+				counts = append(counts, 0)
+				idx[name] = j
+			}
+			tr[ip] = j
+		}
+		if j := tr[ip]; j != o {
+			t.previous[s] = j
+		}
+	}
+	return counts, nil
 }
 
 func cmpName(a, b Backend) int { return strings.Compare(a.Name, b.Name) }

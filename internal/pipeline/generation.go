@@ -33,10 +33,6 @@ type Service struct {
 	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
 	Table        *maglev.Table
 	Reals        []*Real // indexed like Table.Backends()
-
-	// prevSource is the table whose owners are Table's previous owners
-	// (nil: none); the next generation keeps it while the owners stay.
-	prevSource *maglev.Table
 }
 
 // Generation is one immutable configuration of the datapath.
@@ -141,9 +137,9 @@ const (
 	// the previous one), so its slots' previous owners keep the connections
 	// they had.
 	BackendFilling
-	// BackendDraining: leaving; weight 0 in the current table (Maglev then
-	// moves only its slots) and its weight in the previous one, so it keeps
-	// the connections of its old slots.
+	// BackendDraining: leaving; absent from the current table and with its
+	// weight in the previous one, so it keeps the connections of its old
+	// slots (and the others those of the slots its leaving moved).
 	BackendDraining
 )
 
@@ -276,10 +272,16 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			}
 			ids[rk] = id
 			cur, prev := bs.weights()
-			inFlight = inFlight || cur != prev
+			inFlight = inFlight || bs.State != BackendActive
 			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl}
 			byName[name] = r
-			members = append(members, maglev.Backend{Name: name, Weight: cur})
+			if bs.State != BackendDraining {
+				// A draining backend is absent from the current table (not
+				// drained by weight 0): the table it leaves behind is the
+				// one of the set without it, so removing it later moves
+				// nothing more. It stays reachable as a previous owner.
+				members = append(members, maglev.Backend{Name: name, Weight: cur})
+			}
 			if bs.State != BackendFilling {
 				// A filling backend is absent from the previous table, not
 				// drained: that is the table before it was added.
@@ -287,11 +289,11 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			}
 		}
 		opts := maglev.Options{M: ss.M, Seed: spec.Seed}
-		table, prevSource, err := b.tables(svc, members, prevMembers, inFlight, opts)
+		table, err := b.tables(svc, members, prevMembers, inFlight, opts)
 		if err != nil {
 			return nil, errf("maglev: %v", err)
 		}
-		svc.Table, svc.prevSource = table, prevSource
+		svc.Table = table
 		if ss.QUIC != nil {
 			if svc.QUIC, err = newQUIC(ss, byName); err != nil {
 				return nil, errf("%v", err)
@@ -317,42 +319,44 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 	return g, nil
 }
 
-// tables builds a service's Maglev table and chooses where its previous
-// owners (the second-chance secondaries) come from:
+// tables builds a service's Maglev table and chooses its previous owners
+// (the second-chance secondaries):
 //
-//   - a change in flight (a backend filling or draining): the table of the
+//   - a change in flight (a backend filling or draining): the owners of the
 //     backend set before it, derived from the states alone, so every node
-//     — one that just restarted too — has the same secondaries;
-//   - otherwise, if the owners are those of the running generation (a
-//     change just completed, e.g. filling -> active): the running
-//     generation's secondaries stay, so connections that the change moved
-//     keep their second chance on the nodes that saw the change;
-//   - otherwise (a change made without the life cycle, e.g. a backend
-//     removed): the running generation's owners, as this node knew them;
-//   - no running generation: none.
-func (b *Builder) tables(svc *Service, members, prevMembers []maglev.Backend, inFlight bool, opts maglev.Options) (table, prevSource *maglev.Table, err error) {
-	if inFlight {
-		if prevSource, err = maglev.Build(prevMembers, opts, nil); err != nil {
-			return nil, nil, err
-		}
-		table, err = maglev.Build(members, opts, prevSource)
-		return table, prevSource, err
-	}
-	if table, err = maglev.Build(members, opts, nil); err != nil {
-		return nil, nil, err
-	}
+//     — one that just restarted too — has them;
+//   - otherwise, a change made without the life cycle (e.g. a backend
+//     removed): the owners of the running generation, as this node knew
+//     them;
+//   - and every slot that neither gives another previous owner keeps the
+//     one it had in the running generation: the last owner it had before
+//     its current one, so connections an earlier change moved keep their
+//     second chance on the nodes that saw that change.
+func (b *Builder) tables(svc *Service, members, prevMembers []maglev.Backend, inFlight bool, opts maglev.Options) (*maglev.Table, error) {
 	old := b.running(svc)
-	if old == nil || old.Table.M() != table.M() {
-		return table, nil, nil
+	if old != nil && old.Table.M() == effectiveM(opts.M) {
+		opts.Inherit = old.Table
 	}
-	prevSource = old.Table
-	if sameOwners(table, old.Table) {
-		if prevSource = old.prevSource; prevSource == nil {
-			return table, nil, nil
+	if inFlight {
+		prev, err := maglev.Build(prevMembers, maglev.Options{M: opts.M, Seed: opts.Seed}, nil)
+		if err != nil {
+			return nil, err
 		}
+		return maglev.Build(members, opts, prev)
 	}
-	table, err = maglev.Build(members, opts, prevSource)
-	return table, prevSource, err
+	table, err := maglev.Build(members, opts, nil)
+	if err != nil || opts.Inherit == nil || sameOwners(table, old.Table) {
+		return table, err
+	}
+	return maglev.Build(members, opts, old.Table)
+}
+
+// effectiveM is the table size Build uses for m.
+func effectiveM(m uint32) uint32 {
+	if m == 0 {
+		return maglev.DefaultM
+	}
+	return m
 }
 
 // running returns the service of the running generation with the same

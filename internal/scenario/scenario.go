@@ -25,6 +25,10 @@ const (
 	StreamPort = 9000 // the stream protocol (lab.ServeStream), with Options.Streams
 )
 
+// AgentMetricsAddr is where agents serve /metrics with Options.AgentMetrics
+// (in each backend's namespace).
+const AgentMetricsAddr = "127.0.0.1:6091"
+
 // Options describe a scenario.
 type Options struct {
 	Binary   string // the sluice binary to run in the namespaces
@@ -48,6 +52,24 @@ type Options struct {
 	// Streams starts a stream-protocol server on every backend and a
 	// "stream4" service on StreamPort of the IPv4 VIP.
 	Streams bool
+	// SecondChance turns second chance on for stream4 (with a drain period
+	// of an hour: tests move the backend states themselves).
+	SecondChance bool
+	// StreamStates gives backend j of stream4 the state StreamStates[j]:
+	// "" or "active", "filling", "draining", or "absent" (not listed).
+	// Tests change it, then ReloadLB every node with ConfigFor.
+	StreamStates []string
+	// AgentMetrics makes every agent serve Prometheus metrics on
+	// AgentMetricsAddr in its namespace.
+	AgentMetrics bool
+	// QUIC starts a QUIC echo server (lab.ServeQUIC) issuing QUIC-LB
+	// connection IDs on every backend and a "quic4" service on QUICPort of
+	// the IPv4 VIP, routed by connection ID (see quic.go).
+	QUIC bool
+	// QUICByTuple leaves the quic block out of quic4's configuration: the
+	// servers still issue QUIC-LB connection IDs, but the LB nodes route
+	// by the 4-tuple (the control run of the QUIC tests).
+	QUICByTuple bool
 }
 
 // Scenario is a running lab with its processes.
@@ -103,7 +125,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	}()
 	vip4, vip6 := o.VIP4.String(), o.VIP6.String()
 	for _, be := range l.Backends {
-		p, err := be.Start(ctx, o.Binary, "agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080")
+		args := []string{"agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080"}
+		if o.AgentMetrics {
+			args = append(args, "--metrics-addr", AgentMetricsAddr)
+		}
+		p, err := be.Start(ctx, o.Binary, args...)
 		if err != nil {
 			return nil, fmt.Errorf("agent on %s: %w", be.Name, err)
 		}
@@ -128,6 +154,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 				return nil, fmt.Errorf("stream server on %s: %w", be.Name, err)
 			}
 			s.Servers = append(s.Servers, p)
+		}
+		if o.QUIC {
+			if err := s.startQUIC(ctx, be); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if o.BGP {
@@ -192,14 +223,36 @@ func (s *Scenario) ConfigFor(i int) string {
 		svcs = append(svcs, svc{"stream4", s.Opts.VIP4, "tcp", StreamPort})
 	}
 	for _, svc := range svcs {
-		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n    backends:\n", svc.name, svc.vip, svc.proto, svc.port)
-		for _, be := range s.Lab.Backends {
+		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
+		stream := svc.name == "stream4"
+		if stream && s.Opts.SecondChance {
+			b.WriteString("    second_chance: true\n    drain_period: 1h\n")
+		}
+		b.WriteString("    backends:\n")
+		for j, be := range s.Lab.Backends {
 			a := be.Addr4
 			if svc.vip.Is6() {
 				a = be.Addr6
 			}
-			fmt.Fprintf(&b, "      - address: %q\n", a)
+			state := ""
+			if stream && j < len(s.Opts.StreamStates) {
+				state = s.Opts.StreamStates[j]
+			}
+			switch {
+			case state == "absent":
+				continue
+			case state == "filling" && !s.Opts.SecondChance:
+				state = "" // without second chance a new backend is active at once
+			}
+			if state != "" {
+				fmt.Fprintf(&b, "      - {address: %q, state: %s}\n", a, state)
+			} else {
+				fmt.Fprintf(&b, "      - address: %q\n", a)
+			}
 		}
+	}
+	if s.Opts.QUIC {
+		s.quicConfig(&b)
 	}
 	return b.String()
 }
