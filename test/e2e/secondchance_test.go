@@ -141,4 +141,3 @@ func TestE2ESecondChanceControlDisabled(t *testing.T) {
 		t.Fatal("no connection broke without second chance: the second-chance test could not fail")
 	}
 }
-
