@@ -17,6 +17,10 @@ FUZZ_TARGETS = \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker \
 	./internal/agent:FuzzInspect \
+	./internal/agent:FuzzParseFlow \
+	./internal/agent:FuzzSecondChance \
+	./internal/packet:FuzzQUICDestCID \
+	./internal/quiclb:FuzzDecode \
 	./internal/health/vipprobe:FuzzParse
 
 .PHONY: all build demo deps test vet race bench bench-all fuzz clean
