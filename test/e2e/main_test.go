@@ -53,6 +53,11 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces)")
 	}
+	if testing.Short() {
+		// make test runs the suite twice, the second time -short -race:
+		// the e2e tests run real processes, so once is enough.
+		t.Skip("end-to-end test: skipped with -short")
+	}
 	for _, tool := range []string{"ip", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (make deps)", tool)
