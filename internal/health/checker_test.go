@@ -96,7 +96,7 @@ func runChecker(t *testing.T, c *Checker) context.Context {
 // the last transition.
 func waitState(t *testing.T, c *Checker, key string, want State) Transition {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st, tr := c.State(key)
 		if st == want {

@@ -139,7 +139,7 @@ func TestHTTPSCheck(t *testing.T) {
 	ck := NewChecker(nil)
 	slow := func(kind Kind) Spec { // TLS handshakes are slow under the race detector
 		s := fast(kind, target)
-		s.Interval, s.Timeout = 300*time.Millisecond, 250*time.Millisecond
+		s.Interval, s.Timeout = 1500*time.Millisecond, 1400*time.Millisecond
 		return s
 	}
 	insecure := slow(HTTPS)
