@@ -349,7 +349,7 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		},
 	})
 
-	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg)
+	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg, newCtlQUICCmd(client, emit))
 	return cmd
 }
 

@@ -24,7 +24,7 @@ pairs: a client, a router, 1..9 LB nodes and backend hosts, addressed from 198.1
 and 2001:db8::/32 (see internal/lab/doc.go for the diagram and the address plan).
 Needs root. Every namespace is named --prefix followed by client, router, lbN, beN.`,
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd(), newLabStreamServeCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd(), newLabStreamServeCmd(), newLabQUICServeCmd())
 	return cmd
 }
 

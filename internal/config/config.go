@@ -98,6 +98,9 @@ type VIP struct {
 	DrainPeriod time.Duration `yaml:"drain_period"`
 	Health      *Health       `yaml:"health"` // none: backends are always in the table
 	Backends    []Backend     `yaml:"backends"`
+	// QUIC routes the VIP's QUIC packets by connection ID (UDP only); the
+	// backends' server IDs are Backend.ServerID.
+	QUIC *QUIC `yaml:"quic,omitempty"`
 }
 
 // Health is a VIP's health check, run against each of its backends. A
@@ -126,6 +129,9 @@ type Backend struct {
 	// ones; filling: newly added with second chance, its slots' previous
 	// owners keep their connections (see VIP.DrainPeriod).
 	State string `yaml:"state"`
+	// ServerID is the backend's QUIC-LB server ID in hex, for a VIP with
+	// quic; empty: the last quic.server_id_len octets of its address.
+	ServerID string `yaml:"server_id,omitempty"`
 }
 
 // Backend states.
@@ -234,6 +240,7 @@ func (c *Config) setDefaults() {
 		if v.DrainPeriod == 0 {
 			v.DrainPeriod = DefaultDrainPeriod
 		}
+		setQUICDefaults(v)
 		for j := range v.Backends {
 			b := &v.Backends[j]
 			if b.Weight == nil {
@@ -401,6 +408,7 @@ func (c *Config) Validate() error {
 		if v.SecondChance && v.Encap != "gue" {
 			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
 		}
+		validateQUIC(p, &v, bad)
 		if h := v.Health; h != nil {
 			hp := p + ".health"
 			switch h.Type {

@@ -169,6 +169,9 @@ func (s *Server) LookupFlow(vip string, src netip.AddrPort, dport uint16) (FlowL
 	if r := realByName(svc, l.Backend); r != nil && r.Template == nil {
 		l.Detail += "; its next hop is unresolved: dropped (no_next_hop)"
 	}
+	if svc.QUIC != nil {
+		l.Detail += "; but the VIP routes QUIC packets by connection ID (sluice ctl quic decode): this is where packets whose DCID is not routable go"
+	}
 	return l, nil
 }
 

@@ -20,6 +20,7 @@ var (
 	descFlowHits   = desc("flow_hits_total", "Packets whose flow-table entry was current.")
 	descFlowMisses = desc("flow_misses_total", "Packets without a current flow-table entry.")
 	descReaped     = desc("flow_reaped_total", "Expired flow-table entries removed.")
+	descHopList    = desc("hoplist_packets_total", "Packets sent with a second-chance hop list [owner, previous owner].")
 	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
 	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
 	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
@@ -44,6 +45,8 @@ var (
 	descPeerUp     = desc("bgp_peer_established", "1 while the BGP session with the peer is established, else 0.", "peer")
 	descPeerResets = desc("bgp_peer_resets_total", "Times the BGP session with the peer left Established.", "peer")
 	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
+	descQUICRouted = desc("quic_routed_packets_total", "Packets of QUIC VIPs by route: cid (the connection ID's server ID), dcid_hash (an Initial's client-chosen DCID), tuple (fallback).", "route")
+	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -60,8 +63,8 @@ var _ healthReporter = (*lbnode.Node)(nil)
 func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
-		descFlowHits, descFlowMisses, descReaped, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
-		descDrops, descParseDrops,
+		descFlowHits, descFlowMisses, descReaped, descHopList, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descDrops, descParseDrops, descQUICRouted, descQUICStray,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
@@ -101,6 +104,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFlowHits, st.FlowHits)
 	counter(descFlowMisses, st.FlowMisses)
 	counter(descReaped, st.Reaped)
+	counter(descHopList, st.HopList)
 	gauge(descFlowLen, float64(st.FlowEntries))
 	gauge(descFlowCap, float64(st.FlowCapacity))
 	counter(descNewFlows, st.NewFlows)
@@ -114,6 +118,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for r, v := range st.ParseDrops {
 		counter(descParseDrops, v, r)
 	}
+	for r, v := range st.QUICRouted {
+		counter(descQUICRouted, v, r)
+	}
+	counter(descQUICStray, st.QUICUnknownServerID)
 	for _, v := range vips {
 		counter(descVIPPackets, v.Packets, v.Name)
 		counter(descVIPBytes, v.Bytes, v.Name)

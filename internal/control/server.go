@@ -244,6 +244,8 @@ type Stats struct {
 	FlowHits   uint64 `json:"flow_hits"`
 	FlowMisses uint64 `json:"flow_misses"`
 	Reaped     uint64 `json:"flow_reaped"`
+	// HopList counts packets sent with a second-chance hop list.
+	HopList uint64 `json:"hoplist_packets"`
 	// The flow tables, summed over workers.
 	FlowEntries   int    `json:"flow_entries"`
 	FlowCapacity  int    `json:"flow_capacity"`
@@ -259,6 +261,12 @@ type Stats struct {
 	Drops map[string]uint64 `json:"drops"`
 	// ParseDrops by parser verdict (packet.Verdict names but "ok").
 	ParseDrops map[string]uint64 `json:"parse_drops"`
+	// QUICRouted counts the packets of QUIC VIPs by how they were routed
+	// (pipeline.QUICRoute names: cid, dcid_hash, tuple);
+	// QUICUnknownServerID those whose connection ID named a server ID no
+	// backend has (they took a fallback route).
+	QUICRouted          map[string]uint64 `json:"quic_routed"`
+	QUICUnknownServerID uint64            `json:"quic_unknown_server_id"`
 
 	ConfigGeneration   uint64      `json:"config_generation"`
 	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
@@ -345,7 +353,8 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	st := Stats{
 		RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
 		TxErrors: c.TxErrors, Passed: c.Passed, FlowHits: c.FlowHits, FlowMisses: c.FlowMisses, Reaped: c.Reaped,
-		Drops: map[string]uint64{}, ParseDrops: map[string]uint64{},
+		HopList: c.HopList,
+		Drops:   map[string]uint64{}, ParseDrops: map[string]uint64{},
 		FlowEntries: c.Flows.Len, FlowCapacity: c.Flows.Capacity, NewFlows: c.Flows.Inserts,
 		FlowInsertFailed: c.Flows.InsertFailed,
 	}
@@ -358,6 +367,11 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	for v := packet.Verdict(1); v < packet.NumVerdicts; v++ {
 		st.ParseDrops[v.String()] = c.Parse[v]
 	}
+	st.QUICRouted = map[string]uint64{}
+	for r := pipeline.QUICRoute(1); r < pipeline.NumQUICRoutes; r++ {
+		st.QUICRouted[r.String()] = c.QUIC[r]
+	}
+	st.QUICUnknownServerID = c.QUICUnknownServer
 	if g != nil {
 		st.DatapathGeneration = g.ID
 	}

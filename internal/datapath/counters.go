@@ -16,6 +16,7 @@ type Counters struct {
 	FlowHits           uint64 // current entry: memoised stages skipped
 	FlowMisses         uint64 // no entry, or one from an older generation
 	Reaped             uint64 // expired entries removed by the reaper
+	HopList            uint64 // forwarded with a second-chance hop list [owner, previous owner]
 	Parse              [packet.NumVerdicts]uint64
 	Drops              [pipeline.NumReasons]uint64
 	Reals              []RealCounters // by pipeline.Real.ID
@@ -56,6 +57,7 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowHits += o.FlowHits
 	c.FlowMisses += o.FlowMisses
 	c.Reaped += o.Reaped
+	c.HopList += o.HopList
 	for i := range c.QUIC {
 		c.QUIC[i] += o.QUIC[i]
 	}

@@ -293,6 +293,9 @@ func TestSecondChanceHopList(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no slot changed: the test proves nothing")
 	}
+	if got := r.counters().HopList; got != uint64(2*checked) {
+		t.Fatalf("hop-list counter %d, want %d", got, 2*checked)
+	}
 	// SYNs of new flows never carry hops, and make entries.
 	for i := uint32(9000); i < 9300; i++ {
 		if d := decode(t, r.send(tcpFrame(clients4.FlowSrc(i), vip4, sim.SYN))[0]); len(d.hops) != 0 {

@@ -1,6 +1,7 @@
 package datapath_test
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -22,7 +23,12 @@ func FuzzWorker(f *testing.F) {
 	bes := backends4(3)
 	v6 := []netip.Addr{netip.MustParseAddr("2001:db8:1::11"), netip.MustParseAddr("2001:db8:1::12")}
 	r := newRig(f, 256)
-	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, bes, nil), service(vip6, v6, nil)}})
+	// And a QUIC service (UDP 443 on the IPv4 VIP), routed by connection ID.
+	codec := mustCodec(f, quicCfg)
+	f.Add(udpFrame(src, quicVIP, shortHeader(cidFor(f, codec, serverID(1), rand.New(rand.NewPCG(1, 1))))))
+	f.Add(udpFrame(src, quicVIP, longHeader([]byte{0xe0, 1, 2, 3, 4, 5, 6, 7})))
+	f.Add(udpFrame(src, quicVIP, []byte{0x80, 0, 0, 0, 1, 200}))
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, bes, nil), service(vip6, v6, nil), quicService(codec, bes)}})
 	valid := map[netip.Addr]bool{}
 	for _, b := range append(bes, v6...) {
 		valid[b] = true

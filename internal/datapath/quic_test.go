@@ -379,8 +379,8 @@ func quicSource(vip netip.AddrPort, payloads [][]byte) mem.Source {
 }
 
 func TestZeroAllocsQUIC(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop buffers")
 	}
 	codec := mustCodec(t, quicCfg)
 	rng := rand.New(rand.NewPCG(1, 1))
@@ -405,5 +405,34 @@ func TestZeroAllocsQUIC(t *testing.T) {
 	c := w.Snapshot()
 	if c.TxPackets != c.RxPackets || c.QUIC[pipeline.QUICByCID] == 0 || c.QUIC[pipeline.QUICByDCIDHash] == 0 || c.QUIC[pipeline.QUICByTuple] == 0 {
 		t.Fatalf("rx %d tx %d, QUIC routes %v: want every packet sent, by every route", c.RxPackets, c.TxPackets, c.QUIC)
+	}
+}
+
+// IPv6 QUIC VIPs route the same way: the UDP payload is found past the
+// IPv6 header.
+func TestQUICIPv6(t *testing.T) {
+	codec := mustCodec(t, quicCfg)
+	vip := netip.MustParseAddrPort("[2001:db8::10]:443")
+	var bes []netip.Addr
+	for i := range 3 {
+		bes = append(bes, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 15: byte(0x11 + i)}))
+	}
+	s := service(vip, bes, nil)
+	s.Proto, s.QUIC = 17, codec
+	for i := range s.Backends {
+		s.Backends[i].ServerID = serverID(i)
+	}
+	r := newRig(t, 1024)
+	r.apply(pipeline.Spec{Seed: 2, Services: []pipeline.ServiceSpec{s}})
+	rng := rand.New(rand.NewPCG(11, 12))
+	for i := range 60 {
+		cid := cidFor(t, codec, serverID(i%3), rng)
+		src := clients6.FlowSrc(rng.Uint32() % (1 << 20))
+		if got := backendOf(t, r.send(udpFrame(src, vip, shortHeader(cid)))[0]); got != bes[i%3] {
+			t.Fatalf("CID of server %v went to %v, want %v", serverID(i%3), got, bes[i%3])
+		}
+	}
+	if c := r.counters(); c.QUIC[pipeline.QUICByCID] != 60 {
+		t.Fatalf("QUIC counters %v", c.QUIC)
 	}
 }

@@ -160,6 +160,9 @@ func (w *Worker) process(n int, now uint32) {
 			rc := &c.Reals[p.Real.ID]
 			rc.Packets++
 			rc.Bytes += uint64(p.Len)
+			if p.Secondary != nil && p.Secondary.Template != nil {
+				c.HopList++
+			}
 		case pipeline.Pass:
 			c.Passed++
 			w.drop = append(w.drop, f)

@@ -92,7 +92,8 @@
 // well, so nothing is left <defunct>. Do runs Go code with sockets in the
 // node's namespace. ServeHTTP and ServeUDPEcho are the tiny servers backends run
 // (`sluice lab http-serve`, `sluice lab udp-echo`) to answer with their
-// name.
+// name; ServeQUIC (`sluice lab quic-serve`) does the same over QUIC and
+// issues QUIC-LB connection IDs carrying the backend's server ID.
 //
 // Everything here needs root; tests skip without it.
 package lab

@@ -499,6 +499,9 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			}
 			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State)})
 		}
+		if v.QUIC != nil {
+			n.quicSpec(&v, &s)
+		}
 		spec.Services = append(spec.Services, s)
 	}
 	return spec, hops
@@ -555,6 +558,10 @@ func (n *Node) Report(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
 		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
+	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
+		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",
+			q[pipeline.QUICByCID], q[pipeline.QUICByDCIDHash], q[pipeline.QUICByTuple], c.QUICUnknownServer)
+	}
 	for i, v := range c.Drops {
 		if v > 0 && pipeline.Reason(i) != pipeline.ReasonParse {
 			fmt.Fprintf(w, "drop %s: %d\n", pipeline.Reason(i), v)

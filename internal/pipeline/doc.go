@@ -9,7 +9,8 @@
 // the per-packet ones (encapsulate). When the generation moves on, memoised
 // results are recomputed, except the backend choice, which is connection
 // state: a flow keeps its backend for as long as that backend stays in the
-// service.
+// service. Services routed by QUIC connection ID (Service.QUIC) keep no
+// flow entries: every packet is routed from its own header (see QUIC).
 //
 // Lifetimes: a Generation and everything it points to is immutable once
 // built and may be read by any number of workers; a Builder is used by one

@@ -220,6 +220,20 @@ func Handler(s *control.Server) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, l)
 	})
+	mux.HandleFunc("GET /v1/quic/decode", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		cid, err := control.ParseCID(q.Get("cid"))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %w", control.ErrInvalidQuery, err))
+			return
+		}
+		d, err := s.DecodeQUICCID(q.Get("vip"), cid)
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, d)
+	})
 	mux.HandleFunc("GET /v1/stats", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Stats()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux

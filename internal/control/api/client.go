@@ -163,6 +163,14 @@ func (c *Client) LookupFlow(ctx context.Context, vip string, src netip.Addr, spo
 	return l, err
 }
 
+// DecodeQUICCID decodes a connection ID (hex) with the QUIC-LB
+// configuration of the VIP vip and names the backend it routes to.
+func (c *Client) DecodeQUICCID(ctx context.Context, vip, cid string) (d control.CIDDecode, err error) {
+	q := url.Values{"vip": {vip}, "cid": {cid}}
+	_, err = c.do(ctx, http.MethodGet, "/v1/quic/decode?"+q.Encode(), nil, &d)
+	return d, err
+}
+
 func backendPath(vip, addr string) string {
 	return "/v1/vips/" + url.PathEscape(vip) + "/backends/" + url.PathEscape(addr)
 }
