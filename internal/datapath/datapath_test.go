@@ -546,6 +546,7 @@ func TestStatelessFollowsTable(t *testing.T) {
 		svc := func(b []netip.Addr) pipeline.ServiceSpec {
 			s := service(vip4, b, nil)
 			s.Stateless = stateless
+			s.SecondChance = stateless // a stateless service makes no entry even for second chance
 			return s
 		}
 		r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{svc(bes[:3])}})
@@ -574,6 +575,9 @@ func TestStatelessFollowsTable(t *testing.T) {
 		}
 		if moved == 0 {
 			t.Fatal("no slot moved: the test proves nothing")
+		}
+		if st := r.counters().Flows; stateless && st.Inserts != 0 {
+			t.Fatalf("stateless service inserted %d flows", st.Inserts)
 		}
 		t.Logf("stateless=%v: %d slots moved, %d flows followed them", stateless, moved, followed)
 	}

@@ -134,7 +134,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		if !found && midFlow && prev != owner && prev != maglev.NoBackend {
 			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
 		}
-		if !found && midFlow {
+		if !found && midFlow && !svc.Stateless {
 			if p.Secondary != nil {
 				// Undecided here: the owner's agent keeps the packet if it
 				// has the connection, else hands it to the previous owner.
