@@ -182,7 +182,9 @@ func TestE2EFailover(t *testing.T) {
 		s.Signal(1, syscall.SIGCONT)
 		t.Fatal(err)
 	}
-	if d > time.Second {
+	if d > 2*time.Second {
+		// BFD takes about 0.3 s; the BGP hold timer (9 s) would mean BFD
+		// did not work. The bound is loose: the machine is shared.
 		t.Errorf("withdraw of a frozen node took %v; BFD (100 ms x 3) should take about 0.3 s", d)
 	}
 	time.Sleep(2 * time.Second)
