@@ -33,15 +33,12 @@ func freebind(network, _ string, c syscall.RawConn) error {
 
 var listenConfig = net.ListenConfig{Control: freebind}
 
-// ServeHTTP serves HTTP on every address in addrs ("198.18.0.10:80",
-// "[2001:db8::10]:80") and answers every request with name and a newline
-// (header X-Backend: name as well). The sockets are opened before ServeHTTP
-// blocks, in the calling thread's network namespace, with IP_FREEBIND: the
-// addresses need not exist yet. It returns nil when ctx is done (after a
-// graceful shutdown of at most a second), or the first error of a listener.
-func ServeHTTP(ctx context.Context, addrs []string, name string) error {
+// listenTCP opens a TCP listener on every address in addrs, with
+// IP_FREEBIND, in the calling thread's namespace; if one fails it closes
+// the others. what names the server in errors.
+func listenTCP(ctx context.Context, what string, addrs []string) ([]net.Listener, error) {
 	if len(addrs) == 0 {
-		return errors.New("lab: http: no address to listen on")
+		return nil, fmt.Errorf("lab: %s: no address to listen on", what)
 	}
 	lns := make([]net.Listener, 0, len(addrs))
 	for _, a := range addrs {
@@ -50,9 +47,23 @@ func ServeHTTP(ctx context.Context, addrs []string, name string) error {
 			for _, l := range lns {
 				l.Close()
 			}
-			return fmt.Errorf("lab: http: %w", err)
+			return nil, fmt.Errorf("lab: %s: %w", what, err)
 		}
 		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// ServeHTTP serves HTTP on every address in addrs ("198.18.0.10:80",
+// "[2001:db8::10]:80") and answers every request with name and a newline
+// (header X-Backend: name as well). The sockets are opened before ServeHTTP
+// blocks, in the calling thread's network namespace, with IP_FREEBIND: the
+// addresses need not exist yet. It returns nil when ctx is done (after a
+// graceful shutdown of at most a second), or the first error of a listener.
+func ServeHTTP(ctx context.Context, addrs []string, name string) error {
+	lns, err := listenTCP(ctx, "http", addrs)
+	if err != nil {
+		return err
 	}
 	body := []byte(name + "\n")
 	srv := &http.Server{

@@ -3,7 +3,6 @@ package lab
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -23,19 +22,9 @@ import (
 // ServeStream serves the stream protocol on every address in addrs until
 // ctx is done. The sockets are opened before it blocks, with IP_FREEBIND.
 func ServeStream(ctx context.Context, addrs []string, name string) error {
-	if len(addrs) == 0 {
-		return errors.New("lab: stream: no address to listen on")
-	}
-	var lns []net.Listener
-	for _, a := range addrs {
-		ln, err := listenConfig.Listen(ctx, "tcp", a)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("lab: stream: %w", err)
-		}
-		lns = append(lns, ln)
+	lns, err := listenTCP(ctx, "stream", addrs)
+	if err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns))
@@ -67,7 +56,6 @@ func ServeStream(ctx context.Context, addrs []string, name string) error {
 			}
 		}()
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
