@@ -24,7 +24,11 @@ pairs: a client, a router, 1..9 LB nodes and backend hosts, addressed from 198.1
 and 2001:db8::/32 (see internal/lab/doc.go for the diagram and the address plan).
 Needs root. Every namespace is named --prefix followed by client, router, lbN, beN.`,
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabHTTPServeCmd(), newLabUDPEchoCmd(), newLabStreamServeCmd(), newLabQUICServeCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(),
+		newLabServeCmd("http-serve", "Answer every HTTP request with --name (a lab backend's server)", "198.18.0.10:80", lab.ServeHTTP),
+		newLabServeCmd("udp-echo", "Answer every UDP datagram with --name:payload (a lab backend's server)", "198.18.0.10:7", lab.ServeUDPEcho),
+		newLabServeCmd("stream-serve", "Serve long-lived sequence-checked TCP streams (a lab backend's server for failover tests)", "198.18.0.10:9000", lab.ServeStream),
+		newLabQUICServeCmd())
 	return cmd
 }
 
@@ -150,43 +154,25 @@ func newLabStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func newLabHTTPServeCmd() *cobra.Command {
+// newLabServeCmd is a hidden `sluice lab` command running one of the lab
+// backends' servers on --listen, answering with --name.
+func newLabServeCmd(use, short, example string, serve func(ctx context.Context, addrs []string, name string) error) *cobra.Command {
 	var (
 		name   string
 		listen []string
 	)
 	cmd := &cobra.Command{
-		Use:    "http-serve",
-		Short:  "Answer every HTTP request with --name (a lab backend's server)",
+		Use:    use,
+		Short:  short,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := labSignalContext(cmd)
 			defer stop()
-			return lab.ServeHTTP(ctx, listen, name)
+			return serve(ctx, listen, name)
 		},
 	}
-	labServeFlags(cmd, &name, &listen, "198.18.0.10:80")
-	return cmd
-}
-
-func newLabUDPEchoCmd() *cobra.Command {
-	var (
-		name   string
-		listen []string
-	)
-	cmd := &cobra.Command{
-		Use:    "udp-echo",
-		Short:  "Answer every UDP datagram with --name:payload (a lab backend's server)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := labSignalContext(cmd)
-			defer stop()
-			return lab.ServeUDPEcho(ctx, listen, name)
-		},
-	}
-	labServeFlags(cmd, &name, &listen, "198.18.0.10:7")
+	labServeFlags(cmd, &name, &listen, example)
 	return cmd
 }
 
@@ -196,24 +182,4 @@ func labServeFlags(cmd *cobra.Command, name *string, listen *[]string, example s
 	f.StringVar(name, "name", host, "name to answer with")
 	f.StringArrayVar(listen, "listen", nil, "address:port to listen on, e.g. "+example+" (repeatable; need not exist yet)")
 	cmd.MarkFlagRequired("listen")
-}
-
-func newLabStreamServeCmd() *cobra.Command {
-	var (
-		name   string
-		listen []string
-	)
-	cmd := &cobra.Command{
-		Use:    "stream-serve",
-		Short:  "Serve long-lived sequence-checked TCP streams (a lab backend's server for failover tests)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := labSignalContext(cmd)
-			defer stop()
-			return lab.ServeStream(ctx, listen, name)
-		},
-	}
-	labServeFlags(cmd, &name, &listen, "198.18.0.10:9000")
-	return cmd
 }
