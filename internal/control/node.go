@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"net/netip"
 )
 
@@ -50,13 +51,9 @@ type NodeStatus struct {
 }
 
 // ErrNotSupported is returned for a verb the node does not offer.
-var ErrNotSupported = errorString("not supported by this node")
+var ErrNotSupported = errors.New("not supported by this node")
 
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
-
-// Node returns the node's service state.
+// NodeStatus returns the node's service state.
 func (s *Server) NodeStatus() NodeStatus {
 	st := NodeStatus{Announced: []string{}, Peers: []PeerStatus{}}
 	if d, ok := s.node.(Drainer); ok {
