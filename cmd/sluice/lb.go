@@ -96,10 +96,15 @@ rejected and the running one keeps serving.`,
 					}
 				}
 			}()
-			// The datapath outlives the signal: on SIGTERM the speaker
-			// withdraws the routes first, and the node keeps forwarding for
+			// Without BGP the datapath stops on the signal. With it, the
+			// datapath outlives the signal: on SIGTERM the speaker withdraws
+			// the routes first, and the node keeps forwarding for
 			// node.bgp.shutdown_grace while the routers move the flows.
-			dpCtx, stopDP := context.WithCancel(context.Background())
+			parent := ctx
+			if spk != nil {
+				parent = context.Background()
+			}
+			dpCtx, stopDP := context.WithCancel(parent)
 			defer stopDP()
 			bgpErr := make(chan error, 1)
 			if spk != nil {
@@ -125,14 +130,6 @@ rejected and the running one keeps serving.`,
 					case <-dpCtx.Done():
 						stopBGP()
 						<-bgpDone
-					}
-					stopDP()
-				}()
-			} else {
-				go func() {
-					select {
-					case <-ctx.Done():
-					case <-dpCtx.Done():
 					}
 					stopDP()
 				}()
