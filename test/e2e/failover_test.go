@@ -153,71 +153,55 @@ func TestE2EFailover(t *testing.T) {
 	time.Sleep(time.Second)
 	phase(t, st, "steady state", 0)
 
+	// converge waits until the router's route to the VIP goes through lbs,
+	// lets the streams run for 2 s, and reports the phase.
+	converge := func(name string, timeout time.Duration, lbs ...int) (broken int, took time.Duration) {
+		t.Helper()
+		took, err := s.WaitNextHops(ctx, vip, timeout, lbs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		broken, _ = phase(t, st, name, took)
+		return broken, took
+	}
+	ctlNode := func(verb string) {
+		t.Helper()
+		if out, err := s.Lab.LBs[2].Run(ctx, sluiceBin, "ctl", "node", verb); err != nil {
+			t.Fatalf("node %s: %v\n%s", verb, err, out)
+		}
+	}
+
 	// (a) SIGKILL LB 1: the kernel closes its BGP session at once.
 	if err := s.Signal(0, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	d, err := s.WaitNextHops(ctx, vip, 5*time.Second, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	phase(t, st, "(a) lb1 killed", d)
+	converge("(a) lb1 killed", 5*time.Second, 1, 2)
 	if err := s.RestartLB(ctx, 0, s.Opts.IO); err != nil {
 		t.Fatal(err)
 	}
-	d, err = s.WaitNextHops(ctx, vip, 20*time.Second, 0, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	phase(t, st, "(a') lb1 restarted", d)
+	converge("(a') lb1 restarted", 20*time.Second, 0, 1, 2)
 
 	// (b) SIGSTOP LB 2: only BFD notices (100 ms x 3).
 	if err := s.Signal(1, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	d, err = s.WaitNextHops(ctx, vip, 5*time.Second, 0, 2)
-	if err != nil {
-		s.Signal(1, syscall.SIGCONT)
-		t.Fatal(err)
-	}
-	if d > 2*time.Second {
+	t.Cleanup(func() { s.Signal(1, syscall.SIGCONT) }) // if the test stops while it is frozen
+	if _, d := converge("(b) lb2 frozen", 5*time.Second, 0, 2); d > 2*time.Second {
 		// BFD takes about 0.3 s; the BGP hold timer (9 s) would mean BFD
 		// did not work. The bound is loose: the machine is shared.
 		t.Errorf("withdraw of a frozen node took %v; BFD (100 ms x 3) should take about 0.3 s", d)
 	}
-	time.Sleep(2 * time.Second)
-	phase(t, st, "(b) lb2 frozen", d)
 	if err := s.Signal(1, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	d, err = s.WaitNextHops(ctx, vip, 30*time.Second, 0, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	phase(t, st, "(b') lb2 thawed", d)
+	converge("(b') lb2 thawed", 30*time.Second, 0, 1, 2)
 
 	// (c) Drain LB 3, then return it.
-	if out, err := s.Lab.LBs[2].Run(ctx, sluiceBin, "ctl", "node", "drain"); err != nil {
-		t.Fatalf("node drain: %v\n%s", err, out)
-	}
-	d, err = s.WaitNextHops(ctx, vip, 5*time.Second, 0, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	phase(t, st, "(c) lb3 drained", d)
-	if out, err := s.Lab.LBs[2].Run(ctx, sluiceBin, "ctl", "node", "undrain"); err != nil {
-		t.Fatalf("node undrain: %v\n%s", err, out)
-	}
-	d, err = s.WaitNextHops(ctx, vip, 10*time.Second, 0, 1, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	broken, _ := phase(t, st, "(c') lb3 undrained", d)
+	ctlNode("drain")
+	converge("(c) lb3 drained", 5*time.Second, 0, 1)
+	ctlNode("undrain")
+	broken, _ := converge("(c') lb3 undrained", 10*time.Second, 0, 1, 2)
 
 	ok, failed, first := nc.Stop()
 	t.Logf("new connections during the run: %d ok, %d failed (first error: %v)", ok, failed, first)
