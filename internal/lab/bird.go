@@ -3,12 +3,15 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // RouterASN is the router's AS number in the lab; LB nodes peer with it
@@ -135,23 +138,40 @@ func (b *BIRD) Command(ctx context.Context, args ...string) (string, error) {
 func (b *BIRD) Stop() error { return b.Proc.Stop() }
 
 // VIPNextHops returns the next hops of the router's kernel route to vip
-// (none when there is no route): the LB nodes ECMP spreads it over.
-func (l *Lab) VIPNextHops(ctx context.Context, vip netip.Addr) ([]netip.Addr, error) {
-	fam := "-4"
-	if vip.Is6() {
-		fam = "-6"
-	}
-	out, err := l.Router.Run(ctx, "ip", fam, "route", "show", "exact", netip.PrefixFrom(vip, vip.BitLen()).String())
+// (none when there is no route): the LB nodes ECMP spreads it over. It
+// reads the route over netlink, cheap enough to poll.
+func (l *Lab) VIPNextHops(_ context.Context, vip netip.Addr) ([]netip.Addr, error) {
+	var h *netlink.Handle
+	err := l.Router.Do(func() error {
+		var err error
+		h, err = netlink.NewHandle()
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("lab: %s: netlink: %w", l.Router.Name, err)
+	}
+	defer h.Close()
+	fam := netlink.FAMILY_V4
+	if vip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	dst := &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(vip.BitLen(), vip.BitLen())}
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return nil, fmt.Errorf("lab: route to %v: %w", vip, err)
 	}
 	var hops []netip.Addr
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "via" {
-			if a, err := netip.ParseAddr(f[i+1]); err == nil {
-				hops = append(hops, a)
-			}
+	add := func(ip net.IP) {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			hops = append(hops, a.Unmap())
+		}
+	}
+	for _, r := range routes {
+		if r.Gw != nil {
+			add(r.Gw)
+		}
+		for _, nh := range r.MultiPath {
+			add(nh.Gw)
 		}
 	}
 	return hops, nil
