@@ -22,12 +22,14 @@ const (
 	failoverInterval = 100 * time.Millisecond // between messages on one connection
 )
 
-// failoverLab starts three LB nodes announcing the VIPs over BGP (with BFD)
-// to BIRD on the router, stream servers on the backends, and waits until
-// the router spreads both VIPs over all three nodes.
-func failoverLab(t *testing.T, seeds []uint64) *scenario.Scenario {
+// bgpLab starts the scenario o with three LB nodes (afxdp) announcing the
+// VIPs over BGP (with BFD) to BIRD on the router and stream servers on the
+// backends, and waits until the router spreads both VIPs over all three
+// nodes.
+func bgpLab(t *testing.T, o scenario.Options) *scenario.Scenario {
 	t.Helper()
-	s := start(t, scenario.Options{IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true, Seeds: seeds})
+	o.IO, o.LBs, o.BGP, o.BFD, o.Streams = "afxdp", 3, true, true, true
+	s := start(t, o)
 	for _, vip := range s.VIPs() {
 		if d, err := s.WaitNextHops(t.Context(), vip, 20*time.Second, 0, 1, 2); err != nil {
 			out, _ := s.BIRD.Command(t.Context(), "show", "protocols", "all")
@@ -144,7 +146,7 @@ func phase(t *testing.T, st *lab.Streams, name string, converge time.Duration) (
 // (and returned): the router moves their flows to the others, which pick
 // the same backend, so no connection breaks; new connections keep working.
 func TestE2EFailover(t *testing.T) {
-	s := failoverLab(t, nil)
+	s := bgpLab(t, scenario.Options{})
 	ctx := t.Context()
 	checkFingerprints(t, s)
 	st := streams(t, s)
@@ -228,7 +230,7 @@ func TestE2EFailover(t *testing.T) {
 // its flows to nodes that send them elsewhere: connections break. This is
 // what proves TestE2EFailover can fail.
 func TestE2EFailoverControlDisagreeingNodes(t *testing.T) {
-	s := failoverLab(t, []uint64{1, 2, 3})
+	s := bgpLab(t, scenario.Options{Seeds: []uint64{1, 2, 3}})
 	fps := fingerprints(t, s)
 	if fps[0]["stream4"] == fps[1]["stream4"] {
 		t.Fatalf("nodes with different seeds show the same table fingerprint %s", fps[0]["stream4"])

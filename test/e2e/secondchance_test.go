@@ -14,14 +14,8 @@ import (
 // stream4 on be1..be3 (be4 not yet in it).
 func scLab(t *testing.T, secondChance bool) *scenario.Scenario {
 	t.Helper()
-	s := start(t, scenario.Options{IO: "afxdp", LBs: 3, Backends: 4, BGP: true, BFD: true, Streams: true,
-		SecondChance: secondChance, StreamStates: []string{"", "", "", "absent"}, AgentMetrics: true})
-	for _, vip := range s.VIPs() {
-		if _, err := s.WaitNextHops(t.Context(), vip, 20*time.Second, 0, 1, 2); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
+	return bgpLab(t, scenario.Options{Backends: 4, SecondChance: secondChance,
+		StreamStates: []string{"", "", "", "absent"}, AgentMetrics: true})
 }
 
 // setStates gives stream4's backends new states on every LB node at once
