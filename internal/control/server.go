@@ -133,7 +133,7 @@ type Server struct {
 
 	applyMu sync.Mutex // serialises PutConfig: one apply at a time
 
-	mu          sync.Mutex            // guards gen and last; never held across node calls
+	mu          sync.Mutex            // guards gen, last and transitions; never held across node calls
 	gen         uint64                // configuration generation
 	last        ApplyResult           // zero until the first PutConfig
 	transitions map[string]transition // filling and draining backends (Run)
@@ -295,19 +295,24 @@ func (s *Server) addStates(vips []VIPStatus) {
 		cv := &cfg.VIPs[ci]
 		for j := range vips[i].Backends {
 			b := &vips[i].Backends[j]
-			for _, cb := range cv.Backends {
-				if cb.Address != b.Address || b.State == StateUnresolved || b.State == "down" {
-					continue
-				}
-				switch cb.State {
-				case config.StateFilling:
-					b.State = StateFilling
-				case config.StateDraining:
-					b.State = StateDraining
-				}
-				if cv.SecondChance && cb.State != config.StateActive {
-					b.CompletesAt = s.completesAt(cv, cb.Address)
-				}
+			if b.State == StateUnresolved || b.State == "down" {
+				continue
+			}
+			k := slices.IndexFunc(cv.Backends, func(cb config.Backend) bool { return cb.Address == b.Address })
+			if k < 0 {
+				continue
+			}
+			cb := &cv.Backends[k]
+			switch cb.State {
+			case config.StateFilling:
+				b.State = StateFilling
+			case config.StateDraining:
+				b.State = StateDraining
+			default:
+				continue
+			}
+			if cv.SecondChance {
+				b.CompletesAt = s.completesAt(cv, cb.Address)
 			}
 		}
 	}
