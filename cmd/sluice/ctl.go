@@ -457,6 +457,10 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 		{"tx packets", st.TxPackets}, {"tx bytes", st.TxBytes}, {"tx errors", st.TxErrors},
 		{"passed", st.Passed},
 		{"flow hits", st.FlowHits}, {"flow misses", st.FlowMisses}, {"flows reaped", st.Reaped},
+		{"icmp too big sent", st.TooBigAnswered},
+		{"kernel tx", st.Spilled}, {"kernel tx errors", st.SpillErrors},
+		{"fragments followed", st.Fragments.Followed}, {"fragments held", st.Fragments.Held},
+		{"fragments released", st.Fragments.Released},
 	} {
 		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
 	}

@@ -81,8 +81,8 @@ func TestCtlStats(t *testing.T) {
 		"rx packets           12\n",
 		"flow hits            9\n",
 		"flow misses          3\n",
-		"DROP REASON      PACKETS\n",
-		"no_next_hop      7\n",
+		"DROP REASON           PACKETS\n",
+		"no_next_hop           7\n",
 	} {
 		if !strings.Contains(out, line) {
 			t.Errorf("missing %q in\n%s", line, out)

@@ -39,11 +39,23 @@ type Node struct {
 	GUEPort      int      `yaml:"gue_port"`      // default 6080
 	Seed         uint64   `yaml:"seed"`          // cluster-wide hash seed; identical on every node
 	FlowCapacity int      `yaml:"flow_capacity"` // flows per worker; default 1048576
-	MTU          int      `yaml:"mtu"`           // outer IP MTU; encapsulated packets above it are dropped; default 1500
-	SourceV4     string   `yaml:"source_v4"`     // outer source address; default: the interface's first IPv4 address
-	SourceV6     string   `yaml:"source_v6"`     // likewise for IPv6
-	AdminAddr    string   `yaml:"admin_addr"`    // admin API and /metrics; default 127.0.0.1:6090
-	BGP          *BGP     `yaml:"bgp"`           // announce the VIPs to routers; none: no announcements
+	MTU          int      `yaml:"mtu"`           // outer IP MTU toward the backends; default 1500
+	// TooBig is what happens to a packet that exceeds mtu once
+	// encapsulated: icmp (default) answers the client with ICMP
+	// "fragmentation needed" / "packet too big" when the packet may not be
+	// fragmented, and otherwise sends it with its outer packet fragmented
+	// by the kernel; drop drops it.
+	TooBig string `yaml:"too_big"`
+	// ICMPRate caps the ICMP "too big" answers per second (the node's
+	// total, shared evenly by its workers); default 1000.
+	ICMPRate int `yaml:"icmp_rate"`
+	// Fragments: forward (default) sends a datagram's later fragments to
+	// the backend its first fragment went to; drop drops them.
+	Fragments string `yaml:"fragments"`
+	SourceV4  string `yaml:"source_v4"`  // outer source address; default: the interface's first IPv4 address
+	SourceV6  string `yaml:"source_v6"`  // likewise for IPv6
+	AdminAddr string `yaml:"admin_addr"` // admin API and /metrics; default 127.0.0.1:6090
+	BGP       *BGP   `yaml:"bgp"`        // announce the VIPs to routers; none: no announcements
 }
 
 // BGP configures the node's BGP speaker: it announces each VIP as a host
@@ -160,11 +172,20 @@ func (b *Backend) EffectiveWeight() int {
 	return *b.Weight
 }
 
+// Values of node.too_big and node.fragments.
+const (
+	TooBigICMP       = "icmp"
+	TooBigDrop       = "drop"
+	FragmentsForward = "forward"
+	FragmentsDrop    = "drop"
+)
+
 // Defaults.
 const (
 	DefaultGUEPort      = 6080
 	DefaultFlowCapacity = 1 << 20
 	DefaultMTU          = 1500
+	DefaultICMPRate     = 1000
 	DefaultAdminAddr    = "127.0.0.1:6090"
 	DefaultDrainPeriod  = 60 * time.Second
 )
@@ -222,6 +243,15 @@ func (c *Config) setDefaults() {
 	}
 	if n.MTU == 0 {
 		n.MTU = DefaultMTU
+	}
+	if n.TooBig == "" {
+		n.TooBig = TooBigICMP
+	}
+	if n.ICMPRate == 0 {
+		n.ICMPRate = DefaultICMPRate
+	}
+	if n.Fragments == "" {
+		n.Fragments = FragmentsForward
 	}
 	if n.AdminAddr == "" {
 		n.AdminAddr = DefaultAdminAddr
@@ -324,6 +354,15 @@ func (c *Config) Validate() error {
 	}
 	if n.MTU < 1280 || n.MTU > 9216 {
 		bad("node.mtu", n.MTU, "is not between 1280 and 9216")
+	}
+	if n.TooBig != TooBigICMP && n.TooBig != TooBigDrop {
+		bad("node.too_big", n.TooBig, "is not icmp or drop")
+	}
+	if n.ICMPRate < 1 || n.ICMPRate > 1000000 {
+		bad("node.icmp_rate", n.ICMPRate, "is not between 1 and 1000000")
+	}
+	if n.Fragments != FragmentsForward && n.Fragments != FragmentsDrop {
+		bad("node.fragments", n.Fragments, "is not forward or drop")
 	}
 	for _, s := range []struct {
 		path, v string

@@ -21,6 +21,10 @@ var (
 	descFlowMisses = desc("flow_misses_total", "Packets without a current flow-table entry.")
 	descReaped     = desc("flow_reaped_total", "Expired flow-table entries removed.")
 	descHopList    = desc("hoplist_packets_total", "Packets sent with a second-chance hop list [owner, previous owner].")
+	descTooBig     = desc("icmp_too_big_sent_total", "ICMP fragmentation-needed / packet-too-big answers sent to clients (node.too_big: icmp).")
+	descSpilled    = desc("kernel_tx_packets_total", "Encapsulated packets sent through the kernel's IP stack, which fragments them (over the MTU, or held fragments).")
+	descSpillErr   = desc("kernel_tx_errors_total", "Packets the kernel's IP stack refused to send.")
+	descFragments  = desc("fragments_total", "Later fragments of datagrams to a VIP, by what became of them: followed (sent after their first fragment), held (arrived first and waited), released (held, then sent).", "action")
 	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
 	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
 	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
@@ -63,7 +67,8 @@ var _ healthReporter = (*lbnode.Node)(nil)
 func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
-		descFlowHits, descFlowMisses, descReaped, descHopList, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descFlowHits, descFlowMisses, descReaped, descHopList,
+		descTooBig, descSpilled, descSpillErr, descFragments, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
 		descDrops, descParseDrops, descQUICRouted, descQUICStray,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
@@ -105,6 +110,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFlowMisses, st.FlowMisses)
 	counter(descReaped, st.Reaped)
 	counter(descHopList, st.HopList)
+	counter(descTooBig, st.TooBigAnswered)
+	counter(descSpilled, st.Spilled)
+	counter(descSpillErr, st.SpillErrors)
+	counter(descFragments, st.Fragments.Followed, "followed")
+	counter(descFragments, st.Fragments.Held, "held")
+	counter(descFragments, st.Fragments.Released, "released")
 	gauge(descFlowLen, float64(st.FlowEntries))
 	gauge(descFlowCap, float64(st.FlowCapacity))
 	counter(descNewFlows, st.NewFlows)

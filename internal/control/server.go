@@ -246,6 +246,19 @@ type Stats struct {
 	Reaped     uint64 `json:"flow_reaped"`
 	// HopList counts packets sent with a second-chance hop list.
 	HopList uint64 `json:"hoplist_packets"`
+	// TooBigAnswered counts ICMP "too big" answers sent to clients;
+	// Spilled the packets sent through the kernel's IP stack, which
+	// fragmented them as needed, SpillErrors those it refused.
+	TooBigAnswered uint64 `json:"too_big_answered"`
+	Spilled        uint64 `json:"kernel_tx_packets"`
+	SpillErrors    uint64 `json:"kernel_tx_errors"`
+	// Later fragments sent after their datagram's first fragment
+	// (followed), held until it arrived (held), and then sent (released).
+	Fragments struct {
+		Followed uint64 `json:"followed"`
+		Held     uint64 `json:"held"`
+		Released uint64 `json:"released"`
+	} `json:"fragments"`
 	// The flow tables, summed over workers.
 	FlowEntries   int    `json:"flow_entries"`
 	FlowCapacity  int    `json:"flow_capacity"`
@@ -358,11 +371,12 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	st := Stats{
 		RxPackets: c.RxPackets, RxBytes: c.RxBytes, TxPackets: c.TxPackets, TxBytes: c.TxBytes,
 		TxErrors: c.TxErrors, Passed: c.Passed, FlowHits: c.FlowHits, FlowMisses: c.FlowMisses, Reaped: c.Reaped,
-		HopList: c.HopList,
-		Drops:   map[string]uint64{}, ParseDrops: map[string]uint64{},
+		HopList: c.HopList, TooBigAnswered: c.TooBigAnswered, Spilled: c.Spilled, SpillErrors: c.SpillErrors,
+		Drops: map[string]uint64{}, ParseDrops: map[string]uint64{},
 		FlowEntries: c.Flows.Len, FlowCapacity: c.Flows.Capacity, NewFlows: c.Flows.Inserts,
 		FlowInsertFailed: c.Flows.InsertFailed,
 	}
+	st.Fragments.Followed, st.Fragments.Held, st.Fragments.Released = c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased
 	st.FlowEvictions.HalfOpen = c.Flows.EvictedHalfOpen
 	st.FlowEvictions.Idle = c.Flows.EvictedIdle
 	st.FlowEvictions.Established = c.Flows.EvictedEstablished

@@ -17,9 +17,16 @@ type Counters struct {
 	FlowMisses         uint64 // no entry, or one from an older generation
 	Reaped             uint64 // expired entries removed by the reaper
 	HopList            uint64 // forwarded with a second-chance hop list [owner, previous owner]
-	Parse              [packet.NumVerdicts]uint64
-	Drops              [pipeline.NumReasons]uint64
-	Reals              []RealCounters // by pipeline.Real.ID
+	// TooBigAnswered counts ICMP "too big" answers sent to clients;
+	// Spilled the encapsulated packets sent through the kernel (which
+	// fragments them), SpillErrors those it refused.
+	TooBigAnswered, Spilled, SpillErrors uint64
+	// Later fragments: sent after their datagram's first fragment
+	// (Followed), held until it came (Held), then sent (Released).
+	FragmentsFollowed, FragmentsHeld, FragmentsReleased uint64
+	Parse                                               [packet.NumVerdicts]uint64
+	Drops                                               [pipeline.NumReasons]uint64
+	Reals                                               []RealCounters // by pipeline.Real.ID
 	// Flows is the worker's flow table: size and lifetime counters (new
 	// flows are Flows.Inserts), read on the worker goroutine with the rest.
 	Flows flow.Stats
@@ -58,6 +65,12 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowMisses += o.FlowMisses
 	c.Reaped += o.Reaped
 	c.HopList += o.HopList
+	c.TooBigAnswered += o.TooBigAnswered
+	c.Spilled += o.Spilled
+	c.SpillErrors += o.SpillErrors
+	c.FragmentsFollowed += o.FragmentsFollowed
+	c.FragmentsHeld += o.FragmentsHeld
+	c.FragmentsReleased += o.FragmentsReleased
 	for i := range c.QUIC {
 		c.QUIC[i] += o.QUIC[i]
 	}

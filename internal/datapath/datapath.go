@@ -18,6 +18,10 @@ type Config struct {
 	FlowCapacity int             // flows per worker table; default 1<<20
 	Timeouts     flow.Timeouts   // zero: flow.DefaultTimeouts()
 	Chain        *pipeline.Chain // nil: pipeline.DefaultChain()
+	// Spill sends what the links cannot (packets the kernel must fragment,
+	// held fragments); shared by the workers. nil: such packets are
+	// dropped (too_big) and later fragments are not held.
+	Spill link.Spill
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -46,7 +50,7 @@ func New(c Config) (*Datapath, error) {
 	}
 	d := &Datapath{clock: flow.NewClock()}
 	for _, l := range c.Links {
-		d.workers = append(d.workers, newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts)))
+		d.workers = append(d.workers, newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts), c.Spill))
 	}
 	return d, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -24,6 +25,7 @@ type Worker struct {
 	chain *pipeline.Chain
 	gen   *atomic.Pointer[pipeline.Generation]
 	clock *flow.Clock
+	spill link.Spill // nil: no spilling (ReasonTooBig), no held fragments
 
 	// Owned by the worker goroutine.
 	flows    *flow.Table
@@ -37,6 +39,15 @@ type Worker struct {
 	drop     []link.Frame
 	counters Counters
 	ctx      pipeline.Context
+	// Fragments: the backend of each recent datagram's first fragment,
+	// later fragments waiting for theirs, and this batch's later
+	// fragments that follow a known first one.
+	frags    fragTable
+	held     holdQueue
+	later    []*pipeline.Packet  // this batch's later fragments
+	fragHit  []*pipeline.Packet  // ... that follow a known first fragment
+	heldPkt  pipeline.Packet     // a held fragment on its way out
+	heldPkts [1]*pipeline.Packet // &heldPkt, for the chain
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -46,23 +57,27 @@ type Worker struct {
 	running atomic.Bool
 }
 
-func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.Generation], clock *flow.Clock, flows *flow.Table) *Worker {
+func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.Generation], clock *flow.Clock, flows *flow.Table, spill link.Spill) *Worker {
 	n := l.BatchSize()
 	w := &Worker{
-		link: l, chain: chain, gen: gen, clock: clock, flows: flows,
-		frames: make([]link.Frame, n),
-		pkts:   make([]pipeline.Packet, n),
-		hashes: make([]uint64, 0, n),
-		valid:  make([]*pipeline.Packet, 0, n),
-		miss:   make([]*pipeline.Packet, 0, n),
-		hit:    make([]*pipeline.Packet, 0, n),
-		tx:     make([]link.Frame, 0, n),
-		drop:   make([]link.Frame, 0, n),
-		req:    make(chan func(), 1),
-		ack:    make(chan struct{}),
-		done:   make(chan struct{}),
+		link: l, chain: chain, gen: gen, clock: clock, flows: flows, spill: spill,
+		later:   make([]*pipeline.Packet, 0, n),
+		fragHit: make([]*pipeline.Packet, 0, n),
+		frames:  make([]link.Frame, n),
+		pkts:    make([]pipeline.Packet, n),
+		hashes:  make([]uint64, 0, n),
+		valid:   make([]*pipeline.Packet, 0, n),
+		miss:    make([]*pipeline.Packet, 0, n),
+		hit:     make([]*pipeline.Packet, 0, n),
+		tx:      make([]link.Frame, 0, n),
+		drop:    make([]link.Frame, 0, n),
+		req:     make(chan func(), 1),
+		ack:     make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	w.ctx.Flows = flows
+	w.ctx.CanSpill = spill != nil
+	w.heldPkts[0] = &w.heldPkt
 	return w
 }
 
@@ -75,6 +90,9 @@ func (w *Worker) Flows() *flow.Table { return w.flows }
 func (w *Worker) Poll() (int, error) {
 	n, err := w.link.Recv(w.frames)
 	now := w.clock.Now()
+	if w.held.n > 0 {
+		w.counters.Drops[pipeline.ReasonFragmentTimeout] += uint64(w.held.expire(now))
+	}
 	if n == 0 {
 		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
 		return 0, err
@@ -101,7 +119,7 @@ func (w *Worker) process(n int, now uint32) {
 	// Parse every frame first, then look the flows up in chunks: the table
 	// prefetches a chunk's slots before any key is compared, so the cache
 	// misses of a chunk overlap instead of following one another.
-	w.hashes, w.valid = w.hashes[:0], w.valid[:0]
+	w.hashes, w.valid, w.later, w.fragHit = w.hashes[:0], w.valid[:0], w.later[:0], w.fragHit[:0]
 	for i := 0; i < n; i++ {
 		f := &w.frames[i]
 		p := &w.pkts[i]
@@ -111,6 +129,8 @@ func (w *Worker) process(n int, now uint32) {
 		if pipeline.Prepare(p, g) {
 			w.hashes = append(w.hashes, p.Hash)
 			w.valid = append(w.valid, p)
+		} else if p.Reason == pipeline.ReasonFragment && g.Fragments {
+			w.later = append(w.later, p) // after this batch's first fragments
 		}
 	}
 	for j := 0; j < len(w.valid); j += flow.PrefetchChunk {
@@ -141,6 +161,22 @@ func (w *Worker) process(n int, now uint32) {
 	if len(w.hit) > 0 {
 		w.chain.RunCached(&w.ctx, w.hit)
 	}
+	if g.Fragments {
+		// First fragments decided in this batch first, so that later
+		// fragments of the same batch follow them.
+		for _, p := range w.valid {
+			if p.Parsed.Frag == packet.FirstFragment && p.Real != nil && !p.ICMPError &&
+				(p.Verdict == pipeline.Forward || p.Verdict == pipeline.Spill) {
+				w.firstFragment(p, g, now)
+			}
+		}
+		for _, p := range w.later {
+			w.laterFragment(p, g, now)
+		}
+		if len(w.fragHit) > 0 {
+			w.chain.RunCached(&w.ctx, w.fragHit)
+		}
+	}
 
 	w.tx, w.drop = w.tx[:0], w.drop[:0]
 	for i := 0; i < n; i++ {
@@ -163,6 +199,16 @@ func (w *Worker) process(n int, now uint32) {
 			if p.Secondary != nil && p.Secondary.Template != nil {
 				c.HopList++
 			}
+		case pipeline.Reply:
+			f.Off, f.Len = p.Off, p.Len
+			w.tx = append(w.tx, f)
+			c.TxBytes += uint64(p.Len)
+			c.TooBigAnswered++
+		case pipeline.Spill:
+			w.sendSpill(p)
+			w.drop = append(w.drop, f)
+		case pipeline.Held:
+			w.drop = append(w.drop, f) // copied
 		case pipeline.Pass:
 			c.Passed++
 			w.drop = append(w.drop, f)
@@ -182,6 +228,84 @@ func (w *Worker) process(n int, now uint32) {
 		c.TxPackets += uint64(sent)
 		c.TxErrors += uint64(len(w.tx) - sent)
 	}
+}
+
+// laterFragment finds the backend of a later fragment's datagram: the one
+// its first fragment went to. A fragment that follows one joins fragHit (it
+// is encapsulated with the batch's flow hits); one that arrived first is
+// held; otherwise it stays dropped (ReasonFragment).
+func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
+	if !g.IsServiceAddr(p.Key.Dst) {
+		p.Verdict, p.Reason = pipeline.Pass, pipeline.ReasonNone
+		return
+	}
+	if id, ok := w.frags.lookup(&p.Key, p.Hash, now); ok && int(id) < len(g.Reals) && g.Reals[id] != nil {
+		p.Real = g.Reals[id]
+		p.Verdict, p.Reason = pipeline.Continue, pipeline.ReasonNone
+		w.fragHit = append(w.fragHit, p)
+		w.counters.FragmentsFollowed++
+		return
+	}
+	if w.spill != nil && w.held.put(p.Buf[p.Off:p.Off+p.Len], &p.Key, p.Hash, now) {
+		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone
+		w.counters.FragmentsHeld++
+	}
+}
+
+// firstFragment remembers where a datagram's first fragment went and sends
+// the datagram's held later fragments there.
+func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
+	var k flow.Key
+	pipeline.FragmentKey(&k, &p.Parsed)
+	h := k.Hash(g.Seed)
+	w.frags.insert(&k, h, p.Real.ID, now)
+	if w.held.n == 0 {
+		return
+	}
+	for i := range w.held.slots {
+		hf := &w.held.slots[i]
+		if hf.n == 0 || hf.hash != h || hf.key != k {
+			continue
+		}
+		q := &w.heldPkt
+		q.Buf, q.Off, q.Len = hf.buf, holdHeadroom, hf.n
+		hf.n = 0
+		w.held.n--
+		pipeline.Prepare(q, g) // a later fragment: parsed, not classified
+		q.Real = p.Real
+		q.Verdict, q.Reason = pipeline.Continue, pipeline.ReasonNone
+		w.chain.RunCached(&w.ctx, w.heldPkts[:])
+		switch q.Verdict {
+		case pipeline.Forward, pipeline.Spill:
+			// Not in a link buffer: the kernel sends it either way.
+			w.sendSpill(q)
+			w.counters.FragmentsReleased++
+		default:
+			w.counters.Drops[q.Reason]++
+		}
+	}
+}
+
+// sendSpill sends an encapsulated packet's outer UDP payload through the
+// kernel (which fragments it as needed) and counts it as sent to its
+// backend.
+func (w *Worker) sendSpill(p *pipeline.Packet) {
+	c := &w.counters
+	t := p.Real.Template
+	off := t.UDPPayloadOffset()
+	if w.spill == nil || off < 0 {
+		c.Drops[pipeline.ReasonTooBig]++
+		return
+	}
+	var src, dst [16]byte = t.Src().As16(), t.Dst().As16()
+	if err := w.spill.SendUDP(p.Buf[p.Off+off:p.Off+p.Len], src, dst, t.Is6(), t.Port()); err != nil {
+		c.SpillErrors++
+		return
+	}
+	c.Spilled++
+	rc := &c.Reals[p.Real.ID]
+	rc.Packets++
+	rc.Bytes += uint64(p.Len)
 }
 
 // run polls until the link closes, answering snapshot requests between

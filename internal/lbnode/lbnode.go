@@ -27,6 +27,7 @@ import (
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/stack"
 	"github.com/sluicelb/sluice/internal/nexthop"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -63,6 +64,7 @@ type Node struct {
 	dp    *datapath.Datapath
 	res   *nexthop.Resolver
 	links []link.Link
+	spill *stack.Sender // oversize packets and held fragments, through the kernel
 
 	checks *health.Checker
 
@@ -109,6 +111,13 @@ func New(o Options) (*Node, error) {
 			l.Close()
 		}
 		res.Close()
+		if n.spill != nil {
+			n.spill.Close()
+		}
+	}
+	if n.spill, err = stack.New(); err != nil {
+		closeAll()
+		return nil, err
 	}
 	for _, ifc := range n.cfg.Node.Interfaces {
 		for q := range n.cfg.Node.Workers {
@@ -122,7 +131,7 @@ func New(o Options) (*Node, error) {
 		}
 	}
 	n.links = links
-	n.dp, err = datapath.New(datapath.Config{Links: links, FlowCapacity: n.cfg.Node.FlowCapacity})
+	n.dp, err = datapath.New(datapath.Config{Links: links, FlowCapacity: n.cfg.Node.FlowCapacity, Spill: n.spill})
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -239,6 +248,7 @@ func (n *Node) Datapath() *datapath.Datapath { return n.dp }
 // Run forwards until ctx is done, re-resolving next hops on changes.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.res.Close()
+	defer n.spill.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go n.checks.Run(ctx)
@@ -443,7 +453,15 @@ func (n *Node) rebuild(ctx context.Context) error {
 // logs.
 func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) {
 	c := n.cfg
-	spec := pipeline.Spec{Seed: c.Node.Seed, MaxFrameLen: c.Node.MTU + 14 + 4}
+	spec := pipeline.Spec{
+		Seed:      c.Node.Seed,
+		MTU:       c.Node.MTU,
+		ICMPRate:  max(c.Node.ICMPRate/max(len(n.links), 1), 1),
+		Fragments: c.Node.Fragments == config.FragmentsForward,
+	}
+	if c.Node.TooBig == config.TooBigDrop {
+		spec.TooBig = pipeline.TooBigDrop
+	}
 	hops := map[netip.Addr]string{}
 	resolved := map[netip.Addr]nexthop.Hop{}
 	for _, v := range c.VIPs {
@@ -558,6 +576,12 @@ func (n *Node) Report(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
 		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
+	if c.TooBigAnswered+c.Spilled+c.SpillErrors > 0 {
+		fmt.Fprintf(w, "icmp too big sent %d  kernel tx %d  kernel tx errors %d\n", c.TooBigAnswered, c.Spilled, c.SpillErrors)
+	}
+	if c.FragmentsFollowed+c.FragmentsHeld > 0 {
+		fmt.Fprintf(w, "fragments followed %d  held %d  released %d\n", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased)
+	}
 	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
 		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",
 			q[pipeline.QUICByCID], q[pipeline.QUICByDCIDHash], q[pipeline.QUICByTuple], c.QUICUnknownServer)

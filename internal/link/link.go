@@ -51,3 +51,14 @@ type Link interface {
 	// Close stops the link; pending and later Recv calls return ErrClosed.
 	Close() error
 }
+
+// Spill sends datagrams through the kernel's IP stack: what the datapath
+// must transmit but a link cannot, because it is larger than the link's MTU
+// and must be fragmented (the kernel does that), or because it is not in a
+// link-owned buffer. A Spill may be shared by every worker and must not
+// allocate.
+type Spill interface {
+	// SendUDP sends payload as one UDP datagram from src (an address of
+	// this host) to dst:port, fragmenting it if it exceeds the path MTU.
+	SendUDP(payload []byte, src, dst [16]byte, v6 bool, port uint16) error
+}

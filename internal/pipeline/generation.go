@@ -37,14 +37,48 @@ type Service struct {
 
 // Generation is one immutable configuration of the datapath.
 type Generation struct {
-	ID          uint32
-	Seed        uint64 // cluster-wide hash seed: identical on every node
-	MaxFrameLen int    // encapsulated frames longer than this are dropped (TooBig); 0 = no limit
-	Services    []*Service
-	Reals       []*Real // indexed by Real.ID; nil for IDs not in this generation
+	ID   uint32
+	Seed uint64 // cluster-wide hash seed: identical on every node
+	// MTU is the largest outer IP packet the links send (0: no limit);
+	// what would exceed it is answered or spilled as TooBig says.
+	MTU    int
+	TooBig TooBigPolicy
+	// ICMPRate is how many ICMP "too big" answers each worker sends per
+	// second at most (bursts of up to ICMPRate/10 + 1).
+	ICMPRate int
+	// Fragments makes later fragments of a datagram follow its first
+	// fragment's backend; off, they are dropped (ReasonFragment).
+	Fragments bool
+	Services  []*Service
+	Reals     []*Real // indexed by Real.ID; nil for IDs not in this generation
 
 	exact map[serviceKey]*Service // services with a single port
 	wide  map[serviceKey][]*Service
+	addrs map[[16]byte]struct{} // every service address
+}
+
+// TooBigPolicy is what the datapath does with a packet that does not fit the
+// MTU once encapsulated.
+type TooBigPolicy uint8
+
+const (
+	// TooBigAnswer answers what may be answered with an ICMP "fragmentation
+	// needed" (IPv4 with DF) or "packet too big" (IPv6), from the VIP to
+	// the client, which lowers its path MTU and sends smaller packets; what
+	// may not (IPv4 without DF, fragments) it sends through the kernel,
+	// which fragments the outer packet (Spill). The default.
+	TooBigAnswer TooBigPolicy = iota
+	// TooBigDrop drops it (ReasonTooBig).
+	TooBigDrop
+)
+
+// DefaultICMPRate is the default Generation.ICMPRate.
+const DefaultICMPRate = 1000
+
+// IsServiceAddr reports whether some service has the address dst.
+func (g *Generation) IsServiceAddr(dst [16]byte) bool {
+	_, ok := g.addrs[dst]
+	return ok
 }
 
 type serviceKey struct {
@@ -80,9 +114,12 @@ func (g *Generation) real(id uint32, svc *Service) *Real {
 // Spec is the datapath's view of a configuration: what the control plane
 // hands to a Builder.
 type Spec struct {
-	Seed        uint64
-	MaxFrameLen int
-	Services    []ServiceSpec
+	Seed      uint64
+	MTU       int // see Generation.MTU
+	TooBig    TooBigPolicy
+	ICMPRate  int // 0: DefaultICMPRate
+	Fragments bool
+	Services  []ServiceSpec
 }
 
 // ServiceSpec describes one service.
@@ -182,10 +219,17 @@ func (b *Builder) Current() *Generation { return b.gen }
 // is unchanged and the running generation stays in force.
 func (b *Builder) Build(spec Spec) (*Generation, error) {
 	g := &Generation{
-		Seed:        spec.Seed,
-		MaxFrameLen: spec.MaxFrameLen,
-		exact:       make(map[serviceKey]*Service),
-		wide:        make(map[serviceKey][]*Service),
+		Seed:      spec.Seed,
+		MTU:       spec.MTU,
+		TooBig:    spec.TooBig,
+		ICMPRate:  spec.ICMPRate,
+		Fragments: spec.Fragments,
+		exact:     make(map[serviceKey]*Service),
+		wide:      make(map[serviceKey][]*Service),
+		addrs:     make(map[[16]byte]struct{}),
+	}
+	if g.ICMPRate <= 0 {
+		g.ICMPRate = DefaultICMPRate
 	}
 	if b.gen != nil {
 		g.ID = b.gen.ID + 1
@@ -237,6 +281,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		} else {
 			g.wide[wk] = append(g.wide[wk], svc)
 		}
+		g.addrs[key.addr] = struct{}{}
 
 		members := make([]maglev.Backend, 0, len(ss.Backends))
 		prevMembers := make([]maglev.Backend, 0, len(ss.Backends))

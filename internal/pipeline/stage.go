@@ -13,6 +13,16 @@ const (
 	Forward                 // transmit Buf[Off:Off+Len]
 	Pass                    // not ours (no service): leave it to the kernel
 	Drop                    // discard; Reason says why
+	// Reply: transmit Buf[Off:Off+Len], an answer to the sender (an ICMP
+	// "too big") built in place of the packet, back out of the link.
+	Reply
+	// Spill: the encapsulated frame Buf[Off:Off+Len] exceeds the MTU and
+	// may be fragmented; its outer UDP payload goes through the kernel's
+	// IP stack (link.Spill), which fragments it.
+	Spill
+	// Held: a later fragment that arrived before its datagram's first
+	// fragment; the worker keeps a copy until the first one decides.
+	Held
 )
 
 // Reason is why a packet was dropped. Parse failures carry ReasonParse and
@@ -23,16 +33,23 @@ const (
 	ReasonNone       Reason = iota
 	ReasonParse             // malformed: see packet.Verdict
 	ReasonNoBackend         // the service has no backend with weight > 0
-	ReasonFragment          // a non-first fragment: no ports to hash
+	ReasonFragment          // a later fragment that cannot follow its first (handling off, nothing held)
 	ReasonICMP              // an ICMP error whose quoted packet names no flow
 	ReasonNoHeadroom        // the buffer has no room for the outer headers
-	ReasonTooBig            // the encapsulated frame exceeds MaxFrameLen
+	ReasonTooBig            // the encapsulated packet exceeds the MTU and could be neither answered nor spilled
 	ReasonNoNextHop         // the backend's next hop is not resolved
+	// ReasonTooBigLimited: an ICMP "too big" answer was due but the
+	// worker's ICMP rate limit was reached.
+	ReasonTooBigLimited
+	// ReasonFragmentTimeout: a held later fragment whose first fragment
+	// did not arrive in time.
+	ReasonFragmentTimeout
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
+	"too_big_rate_limited", "fragment_timeout",
 }
 
 func (r Reason) String() string {
@@ -51,9 +68,11 @@ type Packet struct {
 	Len    int
 	Parsed packet.Parsed
 
-	Key       flow.Key // the flow the packet belongs to (for ICMP errors: the quoted flow)
-	Hash      uint64   // Key.Hash(Generation.Seed)
-	ICMPError bool     // routed by the quoted flow; creates and changes no flow state
+	// Key is the flow the packet belongs to (for ICMP errors: the quoted
+	// flow; for later fragments: FragmentKey).
+	Key       flow.Key
+	Hash      uint64 // Key.Hash(Generation.Seed)
+	ICMPError bool   // routed by the quoted flow; creates and changes no flow state
 
 	Service   *Service // set by classify; nil for packets that skipped it (flow hits)
 	Real      *Real
@@ -73,6 +92,33 @@ type Context struct {
 	Gen   *Generation
 	Flows *flow.Table // the worker's own table
 	Now   uint32      // flow.Clock reading for the batch
+	// CanSpill says the worker can send Spill packets (it has a
+	// link.Spill); without it they are dropped as ReasonTooBig.
+	CanSpill bool
+
+	icmp tokenBucket // ICMP "too big" answers
+}
+
+// tokenBucket allows rate events per second in bursts of rate/10+1; it
+// counts in thousandths of an event and is refilled from the flow clock.
+type tokenBucket struct {
+	milli uint64 // tokens x 1000
+	last  uint32 // clock reading of the last refill
+	init  bool
+}
+
+func (b *tokenBucket) allow(now uint32, rate int) bool {
+	burst := uint64(rate/10+1) * 1000
+	if !b.init {
+		b.milli, b.last, b.init = burst, now, true
+	}
+	b.milli = min(b.milli+uint64(now-b.last)*uint64(rate), burst)
+	b.last = now
+	if b.milli < 1000 {
+		return false
+	}
+	b.milli -= 1000
+	return true
 }
 
 // Stage is one step of the pipeline. Process handles the packets of a batch

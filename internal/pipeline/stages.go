@@ -19,13 +19,15 @@ func Prepare(p *Packet, g *Generation) bool {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
 	}
+	t := &p.Parsed.Tuple
 	if p.Parsed.Frag == packet.LaterFragment {
-		// No ports to classify or hash by. (The first fragment, which has
-		// them, is forwarded.)
+		// No ports to classify or hash by: unless the worker finds the
+		// backend its first fragment went to (Key, Hash), it is dropped.
+		FragmentKey(&p.Key, &p.Parsed)
+		p.Hash = p.Key.Hash(g.Seed)
 		p.Verdict, p.Reason = Drop, ReasonFragment
 		return false
 	}
-	t := &p.Parsed.Tuple
 	if p.Parsed.IsICMPError() {
 		// An ICMP error about a packet the backend sent from the VIP to the
 		// client: the flow is the quoted one, reversed.
@@ -41,6 +43,15 @@ func Prepare(p *Packet, g *Generation) bool {
 	}
 	p.Hash = p.Key.Hash(g.Seed)
 	return true
+}
+
+// FragmentKey sets k to the key that names the datagram a fragment belongs
+// to (RFC 791, RFC 8200): source, destination, protocol and the fragment
+// identification, which fills the two port fields. First and later
+// fragments of one datagram have the same FragmentKey.
+func FragmentKey(k *flow.Key, p *packet.Parsed) {
+	t := &p.Tuple
+	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), t.Proto)
 }
 
 // Classify finds the service a packet is addressed to. Its result is
@@ -165,6 +176,13 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 
 // Encapsulate writes the outer headers toward the chosen backend. It runs for
 // every packet: what is memoised is the backend, and with it the template.
+//
+// A packet that would exceed Generation.MTU once encapsulated is handled as
+// a router handles a packet too big for its next link (TooBigAnswer): an
+// IPv4 packet with DF, or an IPv6 packet, is answered with an ICMP "too big"
+// naming the largest inner packet that fits (Reply); what may be fragmented
+// (IPv4 without DF, fragments, ICMP errors) is encapsulated and spilled to
+// the kernel, which fragments the outer packet (Spill).
 type Encapsulate struct{}
 
 func (Encapsulate) Name() string   { return "encapsulate" }
@@ -175,7 +193,8 @@ func (Encapsulate) Process(c *Context, pkts []*Packet) {
 		if p.Verdict != Continue {
 			continue
 		}
-		if p.Real.Template == nil {
+		t := p.Real.Template
+		if t == nil {
 			p.Verdict, p.Reason = Drop, ReasonNoNextHop
 			continue
 		}
@@ -185,16 +204,68 @@ func (Encapsulate) Process(c *Context, pkts []*Packet) {
 		}
 		l3 := p.Off + p.Parsed.L3Off
 		end := p.Off + p.Parsed.L3End
-		start := p.Real.Template.Encap(p.Buf, l3, end, p.Parsed.Tuple.IPVersion, p.Hash, secT)
+		verdict := Forward
+		if mtu := c.Gen.MTU; mtu > 0 && end-l3+t.L3Overhead(secT != nil) > mtu {
+			if verdict = tooBig(c, p, t, mtu); verdict != Spill {
+				continue
+			}
+		}
+		start := t.Encap(p.Buf, l3, end, p.Parsed.Tuple.IPVersion, p.Hash, secT)
 		if start < 0 {
 			p.Verdict, p.Reason = Drop, ReasonNoHeadroom
 			continue
 		}
-		if max := c.Gen.MaxFrameLen; max > 0 && end-start > max {
-			p.Verdict, p.Reason = Drop, ReasonTooBig
-			continue
-		}
 		p.Off, p.Len = start, end-start
-		p.Verdict = Forward
+		p.Verdict = verdict
 	}
+}
+
+// Smallest MTUs a "too big" answer may announce (RFC 791, RFC 8200).
+const (
+	minMTU4 = 68
+	minMTU6 = 1280
+)
+
+// tooBig decides what becomes of p, which exceeds mtu once encapsulated
+// with t: it answers it (Reply, the frame rewritten into the ICMP error),
+// returns Spill for the caller to encapsulate it, or drops it.
+func tooBig(c *Context, p *Packet, t *encap.Template, mtu int) Verdict {
+	g := c.Gen
+	if g.TooBig == TooBigDrop {
+		p.Verdict, p.Reason = Drop, ReasonTooBig
+		return Drop
+	}
+	// The largest inner packet that fits with every header Encap may add
+	// (the hop list included), so that a flow's later packets fit too.
+	room := mtu - t.L3Overhead(true)
+	v6 := p.Parsed.Tuple.IPVersion == 6
+	l3 := p.Off + p.Parsed.L3Off
+	whole := p.Parsed.Frag == packet.NotFragment && !p.ICMPError
+	answer := false
+	switch {
+	case !whole: // fragments and ICMP errors: never answered
+	case v6:
+		answer = room >= minMTU6
+	default:
+		answer = room >= minMTU4 && packet.IPv4(p.Buf[l3:]).DontFragment()
+	}
+	if answer {
+		if !c.icmp.allow(c.Now, g.ICMPRate) {
+			p.Verdict, p.Reason = Drop, ReasonTooBigLimited
+			return Drop
+		}
+		start, n := encap.TooBig(p.Buf, p.Off, l3, p.Off+p.Parsed.L3End, v6, uint32(room))
+		if start < 0 {
+			p.Verdict, p.Reason = Drop, ReasonNoHeadroom
+			return Drop
+		}
+		p.Off, p.Len = start, n
+		p.Verdict = Reply
+		return Reply
+	}
+	if !c.CanSpill || t.Mode() != encap.GUE {
+		p.Verdict, p.Reason = Drop, ReasonTooBig
+		return Drop
+	}
+	return Spill
 }

@@ -1,0 +1,134 @@
+package datapath
+
+import (
+	"github.com/sluicelb/sluice/internal/flow"
+)
+
+// Fragments (RFC 791, RFC 8200): only a datagram's first fragment carries
+// the ports a flow is hashed by. The worker remembers, per datagram
+// (pipeline.FragmentKey: source, destination, protocol, identification),
+// the backend its first fragment went to, and sends the later fragments to
+// the same backend. Later fragments that arrive first are copied into a
+// small hold queue and sent (through the kernel: they are no longer in a
+// link buffer) when their first fragment decides, or dropped after
+// holdTimeout. Nothing is reassembled: fragments leave as they came.
+const (
+	fragWays     = 4
+	fragSets     = 1024 // fragWays x fragSets datagrams remembered per worker
+	fragTimeout  = 2000 // ms a first fragment's decision is remembered
+	holdSlots    = 64   // later fragments held per worker
+	holdTimeout  = 50   // ms a later fragment waits for its first fragment
+	holdHeadroom = 256  // room for the outer headers in front of a held copy
+	holdFrameMax = 9216 + 18
+)
+
+// fragTable maps datagrams to the backend of their first fragment. It is a
+// set-associative cache: a datagram lives in one set of fragWays entries, an
+// insert into a full set replaces the entry that expires first. Owned by one
+// worker.
+type fragTable struct {
+	sets [fragSets][fragWays]fragEntry
+}
+
+type fragEntry struct {
+	key     flow.Key
+	backend uint32
+	expires uint32 // flow clock; 0: free
+}
+
+func (t *fragTable) set(hash uint64) *[fragWays]fragEntry { return &t.sets[hash%fragSets] }
+
+// lookup returns the backend ID remembered for k.
+func (t *fragTable) lookup(k *flow.Key, hash uint64, now uint32) (uint32, bool) {
+	s := t.set(hash)
+	for i := range s {
+		e := &s[i]
+		if e.expires != 0 && int32(e.expires-now) > 0 && e.key == *k {
+			return e.backend, true
+		}
+	}
+	return 0, false
+}
+
+// insert remembers k -> backend for fragTimeout.
+func (t *fragTable) insert(k *flow.Key, hash uint64, backend uint32, now uint32) {
+	s := t.set(hash)
+	victim := &s[0]
+	for i := range s {
+		e := &s[i]
+		if e.expires != 0 && e.key == *k {
+			victim = e
+			break
+		}
+		if e.expires == 0 || int32(e.expires-now) <= 0 {
+			victim = e
+			break
+		}
+		if int32(e.expires-victim.expires) < 0 {
+			victim = e
+		}
+	}
+	victim.key, victim.backend = *k, backend
+	victim.expires = now + fragTimeout
+	if victim.expires == 0 {
+		victim.expires = 1
+	}
+}
+
+// heldFrag is a copy of a later fragment waiting for its first fragment.
+type heldFrag struct {
+	buf  []byte // holdHeadroom + frame
+	n    int    // frame length; 0: free
+	key  flow.Key
+	hash uint64
+	at   uint32
+}
+
+// holdQueue is the worker's bounded set of held fragments.
+type holdQueue struct {
+	slots []heldFrag // allocated on first use
+	n     int
+}
+
+// put copies frame; it reports false if the queue is full or the frame too
+// long.
+func (q *holdQueue) put(frame []byte, k *flow.Key, hash uint64, now uint32) bool {
+	if len(frame) > holdFrameMax || q.n == holdSlots {
+		return false
+	}
+	if q.slots == nil {
+		q.slots = make([]heldFrag, holdSlots)
+		mem := make([]byte, holdSlots*(holdHeadroom+holdFrameMax))
+		for i := range q.slots {
+			q.slots[i].buf = mem[i*(holdHeadroom+holdFrameMax) : (i+1)*(holdHeadroom+holdFrameMax)]
+		}
+	}
+	for i := range q.slots {
+		h := &q.slots[i]
+		if h.n == 0 {
+			h.n = copy(h.buf[holdHeadroom:], frame)
+			h.key, h.hash, h.at = *k, hash, now
+			q.n++
+			return true
+		}
+	}
+	return false
+}
+
+// expire frees the fragments held longer than holdTimeout and returns how
+// many.
+func (q *holdQueue) expire(now uint32) int {
+	if q.n == 0 {
+		return 0
+	}
+	freed := 0
+	for i := range q.slots {
+		h := &q.slots[i]
+		if h.n != 0 && now-h.at > holdTimeout {
+			h.n = 0
+			q.n--
+			freed++
+		}
+	}
+	return freed
+}
