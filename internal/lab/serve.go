@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -56,7 +57,9 @@ func listenTCP(ctx context.Context, what string, addrs []string) ([]net.Listener
 
 // ServeHTTP serves HTTP on every address in addrs ("198.18.0.10:80",
 // "[2001:db8::10]:80") and answers every request with name and a newline
-// (header X-Backend: name as well). The sockets are opened before ServeHTTP
+// (header X-Backend: name as well); a request with a body (an upload) is
+// read to its end and answered with name, a space and the number of bytes
+// received. The sockets are opened before ServeHTTP
 // blocks, in the calling thread's network namespace, with IP_FREEBIND: the
 // addresses need not exist yet. It returns nil when ctx is done (after a
 // graceful shutdown of at most a second), or the first error of a listener.
@@ -67,9 +70,18 @@ func ServeHTTP(ctx context.Context, addrs []string, name string) error {
 	}
 	body := []byte(name + "\n")
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Header().Set("X-Backend", name)
+			if r.ContentLength != 0 && r.Body != nil {
+				n, err := io.Copy(io.Discard, r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				fmt.Fprintf(w, "%s %d\n", name, n)
+				return
+			}
 			w.Write(body)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,

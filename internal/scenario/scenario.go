@@ -70,6 +70,9 @@ type Options struct {
 	// servers still issue QUIC-LB connection IDs, but the LB nodes route
 	// by the 4-tuple (the control run of the QUIC tests).
 	QUICByTuple bool
+	// Node is added to every LB node's node section: YAML lines indented
+	// by two spaces ("  too_big: drop\n").
+	Node string
 }
 
 // Scenario is a running lab with its processes.
@@ -198,6 +201,7 @@ func (s *Scenario) ConfigFor(i int) string {
 		seed = s.Opts.Seeds[i]
 	}
 	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
+	b.WriteString(s.Opts.Node)
 	if s.Opts.BGP {
 		n := s.Lab.LBs[i]
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n    router_id: %s\n    next_hop_v6: %q\n    shutdown_grace: 1s\n", lab.LBASN, n.Addr4, n.Addr6)
