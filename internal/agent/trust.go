@@ -130,6 +130,6 @@ func (r *rejectLog) flush() {
 		return
 	}
 	r.log.Warn("dropped a datagram its source may not send (rejected_source): not an LB prefix, nor a hop prefix sending a forwarded packet",
-		"source", r.first, "rejected", r.pending, "suppressed", r.pending-1)
+		"src", r.first, "rejected", r.pending, "suppressed", r.pending-1)
 	r.last, r.pending, r.first = now, 0, netip.AddrPort{}
 }

@@ -208,7 +208,7 @@ func TestRejectLog(t *testing.T) {
 		src             string
 		rejected, suppr float64
 	}{{a.String(), 3, 2}, {b.String(), 6, 5}} {
-		if l := ls[i]; l["source"] != want.src || l["rejected"] != want.rejected || l["suppressed"] != want.suppr || l["level"] != "WARN" {
+		if l := ls[i]; l["src"] != want.src || l["rejected"] != want.rejected || l["suppressed"] != want.suppr || l["level"] != "WARN" {
 			t.Errorf("line %d: %v, want source %s rejected %v suppressed %v", i, l, want.src, want.rejected, want.suppr)
 		}
 	}
