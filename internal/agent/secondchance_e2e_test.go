@@ -254,6 +254,8 @@ func TestE2ESecondChance(t *testing.T) {
 	// [A, B]: A owns it and keeps it.
 	toA.send(t, toB.addr, c.data("world"))
 	readString(t, srv, "world")
+	// The batch's counts land after its TUN writes: wait for them.
+	waitCounters(t, a1, "A's record hit", func(c *Counters) bool { return c.SecondHop.TableHits >= 2 })
 	if got := a1.Counters(); got.SecondHop.Forwarded != 0 || got.SecondHop.TableHits != 2 {
 		t.Errorf("A: %+v, want no forwarding and a record hit", got.SecondHop)
 	}
@@ -301,6 +303,11 @@ func TestE2ESecondChance(t *testing.T) {
 	waitCounters(t, b, "B forwarded over IPv6", func(c *Counters) bool { return c.SecondHop.Forwarded == 3 })
 	if got := b.Counters(); got.Delivered != 0 || got.Dropped() != 0 {
 		t.Errorf("B: %+v, want nothing delivered or dropped", got)
+	}
+	// A accepted what B forwarded (from B's address, in HopPrefixes).
+	waitCounters(t, a2, "A received from B", func(c *Counters) bool { return c.SecondHop.Received >= 1 })
+	if got := a2.Counters(); got.Drops[RejectedSource] != 0 {
+		t.Errorf("A rejected %d datagrams: %+v", got.Drops[RejectedSource], got)
 	}
 }
 
