@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -24,10 +25,13 @@ func newAgentCmd() *cobra.Command {
 		acceptLocal        bool
 		udpPolicy          string
 		hopPrefixes        []string
+		lbPrefixes         []string
+		acceptAnySource    bool
 		hopPort            uint16
 		flowTable          int
 		flowIdle           time.Duration
 		metricsAddr        string
+		metricsToken       string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -37,6 +41,12 @@ func newAgentCmd() *cobra.Command {
 (--tun); the kernel delivers it to the local socket on the VIP and the reply goes
 from the VIP straight to the client (direct server return). Only inner packets
 addressed to a --vip are delivered; everything else is dropped and counted.
+
+Trust: GUE and VIP probes are accepted only from --lb-prefix (the LB nodes'
+addresses), and packets that another agent forwarded (second chance) only
+from --hop-prefix (the backends' network); anything else is dropped before it
+is parsed and counted as rejected_source. At least one --lb-prefix is
+required; --accept-any-source turns the check off, for labs only.
 
 At start it creates the TUN device, turns reverse-path filtering off for it
 (net.ipv4.conf.all.rp_filter too, after raising the other interfaces' own
@@ -53,14 +63,21 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
 			c := agent.Config{TUN: tun, Batch: batch, AcceptLocal: acceptLocal, Logger: log,
-				UDPPolicy: agent.UDPPolicy(udpPolicy), HopPort: hopPort, FlowTable: flowTable, FlowIdle: flowIdle}
+				UDPPolicy: agent.UDPPolicy(udpPolicy), HopPort: hopPort, FlowTable: flowTable, FlowIdle: flowIdle,
+				AcceptAnySource: acceptAnySource}
 			var err error
-			for _, h := range hopPrefixes {
-				p, err := netip.ParsePrefix(h)
-				if err != nil {
-					return fmt.Errorf("--hop-prefix: %w", err)
-				}
-				c.HopPrefixes = append(c.HopPrefixes, p)
+			if c.HopPrefixes, err = parsePrefixes("--hop-prefix", hopPrefixes); err != nil {
+				return err
+			}
+			if c.LBPrefixes, err = parsePrefixes("--lb-prefix", lbPrefixes); err != nil {
+				return err
+			}
+			switch {
+			case acceptAnySource && len(lbPrefixes) > 0:
+				return errors.New("--accept-any-source cannot be combined with --lb-prefix")
+			case !acceptAnySource && len(lbPrefixes) == 0:
+				return errors.New("--lb-prefix: at least one is required: the LB nodes' source addresses, " +
+					"the only senders of GUE and VIP probes the agent accepts (--accept-any-source accepts anyone, for labs only)")
 			}
 			if c.Listen, err = parseListen(listen); err != nil {
 				return fmt.Errorf("--listen: %w", err)
@@ -75,7 +92,10 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 			if len(c.VIPs) == 0 {
 				return fmt.Errorf("--vip: at least one VIP is required")
 			}
-			return runAgent(cmd.Context(), c, log, metricsAddr)
+			if metricsToken == "" {
+				metricsToken = os.Getenv("SLUICE_TOKEN")
+			}
+			return runAgent(cmd.Context(), c, log, metricsAddr, metricsToken)
 		},
 	}
 	f := cmd.Flags()
@@ -86,11 +106,14 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 	f.IntVar(&batch, "batch", agent.DefaultBatch, "datagrams read per recvmmsg call")
 	f.BoolVar(&acceptLocal, "accept-local", false, "accept inner packets whose source is an address of this host")
 	f.StringVar(&udpPolicy, "udp-policy", string(agent.UDPLocal), "UDP packets with a hop list: local (always deliver) or second-chance (deliver if a connected socket has the 4-tuple, else forward)")
-	f.StringArrayVar(&hopPrefixes, "hop-prefix", nil, "forward second-chance packets only to hops inside this prefix (repeatable; default anywhere): the backends' network")
+	f.StringArrayVar(&lbPrefixes, "lb-prefix", nil, "accept GUE and VIP probes only from sources in this prefix (repeatable; at least one, unless --accept-any-source): the LB nodes' addresses")
+	f.StringArrayVar(&hopPrefixes, "hop-prefix", nil, "the backends' network (repeatable): accept packets forwarded by other agents (second chance) only from sources in it, and forward only to hops in it (default: accept none, forward anywhere)")
+	f.BoolVar(&acceptAnySource, "accept-any-source", false, "accept GUE and VIP probes from any source (labs only: anyone who reaches the port can inject packets); not with --lb-prefix")
 	f.Uint16Var(&hopPort, "hop-port", 0, "GUE port of the other backends' agents (0: this agent's port)")
 	f.IntVar(&flowTable, "flow-table", agent.DefaultFlowTable, "connections the agent remembers delivering (second chance)")
 	f.DurationVar(&flowIdle, "flow-idle", agent.DefaultFlowIdle, "how long an idle remembered connection is kept")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics; e.g. 127.0.0.1:6091); empty: off")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics; e.g. 127.0.0.1:6091; a token is required unless it is loopback); empty: off")
+	f.StringVar(&metricsToken, "metrics-token", "", "bearer token every /metrics request must carry (default $SLUICE_TOKEN)")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -103,7 +126,23 @@ func parseListen(s string) (netip.AddrPort, error) {
 	return netip.ParseAddrPort(s)
 }
 
-func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr string) error {
+// parsePrefixes parses the values of a repeatable prefix flag.
+func parsePrefixes(flag string, vals []string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flag, err)
+		}
+		if p != p.Masked() {
+			return nil, fmt.Errorf("%s %s: host bits set (did you mean %s?)", flag, v, p.Masked())
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr, metricsToken string) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -118,13 +157,13 @@ func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr
 		return err
 	}
 	if metricsAddr != "" {
-		srv, err := serveAgentMetrics(metricsAddr, a)
+		srv, err := serveAgentMetrics(metricsAddr, metricsToken, a.Counters)
 		if err != nil {
 			a.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)
 		}
 		defer srv.Close()
-		log.Info("metrics listening", "addr", metricsAddr)
+		log.Info("metrics listening", "addr", srv.Addr, "token", metricsToken != "")
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

@@ -1,19 +1,19 @@
 package main
 
 import (
-	"net"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicelb/sluice/internal/agent"
+	"github.com/sluicelb/sluice/internal/control/api"
 )
 
-// agentCollector exports an agent's counters: sluice_agent_<name>_total for
-// every counter of Counters.Each and ProbeCounters.Each.
-type agentCollector struct{ a *agent.Agent }
+// agentCollector exports an agent's counters (Agent.Counters):
+// sluice_agent_<name>_total for every counter of Counters.Each and
+// ProbeCounters.Each.
+type agentCollector struct{ counters func() agent.Counters }
 
 func agentDesc(name string) *prometheus.Desc {
 	return prometheus.NewDesc("sluice_agent_"+name+"_total", "sluice agent counter "+name+" (see docs/operations.md#counters).", nil, nil)
@@ -26,7 +26,7 @@ func (c agentCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
-	cs := c.a.Counters()
+	cs := c.counters()
 	emit := func(name string, v uint64) {
 		ch <- prometheus.MustNewConstMetric(agentDesc(name), prometheus.CounterValue, float64(v))
 	}
@@ -34,19 +34,16 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 	cs.Probes.Each(emit)
 }
 
-// serveAgentMetrics serves /metrics for a on addr until the server is closed.
-func serveAgentMetrics(addr string, a *agent.Agent) (*http.Server, error) {
+// serveAgentMetrics serves GET /metrics with the counters on addr until the
+// server is closed, with the admin API's rule (api.Listen): a non-loopback
+// address is refused without a token, and with a token every request must
+// carry it.
+func serveAgentMetrics(addr, token string, counters func() agent.Counters) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(agentCollector{a}); err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	if err := reg.Register(agentCollector{counters}); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return srv, nil
+	return api.Listen(addr, token, mux)
 }

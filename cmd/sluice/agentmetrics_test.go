@@ -1,9 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicelb/sluice/internal/agent"
+	"github.com/sluicelb/sluice/internal/control/api"
 )
 
 // Every agent counter has its own, valid metric name.
@@ -21,5 +31,104 @@ func TestAgentCollectorDescs(t *testing.T) {
 	}
 	if n < 10 {
 		t.Fatalf("%d metrics", n)
+	}
+}
+
+// metricsGet fetches /metrics from srv with an optional bearer token.
+func metricsGet(t *testing.T, srv *http.Server, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+srv.Addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// The counters, rejected_source included, are served with their values.
+func TestAgentMetricsValues(t *testing.T) {
+	var c agent.Counters
+	c.Received, c.Delivered = 12, 5
+	c.Drops[agent.RejectedSource] = 7
+	srv, err := serveAgentMetrics("127.0.0.1:0", "", func() agent.Counters { return c })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	code, body := metricsGet(t, srv, "")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	for name, want := range map[string]string{
+		"sluice_agent_drop_rejected_source_total": "7",
+		"sluice_agent_received_total":             "12",
+		"sluice_agent_delivered_total":            "5",
+	} {
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(body)
+		if m == nil || m[1] != want {
+			t.Errorf("%s = %v, want %s", name, m, want)
+		}
+	}
+}
+
+// The agent's metrics listener follows the admin API's rule: a non-loopback
+// address needs a token, and then every request must carry it.
+func TestAgentMetricsListen(t *testing.T) {
+	counters := func() agent.Counters { return agent.Counters{} }
+	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		if srv, err := serveAgentMetrics(addr, "", counters); !errors.Is(err, api.ErrTokenRequired) {
+			if srv != nil {
+				srv.Close()
+			}
+			t.Errorf("%s without a token: %v, want ErrTokenRequired", addr, err)
+		}
+	}
+	srv, err := serveAgentMetrics("0.0.0.0:0", "s3cret", counters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for _, tc := range []struct {
+		token string
+		code  int
+	}{{"", 401}, {"wrong", 401}, {"s3cret", 200}} {
+		if code, body := metricsGet(t, srv, tc.token); code != tc.code {
+			t.Errorf("token %q: %d, want %d: %s", tc.token, code, tc.code, body)
+		}
+	}
+}
+
+// The agent refuses to start without --lb-prefix (naming the flag), with
+// --accept-any-source and --lb-prefix together, and with a bad prefix;
+// all before it touches the host.
+func TestAgentTrustFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--vip", "198.18.0.10"}, "--lb-prefix: at least one is required"},
+		{[]string{"--vip", "198.18.0.10", "--hop-prefix", "198.18.30.64/26"}, "--lb-prefix: at least one is required"},
+		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/27", "--accept-any-source"}, "--accept-any-source cannot be combined with --lb-prefix"},
+		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/33"}, "--lb-prefix"},
+		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.11/27"}, "host bits set"},
+		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/27", "--hop-prefix", "lb"}, "--hop-prefix"},
+	} {
+		cmd := newRoot()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(append([]string{"agent"}, tc.args...))
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("agent %q: %v, want an error with %q", tc.args, err, tc.want)
+		}
 	}
 }

@@ -7,7 +7,8 @@ import (
 )
 
 // The example systemd units start existing subcommands with flags those
-// subcommands define, and the LB node's reloads by SIGHUP.
+// subcommands define (the agent's with the --lb-prefix it requires), and the
+// LB node's reloads by SIGHUP.
 func TestExampleUnits(t *testing.T) {
 	for _, tc := range []struct{ file, sub string }{
 		{"sluice-lb.service", "lb"},
@@ -32,6 +33,9 @@ func TestExampleUnits(t *testing.T) {
 		}
 		if err := cmd.ParseFlags(args); err != nil {
 			t.Errorf("%s: %v", tc.file, err)
+		}
+		if tc.sub == "agent" && !cmd.Flags().Changed("lb-prefix") {
+			t.Errorf("%s: no --lb-prefix: the agent would refuse to start", tc.file)
 		}
 		if rest := cmd.Flags().Args(); len(rest) != 0 {
 			t.Errorf("%s: stray arguments %q", tc.file, rest)

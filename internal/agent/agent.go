@@ -27,17 +27,20 @@ var ErrClosed = errors.New("agent: closed")
 // documentation for the contract.
 type Agent struct {
 	// Immutable after New.
-	cfg  Config
-	log  *slog.Logger
-	vips vipSet
-	udp  *net.UDPConn
-	rd   *batchReader // owned by the Run goroutine
-	tun  *os.File     // written by the Run goroutine only; closed by Close
-	nl   *netlink.Handle
+	cfg   Config
+	log   *slog.Logger
+	vips  vipSet
+	trust sourceFilter // who may send what (trust.go)
+	udp   *net.UDPConn
+	rd    *batchReader // owned by the Run goroutine
+	tun   *os.File     // written by the Run goroutine only; closed by Close
+	nl    *netlink.Handle
 	// undo holds New's reversible steps, run backwards by Close.
 	undo []undoStep
 
 	stats counters // written by Run once per batch, read by anyone
+	// rejects logs the rejected sources; owned by the Run goroutine.
+	rejects rejectLog
 	// probes answers VIP probes (probe.go); nil when the Agent was not made
 	// by New, and then control messages are dropped as GUEControl.
 	probes *prober
@@ -67,10 +70,12 @@ func New(c Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: newVIPSet(c.VIPs)}
+	a := &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: newVIPSet(c.VIPs),
+		trust: newSourceFilter(&c)}
 	if c.Logger != nil {
 		a.log = c.Logger
 	}
+	a.rejects.log = a.log
 	if err := a.setup(); err != nil {
 		if uerr := a.teardown(); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("agent: undoing setup: %w", uerr))
@@ -162,7 +167,15 @@ func (a *Agent) setup() error {
 	if err := a.startProber(); err != nil {
 		return err
 	}
+	switch {
+	case c.AcceptAnySource:
+		a.log.Warn("accepting GUE and VIP probes from any source (AcceptAnySource): for labs only; " +
+			"whoever reaches the GUE port can inject packets with any source address into the VIPs' services")
+	case len(c.HopPrefixes) == 0:
+		a.log.Info("no hop prefixes: packets forwarded by other agents (second chance) are dropped as rejected_source")
+	}
 	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", c.TUN, "vips", c.VIPs, "batch", c.Batch,
+		"lb_prefixes", c.LBPrefixes, "accept_any_source", c.AcceptAnySource,
 		"udp_policy", c.UDPPolicy, "hop_port", a.sc.port, "hop_prefixes", c.HopPrefixes,
 		"flow_table", c.FlowTable, "flow_idle", c.FlowIdle)
 	return nil
@@ -245,11 +258,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.sc.tick()
 		}
 		for i := 0; i < n; i++ {
-			if d := a.rd.datagram(i); a.handle(d, a.rd.truncated(i), &h, &b) {
-				a.probes.receive(d, a.rd.source(i), &a.vips, &b)
+			d, src := a.rd.datagram(i), a.rd.source(i)
+			if a.handle(d, src, a.rd.truncated(i), &h, &b) {
+				a.probes.receive(d, src, &a.vips, &b)
 			}
 		}
 		a.stats.flush(&b)
+		a.rejects.flush()
 	}
 }
 
@@ -263,12 +278,18 @@ func (a *Agent) runErr(ctx context.Context, err error) error {
 	return fmt.Errorf("agent: receive on %s: %w", a.cfg.Listen, err)
 }
 
-// handle processes one datagram and counts the outcome in b. It returns
-// true, without counting a drop, for a GUE control message when the agent
-// answers VIP probes: the caller passes it to a.probes.
-func (a *Agent) handle(d []byte, truncated bool, h *encap.GUEHeader, b *Counters) (control bool) {
+// handle processes one datagram from src and counts the outcome in b. It
+// returns true, without counting a drop, for a GUE control message when the
+// agent answers VIP probes: the caller passes it to a.probes. A datagram its
+// source may not send is dropped first, before anything parses it.
+func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GUEHeader, b *Counters) (control bool) {
 	b.Received++
 	b.ReceivedBytes += uint64(len(d))
+	if !a.trust.allows(src.Addr(), d) {
+		b.Drops[RejectedSource]++
+		a.rejects.note(src)
+		return false
+	}
 	if truncated {
 		b.Drops[Oversize]++
 		return false

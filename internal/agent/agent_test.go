@@ -182,6 +182,10 @@ func sysctl(t *testing.T, ns *nettest.NS, key string) string {
 	return strings.TrimSpace(ns.Run(t, "cat", "/proc/sys/"+strings.ReplaceAll(key, ".", "/")))
 }
 
+// lbNamespace is the LBPrefixes of an agent in twoNamespaces' backend: the
+// lb side's addresses.
+var lbNamespace = []netip.Prefix{netip.MustParsePrefix("198.18.2.1/32"), netip.MustParsePrefix("2001:db8:2::1/128")}
+
 // twoNamespaces builds "lb" and "backend" joined by a veth: 198.18.2.1/24
 // and 2001:db8:2::1/64 on the lb side, .2 and ::2 on the backend side; the
 // backend routes the client prefixes 198.18.3.0/24 and 2001:db8:3::/64 back
@@ -209,7 +213,7 @@ func TestE2EDecapDirectServerReturn(t *testing.T) {
 	// eth0 less strict.
 	be.Run(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
 
-	a := startAgent(t, be, Config{VIPs: []netip.Addr{vip4, vip6}}) // default 0.0.0.0:6080, dual stack
+	a := startAgent(t, be, Config{VIPs: []netip.Addr{vip4, vip6}, LBPrefixes: lbNamespace}) // default 0.0.0.0:6080, dual stack
 	for key, want := range map[string]string{
 		"net.ipv4.conf.all.rp_filter":     "0",
 		"net.ipv4.conf.sluice0.rp_filter": "0",
@@ -319,10 +323,11 @@ func TestCloseRemovesWhatItAdded(t *testing.T) {
 	var a *Agent
 	err := ns.Do(func() (err error) {
 		a, err = New(Config{
-			Listen: netip.MustParseAddrPort("127.0.0.1:0"),
-			TUN:    "sl-test",
-			VIPs:   []netip.Addr{vip4, netip.MustParseAddr("198.18.0.11"), vip6},
-			Logger: testLogger(t),
+			Listen:     netip.MustParseAddrPort("127.0.0.1:0"),
+			TUN:        "sl-test",
+			VIPs:       []netip.Addr{vip4, netip.MustParseAddr("198.18.0.11"), vip6},
+			LBPrefixes: lo4,
+			Logger:     testLogger(t),
 		})
 		return err
 	})
@@ -417,11 +422,11 @@ func TestNewUndoesOnFailure(t *testing.T) {
 			return err
 		}
 		defer busy.Close()
-		_, err = New(Config{Listen: listen, TUN: "sl-undo", VIPs: []netip.Addr{vip4, vip6}})
+		_, err = New(Config{Listen: listen, TUN: "sl-undo", VIPs: []netip.Addr{vip4, vip6}, LBPrefixes: lo4})
 		if err == nil || !strings.Contains(err.Error(), "listen on UDP 127.0.0.1:6099") {
 			t.Errorf("New with a busy port: %v", err)
 		}
-		_, err = New(Config{Listen: listen, TUN: "lo", VIPs: []netip.Addr{vip4}})
+		_, err = New(Config{Listen: listen, TUN: "lo", VIPs: []netip.Addr{vip4}, LBPrefixes: lo4})
 		if err == nil || !strings.Contains(err.Error(), `TUN "lo": a device of that name exists`) {
 			t.Errorf("New with TUN lo: %v", err)
 		}

@@ -86,10 +86,11 @@ func TestCapHelper(t *testing.T) {
 		t.Fatalf("effective capabilities %#x, want only CAP_NET_ADMIN", eff)
 	}
 	a, err := New(Config{
-		Listen: netip.MustParseAddrPort("127.0.0.1:0"),
-		TUN:    "sluicecap",
-		VIPs:   []netip.Addr{vip4, vip6},
-		Logger: testLogger(t),
+		Listen:     netip.MustParseAddrPort("127.0.0.1:0"),
+		TUN:        "sluicecap",
+		VIPs:       []netip.Addr{vip4, vip6},
+		LBPrefixes: lo4,
+		Logger:     testLogger(t),
 	})
 	if err != nil {
 		t.Fatalf("New without root: %v", err)

@@ -74,6 +74,19 @@ type Config struct {
 	// where both live in one namespace, and a spoofed local source is a
 	// way to reach services that trust the host's own addresses.
 	AcceptLocal bool
+	// LBPrefixes are the outer source addresses allowed to send GUE
+	// packets and VIP probes to the agent: the LB nodes (their addresses
+	// on the network toward the backends). Anything else, except what
+	// HopPrefixes admit, is dropped before it is parsed (rejected_source).
+	// At least one is required unless AcceptAnySource is set. See "Trust"
+	// in the package documentation.
+	LBPrefixes []netip.Prefix
+	// AcceptAnySource turns the source check off: GUE and VIP probes are
+	// accepted from any address, and so is a forwarded packet. For labs
+	// only: whoever can reach the UDP port can then inject packets with any
+	// inner source address into the VIPs' services. New logs a warning.
+	// It cannot be combined with LBPrefixes.
+	AcceptAnySource bool
 	// Logger receives the setup and teardown steps (nil: discard). The
 	// receive loop never logs per packet; it counts.
 	Logger *slog.Logger
@@ -87,12 +100,17 @@ type Config struct {
 	// forwarded packet goes to next hop:HopPort. 0 selects the port of this
 	// agent's own socket (Agent.LocalAddr): all agents on one port.
 	HopPort uint16
-	// HopPrefixes, when not empty, are the only addresses the agent
-	// forwards to: a packet whose next hop lies outside all of them is
-	// dropped (hop_not_allowed). Empty allows any hop, so that whoever can
-	// send to the GUE port can make the agent send a GUE packet (to a VIP,
-	// no larger than the one received) to any address at HopPort; set it to
-	// the backend network(s) where that port is reachable by others.
+	// HopPrefixes are the other agents' addresses (the backend
+	// network(s)). They have two uses. (1) Trust: a packet that another
+	// agent forwarded (its hop list's next-hop index is 2 or more on
+	// arrival) is accepted only from an outer source inside one of them
+	// (see "Trust" in the package documentation); empty: from no one
+	// (unless AcceptAnySource), so what other agents forward here is
+	// dropped as rejected_source. (2) Forwarding: when not
+	// empty they are the only addresses the agent forwards to, and a packet
+	// whose next hop lies outside all of them is dropped (hop_not_allowed);
+	// empty allows any hop the LB's hop list names. An address may be in
+	// both HopPrefixes and LBPrefixes.
 	HopPrefixes []netip.Prefix
 	// FlowTable is the number of TCP flows the agent remembers having
 	// delivered locally (DefaultFlowTable when 0, at most MaxFlowTable).
@@ -172,13 +190,14 @@ func (c Config) withDefaults() (Config, error) {
 	case c.FlowIdle < 0:
 		return c, &ConfigError{Field: "FlowIdle", Value: c.FlowIdle.String(), Reason: "must be positive"}
 	}
-	for i, p := range c.HopPrefixes {
-		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p != p.Masked() {
-			return c, &ConfigError{Field: fmt.Sprintf("HopPrefixes[%d]", i), Value: p.String(),
-				Reason: "must be a plain IPv4 or IPv6 prefix without host bits (no zone, no IPv4-mapped form)"}
-		}
+	if err := checkPrefixes("HopPrefixes", c.HopPrefixes); err != nil {
+		return c, err
 	}
 	c.HopPrefixes = append([]netip.Prefix(nil), c.HopPrefixes...)
+	if err := checkPrefixes("LBPrefixes", c.LBPrefixes); err != nil {
+		return c, err
+	}
+	c.LBPrefixes = append([]netip.Prefix(nil), c.LBPrefixes...)
 	if len(c.VIPs) == 0 {
 		return c, &ConfigError{Field: "VIPs", Value: "[]",
 			Reason: "at least one VIP is required (every packet would be dropped)"}
@@ -204,5 +223,24 @@ func (c Config) withDefaults() (Config, error) {
 		seen[v] = i
 	}
 	c.VIPs = append([]netip.Addr(nil), c.VIPs...)
+	switch {
+	case c.AcceptAnySource && len(c.LBPrefixes) > 0:
+		return c, &ConfigError{Field: "AcceptAnySource", Value: "true",
+			Reason: "cannot be combined with LBPrefixes: either the LB nodes' prefixes are listed, or any source is accepted"}
+	case !c.AcceptAnySource && len(c.LBPrefixes) == 0:
+		return c, &ConfigError{Field: "LBPrefixes", Value: "[]",
+			Reason: "at least one LB prefix is required (the outer sources allowed to send GUE); AcceptAnySource turns the check off, for labs only"}
+	}
 	return c, nil
+}
+
+// checkPrefixes validates a list of source or hop prefixes.
+func checkPrefixes(field string, ps []netip.Prefix) error {
+	for i, p := range ps {
+		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p != p.Masked() {
+			return &ConfigError{Field: fmt.Sprintf("%s[%d]", field, i), Value: p.String(),
+				Reason: "must be a plain IPv4 or IPv6 prefix without host bits (no zone, no IPv4-mapped form)"}
+		}
+	}
+	return nil
 }

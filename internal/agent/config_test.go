@@ -9,23 +9,27 @@ import (
 )
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := Config{VIPs: []netip.Addr{vip4}}.withDefaults()
+	c, err := Config{VIPs: []netip.Addr{vip4}, LBPrefixes: lo4}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Listen != netip.MustParseAddrPort("0.0.0.0:6080") || c.TUN != "sluice0" || c.Batch != 64 ||
 		c.UDPPolicy != UDPLocal || c.FlowTable != DefaultFlowTable || c.FlowIdle != DefaultFlowIdle ||
-		c.HopPort != 0 || len(c.HopPrefixes) != 0 {
+		c.HopPort != 0 || len(c.HopPrefixes) != 0 || c.AcceptAnySource {
 		t.Errorf("defaults: %+v", c)
 	}
-	c, err = Config{Listen: netip.MustParseAddrPort("[::]:7000"), TUN: "gue1", Batch: 8, VIPs: []netip.Addr{vip6}}.withDefaults()
+	c, err = Config{Listen: netip.MustParseAddrPort("[::]:7000"), TUN: "gue1", Batch: 8, VIPs: []netip.Addr{vip6}, AcceptAnySource: true}.withDefaults()
 	if err != nil || c.Listen.Port() != 7000 || c.TUN != "gue1" || c.Batch != 8 {
 		t.Errorf("explicit values changed: %+v, %v", c, err)
 	}
 }
 
+// lo4 is a valid LBPrefixes.
+var lo4 = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+
 func TestConfigErrors(t *testing.T) {
 	ok := []netip.Addr{vip4}
+	pfx := netip.MustParsePrefix
 	for _, tc := range []struct {
 		c     Config
 		field string
@@ -52,6 +56,15 @@ func TestConfigErrors(t *testing.T) {
 		{Config{VIPs: ok, FlowIdle: -time.Second}, "FlowIdle"},
 		{Config{VIPs: ok, HopPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.4.0/24"), {}}}, "HopPrefixes[1]"},
 		{Config{VIPs: ok, HopPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.4.1/24")}}, "HopPrefixes[0]"},
+		// Trust: LB prefixes are required, well formed, and exclusive
+		// with AcceptAnySource.
+		{Config{VIPs: ok}, "LBPrefixes"},
+		{Config{VIPs: ok, HopPrefixes: []netip.Prefix{pfx("198.18.30.64/26")}}, "LBPrefixes"},
+		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("198.18.30.0/27"), {}}}, "LBPrefixes[1]"},
+		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("198.18.30.11/27")}}, "LBPrefixes[0]"},
+		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("::ffff:198.18.30.0/123")}}, "LBPrefixes[0]"},
+		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("2001:db8:30::/64"), pfx("2001:db8:30::11/120")}}, "LBPrefixes[1]"},
+		{Config{VIPs: ok, LBPrefixes: lo4, AcceptAnySource: true}, "AcceptAnySource"},
 	} {
 		_, err := tc.c.withDefaults()
 		var ce *ConfigError

@@ -47,6 +47,11 @@ const (
 	// HopNotAllowed: second chance: the next hop lies outside
 	// Config.HopPrefixes.
 	HopNotAllowed
+	// RejectedSource: the outer source may not send this datagram: it is
+	// in no LB prefix, or only in a hop prefix and the datagram is not a
+	// packet forwarded by another agent (see "Trust" in the package
+	// documentation). Dropped before anything parses it.
+	RejectedSource
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -69,6 +74,7 @@ var reasonNames = [NumReasons]string{
 	Oversize:         "oversize",
 	ForwardError:     "forward_error",
 	HopNotAllowed:    "hop_not_allowed",
+	RejectedSource:   "rejected_source",
 }
 
 // String returns the reason in snake_case, as used for a metric label. It

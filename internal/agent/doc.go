@@ -53,17 +53,53 @@
 // switched into another namespace than the rest of the process, as tests
 // do; a caller that could switch that thread has the capability.)
 //
+// # Trust
+//
+// Before anything parses a datagram, its outer source address (the sender
+// of the UDP datagram, IPv4-mapped addresses unmapped) decides whether it
+// may send it at all (DESIGN.md §3.11):
+//
+//   - from a source in Config.LBPrefixes (the LB nodes): GUE data
+//     messages as an LB sends them (no hop list, or a hop list with
+//     next-hop index 0 or 1) and VIP probes; in fact anything that is not
+//     a forwarded packet, so that a malformed datagram from an LB node is
+//     counted by its own reason;
+//   - from a source in Config.HopPrefixes (the other agents): forwarded
+//     packets only, i.e. GUE data messages whose hop list has a next-hop
+//     index of 2 or more (each agent that forwards a packet increments the
+//     index; the LB sends 0 or 1). The agent reads the 4-byte GUE header
+//     and the hop list's type and index word for this, nothing more;
+//   - from a source in both: anything;
+//   - from any other source, or when the kernel gave no source: nothing.
+//
+// Everything else is dropped and counted as rejected_source, and logged
+// (Warn) at most once per second with the first source rejected since the
+// last line and how many rejections that line stands for. Config.LBPrefixes
+// is required: New refuses a Config without it, unless AcceptAnySource,
+// which turns the check off (for labs; it logs a warning) and cannot be
+// combined with it. Without HopPrefixes no forwarded packet is accepted, so
+// second chance needs every agent's HopPrefixes to hold the other agents'
+// addresses (the backend network). The check walks the prefixes of the
+// source's family with netip.Prefix.Contains and does not allocate.
+//
+// So whoever can reach the GUE port but is not an LB node (a client whose
+// packets the network routes to the backends, another tenant's host) can
+// inject nothing into the VIPs' services and probe nothing: without the
+// check, one UDP datagram carrying a SYN from any spoofed source address
+// to a VIP reaches the service, and the reply goes to the spoofed address.
+//
 // # Validation
 //
-// A datagram is delivered only if encap.DecodeGUE accepts its GUE header,
+// A datagram from a trusted source is delivered only if encap.DecodeGUE
+// accepts its GUE header,
 // the GUE Proto/ctype is 4 or 41 and matches the inner IP version, the inner
 // IPv4 or IPv6 header is well formed (header length, total/payload length
 // within the datagram, IPv4 header checksum) and its destination is one of
 // the configured VIPs. Anything else is dropped and counted by Reason. The
 // destination check keeps the agent from relaying arbitrary packets into
 // the host: whoever can reach the UDP port can only reach the VIPs, as if
-// they were the client. The outer source is not checked (the UDP checksum
-// is, by the kernel).
+// they were the client. The outer source is checked first (Trust, above);
+// the UDP checksum by the kernel.
 //
 // GUE control messages are never delivered. Those of type vipprobe.CType
 // are VIP probes (below); any other is dropped as GUEControl.
@@ -136,6 +172,9 @@
 // OwnerCacheSize entries, so that a burst of packets costs one query. A
 // query that fails counts as "not owned" (sock_diag_errors).
 //
+// A forwarded packet is accepted only from Config.HopPrefixes (Trust,
+// above): every agent that takes part must list the others there.
+//
 // Counters: hoplist_local (delivered with a hop list), second_hop_forwarded,
 // second_hop_received (arrived with index >= 2, i.e. from another agent),
 // owner_table_hits, owner_table_full, owner_cache_hits, sock_diag_queries,
@@ -156,7 +195,8 @@
 // load-balanced traffic needs: a service bound only to the host's own
 // address, or a host without a running agent, passes a check of the host
 // address and still drops every packet to the VIP. The request is a GUE
-// variant 0 control message (C bit set) of control type vipprobe.CType
+// variant 0 control message (C bit set), accepted only from
+// Config.LBPrefixes (Trust, above), of control type vipprobe.CType
 // (0xD3) carrying a probe ID, the VIP address and port and the protocol;
 // the wire format is drawn in package health. The agent answers from its
 // GUE socket to the request's source address and port with the same

@@ -28,6 +28,7 @@ func loopbackAgent(t *testing.T, batch int) (a *Agent, tunOut *os.File) {
 		cfg:  Config{Listen: udp.LocalAddr().(*net.UDPAddr).AddrPort(), Batch: batch},
 		log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		vips: testSet, udp: udp, tun: w,
+		trust: newSourceFilter(&Config{LBPrefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}),
 	}
 	if a.rd, err = newBatchReader(udp, batch); err != nil {
 		t.Fatal(err)

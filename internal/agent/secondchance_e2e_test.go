@@ -223,7 +223,11 @@ func TestE2ESecondChance(t *testing.T) {
 	vp := netip.AddrPortFrom(vip4, 80)
 	lA := listenIn(t, nsA, vp)
 	listenIn(t, nsB, vp) // B serves the VIP too: its listener must not claim A's flows
-	cfg := Config{VIPs: []netip.Addr{vip4, vip6}, TUN: "sluice0"}
+	// The lb namespace sends GUE; the agents forward to each other (routed
+	// through lb, with their own addresses as the source).
+	cfg := Config{VIPs: []netip.Addr{vip4, vip6}, TUN: "sluice0",
+		LBPrefixes:  prefixes("198.18.2.1/32", "198.18.4.1/32", "2001:db8:2::1/128", "2001:db8:4::1/128"),
+		HopPrefixes: prefixes("198.18.2.2/32", "198.18.4.2/32", "2001:db8:2::2/128", "2001:db8:4::2/128")}
 	a1, stopA := runAgent(t, nsA, cfg)
 	t.Cleanup(stopA)
 	b := startAgent(t, nsB, cfg)
@@ -250,6 +254,8 @@ func TestE2ESecondChance(t *testing.T) {
 	// [A, B]: A owns it and keeps it.
 	toA.send(t, toB.addr, c.data("world"))
 	readString(t, srv, "world")
+	// The batch's counts land after its TUN writes: wait for them.
+	waitCounters(t, a1, "A's record hit", func(c *Counters) bool { return c.SecondHop.TableHits >= 2 })
 	if got := a1.Counters(); got.SecondHop.Forwarded != 0 || got.SecondHop.TableHits != 2 {
 		t.Errorf("A: %+v, want no forwarding and a record hit", got.SecondHop)
 	}
@@ -298,4 +304,17 @@ func TestE2ESecondChance(t *testing.T) {
 	if got := b.Counters(); got.Delivered != 0 || got.Dropped() != 0 {
 		t.Errorf("B: %+v, want nothing delivered or dropped", got)
 	}
+	// A accepted what B forwarded (from B's address, in HopPrefixes).
+	waitCounters(t, a2, "A received from B", func(c *Counters) bool { return c.SecondHop.Received >= 1 })
+	if got := a2.Counters(); got.Drops[RejectedSource] != 0 {
+		t.Errorf("A rejected %d datagrams: %+v", got.Drops[RejectedSource], got)
+	}
+}
+
+func prefixes(s ...string) []netip.Prefix {
+	var ps []netip.Prefix
+	for _, x := range s {
+		ps = append(ps, netip.MustParsePrefix(x))
+	}
+	return ps
 }

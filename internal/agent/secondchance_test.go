@@ -50,14 +50,21 @@ type scHarness struct {
 }
 
 var (
-	self  = netip.MustParseAddr("198.18.2.2") // the harness agent's address
-	peer  = netip.MustParseAddr("198.18.4.2")
-	peer2 = netip.MustParseAddr("198.18.5.2")
+	// lbSource is where the harness's datagrams come from, inside
+	// testLBPrefixes.
+	lbSource       = netip.MustParseAddrPort("198.18.30.11:41000")
+	testLBPrefixes = []netip.Prefix{netip.MustParsePrefix("2001:db8:30::/123"), netip.MustParsePrefix("198.18.30.0/27")}
+	self           = netip.MustParseAddr("198.18.2.2") // the harness agent's address
+	peer           = netip.MustParseAddr("198.18.4.2")
+	peer2          = netip.MustParseAddr("198.18.5.2")
 )
 
 func newHarness(t testing.TB, c Config) *scHarness {
 	t.Helper()
 	c.VIPs = []netip.Addr{vip4, vip6}
+	if len(c.LBPrefixes) == 0 {
+		c.AcceptAnySource = true // the decisions, not the trust (trust_test.go)
+	}
 	c, err := c.withDefaults()
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +83,8 @@ func newHarness(t testing.TB, c Config) *scHarness {
 		return nil
 	}
 	list := func() ([]netip.Addr, error) { h.lists++; return h.addrs, nil }
-	h.a = &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: testSet, tun: devnull}
+	h.a = &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: testSet, tun: devnull,
+		trust: newSourceFilter(&c)}
 	h.a.sc = newSecondChance(&h.a.cfg, 6080, h.kernel, send, list)
 	h.a.sc.clock = func() int64 { return h.now }
 	return h
@@ -88,7 +96,7 @@ func (h *scHarness) handle(d []byte) Counters {
 	var b Counters
 	var gh encap.GUEHeader
 	h.a.sc.tick()
-	h.a.handle(d, false, &gh, &b)
+	h.a.handle(d, lbSource, false, &gh, &b)
 	return b
 }
 
@@ -449,7 +457,7 @@ func TestSecondChanceNoLoops(t *testing.T) {
 // TestSecondChanceAllocs: deciding and forwarding allocate nothing in
 // steady state.
 func TestSecondChanceAllocs(t *testing.T) {
-	h := newHarness(t, Config{})
+	h := newHarness(t, Config{LBPrefixes: testLBPrefixes})
 	h.a.sc.send = func([]byte, netip.AddrPort) error { return nil }
 	syn := hops(tcpPacket(client4, vp4, tcpSYN), 1, self, peer)
 	ack := hops(tcpPacket(client4, vp4, tcpACK), 1, self, peer)
@@ -469,7 +477,7 @@ func TestSecondChanceAllocs(t *testing.T) {
 // loopbackForward returns a harness whose agent forwards over a real UDP
 // socket on 127.0.0.1 to a sink socket, and the sink.
 func loopbackForward(tb testing.TB) (*scHarness, *net.UDPConn) {
-	h := newHarness(tb, Config{})
+	h := newHarness(tb, Config{LBPrefixes: testLBPrefixes})
 	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		tb.Fatal(err)
@@ -557,7 +565,7 @@ func BenchmarkForward(b *testing.B) {
 		for b.Loop() {
 			d[encap.HopNextOffset] = 1
 			h.a.sc.tick()
-			h.a.handle(d, false, &gh, &c)
+			h.a.handle(d, lbSource, false, &gh, &c)
 		}
 		if c.SecondHop.Forwarded != uint64(b.N) {
 			b.Fatalf("forwarded %d of %d", c.SecondHop.Forwarded, b.N)
@@ -571,14 +579,14 @@ func BenchmarkForward(b *testing.B) {
 		{"local_own_table_hit", hops(tcpPacket(client4, vp4, tcpACK), 1, self, peer)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			h := newHarness(b, Config{})
+			h := newHarness(b, Config{LBPrefixes: testLBPrefixes})
 			h.handle(hops(tcpPacket(client4, vp4, tcpSYN), 1, self, peer))
 			var gh encap.GUEHeader
 			var c Counters
 			b.SetBytes(int64(len(bc.d)))
 			for b.Loop() {
 				h.a.sc.tick()
-				h.a.handle(bc.d, false, &gh, &c)
+				h.a.handle(bc.d, lbSource, false, &gh, &c)
 			}
 			if c.Delivered != uint64(b.N) {
 				b.Fatal(fmt.Sprintf("delivered %d of %d", c.Delivered, b.N))

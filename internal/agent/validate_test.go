@@ -209,27 +209,31 @@ func TestHandleCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	a := &Agent{vips: testSet, tun: w}
+	a := &Agent{vips: testSet, tun: w, trust: newSourceFilter(&Config{LBPrefixes: testLBPrefixes})}
 	in4 := syn(client4, netip.AddrPortFrom(vip4, 80), 1)
 	var (
 		b Counters
 		h encap.GUEHeader
 	)
-	a.handle(gue(4, nil, in4), false, &h, &b)
-	a.handle(gue(4, hopList(1, vip4, vip4), in4), false, &h, &b)
-	a.handle([]byte("junk"), false, &h, &b)
-	a.handle(gue(4, nil, in4), true, &h, &b)
+	stranger := netip.MustParseAddrPort("198.18.10.2:6080")
+	a.handle(gue(4, nil, in4), lbSource, false, &h, &b)
+	a.handle(gue(4, hopList(1, vip4, vip4), in4), lbSource, false, &h, &b)
+	a.handle([]byte("junk"), lbSource, false, &h, &b)
+	a.handle(gue(4, nil, in4), lbSource, true, &h, &b)
+	a.handle(gue(4, nil, in4), stranger, false, &h, &b)
+	a.handle(gue(4, nil, in4), stranger, true, &h, &b) // rejected before it is looked at
 	got := make([]byte, 2*len(in4))
 	if _, err := r.Read(got); err != nil || !bytes.Equal(got[:len(in4)], in4) {
 		t.Fatalf("TUN stand-in got %x, %v", got, err)
 	}
 	w.Close()
-	a.handle(gue(4, nil, in4), false, &h, &b)
+	a.handle(gue(4, nil, in4), lbSource, false, &h, &b)
 
-	want := Counters{Received: 5, Delivered: 2, HopListLocal: 1}
+	want := Counters{Received: 7, Delivered: 2, HopListLocal: 1}
 	want.Drops[GUEVersion] = 1 // 'j' = 0x6a: version 1
 	want.Drops[Oversize] = 1
 	want.Drops[TUNWriteError] = 1
+	want.Drops[RejectedSource] = 2
 	want.ReceivedBytes, want.DeliveredBytes = b.ReceivedBytes, uint64(2*len(in4))
 	if b != want {
 		t.Errorf("counters\n got %+v\nwant %+v", b, want)
@@ -268,7 +272,7 @@ func TestCountersEach(t *testing.T) {
 		"received": 3, "delivered": 2, "hoplist_local": 1,
 		"drop_inner_dst_not_vip": 1, "drop_malformed_gue_flags": 4, "drop_not_ip": 0,
 		"drop_tun_write_error": 0, "second_hop_forwarded": 6, "sock_diag_queries": 7,
-		"second_hop_received": 0, "drop_forward_error": 0,
+		"second_hop_received": 0, "drop_forward_error": 0, "drop_rejected_source": 0,
 	} {
 		if got, ok := seen[name]; !ok || got != want {
 			t.Errorf("%s = %d (present %v), want %d", name, got, ok, want)

@@ -39,7 +39,8 @@ func TestE2EVIPProbe(t *testing.T) {
 
 	var a *agent.Agent
 	if err := be.Do(func() (err error) {
-		a, err = agent.New(agent.Config{VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.10")}})
+		a, err = agent.New(agent.Config{VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.10")},
+			LBPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.2.1/32")}}) // the prober's address
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -49,6 +49,16 @@
 //	            (be1 = .101 / ::101, be2 = .102, be3 = .103 ... be99 = .199)
 //	VIPs        routed by the router toward the LB tier: 198.18.0.0/24, 2001:db8::/64 (Config.VIPs4, VIPs6)
 //
+// Lab.LBPrefixes and Lab.BackendPrefixes are the fewest prefixes holding
+// exactly the LB nodes' and the backends' addresses (three of each:
+// 198.18.30.11/32 198.18.30.12/31 2001:db8:30::11/128 2001:db8:30::12/127,
+// and the same from .101 and ::101): the scenario gives the agents them as
+// --lb-prefix and --hop-prefix. They hold neither the router nor the
+// client segment, whose packets the router forwards with their own source
+// address (198.18.10.2). By hand, 198.18.30.0/27 and 2001:db8:30::/123 hold
+// every possible LB node (and the router), 198.18.30.64/26,
+// 198.18.30.128/25 and 2001:db8:30::100/120 every possible backend.
+//
 // Namespace names are Config.Prefix (default "sl-") followed by client,
 // router, lbN and beN. Interfaces are created directly inside their
 // namespaces (a veth's two ends are made in place), so interface names

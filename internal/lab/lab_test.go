@@ -620,3 +620,78 @@ func TestLayout(t *testing.T) {
 		}
 	}
 }
+
+// The trust prefixes hold every address of their role's nodes and no
+// other address of the lab (router, client, the other role), and are the
+// fewest that do.
+func TestTrustPrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		lbs, backends int
+		lbWant        string
+		beWant        string
+	}{
+		{1, 3, "198.18.30.11/32 2001:db8:30::11/128",
+			"198.18.30.101/32 198.18.30.102/31 2001:db8:30::101/128 2001:db8:30::102/127"},
+		{3, 4, "198.18.30.11/32 198.18.30.12/31 2001:db8:30::11/128 2001:db8:30::12/127",
+			"198.18.30.101/32 198.18.30.102/31 198.18.30.104/32 2001:db8:30::101/128 2001:db8:30::102/127 2001:db8:30::104/128"},
+		{9, 28, "198.18.30.11/32 198.18.30.12/30 198.18.30.16/30 2001:db8:30::11/128 2001:db8:30::12/127 2001:db8:30::14/126 2001:db8:30::18/127",
+			// IPv6 hosts are decimal digits: ::101..::109, ::110..::119, ::120..::128.
+			"198.18.30.101/32 198.18.30.102/31 198.18.30.104/29 198.18.30.112/28 198.18.30.128/32 " +
+				"2001:db8:30::101/128 2001:db8:30::102/127 2001:db8:30::104/126 2001:db8:30::108/127 " +
+				"2001:db8:30::110/125 2001:db8:30::118/127 2001:db8:30::120/125 2001:db8:30::128/128"},
+	} {
+		l := layout(Config{LBs: tc.lbs, Backends: tc.backends}.withDefaults())
+		str := func(ps []netip.Prefix) string {
+			var s []string
+			for _, p := range ps {
+				s = append(s, p.String())
+			}
+			return strings.Join(s, " ")
+		}
+		lbp, bep := l.LBPrefixes(), l.BackendPrefixes()
+		if got := str(lbp); got != tc.lbWant {
+			t.Errorf("%d LBs: LBPrefixes %s, want %s", tc.lbs, got, tc.lbWant)
+		}
+		if got := str(bep); got != tc.beWant {
+			t.Errorf("%d backends: BackendPrefixes %s, want %s", tc.backends, got, tc.beWant)
+		}
+		in := func(ps []netip.Prefix, a netip.Addr) bool {
+			for _, p := range ps {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return false
+		}
+		for _, n := range l.Nodes() {
+			for _, a := range []netip.Addr{n.Addr4, n.Addr6} {
+				if got, want := in(lbp, a), n.Role == RoleLB; got != want {
+					t.Errorf("%s %v in LBPrefixes: %v", n, a, got)
+				}
+				if got, want := in(bep, a), n.Role == RoleBackend; got != want {
+					t.Errorf("%s %v in BackendPrefixes: %v", n, a, got)
+				}
+			}
+		}
+		for _, a := range []string{"198.18.10.2", "198.18.30.10", "198.18.30.100", "2001:db8:30::10a", "203.0.113.7"} {
+			if x := netip.MustParseAddr(a); in(lbp, x) || in(bep, x) {
+				t.Errorf("%s is in a trust prefix", a)
+			}
+		}
+	}
+}
+
+func TestCoverRange(t *testing.T) {
+	for _, tc := range []struct{ first, last, want string }{
+		{"10.0.0.0", "10.0.0.255", "[10.0.0.0/24]"},
+		{"0.0.0.0", "255.255.255.255", "[0.0.0.0/0]"},
+		{"10.0.0.1", "10.0.0.1", "[10.0.0.1/32]"},
+		{"10.0.0.255", "10.0.1.0", "[10.0.0.255/32 10.0.1.0/32]"},
+		{"2001:db8::ff", "2001:db8::100", "[2001:db8::ff/128 2001:db8::100/128]"},
+		{"2001:db8::", "2001:db8::ffff:ffff", "[2001:db8::/96]"},
+	} {
+		if got := fmt.Sprint(coverRange(netip.MustParseAddr(tc.first), netip.MustParseAddr(tc.last))); got != tc.want {
+			t.Errorf("%s-%s: %s, want %s", tc.first, tc.last, got, tc.want)
+		}
+	}
+}

@@ -62,6 +62,12 @@ type Options struct {
 	// AgentMetrics makes every agent serve Prometheus metrics on
 	// AgentMetricsAddr in its namespace.
 	AgentMetrics bool
+	// AgentAcceptAnySource starts the agents with --accept-any-source
+	// instead of their trust prefixes (the control run of the trust test).
+	// By default every agent gets --lb-prefix Lab.LBPrefixes (the LB
+	// nodes' addresses) and --hop-prefix Lab.BackendPrefixes (the
+	// backends').
+	AgentAcceptAnySource bool
 	// QUIC starts a QUIC echo server (lab.ServeQUIC) issuing QUIC-LB
 	// connection IDs on every backend and a "quic4" service on QUICPort of
 	// the IPv4 VIP, routed by connection ID (see quic.go).
@@ -128,7 +134,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	}()
 	vip4, vip6 := o.VIP4.String(), o.VIP6.String()
 	for _, be := range l.Backends {
-		args := []string{"agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080"}
+		args := append([]string{"agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080"}, s.AgentTrustArgs()...)
 		if o.AgentMetrics {
 			args = append(args, "--metrics-addr", AgentMetricsAddr)
 		}
@@ -177,6 +183,24 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		s.LBs = append(s.LBs, p)
 	}
 	return s, nil
+}
+
+// AgentTrustArgs returns the trust flags the scenario's agents run with:
+// --lb-prefix for each of Lab.LBPrefixes and --hop-prefix for each of
+// Lab.BackendPrefixes, or --accept-any-source with
+// Options.AgentAcceptAnySource.
+func (s *Scenario) AgentTrustArgs() []string {
+	if s.Opts.AgentAcceptAnySource {
+		return []string{"--accept-any-source"}
+	}
+	var args []string
+	for _, p := range s.Lab.LBPrefixes() {
+		args = append(args, "--lb-prefix", p.String())
+	}
+	for _, p := range s.Lab.BackendPrefixes() {
+		args = append(args, "--hop-prefix", p.String())
+	}
+	return args
 }
 
 // startLB writes LB node n's configuration and starts `sluice lb` there.

@@ -123,6 +123,11 @@ func TestE2ESecondChance(t *testing.T) {
 	if fwd == 0 {
 		t.Error("no packet took the second hop: the changes moved no connection through a node without its entry")
 	}
+	// The agents accepted what the LB nodes and the other agents sent
+	// (--lb-prefix, --hop-prefix: the scenario's trust prefixes).
+	if rejected, per := agentCounter(t, s, "drop_rejected_source"); rejected != 0 {
+		t.Errorf("the agents rejected %d datagrams from their LB nodes or peers (per backend %v)", rejected, per)
+	}
 }
 
 // The control run: the same changes without second chance break

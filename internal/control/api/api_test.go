@@ -184,6 +184,24 @@ func TestListen(t *testing.T) {
 	if code, err := get(srv2, "tok"); code != 200 || err != nil {
 		t.Fatalf("token: %d %v", code, err)
 	}
+	// /metrics is behind the same token.
+	for _, tc := range []struct {
+		auth string
+		code int
+	}{{"", 401}, {"Bearer bad", 401}, {"Bearer tok", 200}} {
+		r, _ := http.NewRequest("GET", "http://"+srv2.Addr+"/metrics", nil)
+		if tc.auth != "" {
+			r.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("/metrics with %q: %d, want %d", tc.auth, resp.StatusCode, tc.code)
+		}
+	}
 }
 
 func TestClientErrors(t *testing.T) {
