@@ -20,7 +20,7 @@ func benchRig(tb testing.TB, capacity int, src mem.Source) (*datapath.Datapath, 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(100), nil)}})
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 1, MTU: 1500, Services: []pipeline.ServiceSpec{service(vip4, backends4(100), nil)}})
 	if err != nil {
 		tb.Fatal(err)
 	}
