@@ -44,10 +44,21 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# As root: the -short run cannot create network namespaces (scripts/no-netns.sh).
+ROOT    := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+NONETNS := $(if $(ROOT),scripts/no-netns.sh)
+
 # The whole test suite: vet, unit, fuzz seed corpora, and the race detector.
+# As root it first installs what the end-to-end tests need (make deps);
+# without root those tests skip.
 test: vet
+ifeq ($(ROOT),yes)
+	scripts/deps.sh
+else
+	@echo "make test: not root: no make deps, and the tests that need root skip"
+endif
 	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -short -race ./...
+	$(NONETNS) $(GO) test -count=1 -short -race ./...
 
 bench:
 	$(GO) test -run='^$$' -bench='$(BENCH_CORE)' -benchmem -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) ./internal/...

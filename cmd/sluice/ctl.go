@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -23,15 +24,18 @@ import (
 // newCtlCmd is `sluice ctl`: the client of an LB node's admin API.
 func newCtlCmd() *cobra.Command {
 	var addr, token, output string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "ctl",
 		Short: "Inspect and change a running LB node through its admin API",
 		Long: `ctl talks to the admin API of a running LB node (HTTP/JSON, loopback by default).
-The token is taken from --token or the SLUICE_TOKEN environment variable.`,
+The address is taken from --addr or the SLUICE_ADDR environment variable (default
+127.0.0.1:6090, a node's default node.admin_addr), the token from --token or SLUICE_TOKEN.`,
 	}
-	cmd.PersistentFlags().StringVar(&addr, "addr", "127.0.0.1:6090", "admin API address (host:port)")
+	cmd.PersistentFlags().StringVar(&addr, "addr", "", "admin API address, host:port (default $SLUICE_ADDR, else "+config.DefaultAdminAddr+")")
 	cmd.PersistentFlags().StringVar(&token, "token", "", "bearer token (default $SLUICE_TOKEN)")
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 30*time.Second, "give up on a node that does not answer within this time")
 	client := func() (*api.Client, error) {
 		if output != "table" && output != "json" {
 			return nil, fmt.Errorf("-o %q: not table or json", output)
@@ -39,7 +43,18 @@ The token is taken from --token or the SLUICE_TOKEN environment variable.`,
 		if token == "" {
 			token = os.Getenv("SLUICE_TOKEN")
 		}
-		return &api.Client{Base: "http://" + addr, Token: token}, nil
+		from := "--addr"
+		if addr == "" {
+			addr, from = os.Getenv("SLUICE_ADDR"), "SLUICE_ADDR"
+		}
+		if addr == "" {
+			addr, from = config.DefaultAdminAddr, "the default (neither --addr nor SLUICE_ADDR is set)"
+		}
+		return &api.Client{
+			Base: "http://" + addr, Token: token, HTTP: &http.Client{Timeout: timeout},
+			Hint: fmt.Sprintf("%s came from %s. Is sluice lb running with that admin address (node.admin_addr, or lb --admin-addr)? "+
+				"Point sluice ctl at another with --addr HOST:PORT or SLUICE_ADDR=HOST:PORT.", addr, from),
+		}, nil
 	}
 	emit := func(w io.Writer, v any, table func(*tabwriter.Writer)) error {
 		if output == "json" {

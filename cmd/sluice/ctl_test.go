@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -120,5 +121,66 @@ vips[1].protocol            "sctp"  is not tcp or udp
 	}
 	if _, _, err := runCtl(t, ts, "--token", "wrong", "stats"); err == nil {
 		t.Fatal("a wrong --token was accepted")
+	}
+}
+
+// closedAddr returns a local address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// A node that does not answer: ctl names the address it tried, where that
+// address came from, and the flag and environment variable that set it.
+func TestCtlUnreachable(t *testing.T) {
+	addr := closedAddr(t)
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		env, from string
+	}{
+		{"flag", []string{"--addr", addr}, "", "came from --addr"},
+		{"env", nil, addr, "came from SLUICE_ADDR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("SLUICE_ADDR", tc.env)
+			cmd := newCtlCmd()
+			cmd.SilenceErrors, cmd.SilenceUsage = true, true
+			cmd.SetOut(new(bytes.Buffer))
+			cmd.SetErr(new(bytes.Buffer))
+			cmd.SetArgs(append(tc.args, "stats"))
+			err := cmd.Execute()
+			if err == nil {
+				t.Fatal("ctl stats against a closed port succeeded")
+			}
+			msg := err.Error()
+			for _, want := range []string{"no answer from the admin API at " + addr, "connection refused", addr + " " + tc.from, "--addr HOST:PORT", "SLUICE_ADDR=HOST:PORT"} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("missing %q in:\n%s", want, msg)
+				}
+			}
+		})
+	}
+}
+
+// SLUICE_ADDR points ctl at a node when --addr is not given.
+func TestCtlAddrFromEnv(t *testing.T) {
+	ts, _ := ctlServer(t, "")
+	t.Setenv("SLUICE_ADDR", strings.TrimPrefix(ts.URL, "http://"))
+	cmd := newCtlCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"stats", "-o", "json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"rx_packets": 12`) {
+		t.Errorf("stats from the node at SLUICE_ADDR:\n%s", out.String())
 	}
 }

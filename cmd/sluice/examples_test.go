@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,5 +44,38 @@ func TestExampleUnits(t *testing.T) {
 		if s := string(b); (tc.sub == "lb") != strings.Contains(s, "\nExecReload=/bin/kill -HUP $MAINPID") {
 			t.Errorf("%s: ExecReload (only the LB node handles SIGHUP)", tc.file)
 		}
+		if tc.sub == "lb" {
+			checkLBUnitChecks(t, tc.file, string(b), exec)
+		}
+	}
+}
+
+// checkLBUnitChecks: the LB unit validates its configuration (lb --check,
+// same binary and --config as ExecStart) before it starts and, first among
+// the ExecReload lines, before the SIGHUP.
+func checkLBUnitChecks(t *testing.T, file, unit string, start []string) {
+	t.Helper()
+	want := strings.Join(append([]string{start[0], "lb", "--check"}, start[2:]...), " ")
+	var pre, reload []string
+	for line := range strings.SplitSeq(unit, "\n") {
+		if rest, ok := strings.CutPrefix(line, "ExecStartPre="); ok {
+			pre = append(pre, rest)
+		}
+		if rest, ok := strings.CutPrefix(line, "ExecReload="); ok {
+			reload = append(reload, rest)
+		}
+	}
+	if !slices.Contains(pre, want) {
+		t.Errorf("%s: ExecStartPre %q, want %q", file, pre, want)
+	}
+	if len(reload) != 2 || reload[0] != want || reload[1] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("%s: ExecReload %q, want %q then the SIGHUP", file, reload, want)
+	}
+	cmd, args, err := newRoot().Find(strings.Fields(want)[1:])
+	if err == nil {
+		err = cmd.ParseFlags(args)
+	}
+	if err != nil {
+		t.Errorf("%s: %s: %v", file, want, err)
 	}
 }

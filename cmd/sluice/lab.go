@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicelb/sluice/internal/lab"
+	"github.com/sluicelb/sluice/internal/scenario"
 )
 
 func newLabCmd() *cobra.Command {
@@ -44,6 +45,7 @@ func newLabUpCmd() *cobra.Command {
 		routing      string
 		wait         bool
 		printDetails bool
+		r            *labRunFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -52,9 +54,22 @@ func newLabUpCmd() *cobra.Command {
 lab and prints its address plan. If building fails, or SIGINT/SIGTERM arrives meanwhile,
 everything built so far is removed. The lab stays after up exits (remove it with
 "sluice lab down"), unless --wait is given: then up holds it until SIGINT/SIGTERM and
-removes it on the way out.`,
+removes it on the way out.
+
+With --run, up also runs Sluice in the lab as "sluice lab demo" does, prints how to
+reach it (curl from the client, sluice ctl on the LB nodes, BIRD on the router) and
+keeps it until SIGINT/SIGTERM or until one of its processes dies, then removes it.
+Each process logs to /run/sluice-lab/PREFIX/; "sluice lab status" lists them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if r.run {
+				lbs := c.LBs
+				if !cmd.Flags().Changed("lbs") {
+					lbs = 3
+				}
+				return labRun(cmd, scenario.Options{Prefix: c.Prefix, LBs: lbs, Backends: c.Backends,
+					IO: r.io, BGP: r.bgp, BFD: r.bfd, AgentMetrics: true})
+			}
 			var err error
 			if c.VIPs4, err = labParsePrefixes("--vip4", vip4); err != nil {
 				return err
@@ -95,6 +110,7 @@ removes it on the way out.`,
 	f.StringVar(&routing, "vip-routing", "ecmp", "router's VIP routes: ecmp (across all LB nodes), first-lb, none (BGP will add them)")
 	f.BoolVar(&wait, "wait", false, "hold the lab until SIGINT/SIGTERM, then remove it")
 	f.BoolVar(&printDetails, "print", true, "print the address plan")
+	r = addLabRunFlags(cmd)
 	return cmd
 }
 
@@ -120,6 +136,7 @@ func newLabDownCmd() *cobra.Command {
 			// Remove works from the prefix alone, so a half-built lab left
 			// by a crash goes too; nothing to remove is not an error.
 			names, err := lab.Remove(prefix)
+			scenario.RemoveState(prefix) // of up --run, if it was killed
 			out := cmd.OutOrStdout()
 			if len(names) == 0 && err == nil {
 				fmt.Fprintf(out, "no lab with prefix %s\n", prefix)
@@ -137,9 +154,12 @@ func newLabStatusCmd() *cobra.Command {
 	var prefix string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Print the lab's namespaces with their interfaces, addresses and routes",
+		Short: "Print the lab's processes (with up --run) and namespaces with their interfaces, addresses and routes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := labWriteProcs(cmd.OutOrStdout(), prefix); err != nil {
+				return err
+			}
 			l, err := lab.Attach(lab.Config{Prefix: prefix})
 			if errors.Is(err, lab.ErrNotFound) {
 				return fmt.Errorf("no lab with prefix %s (sluice lab up)", prefix)

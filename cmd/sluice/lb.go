@@ -24,6 +24,7 @@ import (
 
 func newLBCmd() *cobra.Command {
 	var path, level, adminAddr, adminToken string
+	var check bool
 	cmd := &cobra.Command{
 		Use:   "lb --config FILE",
 		Short: "Run an LB node: forward VIP traffic to backends, GUE-encapsulated",
@@ -33,9 +34,23 @@ AF_PACKET as the fallback), picks a backend by weighted Maglev, and sends the pa
 GUE-encapsulated to the backend's agent. Counters per VIP, backend and drop reason are
 printed on SIGUSR1 and at exit. SIGHUP re-reads the configuration and applies
 it without stopping the workers; a configuration that does not validate is
-rejected and the running one keeps serving.`,
+rejected and the running one keeps serving.
+
+With --check it only validates the file, as a reload would, and exits: 0 with a
+one-line summary, or non-zero with every problem. It opens no interface and needs
+no privileges, so it does not check what needs the node's network (the
+interfaces, next hops, source addresses) or the running node (changes that
+need a restart).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if check {
+				r, err := lbnode.CheckFile(path)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), r)
+				return nil
+			}
 			log, err := newLogger(level)
 			if err != nil {
 				return err
@@ -150,6 +165,7 @@ rejected and the running one keeps serving.`,
 	cmd.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "admin API and /metrics address, overriding node.admin_addr (default 127.0.0.1:6090; a token is required unless it is loopback)")
 	cmd.Flags().StringVar(&adminToken, "admin-token", "", "bearer token for the admin API (default $SLUICE_TOKEN)")
+	cmd.Flags().BoolVar(&check, "check", false, "validate the configuration as a reload would, print a summary and exit (no interface is touched; no root needed)")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }

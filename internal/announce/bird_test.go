@@ -276,11 +276,7 @@ type bird struct {
 
 func startBIRD(t *testing.T, ns *nettest.NS, bfd bool) *bird {
 	t.Helper()
-	for _, tool := range []string{"bird", "birdc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (apt bird2, scripts/deps.sh)", tool)
-		}
-	}
+	nettest.RequireTools(t, "bird", "birdc")
 	dir := t.TempDir()
 	birdDebug := ""
 	if os.Getenv("ANNOUNCE_DEBUG") != "" {

@@ -19,15 +19,12 @@ import (
 	"github.com/sluicelb/sluice/internal/nettest"
 )
 
-// requireLab skips without root or without the tools the tests drive.
+// requireLab skips with -short and without root, and fails as root when
+// one of the tools the test drives is missing (make deps installs them).
 func requireLab(tb testing.TB, tools ...string) {
 	tb.Helper()
 	nettest.RequireRoot(tb)
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			tb.Skipf("needs %s (scripts/deps.sh)", tool)
-		}
-	}
+	nettest.RequireTools(tb, tools...)
 }
 
 var prefixSeq atomic.Uint32

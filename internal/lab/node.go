@@ -84,6 +84,21 @@ func (n *Node) Run(ctx context.Context, name string, args ...string) (string, er
 // client dials on its own goroutines: dial inside fn instead).
 func (n *Node) Do(fn func() error) error { return inNS(n.Name, fn) }
 
+// LookTools returns an error naming the programs that are not in PATH and
+// `make deps`, which installs them; nil when all are there.
+func LookTools(tools ...string) error {
+	var missing []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s not found in PATH: run make deps (as root; it runs scripts/deps.sh)", strings.Join(missing, ", "))
+}
+
 // DefaultStopTimeout is how long Process.Stop waits after SIGTERM before
 // it sends SIGKILL.
 const DefaultStopTimeout = 3 * time.Second

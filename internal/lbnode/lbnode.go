@@ -218,7 +218,7 @@ func (n *Node) setChecks() {
 // backend whose check has not decided yet (Unknown) counts as up, so that
 // a starting node serves at once.
 func (n *Node) down(v config.VIP, b string) bool {
-	if v.Health == nil {
+	if v.Health == nil || n.checks == nil {
 		return false
 	}
 	st, _ := n.checks.State(healthKey(v.Name, b))
@@ -468,6 +468,10 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		for _, b := range v.Backends {
 			a := netip.MustParseAddr(b.Address)
 			if _, done := hops[a]; done {
+				continue
+			}
+			if n.res == nil { // Check: no network to resolve in
+				hops[a] = "unresolved: not checked"
 				continue
 			}
 			h, err := n.res.Resolve(ctx, a)

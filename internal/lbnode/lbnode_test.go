@@ -25,6 +25,7 @@ import (
 // from the interface's address; a backend nobody answers for is reported
 // and its packets are counted as no_next_hop.
 func TestNodeResolvesAndForwards(t *testing.T) {
+	nettest.RequireRoot(t)
 	lbns, bens := nettest.New(t, "lb"), nettest.New(t, "be")
 	nettest.Veth(t, lbns, "eth0", "198.18.30.1/24", bens, "eth0", "198.18.30.11/24")
 	beMAC := strings.TrimSpace(bens.Run(t, "cat", "/sys/class/net/eth0/address"))
@@ -128,6 +129,7 @@ func macString(b []byte) string {
 // generation alone; it applies VIP and backend changes as a new generation
 // and steers the links to the new VIP set.
 func TestApply(t *testing.T) {
+	nettest.RequireRoot(t)
 	lbns, bens := nettest.New(t, "lb"), nettest.New(t, "be")
 	nettest.Veth(t, lbns, "eth0", "198.18.30.1/24", bens, "eth0", "198.18.30.11/24")
 	base := `

@@ -1,6 +1,13 @@
 // Package nettest builds throwaway network namespaces and veth pairs for
 // tests that need real interfaces. Everything it creates is removed through
-// t.Cleanup, also when the test fails. Tests that use it skip without root.
+// t.Cleanup, also when the test fails.
+//
+// Tests that build namespaces or start processes begin with RequireRoot:
+// it skips them with -short (make test runs them once, without -short) and
+// without root. New fails a test that reaches it with -short, so a test
+// that forgot RequireRoot shows up in the -short run instead of building
+// namespaces there. A tool the tests need that is missing fails the test
+// as root, naming `make deps`.
 //
 // Names are unique per process (a prefix with the PID and a counter), so
 // tests of several packages may run at the same time on one machine.
@@ -18,16 +25,51 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// RequireRoot skips the test unless it runs as root.
+// RequireRoot skips the test with -short and without root; as root, it
+// fails the test when iproute2 is missing. Call it first in every test
+// that builds namespaces or starts processes, before anything else that
+// needs either.
 func RequireRoot(tb testing.TB) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("builds network namespaces: skipped with -short")
+	}
 	if os.Geteuid() != 0 {
 		tb.Skip("needs root (network namespaces)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		tb.Skip("needs iproute2 (make deps)")
+	RequireTools(tb, "ip")
+}
+
+// RequireTools fails the test, in one line naming `make deps`, when one of
+// the programs is not in PATH. Without root it skips instead (make deps
+// needs root, and so do the tests that run these tools).
+func RequireTools(tb testing.TB, tools ...string) {
+	tb.Helper()
+	if err := LookTools(tools...); err != nil {
+		if os.Geteuid() != 0 {
+			tb.Skip(err)
+		}
+		tb.Fatal(err)
 	}
 }
+
+// LookTools returns an error naming the programs that are not in PATH and
+// `make deps`, which installs them; nil when all are there.
+func LookTools(tools ...string) error {
+	var missing []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s not found in PATH: run make deps (as root; it runs scripts/deps.sh)", strings.Join(missing, ", "))
+}
+
+// errShort is the failure of a test that reaches New with -short.
+const errShort = "nettest.New with -short: call nettest.RequireRoot at the start of the test (it skips tests that build namespaces with -short)"
 
 var seq atomic.Uint32
 
@@ -45,9 +87,13 @@ type NS struct {
 	Name string
 }
 
-// New creates a namespace with loopback up; t.Cleanup deletes it.
+// New creates a namespace with loopback up; t.Cleanup deletes it. It
+// fails the test with -short (see RequireRoot) and skips it without root.
 func New(tb testing.TB, prefix string) *NS {
 	tb.Helper()
+	if testing.Short() {
+		tb.Fatal(errShort)
+	}
 	RequireRoot(tb)
 	ns := &NS{Name: Unique(prefix)}
 	Run(tb, "ip", "netns", "add", ns.Name)

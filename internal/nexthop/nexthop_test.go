@@ -13,6 +13,7 @@ import (
 
 // An LB namespace with a backend on-link and another behind a router.
 func TestResolve(t *testing.T) {
+	nettest.RequireRoot(t)
 	lb, be, rt, far := nettest.New(t, "lb"), nettest.New(t, "be"), nettest.New(t, "rt"), nettest.New(t, "far")
 	nettest.Veth(t, lb, "eth0", "198.18.30.1/24", be, "eth0", "198.18.30.11/24")
 	nettest.Veth(t, lb, "eth1", "198.18.31.1/24", rt, "eth0", "198.18.31.254/24")
@@ -60,6 +61,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestWatchSeesChanges(t *testing.T) {
+	nettest.RequireRoot(t)
 	lb, be := nettest.New(t, "lb"), nettest.New(t, "be")
 	nettest.Veth(t, lb, "eth0", "198.18.30.1/24", be, "eth0", "198.18.30.11/24")
 	calls := make(chan struct{}, 16)

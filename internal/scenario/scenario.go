@@ -110,6 +110,9 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if !o.VIP6.IsValid() {
 		o.VIP6 = netip.MustParseAddr("2001:db8::10")
 	}
+	if err := lab.LookTools(o.Tools()...); err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "sluice-scenario-")
 	if err != nil {
 		return nil, err
@@ -127,9 +130,10 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		return nil, err
 	}
 	s = &Scenario{Lab: l, Opts: o, cfgDir: dir}
-	defer func() {
-		if err != nil {
-			s.Stop()
+	started, ok := s, false
+	defer func() { // on an error return (s is nil then) and on a panic
+		if !ok {
+			started.Stop()
 		}
 	}()
 	vip4, vip6 := o.VIP4.String(), o.VIP6.String()
@@ -182,6 +186,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		}
 		s.LBs = append(s.LBs, p)
 	}
+	ok = true
 	return s, nil
 }
 
@@ -201,6 +206,16 @@ func (s *Scenario) AgentTrustArgs() []string {
 		args = append(args, "--hop-prefix", p.String())
 	}
 	return args
+}
+
+// Tools returns the programs a scenario with options o runs besides the
+// sluice binary (Start checks them first).
+func (o Options) Tools() []string {
+	tools := []string{"ip", "curl"}
+	if o.BGP {
+		tools = append(tools, "bird", "birdc")
+	}
+	return tools
 }
 
 // startLB writes LB node n's configuration and starts `sluice lb` there.

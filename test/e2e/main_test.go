@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,14 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/lab"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
 var sluiceBin string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	code := func() int {
-		if os.Geteuid() != 0 {
+		if os.Geteuid() != 0 || testing.Short() {
 			return m.Run() // every test skips
 		}
 		dir, err := os.MkdirTemp("", "sluice-e2e-")
@@ -58,10 +61,10 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 		// the e2e tests run real processes, so once is enough.
 		t.Skip("end-to-end test: skipped with -short")
 	}
-	for _, tool := range []string{"ip", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (make deps)", tool)
-		}
+	// As root a missing tool fails the test (make test installs them
+	// first), in one line naming make deps.
+	if err := lab.LookTools(o.Tools()...); err != nil {
+		t.Fatal(err)
 	}
 	prefixSeq++
 	o.Binary = sluiceBin
@@ -73,6 +76,13 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 	if o.Prefix == "" {
 		o.Prefix = fmt.Sprintf("e2e%d-%d-", os.Getpid()%10000, prefixSeq)
 	}
+	// Registered before anything can fail, so it runs last, also after a
+	// panic: whatever still has the test's prefix goes.
+	t.Cleanup(func() {
+		if names, err := lab.Remove(o.Prefix); len(names) > 0 || err != nil {
+			t.Errorf("lab %s: left behind %v (removed now): %v", o.Prefix, names, err)
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	s, err := scenario.Start(ctx, o)

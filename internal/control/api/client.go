@@ -27,7 +27,28 @@ type Client struct {
 	Base  string       // "http://127.0.0.1:6090"
 	Token string       // sent as a bearer token when not empty
 	HTTP  *http.Client // nil: http.DefaultClient
+	// Hint is added to an UnreachableError: how the caller's user points
+	// the client at another address.
+	Hint string
 }
+
+// UnreachableError is a request that got no HTTP answer at all: nothing
+// listens at the address, the connection failed or the answer timed out.
+type UnreachableError struct {
+	Addr string // the host:port tried
+	Err  error
+	Hint string // Client.Hint
+}
+
+func (e *UnreachableError) Error() string {
+	s := fmt.Sprintf("no answer from the admin API at %s: %v", e.Addr, e.Err)
+	if e.Hint != "" {
+		s += "\n" + e.Hint
+	}
+	return s
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // Error is an error answer. It matches control.ErrInvalidConfig (400),
 // control.ErrNeedsRestart (409) and ErrUnauthorized (401).
@@ -198,7 +219,14 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err // the caller gave up
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the method and URL: the address says it
+		}
+		return nil, &UnreachableError{Addr: req.URL.Host, Err: err, Hint: c.Hint}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -645,6 +645,7 @@ func TestZeroAlloc(t *testing.T) {
 // TestAutoFallback attaches to lo, which has no native XDP: Auto falls
 // back to generic mode and says why; Native fails with ErrUnsupported.
 func TestAutoFallback(t *testing.T) {
+	nettest.RequireRoot(t)
 	ns := nettest.New(t, "xlo")
 	err := ns.Do(func() error {
 		_, err := New("lo", Config{Mode: Native, NumFrames: 256})
