@@ -22,8 +22,9 @@ const FRRDir = "/usr/lib/frr"
 type FRROptions struct {
 	// Dir is where the daemons' directory (configuration, pid files, zebra
 	// and vty sockets) goes (required). The daemons run as the frr user, so
-	// Start makes Dir traversable (o+x) and the subdirectory it creates
-	// belongs to frr.
+	// the directories above Dir must be searchable by others (as /tmp is),
+	// StartFRR makes Dir itself searchable (o+x), and the subdirectory it
+	// creates belongs to frr.
 	Dir string
 	// BFD turns on BFD for every session (100 ms x 3).
 	BFD bool
@@ -175,6 +176,9 @@ func (l *Lab) StartFRR(ctx context.Context, o FRROptions) (_ *FRR, err error) {
 	gid, _ := strconv.Atoi(u.Gid)
 	// The daemons create their sockets and pid files after they switched
 	// to the frr user: it must reach the directory.
+	if err := searchable(o.Dir); err != nil {
+		return nil, fmt.Errorf("lab: frr: %w", err)
+	}
 	if st, err := os.Stat(o.Dir); err != nil {
 		return nil, err
 	} else if err := os.Chmod(o.Dir, st.Mode().Perm()|0o011); err != nil {
@@ -234,6 +238,27 @@ func (l *Lab) StartFRR(ctx context.Context, o FRROptions) (_ *FRR, err error) {
 		return nil, fmt.Errorf("lab: vtysh -b (loading %s): %v\n%s", f.Conf, err, out)
 	}
 	return f, nil
+}
+
+// searchable checks that a user other than the owner can reach dir's
+// entries: every directory above it must be searchable by others.
+func searchable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("the frr user cannot reach %s: %s is not searchable by others (use a directory under /tmp)", dir, p)
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 // waitFile waits until path exists, failing early if p exits.
