@@ -138,15 +138,17 @@ func (l *Lab) FRRConfig(o FRROptions) string {
 
 // FRRMissing returns an error naming what is missing when the FRR daemons
 // or vtysh are not installed.
-func FRRMissing() error {
+func FRRMissing() error { return frrMissing(FRRDir, "/usr/bin/vtysh") }
+
+func frrMissing(daemonDir, vtysh string) error {
 	var missing []string
 	for _, d := range frrDaemons {
-		if _, err := os.Stat(filepath.Join(FRRDir, d)); err != nil {
-			missing = append(missing, filepath.Join(FRRDir, d))
+		if _, err := os.Stat(filepath.Join(daemonDir, d)); err != nil {
+			missing = append(missing, filepath.Join(daemonDir, d))
 		}
 	}
-	if _, err := os.Stat("/usr/bin/vtysh"); err != nil {
-		missing = append(missing, "/usr/bin/vtysh")
+	if _, err := os.Stat(vtysh); err != nil {
+		missing = append(missing, vtysh)
 	}
 	if _, err := user.Lookup("frr"); err != nil {
 		missing = append(missing, "user frr")

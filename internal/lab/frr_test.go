@@ -62,6 +62,19 @@ func TestFRRConfigDocumented(t *testing.T) {
 	}
 }
 
+// Without FRR the error names what is missing and make deps.
+func TestFRRMissing(t *testing.T) {
+	err := frrMissing("/nonexistent", "/nonexistent/vtysh")
+	if err == nil {
+		t.Fatal("no error without the daemons")
+	}
+	for _, want := range []string{"/nonexistent/zebra", "/nonexistent/bgpd", "/nonexistent/bfdd", "/nonexistent/vtysh", "make deps"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
 // StartFRR runs zebra, bfdd and bgpd as frr inside the router namespace,
 // with everything in the lab's directory, and Down ends them. A start that
 // fails leaves no daemon behind.
