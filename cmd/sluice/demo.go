@@ -27,8 +27,9 @@ func newLabDemoCmd() *cobra.Command {
 		Long: `demo builds the lab (a client, a router running BIRD, or FRR with --router frr, three
 LB nodes and three backend hosts in network namespaces), runs sluice agent and an HTTP server
 on every backend and sluice lb on every LB node, which announce the VIPs to the router over
-BGP (BFD on); the router spreads the VIPs' traffic over the LB nodes by ECMP. It sends --requests HTTP requests from the client to the VIP with curl (IPv4 and
-IPv6, a new connection each), prints the share each backend served and the LB's counters,
+BGP (BFD on); the router spreads the VIPs' traffic over the LB nodes by ECMP. It sends
+--requests HTTP requests from the client to the VIP with curl (IPv4 and IPv6, a new
+connection each), prints the share each backend served and the LB's counters,
 how the packets spread over the LB nodes, and removes everything, also on failure or
 Ctrl-C. Needs root.`,
 		Args: cobra.NoArgs,

@@ -40,8 +40,8 @@ type Options struct {
 	VIP4     netip.Addr
 	VIP6     netip.Addr
 	LogDir   string // process logs; default a temporary directory
-	// BGP runs BIRD 2 on the router and makes every LB node announce the
-	// VIPs to it (eBGP), instead of static ECMP routes.
+	// BGP runs a BGP daemon on the router (Router) and makes every LB node
+	// announce the VIPs to it (eBGP), instead of static ECMP routes.
 	BGP bool
 	// Router is the router's BGP daemon with BGP: "bird" (default) or
 	// "frr" (zebra, bfdd and bgpd; lab.StartFRR).
