@@ -163,8 +163,8 @@ func frrMissing(daemonDir, vtysh string) error {
 // node, starts zebra, bfdd and bgpd in the router namespace as the frr
 // user, each with its pid file, zebra socket and vty socket in a directory
 // of its own under o.Dir, and loads the configuration with vtysh. The
-// daemons listen only inside the router namespace: BGP on port 179, BFD on
-// 3784, no TCP vty (-P 0). Stop them with Stop (Down stops them too). On
+// daemons listen only inside the router namespace: BGP on TCP 179, bfdd on
+// UDP 3784, 3785 and 4784, no TCP vty (-P 0). Stop them with Stop (Down stops them too). On
 // error it stops what it started.
 func (l *Lab) StartFRR(ctx context.Context, o FRROptions) (_ *FRR, err error) {
 	if err := FRRMissing(); err != nil {
