@@ -3,7 +3,7 @@
 # benchmarks use (Debian packages). Idempotent; needs root. Go itself is
 # expected at /usr/local/go (the machine image provides it).
 set -euo pipefail
-pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2)
+pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr)
 case "${1:-}" in
 --bench) pkgs+=(wrk haproxy) ;;
 esac
@@ -15,4 +15,10 @@ if ((${#missing[@]})); then
 	echo "installing: ${missing[*]}"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The lab runs its own FRR daemons inside its router namespace (`--router
+# frr`); the system's FRR service that the package may have started is not
+# needed: stop and disable it when this run installed frr.
+if [[ " ${missing[*]:-} " == *" frr "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+	systemctl disable --now frr.service >/dev/null 2>&1 || true
 fi

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,11 +24,12 @@ func newLabDemoCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Bring up the lab, send HTTP requests to the VIP through Sluice, show where they went, tear down",
-		Long: `demo builds the lab (a client, a router running BIRD, three LB nodes and three backend
-hosts in network namespaces), runs sluice agent and an HTTP server on every backend and
-sluice lb on every LB node, which announce the VIPs to BIRD over BGP (BFD on); the router
-spreads the VIPs' traffic over the LB nodes by ECMP. It sends --requests HTTP requests from the client to the VIP with curl (IPv4 and
-IPv6, a new connection each), prints the share each backend served and the LB's counters,
+		Long: `demo builds the lab (a client, a router running BIRD, or FRR with --router frr, three
+LB nodes and three backend hosts in network namespaces), runs sluice agent and an HTTP server
+on every backend and sluice lb on every LB node, which announce the VIPs to the router over
+BGP (BFD on); the router spreads the VIPs' traffic over the LB nodes by ECMP. It sends
+--requests HTTP requests from the client to the VIP with curl (IPv4 and IPv6, a new
+connection each), prints the share each backend served and the LB's counters,
 how the packets spread over the LB nodes, and removes everything, also on failure or
 Ctrl-C. Needs root.`,
 		Args: cobra.NoArgs,
@@ -63,8 +65,8 @@ Ctrl-C. Needs root.`,
 						return err
 					}
 				}
-				proto, _ := s.BIRD.Command(ctx, "show", "protocols")
-				fmt.Fprintf(out, "\nBIRD on the router, one eBGP session per LB node:\n%s", proto)
+				proto, _ := s.RouterSessions(ctx)
+				fmt.Fprintf(out, "\n%s on the router, one eBGP session per LB node:\n%s", strings.ToUpper(o.Router), proto)
 				for _, vip := range s.VIPs() {
 					r, _ := s.Lab.Router.Run(ctx, "ip", "route", "show", "exact", netip.PrefixFrom(vip, vip.BitLen()).String())
 					if vip.Is6() {
@@ -110,7 +112,8 @@ Ctrl-C. Needs root.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "namespace name prefix")
 	f.IntVar(&o.LBs, "lbs", 3, "LB nodes")
-	f.BoolVar(&o.BGP, "bgp", true, "LB nodes announce the VIPs over BGP to BIRD on the router (else: static ECMP routes)")
+	f.BoolVar(&o.BGP, "bgp", true, "LB nodes announce the VIPs over BGP to the router (else: static ECMP routes)")
+	f.StringVar(&o.Router, "router", "bird", "the router's BGP daemon: bird (BIRD 2) or frr (FRR: zebra, bfdd, bgpd)")
 	f.BoolVar(&o.BFD, "bfd", true, "BFD on the BGP sessions")
 	f.IntVar(&o.Backends, "backends", 3, "backend hosts")
 	f.StringVar(&o.IO, "io", "auto", "LB packet I/O: afxdp, afpacket or auto")

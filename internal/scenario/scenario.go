@@ -40,9 +40,12 @@ type Options struct {
 	VIP4     netip.Addr
 	VIP6     netip.Addr
 	LogDir   string // process logs; default a temporary directory
-	// BGP runs BIRD 2 on the router and makes every LB node announce the
-	// VIPs to it (eBGP), instead of static ECMP routes.
+	// BGP runs a BGP daemon on the router (Router) and makes every LB node
+	// announce the VIPs to it (eBGP), instead of static ECMP routes.
 	BGP bool
+	// Router is the router's BGP daemon with BGP: "bird" (default) or
+	// "frr" (zebra, bfdd and bgpd; lab.StartFRR).
+	Router string
 	// BFD turns BFD on for the BGP sessions (100 ms x 3).
 	BFD bool
 	// Seeds, when set, gives LB node i the hash seed Seeds[i] (default:
@@ -88,13 +91,14 @@ type Scenario struct {
 	LBs     []*lab.Process
 	Agents  []*lab.Process
 	Servers []*lab.Process
-	BIRD    *lab.BIRD // with Options.BGP
+	BIRD    *lab.BIRD // with Options.BGP and Router "bird"
+	FRR     *lab.FRR  // with Options.BGP and Router "frr"
 	cfgDir  string
 }
 
 // Start brings up the lab and every process. On error it tears down what it
 // started.
-func Start(ctx context.Context, o Options) (s *Scenario, err error) {
+func Start(ctx context.Context, o Options) (_ *Scenario, err error) {
 	if o.Binary == "" {
 		return nil, errors.New("scenario: no sluice binary")
 	}
@@ -103,6 +107,13 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	}
 	if o.XDPMode == "" {
 		o.XDPMode = "auto"
+	}
+	switch o.Router {
+	case "":
+		o.Router = "bird"
+	case "bird", "frr":
+	default:
+		return nil, fmt.Errorf("scenario: router %q: want bird or frr", o.Router)
 	}
 	if !o.VIP4.IsValid() {
 		o.VIP4 = netip.MustParseAddr("198.18.0.10")
@@ -174,7 +185,12 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			}
 		}
 	}
-	if o.BGP {
+	switch {
+	case o.BGP && o.Router == "frr":
+		if s.FRR, err = l.StartFRR(ctx, lab.FRROptions{Dir: dir, BFD: o.BFD}); err != nil {
+			return nil, err
+		}
+	case o.BGP:
 		if s.BIRD, err = l.StartBIRD(ctx, lab.BIRDOptions{Dir: dir, BFD: o.BFD}); err != nil {
 			return nil, err
 		}
@@ -212,7 +228,10 @@ func (s *Scenario) AgentTrustArgs() []string {
 // sluice binary (Start checks them first).
 func (o Options) Tools() []string {
 	tools := []string{"ip", "curl"}
-	if o.BGP {
+	switch {
+	case o.BGP && o.Router == "frr":
+		tools = append(tools, "vtysh") // the daemons: lab.FRRMissing
+	case o.BGP:
 		tools = append(tools, "bird", "birdc")
 	}
 	return tools
@@ -298,6 +317,18 @@ func (s *Scenario) ConfigFor(i int) string {
 		s.quicConfig(&b)
 	}
 	return b.String()
+}
+
+// RouterSessions returns the router's BGP sessions as its daemon shows
+// them (birdc show protocols, vtysh show bgp summary); "" without BGP.
+func (s *Scenario) RouterSessions(ctx context.Context) (string, error) {
+	switch {
+	case s.FRR != nil:
+		return s.FRR.Command(ctx, "show", "bgp", "summary")
+	case s.BIRD != nil:
+		return s.BIRD.Command(ctx, "show", "protocols")
+	}
+	return "", nil
 }
 
 // VIPs returns the IPv4 and the IPv6 VIP.

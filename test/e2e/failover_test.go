@@ -23,17 +23,17 @@ const (
 )
 
 // bgpLab starts the scenario o with three LB nodes (afxdp) announcing the
-// VIPs over BGP (with BFD) to BIRD on the router and stream servers on the
-// backends, and waits until the router spreads both VIPs over all three
-// nodes.
+// VIPs over BGP (with BFD) to the router (BIRD, or o.Router) and stream
+// servers on the backends, and waits until the router spreads both VIPs
+// over all three nodes.
 func bgpLab(t *testing.T, o scenario.Options) *scenario.Scenario {
 	t.Helper()
 	o.IO, o.LBs, o.BGP, o.BFD, o.Streams = "afxdp", 3, true, true, true
 	s := start(t, o)
 	for _, vip := range s.VIPs() {
 		if d, err := s.WaitNextHops(t.Context(), vip, 20*time.Second, 0, 1, 2); err != nil {
-			out, _ := s.BIRD.Command(t.Context(), "show", "protocols", "all")
-			t.Fatalf("%v\nBIRD:\n%s", err, out)
+			out, _ := s.RouterSessions(t.Context())
+			t.Fatalf("%v\nrouter (%s):\n%s", err, s.Opts.Router, out)
 		} else {
 			t.Logf("router: %v via 3 LB nodes after %v", vip, d.Round(time.Millisecond))
 		}
@@ -146,7 +146,20 @@ func phase(t *testing.T, st *lab.Streams, name string, converge time.Duration) (
 // (and returned): the router moves their flows to the others, which pick
 // the same backend, so no connection breaks; new connections keep working.
 func TestE2EFailover(t *testing.T) {
-	s := bgpLab(t, scenario.Options{})
+	failover(t, bgpLab(t, scenario.Options{}))
+}
+
+// failoverResult is what failover measured.
+type failoverResult struct {
+	killed, frozen time.Duration // until the router withdrew the node
+	broken         int           // streams broken over the whole run
+	newFailed      int64         // new connections that failed
+}
+
+// failover runs the phases of TestE2EFailover on a bgpLab and fails the
+// test unless every stream survives.
+func failover(t *testing.T, s *scenario.Scenario) failoverResult {
+	var res failoverResult
 	ctx := t.Context()
 	checkFingerprints(t, s)
 	st := streams(t, s)
@@ -178,7 +191,7 @@ func TestE2EFailover(t *testing.T) {
 	if err := s.Signal(0, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	converge("(a) lb1 killed", 5*time.Second, 1, 2)
+	_, res.killed = converge("(a) lb1 killed", 5*time.Second, 1, 2)
 	if err := s.RestartLB(ctx, 0, s.Opts.IO); err != nil {
 		t.Fatal(err)
 	}
@@ -189,10 +202,10 @@ func TestE2EFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Signal(1, syscall.SIGCONT) }) // if the test stops while it is frozen
-	if _, d := converge("(b) lb2 frozen", 5*time.Second, 0, 2); d > 2*time.Second {
+	if _, res.frozen = converge("(b) lb2 frozen", 5*time.Second, 0, 2); res.frozen > 2*time.Second {
 		// BFD takes about 0.3 s; the BGP hold timer (9 s) would mean BFD
 		// did not work. The bound is loose: the machine is shared.
-		t.Errorf("withdraw of a frozen node took %v; BFD (100 ms x 3) should take about 0.3 s", d)
+		t.Errorf("withdraw of a frozen node took %v; BFD (100 ms x 3) should take about 0.3 s", res.frozen)
 	}
 	if err := s.Signal(1, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
@@ -207,22 +220,24 @@ func TestE2EFailover(t *testing.T) {
 
 	ok, failed, first := nc.Stop()
 	t.Logf("new connections during the run: %d ok, %d failed (first error: %v)", ok, failed, first)
-	res := st.Stop()
+	results := st.Stop()
 	var msgs uint64
-	for i, r := range res {
+	for i, r := range results {
 		msgs += r.Sent
 		if r.Err != nil && broken < 5 {
 			t.Logf("stream %d (%s): %v", i, r.Backend, r.Err)
 		}
 	}
-	t.Logf("%d streams, %d messages answered, %d broken", len(res), msgs, broken)
+	t.Logf("%d streams, %d messages answered, %d broken", len(results), msgs, broken)
 	if broken != 0 {
-		t.Errorf("%d of %d connections broke", broken, len(res))
+		t.Errorf("%d of %d connections broke", broken, len(results))
 	}
 	if failed != 0 {
 		t.Errorf("%d new connections failed (first: %v)", failed, first)
 	}
 	checkFingerprints(t, s)
+	res.broken, res.newFailed = broken, failed
+	return res
 }
 
 // The control run: the same three nodes with a different hash seed each, so
