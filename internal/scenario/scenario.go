@@ -98,7 +98,7 @@ type Scenario struct {
 
 // Start brings up the lab and every process. On error it tears down what it
 // started.
-func Start(ctx context.Context, o Options) (_ *Scenario, err error) {
+func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.Binary == "" {
 		return nil, errors.New("scenario: no sluice binary")
 	}
