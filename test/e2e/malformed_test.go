@@ -32,7 +32,7 @@ func TestE2EHTTPMalformedTraffic(t *testing.T) {
 				pkts = append(pkts,
 					ipv4(client, vip, 6, 0, tcpHeader(uint16(20000+i), 80, 2)),       // data offset 2 words
 					ipv4(client, vip, 17, 0, udpHeader(uint16(20000+i), 7000, 3)),    // UDP length 3
-					ipv4(client, vip, 6, 100, make([]byte, 16)),                      // a later fragment
+					ipv4(client, vip, 6, 100, make([]byte, 16)),                      // a later fragment, no first
 					ipv4(client, vip, 1, 0, []byte{3, 4, 0, 0, 0, 0, 5, 0xdc, 0x45}), // frag-needed quoting 1 byte
 					ipv4(client, lb, 17, 0, udpHeader(uint16(30000+i), 9, 8)),        // not a VIP
 				)
@@ -74,7 +74,9 @@ func TestE2EHTTPMalformedTraffic(t *testing.T) {
 			}{
 				{"drop parse/bad_tcp_offset", each},
 				{"drop parse/bad_udp_length", each},
-				{"drop fragment", each},
+				// Orphan later fragments wait for a first fragment that
+				// never comes, then time out.
+				{"drop fragment_timeout", each},
 			} {
 				if got := counter(rep, want.line); got != want.n {
 					t.Errorf("%s = %d, want %d\n%s", want.line, got, want.n, rep)
