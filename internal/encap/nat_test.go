@@ -544,9 +544,9 @@ func FuzzNAT(f *testing.F) {
 		pkt, l4 := s.build(f)
 		f.Add(pkt, uint8(l4), s.proto, s.v6)
 	}
+	tp4 := mustCompileNAT(f, NAT{SNAT: natSNAT4, Backend: natBack4})
+	tp6 := mustCompileNAT(f, NAT{L2: L2{VLAN: 3}, SNAT: natSNAT6, Backend: natBack6})
 	f.Fuzz(func(t *testing.T, pkt []byte, l4 uint8, proto uint8, v6 bool) {
-		tp4 := mustCompileNAT(t, NAT{SNAT: natSNAT4, Backend: natBack4})
-		tp6 := mustCompileNAT(t, NAT{L2: L2{VLAN: 3}, SNAT: natSNAT6, Backend: natBack6})
 		tp := tp4
 		if v6 {
 			tp = tp6
