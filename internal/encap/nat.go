@@ -255,6 +255,14 @@ func (h *L2Template) NAT(buf []byte, l3, l4, end int, proto uint8, to *NATTuple)
 		return -1
 	}
 	v6 := buf[l3]>>4 == 6
+	ports := uint32(bits.ReverseBytes16(to.SrcPort)) | uint32(bits.ReverseBytes16(to.DstPort))<<16
+	if l4 != 0 {
+		// TCP or UDP, the common case (every reply of a flow), written
+		// out without the staging copy of the addresses.
+		if start := h.natL4(buf, l3, l4, end, proto, v6, to, ports); start != natSlow {
+			return start
+		}
+	}
 	var addr [32]byte
 	al := 4
 	if v6 {
@@ -265,9 +273,74 @@ func (h *L2Template) NAT(buf []byte, l3, l4, end int, proto uint8, to *NATTuple)
 		copy(addr[0:4], to.Src[12:])
 		copy(addr[4:8], to.Dst[12:])
 	}
-	ports := uint32(bits.ReverseBytes16(to.SrcPort)) | uint32(bits.ReverseBytes16(to.DstPort))<<16
 	if !natRewrite(buf, l3, l4, end, proto, int(h.n), v6, &addr, fold64(addrSumLE(addr[:2*al])), ports) {
 		return -1
+	}
+	return h.write(buf, l3, v6)
+}
+
+// natSlow is natL4's answer for a packet it leaves to natRewrite.
+const natSlow = -2
+
+// natL4 is NAT for a TCP or UDP header at l4 (l4 != 0) with the bounds
+// l3 < end <= len(buf) checked; it returns the frame start, -1, or natSlow
+// for a version other than 4 and 6 (natRewrite refuses it).
+func (h *L2Template) natL4(buf []byte, l3, l4, end int, proto uint8, v6 bool, to *NATTuple, ports uint32) int {
+	csOff, l4Min := 16, tcpLen
+	if proto == protoUDP {
+		csOff, l4Min = 6, udpLen
+	} else if proto != protoTCP {
+		return -1
+	}
+	n := int(h.n)
+	hl := ip6Len
+	if !v6 {
+		hl = ip4Len
+	}
+	if l3 < n || l4 < l3+hl || l4 > end-l4Min {
+		return -1
+	}
+	le := binary.LittleEndian
+	var oldAddr, newAddr uint64
+	if v6 {
+		ip := (*[ip6Len]byte)(buf[l3:])
+		if ip[0]>>4 != 6 {
+			return natSlow
+		}
+		s, d := &to.Src, &to.Dst
+		oldAddr = uint64(^le32(ip[8:])) + uint64(^le32(ip[12:])) + uint64(^le32(ip[16:])) + uint64(^le32(ip[20:])) +
+			uint64(^le32(ip[24:])) + uint64(^le32(ip[28:])) + uint64(^le32(ip[32:])) + uint64(^le32(ip[36:]))
+		newAddr = uint64(le32(s[0:])) + uint64(le32(s[4:])) + uint64(le32(s[8:])) + uint64(le32(s[12:])) +
+			uint64(le32(d[0:])) + uint64(le32(d[4:])) + uint64(le32(d[8:])) + uint64(le32(d[12:]))
+		le.PutUint64(ip[8:], le.Uint64(s[0:]))
+		le.PutUint64(ip[16:], le.Uint64(s[8:]))
+		le.PutUint64(ip[24:], le.Uint64(d[0:]))
+		le.PutUint64(ip[32:], le.Uint64(d[8:]))
+	} else {
+		ip := (*[ip4Len]byte)(buf[l3:])
+		if ihl := int(ip[0] & 0x0f); ip[0]>>4 != 4 || ihl < 5 || l4 < l3+4*ihl {
+			if ip[0]>>4 == 4 {
+				return -1
+			}
+			return natSlow
+		}
+		s, d := le32(to.Src[12:]), le32(to.Dst[12:])
+		oldAddr = uint64(^le32(ip[12:])) + uint64(^le32(ip[16:]))
+		newAddr = uint64(s) + uint64(d)
+		le.PutUint32(ip[12:], s)
+		le.PutUint32(ip[16:], d)
+		hc := le.Uint16(ip[10:])
+		le.PutUint16(ip[10:], ^fold64(uint64(^hc)+oldAddr+newAddr))
+	}
+	l4b := buf[l4:end]
+	oldPorts := ^le32(l4b)
+	le.PutUint32(l4b, ports)
+	if c := le.Uint16(l4b[csOff:]); c != 0 || proto == protoTCP {
+		c = ^fold64(uint64(^c) + oldAddr + uint64(oldPorts) + newAddr + uint64(ports))
+		if c == 0 && proto == protoUDP {
+			c = 0xffff
+		}
+		le.PutUint16(l4b[csOff:], c)
 	}
 	return h.write(buf, l3, v6)
 }

@@ -1,6 +1,7 @@
 package encap
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -53,8 +54,55 @@ func natBenchPacket(b *testing.B, v6 bool, proto uint8, size int) (buf []byte, l
 }
 
 // BenchmarkNAT is a full-NAT hit: rewrite toward the backend (addresses,
-// ports, incremental checksums, Ethernet header). Compare with
-// BenchmarkEncap/gue4-v4inner and gue6-v6inner, or read the ratio from
+// ports, incremental checksums, Ethernet header), and the return direction
+// through L2Template.NAT. Compare with BenchmarkEncap/gue4-v4inner and
+// gue6-v6inner, or read the ratio from BenchmarkNATvsGUE.
+func BenchmarkNAT(b *testing.B) {
+	for _, bc := range natBenchCases(b) {
+		b.Run(bc.name, func(b *testing.B) {
+			buf, l3, l4, end := natBenchPacket(b, bc.v6, bc.proto, bc.size)
+			port := uint16(1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				port++
+				if bc.tp.Forward(buf, l3, l4, end, bc.proto, port) < 0 {
+					b.Fatal("Forward failed")
+				}
+			}
+		})
+	}
+	b.Run("return-v6-tcp", func(b *testing.B) {
+		buf, l3, l4, end := natBenchPacket(b, true, protoTCP, 80)
+		h := CompileL2(L2{SrcMAC: testSrcMAC, DstMAC: natRouterMAC})
+		to := MakeNATTuple(natVIP6, natClient6)
+		b.ReportAllocs()
+		for b.Loop() {
+			to.DstPort++
+			if h.NAT(buf, l3, l4, end, protoTCP, &to) < 0 {
+				b.Fatal("NAT failed")
+			}
+		}
+	})
+	b.Run("icmp-v6-too-big-1232", func(b *testing.B) {
+		tcp6, _ := pktSpec{v6: true, proto: protoTCP, src: netip.AddrPortFrom(natSNAT6, natSPort), dst: natBack6,
+			payload: make([]byte, 1300)}.build(b)
+		in := icmpErrorPacket(b, true, natRouter6, natSNAT6, 2, 0, 1280, tcp6[:1232])
+		buf, l3, end := received(in, 14, 0)
+		h := CompileL2(L2{})
+		src, dst := natVIP6.Addr().As16(), natClient6.Addr().As16()
+		q := MakeNATTuple(natClient6, natVIP6)
+		back := MakeNATTuple(netip.AddrPortFrom(natSNAT6, natSPort), natBack6)
+		from, to := natRouter6.As16(), natSNAT6.As16()
+		b.ReportAllocs()
+		for b.Loop() {
+			if h.NATICMPError(buf, l3, l3+40, end, &src, &dst, &q) < 0 ||
+				h.NATICMPError(buf, l3, l3+40, end, &from, &to, &back) < 0 {
+				b.Fatal("translation failed")
+			}
+		}
+	})
+}
+
 // BenchmarkNATvsGUE times a full-NAT hit and a GUE encapsulation hit of the
 // same packet size in alternating rounds of one run, so both see the same
 // machine load, and reports both per packet and their ratio (the goal:

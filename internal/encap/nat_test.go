@@ -561,7 +561,19 @@ func FuzzNAT(f *testing.F) {
 			l4o = l3 + int(l4)
 		}
 		orig := bytes.Clone(buf)
+		// L2Template.NAT with the same Ethernet header and tuple must do
+		// exactly what Forward does.
+		other := bytes.Clone(buf)
+		to := MakeNATTuple(netip.AddrPortFrom(tp.SNAT(), natSPort), tp.Backend())
+		ostart := tp.l2.NAT(other, l3, l4o, end, proto, &to)
 		start := tp.Forward(buf, l3, l4o, end, proto, natSPort)
+		if !bytes.Equal(buf, other) || ostart != start && (ostart >= 0 || start >= 0) {
+			// NAT takes the family from the packet, Forward from the
+			// template: they differ only when those differ.
+			if len(pkt) > 0 && (pkt[0]>>4 == 6 && v6 || pkt[0]>>4 == 4 && !v6) {
+				t.Fatalf("Forward = %d, L2Template.NAT = %d\nForward %x\nNAT     %x", start, ostart, buf, other)
+			}
+		}
 		if start < 0 {
 			if !bytes.Equal(buf, orig) {
 				t.Fatal("failed Forward wrote to the buffer")
