@@ -14,6 +14,9 @@ FUZZ_TARGETS = \
 	./internal/packet:FuzzICMPQuote \
 	./internal/encap:FuzzDecodeGUE \
 	./internal/encap:FuzzChecksum \
+	./internal/encap:FuzzNAT \
+	./internal/encap:FuzzNATICMPError \
+	./internal/packet:FuzzVXLAN \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker \
 	./internal/agent:FuzzInspect \

@@ -39,6 +39,8 @@ type L2 struct {
 type L2Template struct {
 	n   uint8 // 14 or 18
 	img [l2Max]byte
+	// fam[0] is img with the IPv4 EtherType, fam[1] with the IPv6 one.
+	fam [2][l2Max]byte
 }
 
 const l2Max = ethLen + vlanLen
@@ -53,6 +55,9 @@ func CompileL2(h L2) *L2Template {
 		binary.BigEndian.PutUint16(t.img[14:], h.VLAN)
 		t.n += vlanLen
 	}
+	t.fam[0], t.fam[1] = t.img, t.img
+	binary.BigEndian.PutUint16(t.fam[0][t.n-2:], etherTypeIPv4)
+	binary.BigEndian.PutUint16(t.fam[1][t.n-2:], etherTypeIPv6)
 	return t
 }
 
@@ -67,17 +72,16 @@ func (h *L2Template) write(buf []byte, l3 int, v6 bool) int {
 	n := int(h.n)
 	start := l3 - n
 	d := buf[start:l3:l3]
-	le := binary.LittleEndian
-	le.PutUint64(d[0:], le.Uint64(h.img[0:]))
-	le.PutUint64(d[n-8:], le.Uint64(h.img[n-8:]))
-	if n > 16 {
-		le.PutUint64(d[8:], le.Uint64(h.img[8:]))
-	}
-	et := uint16(etherTypeIPv4)
+	img := &h.fam[0]
 	if v6 {
-		et = etherTypeIPv6
+		img = &h.fam[1]
 	}
-	binary.BigEndian.PutUint16(d[n-2:], et)
+	le := binary.LittleEndian
+	le.PutUint64(d[0:], le.Uint64(img[0:]))
+	le.PutUint64(d[n-8:], le.Uint64(img[n-8:]))
+	if n > 16 {
+		le.PutUint64(d[8:], le.Uint64(img[8:]))
+	}
 	return start
 }
 
@@ -251,47 +255,19 @@ func (t *NATTemplate) Forward(buf []byte, l3, l4, end int, proto uint8, sport ui
 // and failures are Forward's. The family is the packet's (version nibble);
 // to's addresses must be of that family (IPv4-mapped for IPv4).
 func (h *L2Template) NAT(buf []byte, l3, l4, end int, proto uint8, to *NATTuple) int {
-	if l3 < 0 || l3 >= end || end > len(buf) {
-		return -1
+	// TCP or UDP, the common case (every reply of a flow), written out
+	// here; later fragments and anything odd go to natGeneral.
+	if l4 == 0 || l3 < 0 || l3 >= end || end > len(buf) {
+		return h.natGeneral(buf, l3, l4, end, proto, to)
 	}
-	v6 := buf[l3]>>4 == 6
-	ports := uint32(bits.ReverseBytes16(to.SrcPort)) | uint32(bits.ReverseBytes16(to.DstPort))<<16
-	if l4 != 0 {
-		// TCP or UDP, the common case (every reply of a flow), written
-		// out without the staging copy of the addresses.
-		if start := h.natL4(buf, l3, l4, end, proto, v6, to, ports); start != natSlow {
-			return start
-		}
-	}
-	var addr [32]byte
-	al := 4
-	if v6 {
-		al = 16
-		copy(addr[:16], to.Src[:])
-		copy(addr[16:], to.Dst[:])
-	} else {
-		copy(addr[0:4], to.Src[12:])
-		copy(addr[4:8], to.Dst[12:])
-	}
-	if !natRewrite(buf, l3, l4, end, proto, int(h.n), v6, &addr, fold64(addrSumLE(addr[:2*al])), ports) {
-		return -1
-	}
-	return h.write(buf, l3, v6)
-}
-
-// natSlow is natL4's answer for a packet it leaves to natRewrite.
-const natSlow = -2
-
-// natL4 is NAT for a TCP or UDP header at l4 (l4 != 0) with the bounds
-// l3 < end <= len(buf) checked; it returns the frame start, -1, or natSlow
-// for a version other than 4 and 6 (natRewrite refuses it).
-func (h *L2Template) natL4(buf []byte, l3, l4, end int, proto uint8, v6 bool, to *NATTuple, ports uint32) int {
 	csOff, l4Min := 16, tcpLen
 	if proto == protoUDP {
 		csOff, l4Min = 6, udpLen
 	} else if proto != protoTCP {
 		return -1
 	}
+	v6 := buf[l3]>>4 == 6
+	ports := uint32(bits.ReverseBytes16(to.SrcPort)) | uint32(bits.ReverseBytes16(to.DstPort))<<16
 	n := int(h.n)
 	hl := ip6Len
 	if !v6 {
@@ -304,9 +280,6 @@ func (h *L2Template) natL4(buf []byte, l3, l4, end int, proto uint8, v6 bool, to
 	var oldAddr, newAddr uint64
 	if v6 {
 		ip := (*[ip6Len]byte)(buf[l3:])
-		if ip[0]>>4 != 6 {
-			return natSlow
-		}
 		s, d := &to.Src, &to.Dst
 		oldAddr = uint64(^le32(ip[8:])) + uint64(^le32(ip[12:])) + uint64(^le32(ip[16:])) + uint64(^le32(ip[20:])) +
 			uint64(^le32(ip[24:])) + uint64(^le32(ip[28:])) + uint64(^le32(ip[32:])) + uint64(^le32(ip[36:]))
@@ -319,10 +292,7 @@ func (h *L2Template) natL4(buf []byte, l3, l4, end int, proto uint8, v6 bool, to
 	} else {
 		ip := (*[ip4Len]byte)(buf[l3:])
 		if ihl := int(ip[0] & 0x0f); ip[0]>>4 != 4 || ihl < 5 || l4 < l3+4*ihl {
-			if ip[0]>>4 == 4 {
-				return -1
-			}
-			return natSlow
+			return -1
 		}
 		s, d := le32(to.Src[12:]), le32(to.Dst[12:])
 		oldAddr = uint64(^le32(ip[12:])) + uint64(^le32(ip[16:]))
@@ -341,6 +311,30 @@ func (h *L2Template) natL4(buf []byte, l3, l4, end int, proto uint8, v6 bool, to
 			c = 0xffff
 		}
 		le.PutUint16(l4b[csOff:], c)
+	}
+	return h.write(buf, l3, v6)
+}
+
+// natGeneral is NAT through natRewrite: later fragments (l4 == 0) and
+// packets the fast path does not take.
+func (h *L2Template) natGeneral(buf []byte, l3, l4, end int, proto uint8, to *NATTuple) int {
+	if l3 < 0 || l3 >= end || end > len(buf) {
+		return -1
+	}
+	v6 := buf[l3]>>4 == 6
+	ports := uint32(bits.ReverseBytes16(to.SrcPort)) | uint32(bits.ReverseBytes16(to.DstPort))<<16
+	var addr [32]byte
+	al := 4
+	if v6 {
+		al = 16
+		copy(addr[:16], to.Src[:])
+		copy(addr[16:], to.Dst[:])
+	} else {
+		copy(addr[0:4], to.Src[12:])
+		copy(addr[4:8], to.Dst[12:])
+	}
+	if !natRewrite(buf, l3, l4, end, proto, int(h.n), v6, &addr, fold64(addrSumLE(addr[:2*al])), ports) {
+		return -1
 	}
 	return h.write(buf, l3, v6)
 }

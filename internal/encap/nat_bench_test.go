@@ -71,6 +71,18 @@ func BenchmarkNAT(b *testing.B) {
 			}
 		})
 	}
+	b.Run("return-v4-tcp", func(b *testing.B) {
+		buf, l3, l4, end := natBenchPacket(b, false, protoTCP, 64)
+		h := CompileL2(L2{SrcMAC: testSrcMAC, DstMAC: natRouterMAC})
+		to := MakeNATTuple(natVIP4, natClient4)
+		b.ReportAllocs()
+		for b.Loop() {
+			to.DstPort++
+			if h.NAT(buf, l3, l4, end, protoTCP, &to) < 0 {
+				b.Fatal("NAT failed")
+			}
+		}
+	})
 	b.Run("return-v6-tcp", func(b *testing.B) {
 		buf, l3, l4, end := natBenchPacket(b, true, protoTCP, 80)
 		h := CompileL2(L2{SrcMAC: testSrcMAC, DstMAC: natRouterMAC})
