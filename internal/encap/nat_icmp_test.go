@@ -74,6 +74,8 @@ func icmpNATCases() []icmpNATCase {
 		{"v6-packet-too-big-tcp-8", true, pktSpec{v6: true, proto: protoTCP, payload: big}, 2, 0, 1280, 0},
 		{"v6-time-exceeded-udp", true, pktSpec{v6: true, proto: protoUDP, payload: small}, 3, 0, 0, -1},
 		{"v6-port-unreachable-udp", true, pktSpec{v6: true, proto: protoUDP, payload: small}, 1, 4, 0, 0},
+		{"v6-too-big-first-fragment", true, pktSpec{v6: true, proto: protoUDP, payload: big, frag: 1}, 2, 0, 1280, 1232},
+		{"v6-time-exceeded-later-fragment", true, pktSpec{v6: true, proto: protoUDP, payload: big, frag: 2}, 3, 1, 0, 0},
 	}
 }
 

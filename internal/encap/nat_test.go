@@ -95,6 +95,22 @@ func (s pktSpec) build(t testing.TB) (pkt []byte, l4 int) {
 		t.Fatal(err)
 	}
 	pkt = bytes.Clone(sb.Bytes())
+	if s.v6 && s.frag != 0 {
+		// An IPv6 fragment header after the fixed header: offset 0 with
+		// more fragments (first), or offset 1480 (later).
+		fh := make([]byte, 8)
+		fh[0] = s.proto
+		if s.frag == 1 {
+			binary.BigEndian.PutUint16(fh[2:], 1)
+		} else {
+			binary.BigEndian.PutUint16(fh[2:], 185<<3)
+		}
+		binary.BigEndian.PutUint32(fh[4:], 0xfeedf00d)
+		pkt = append(pkt[:40:40], append(fh, pkt[40:]...)...)
+		pkt[6] = 44
+		binary.BigEndian.PutUint16(pkt[4:], binary.BigEndian.Uint16(pkt[4:])+8)
+		hl = 48
+	}
 	if s.frag == 2 {
 		return pkt, 0
 	}
@@ -218,6 +234,8 @@ func natCases() []natCase {
 		{"v6-tcp-vlan", pktSpec{v6: true, proto: protoTCP, payload: pl}, 0xe00a, 18},
 		{"v6-udp", pktSpec{v6: true, proto: protoUDP, payload: odd}, 0, 14},
 		{"v6-udp-empty", pktSpec{v6: true, proto: protoUDP}, 0, 14},
+		{"v6-udp-first-fragment", pktSpec{v6: true, proto: protoUDP, payload: pl, frag: 1}, 0, 14},
+		{"v6-later-fragment", pktSpec{v6: true, proto: protoUDP, payload: pl, frag: 2}, 0, 14},
 	}
 }
 
