@@ -112,7 +112,6 @@ type NAT struct {
 // wire order and their partial checksum. Immutable, safe for concurrent use.
 type NATTemplate struct {
 	l2      L2Template
-	eth     [l2Max]byte // l2's image with the EtherType of the family
 	v6      bool
 	addrSum uint16   // one's complement sum of addr (swapped byte order)
 	dport   uint16   // backend port in wire order, as a little-endian load sees it
@@ -149,12 +148,6 @@ func CompileNAT(n NAT) (*NATTemplate, error) {
 		return nil, &TunnelError{Field: "Backend", Value: n.Backend.String(), Reason: "port 0"}
 	}
 	t := &NATTemplate{l2: *CompileL2(n.L2), v6: dst.Is6(), snat: src, backend: netip.AddrPortFrom(dst, n.Backend.Port())}
-	t.eth = t.l2.img
-	et := uint16(etherTypeIPv4)
-	if t.v6 {
-		et = etherTypeIPv6
-	}
-	binary.BigEndian.PutUint16(t.eth[t.l2.n-2:], et)
 	s, d := addrBytes(src), addrBytes(dst)
 	al := 4
 	if t.v6 {
@@ -238,12 +231,13 @@ func (t *NATTemplate) Forward(buf []byte, l3, l4, end int, proto uint8, sport ui
 		}
 		le.PutUint16(l4b[csOff:], c)
 	}
-	start := l3 - n
+	// The Ethernet header, inline (write is not inlined).
+	start, img := l3-n, &t.l2.fam[0]
 	e := buf[start:l3:l3]
-	le.PutUint64(e[0:], le.Uint64(t.eth[0:]))
-	le.PutUint64(e[n-8:], le.Uint64(t.eth[n-8:]))
+	le.PutUint64(e[0:], le.Uint64(img[0:]))
+	le.PutUint64(e[n-8:], le.Uint64(img[n-8:]))
 	if n > 16 {
-		le.PutUint64(e[8:], le.Uint64(t.eth[8:]))
+		le.PutUint64(e[8:], le.Uint64(img[8:]))
 	}
 	return start
 }
