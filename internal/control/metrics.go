@@ -24,7 +24,8 @@ var (
 	descTooBig     = desc("icmp_too_big_sent_total", "ICMP fragmentation-needed / packet-too-big answers sent to clients (node.too_big: icmp).")
 	descSpilled    = desc("kernel_tx_packets_total", "Encapsulated packets sent through the kernel's IP stack, which fragments them (over the MTU, or held fragments).")
 	descSpillErr   = desc("kernel_tx_errors_total", "Packets the kernel's IP stack refused to send.")
-	descFragments  = desc("fragments_total", "Later fragments of datagrams to a VIP, by what became of them: followed (sent after their first fragment), held (arrived first and waited), released (held, then sent).", "action")
+	descFragments  = desc("fragments_sent_total", "Later fragments of datagrams to a VIP sent to their first fragment's backend: at once (followed), or after waiting for it (released).", "how")
+	descFragHeld   = desc("fragments_held_total", "Later fragments that arrived before their first fragment and waited for it (then released, or dropped as fragment_timeout).")
 	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
 	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
 	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
@@ -68,7 +69,7 @@ func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
-		descTooBig, descSpilled, descSpillErr, descFragments, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
 		descDrops, descParseDrops, descQUICRouted, descQUICStray,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
@@ -114,8 +115,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSpilled, st.Spilled)
 	counter(descSpillErr, st.SpillErrors)
 	counter(descFragments, st.Fragments.Followed, "followed")
-	counter(descFragments, st.Fragments.Held, "held")
 	counter(descFragments, st.Fragments.Released, "released")
+	counter(descFragHeld, st.Fragments.Held)
 	gauge(descFlowLen, float64(st.FlowEntries))
 	gauge(descFlowCap, float64(st.FlowCapacity))
 	counter(descNewFlows, st.NewFlows)

@@ -99,6 +99,7 @@ sluice_parse_drops_total{verdict="unsupported_ethertype"} 0
 sluice_drops_total{reason="fragment"} 0
 sluice_drops_total{reason="fragment_timeout"} 0
 sluice_drops_total{reason="icmp_unroutable"} 0
+sluice_drops_total{reason="kernel_tx_limited"} 0
 sluice_drops_total{reason="no_backend"} 0
 sluice_drops_total{reason="no_headroom"} 0
 sluice_drops_total{reason="no_next_hop"} 9

@@ -49,9 +49,18 @@ func Prepare(p *Packet, g *Generation) bool {
 // to (RFC 791, RFC 8200): source, destination, protocol and the fragment
 // identification, which fills the two port fields. First and later
 // fragments of one datagram have the same FragmentKey.
+//
+// IPv6 identifies a datagram by source, destination and ID alone (RFC 8200
+// 4.5): the protocol is left out, since a later fragment names the header
+// that follows the Fragment header (which may be an extension header) where
+// the first one is parsed to its upper layer.
 func FragmentKey(k *flow.Key, p *packet.Parsed) {
 	t := &p.Tuple
-	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), t.Proto)
+	proto := t.Proto
+	if t.IPVersion == 6 {
+		proto = 0
+	}
+	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), proto)
 }
 
 // Classify finds the service a packet is addressed to. Its result is
@@ -220,6 +229,13 @@ func (Encapsulate) Process(c *Context, pkts []*Packet) {
 	}
 }
 
+// unicastSource reports whether a packet's source may be sent an ICMP error.
+func unicastSource(t *packet.Tuple) bool {
+	a := t.SrcAddr()
+	return a.IsGlobalUnicast() || a.IsPrivate() ||
+		(a.Is6() && a.IsLinkLocalUnicast()) // a client on the LB's own link
+}
+
 // Smallest MTUs a "too big" answer may announce (RFC 791, RFC 8200).
 const (
 	minMTU4 = 68
@@ -240,7 +256,9 @@ func tooBig(c *Context, p *Packet, t *encap.Template, mtu int) Verdict {
 	room := mtu - t.L3Overhead(true)
 	v6 := p.Parsed.Tuple.IPVersion == 6
 	l3 := p.Off + p.Parsed.L3Off
-	whole := p.Parsed.Frag == packet.NotFragment && !p.ICMPError
+	// Never answer a fragment, an ICMP error, or a source that cannot be
+	// one host's (RFC 1812 4.3.2.7, RFC 4443 2.4(e)).
+	whole := p.Parsed.Frag == packet.NotFragment && !p.ICMPError && unicastSource(&p.Parsed.Tuple)
 	answer := false
 	switch {
 	case !whole: // fragments and ICMP errors: never answered
@@ -250,7 +268,7 @@ func tooBig(c *Context, p *Packet, t *encap.Template, mtu int) Verdict {
 		answer = room >= minMTU4 && packet.IPv4(p.Buf[l3:]).DontFragment()
 	}
 	if answer {
-		if !c.icmp.allow(c.Now, g.ICMPRate) {
+		if !c.icmp.Allow(c.Now, g.ICMPRate) {
 			p.Verdict, p.Reason = Drop, ReasonTooBigLimited
 			return Drop
 		}
