@@ -4,7 +4,7 @@ import "testing"
 
 func TestTokenBucket(t *testing.T) {
 	var b TokenBucket
-	const rate = 100 // burst 11
+	const rate = 100          // burst 11
 	now := uint32(0xffffff00) // refills across the clock's wrap
 	n := 0
 	for b.Allow(now, rate) {
