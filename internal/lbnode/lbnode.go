@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sync"
 	"text/tabwriter"
@@ -280,8 +279,8 @@ func vipAddrs(c *config.Config) []netip.Addr {
 }
 
 // ErrNeedsRestart wraps Apply's refusal of changes that only a restart can
-// make (the links are opened at start).
-var ErrNeedsRestart = errors.New("needs a restart")
+// make (config.RestartRules).
+var ErrNeedsRestart = config.ErrNeedsRestart
 
 // Apply makes cfg (already validated, as config.Load and config.Parse
 // return it) the running configuration: it builds the new generation and
@@ -294,19 +293,8 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	defer n.mu.Unlock()
 	old := n.cfg
 	a, b := old.Node, cfg.Node
-	switch {
-	case !slices.Equal(a.Interfaces, b.Interfaces):
-		return fmt.Errorf("node.interfaces: %v -> %v %w", a.Interfaces, b.Interfaces, ErrNeedsRestart)
-	case a.IO != b.IO, a.XDPMode != b.XDPMode:
-		return fmt.Errorf("node.io/xdp_mode: %s/%s -> %s/%s %w", a.IO, a.XDPMode, b.IO, b.XDPMode, ErrNeedsRestart)
-	case a.Workers != b.Workers:
-		return fmt.Errorf("node.workers: %d -> %d %w", a.Workers, b.Workers, ErrNeedsRestart)
-	case a.FlowCapacity != b.FlowCapacity:
-		return fmt.Errorf("node.flow_capacity: %d -> %d %w", a.FlowCapacity, b.FlowCapacity, ErrNeedsRestart)
-	case !reflect.DeepEqual(a.BGP, b.BGP):
-		return fmt.Errorf("node.bgp: changed %w", ErrNeedsRestart)
-	case a.AdminAddr != b.AdminAddr:
-		return fmt.Errorf("node.admin_addr: %s -> %s %w", a.AdminAddr, b.AdminAddr, ErrNeedsRestart)
+	if err := config.NeedsRestart(&a, &b); err != nil {
+		return err
 	}
 	if a.Seed != b.Seed {
 		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", a.Seed, "new", b.Seed)

@@ -10,7 +10,6 @@ import (
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
-	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -38,8 +37,7 @@ vips:
 `
 
 // Node is a fake LB node. Apply behaves like lbnode.Node's for the node
-// settings (a change of node.interfaces or node.workers is refused with
-// lbnode.ErrNeedsRestart) and otherwise takes the configuration; ApplyErr,
+// settings (a change config.NeedsRestart names is refused) and otherwise takes the configuration; ApplyErr,
 // when set, is returned instead. The generation is built from the
 // configuration with every backend resolved except 10.1.0.2, and
 // Real.ID = position in the configuration (web: 0, 1; dns: 2).
@@ -77,22 +75,14 @@ func (n *Node) Apply(_ context.Context, cfg *config.Config) error {
 	if n.ApplyErr != nil {
 		return n.ApplyErr
 	}
-	if len(cfg.Node.Interfaces) != len(n.cfg.Node.Interfaces) || cfg.Node.Interfaces[0] != n.cfg.Node.Interfaces[0] {
-		return &needsRestart{"node.interfaces"}
-	}
-	if cfg.Node.Workers != n.cfg.Node.Workers {
-		return &needsRestart{"node.workers"}
+	if err := config.NeedsRestart(&n.cfg.Node, &cfg.Node); err != nil {
+		return err
 	}
 	n.cfg = cfg
 	n.gen = generation(cfg, n.gen.ID+1)
 	n.Applied++
 	return nil
 }
-
-type needsRestart struct{ field string }
-
-func (e *needsRestart) Error() string { return e.field + ": " + lbnode.ErrNeedsRestart.Error() }
-func (e *needsRestart) Unwrap() error { return lbnode.ErrNeedsRestart }
 
 // Counters returns a copy of Count.
 func (n *Node) Counters() datapath.Counters {
