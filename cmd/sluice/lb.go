@@ -197,18 +197,11 @@ type withPeers struct {
 	spk *announce.Speaker
 }
 
-func (w withPeers) Peers() []control.PeerStatus {
+func (w withPeers) Peers() []announce.PeerStatus {
 	if w.spk == nil {
 		return nil
 	}
-	var out []control.PeerStatus
-	for _, p := range w.spk.Peers() {
-		out = append(out, control.PeerStatus{
-			Address: p.Address.String(), ASN: p.ASN, State: p.State, Uptime: p.Uptime.Seconds(),
-			Resets: p.Resets, Advertised: int(p.Advertised), BFD: p.BFD != "", BFDState: p.BFD,
-		})
-	}
-	return out
+	return w.spk.Peers()
 }
 
 // reload re-reads the configuration file and applies it through the same

@@ -32,7 +32,7 @@ vips:
 	n.countTransition(health.Transition{Key: k1, From: health.Up, To: health.Down, Err: errors.New("refused")})
 	n.countTransition(health.Transition{Key: k1, From: health.Down, To: health.Up})
 	got := n.Health()
-	want := []BackendHealth{
+	want := []health.Backend{
 		{VIP: "web", Backend: "198.18.30.11", State: health.Unknown, Up: 2, Down: 1},
 		{VIP: "web", Backend: "198.18.30.12", State: health.Unknown},
 	}

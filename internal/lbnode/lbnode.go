@@ -604,17 +604,6 @@ func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
 // Generation returns the running datapath generation.
 func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }
 
-// BackendHealth is the health-check state of one backend of one VIP.
-type BackendHealth struct {
-	VIP, Backend string
-	// State is the check's current state. Unknown (no decision yet) counts
-	// as up in the datapath.
-	State health.State
-	// Up and Down count the check's transitions to up and to down since it
-	// was added (a starting check's first rise counts).
-	Up, Down uint64
-}
-
 // countTransition counts tr for Health.
 func (n *Node) countTransition(tr health.Transition) {
 	if int(tr.To) >= numStates {
@@ -636,10 +625,10 @@ func (n *Node) countTransition(tr health.Transition) {
 // Health returns the state and transition counts of every backend that has
 // a health check (VIPs with a health section), in configuration order.
 // (Added for the control server's metrics.)
-func (n *Node) Health() []BackendHealth {
+func (n *Node) Health() []health.Backend {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var out []BackendHealth
+	var out []health.Backend
 	for _, v := range n.cfg.VIPs {
 		if v.Health == nil {
 			continue
@@ -647,7 +636,7 @@ func (n *Node) Health() []BackendHealth {
 		for _, b := range v.Backends {
 			key := healthKey(v.Name, b.Address)
 			st, _ := n.checks.State(key)
-			h := BackendHealth{VIP: v.Name, Backend: b.Address, State: st}
+			h := health.Backend{VIP: v.Name, Backend: b.Address, State: st}
 			n.healthMu.Lock()
 			if c := n.transitions[key]; c != nil {
 				h.Up, h.Down = c[health.Up], c[health.Down]
