@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +178,16 @@ func (s *Server) PutConfig(ctx context.Context, doc []byte) (ApplyResult, error)
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	return s.apply(ctx, doc)
+}
+
+// ApplyFile reads the configuration file at path and applies it as
+// PutConfig does (a reload: it counts as a generation and an apply result).
+func (s *Server) ApplyFile(ctx context.Context, path string) (ApplyResult, error) {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	return s.PutConfig(ctx, doc)
 }
 
 // apply is PutConfig with applyMu held.
