@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -107,19 +108,10 @@ func (e *ConfigError) Error() string {
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // configError turns config.Parse's error into a ConfigError: one problem per
-// field error, or a single problem without a path when the document does
-// not decode.
+// field error (fielderr.Error), or a single problem without a path when the
+// document does not decode.
 func configError(err error) *ConfigError {
-	var fes []*config.FieldError
-	var errs config.Errors
-	if errors.As(err, &errs) {
-		for _, e := range errs {
-			var fe *config.FieldError
-			if errors.As(e, &fe) {
-				fes = append(fes, fe)
-			}
-		}
-	}
+	fes := fielderr.All(err)
 	if len(fes) == 0 {
 		return &ConfigError{Problems: []Problem{{Reason: err.Error()}}}
 	}
