@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/announce"
 	"github.com/sluicelb/sluice/internal/config"
@@ -14,6 +15,7 @@ import (
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/nettest"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -131,5 +133,68 @@ vips:
 	}
 	if n.Config() != nil || n.SetDraining(true) {
 		t.Fatal("reads of a stopped node")
+	}
+}
+
+// withdrawRecorder is an announcer that records when its Run returned (the
+// routes withdrawn).
+type withdrawRecorder struct {
+	fakeAnnouncer
+	withdrawn chan time.Time
+}
+
+func (w *withdrawRecorder) Run(ctx context.Context) error {
+	<-ctx.Done()
+	w.withdrawn <- time.Now()
+	return nil
+}
+
+// The shutdown sequence with an announcer: when Run's context ends, the
+// announcer withdraws first, and the datapath keeps forwarding for the
+// shutdown grace before Run returns.
+func TestRunShutdownSequence(t *testing.T) {
+	nettest.RequireRoot(t)
+	cfg := mustParse(t, `
+node:
+  interfaces: [eth0]
+  bgp: {asn: 65001, router_id: 198.18.30.11, shutdown_grace: 300ms, peers: [{address: 198.18.30.1, asn: 65000}]}
+vips:
+  - {name: web, address: 198.18.0.10, protocol: tcp, port: 80, backends: [{address: 198.18.30.11}]}
+`)
+	ml := mem.New(mem.Config{})
+	w := &withdrawRecorder{withdrawn: make(chan time.Time, 1)}
+	n, err := New(Options{Config: cfg, Log: slog.New(slog.DiscardHandler), Announcer: w,
+		Open: func(string, int, []netip.Addr) (link.Link, string, error) { return ml, "mem", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("198.18.0.10/32")}
+	if a := n.Announcements(); !slices.Equal(a, want) {
+		t.Fatalf("Announcements() = %v", a)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	stop := time.Now()
+	cancel()
+	var withdrawn time.Time
+	select {
+	case withdrawn = <-w.withdrawn:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the announcer was not stopped")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now()
+	if withdrawn.Sub(stop) > 200*time.Millisecond || end.Sub(withdrawn) < 300*time.Millisecond {
+		t.Fatalf("withdrawn %v after the stop, Run returned %v after that; want at once, then the 300ms grace", withdrawn.Sub(stop), end.Sub(withdrawn))
+	}
+	if err := n.Apply(context.Background(), cfg); err != ErrStopped {
+		t.Fatalf("Apply after Run: %v", err)
+	}
+	if len(w.sets) == 0 || !slices.Equal(w.sets[0], want) {
+		t.Fatalf("announcer sets %v", w.sets)
 	}
 }
