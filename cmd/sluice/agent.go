@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicelb/sluice/internal/agent"
+	agentmetrics "github.com/sluicelb/sluice/internal/agent/metrics"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -157,7 +158,7 @@ func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr
 		return err
 	}
 	if metricsAddr != "" {
-		srv, err := serveAgentMetrics(metricsAddr, metricsToken, a.Counters)
+		srv, err := agentmetrics.Serve(metricsAddr, metricsToken, a.Counters)
 		if err != nil {
 			a.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)

@@ -4,7 +4,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicelb/sluice/internal/health"
-	"github.com/sluicelb/sluice/internal/lbnode"
 )
 
 // Metric names, all prefixed sluice_. Counters are read from the datapath
@@ -54,15 +53,6 @@ var (
 	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
-
-// healthReporter is implemented by nodes that run health checks
-// (*lbnode.Node). It is optional: a Node without it exports no health
-// metrics.
-type healthReporter interface {
-	Health() []lbnode.BackendHealth
-}
-
-var _ healthReporter = (*lbnode.Node)(nil)
 
 // Descs returns the descriptions of every metric the collector exports.
 func Descs() []*prometheus.Desc {
@@ -153,31 +143,27 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		t = float64(st.LastApply.Time.UnixNano()) / 1e9
 	}
 	gauge(descApplyTime, t)
-	if _, ok := c.s.node.(Drainer); ok {
-		ns := c.s.NodeStatus()
-		gauge(descDraining, b2f(ns.Draining))
-		for _, p := range ns.Announced {
-			gauge(descAnnounced, 1, p)
-		}
-		for _, p := range ns.Peers {
-			gauge(descPeerUp, b2f(p.State == "established"), p.Address)
-			counter(descPeerResets, p.Resets, p.Address)
-			gauge(descPeerAdv, float64(p.Advertised), p.Address)
-		}
+	ns := c.s.NodeStatus()
+	gauge(descDraining, b2f(ns.Draining))
+	for _, p := range ns.Announced {
+		gauge(descAnnounced, 1, p)
 	}
-	if h, ok := c.s.node.(healthReporter); ok {
-		for _, b := range h.Health() {
-			v := -1.0
-			switch b.State {
-			case health.Up:
-				v = 1
-			case health.Down:
-				v = 0
-			}
-			gauge(descBEHealth, v, b.VIP, b.Backend)
-			counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
-			counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
+	for _, p := range ns.Peers {
+		gauge(descPeerUp, b2f(p.State == "established"), p.Address)
+		counter(descPeerResets, p.Resets, p.Address)
+		gauge(descPeerAdv, float64(p.Advertised), p.Address)
+	}
+	for _, b := range c.s.node.Health() {
+		v := -1.0
+		switch b.State {
+		case health.Up:
+			v = 1
+		case health.Down:
+			v = 0
 		}
+		gauge(descBEHealth, v, b.VIP, b.Backend)
+		counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
+		counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
 	}
 }
 

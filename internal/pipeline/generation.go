@@ -109,6 +109,10 @@ func (g *Generation) Lookup(dst [16]byte, proto uint8, port uint16) *Service {
 	return nil
 }
 
+// Real returns the backend with the given ID if it belongs to svc in g,
+// else nil: the rule by which a flow entry's backend is still in service.
+func (g *Generation) Real(id uint32, svc *Service) *Real { return g.real(id, svc) }
+
 // real returns the backend with the given ID if it belongs to svc in g.
 func (g *Generation) real(id uint32, svc *Service) *Real {
 	if int(id) < len(g.Reals) {
