@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicelb/sluice/internal/agent"
+	agentmetrics "github.com/sluicelb/sluice/internal/agent/metrics"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -93,7 +94,7 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 				return fmt.Errorf("--vip: at least one VIP is required")
 			}
 			if metricsToken == "" {
-				metricsToken = os.Getenv("SLUICE_TOKEN")
+				metricsToken = os.Getenv("SLUICE_METRICS_TOKEN")
 			}
 			return runAgent(cmd.Context(), c, log, metricsAddr, metricsToken)
 		},
@@ -113,7 +114,7 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 	f.IntVar(&flowTable, "flow-table", agent.DefaultFlowTable, "connections the agent remembers delivering (second chance)")
 	f.DurationVar(&flowIdle, "flow-idle", agent.DefaultFlowIdle, "how long an idle remembered connection is kept")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics; e.g. 127.0.0.1:6091; a token is required unless it is loopback); empty: off")
-	f.StringVar(&metricsToken, "metrics-token", "", "bearer token every /metrics request must carry (default $SLUICE_TOKEN)")
+	f.StringVar(&metricsToken, "metrics-token", "", "bearer token every /metrics request must carry (default $SLUICE_METRICS_TOKEN; not the LB admin token: a scraper holding it could reconfigure a node)")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -157,7 +158,7 @@ func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr
 		return err
 	}
 	if metricsAddr != "" {
-		srv, err := serveAgentMetrics(metricsAddr, metricsToken, a.Counters)
+		srv, err := agentmetrics.Serve(metricsAddr, metricsToken, a.Counters)
 		if err != nil {
 			a.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)

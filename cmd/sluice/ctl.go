@@ -248,9 +248,11 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	flowCmd := &cobra.Command{Use: "flow", Short: "The flows of the datapath"}
 	var lkVIP, lkSrc string
 	var lkSport, lkDport uint16
+	var lkSYN bool
+	var lkPayload string
 	lookup := &cobra.Command{
-		Use:   "lookup --vip NAME --src IP --sport N [--dport N]",
-		Short: "Say where the next packet of a flow goes, and why (flow entry or Maglev)",
+		Use:   "lookup --vip NAME --src IP --sport N [--dport N] [--syn] [--payload HEX]",
+		Short: "Say where the next packet of a flow goes, and why (the datapath's own decision)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client()
@@ -264,7 +266,13 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 			if err != nil {
 				return fmt.Errorf("--src %q: not an IP address", lkSrc)
 			}
-			l, err := c.LookupFlow(cmd.Context(), lkVIP, src, lkSport, lkDport)
+			fq := control.FlowQuery{VIP: lkVIP, Src: netip.AddrPortFrom(src, lkSport), DstPort: lkDport, SYN: lkSYN}
+			if lkPayload != "" {
+				if fq.Payload, err = control.ParseCID(lkPayload); err != nil {
+					return fmt.Errorf("--payload: %w", err)
+				}
+			}
+			l, err := c.LookupFlow(cmd.Context(), fq)
 			if err != nil {
 				return err
 			}
@@ -275,6 +283,8 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	lookup.Flags().StringVar(&lkSrc, "src", "", "client address")
 	lookup.Flags().Uint16Var(&lkSport, "sport", 0, "client port")
 	lookup.Flags().Uint16Var(&lkDport, "dport", 0, "destination port (default: the VIP's port)")
+	lookup.Flags().BoolVar(&lkSYN, "syn", false, "a TCP SYN (default: a packet in the middle of the flow)")
+	lookup.Flags().StringVar(&lkPayload, "payload", "", "the start of the UDP payload in hex (for a QUIC VIP: the QUIC header whose connection ID routes it)")
 	flowCmd.AddCommand(lookup)
 
 	stats := &cobra.Command{
@@ -426,7 +436,11 @@ func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {
 		return s
 	}
 	fmt.Fprintf(tw, "flow\t%s %s -> %s (vip %s)\n", l.Protocol, l.Src, l.Dst, l.VIP)
-	fmt.Fprintf(tw, "next packet\t%s\t(%s)\n", none(l.Backend), l.Reason)
+	if l.Secondary != "" {
+		fmt.Fprintf(tw, "next packet\t%s, hop list [%s, %s]\t(%s)\n", none(l.Backend), l.Backend, l.Secondary, l.Reason)
+	} else {
+		fmt.Fprintf(tw, "next packet\t%s\t(%s)\n", none(l.Backend), l.Reason)
+	}
 	fmt.Fprintf(tw, "why\t%s\n", l.Detail)
 	fmt.Fprintf(tw, "maglev slot\t%d\towner %s, previous %s\n", l.Slot, none(l.MaglevOwner), none(l.MaglevPrevious))
 	fmt.Fprintf(tw, "hash\t%#016x\tdatapath generation %d\n", l.Hash, l.DatapathGeneration)

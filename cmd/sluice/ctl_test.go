@@ -52,10 +52,10 @@ func TestCtlVIPList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `VIP  ADDRESS   PROTO  PORTS  TABLE  BACKEND   WEIGHT  STATE       PACKETS  BYTES
-web  10.0.0.1  tcp    80     -      10.1.0.1  1       active      1234567  89
-web  10.0.0.1  tcp    80     -      10.1.0.2  0       unresolved  0        0
-dns  10.0.0.2  udp    53     -      10.1.0.3  1       active      5        6
+	want := `VIP  ADDRESS   PROTO  PORTS  TABLE             BACKEND   WEIGHT  STATE       PACKETS  BYTES
+web  10.0.0.1  tcp    80     8d2adeecf4f6dc16  10.1.0.1  1       active      1234567  89
+web  10.0.0.1  tcp    80     8d2adeecf4f6dc16  10.1.0.2  0       unresolved  0        0
+dns  10.0.0.2  udp    53     4dc8c5be3d6495b2  10.1.0.3  1       active      5        6
 `
 	if out != want {
 		t.Fatalf("got\n%s\nwant\n%s", out, want)

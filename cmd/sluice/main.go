@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -43,3 +44,34 @@ func newVersionCmd() *cobra.Command {
 		},
 	}
 }
+
+// orDefault returns a, or def when a is empty.
+func orDefault(a, def string) string {
+	if a != "" {
+		return a
+	}
+	return def
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// lbHelp is the long help of `sluice lb`.
+const lbHelp = `lb runs a Sluice load balancer node from a YAML configuration (see docs/config.md and
+examples/lb.yaml). It captures VIP traffic on the configured interfaces (AF_XDP, or
+AF_PACKET as the fallback), picks a backend by weighted Maglev, and sends the packet
+GUE-encapsulated to the backend's agent. Counters per VIP, backend and drop reason are
+printed on SIGUSR1 and at exit. SIGHUP re-reads the configuration and applies
+it without stopping the workers; a configuration that does not validate is
+rejected and the running one keeps serving.
+
+With --check it only validates the file, as a reload would, and exits: 0 with a
+one-line summary, or non-zero with every problem. It opens no interface and needs
+no privileges, so it does not check what needs the node's network (the
+interfaces, next hops, source addresses) or the running node (changes that
+need a restart).`

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Defaults applied by New to the zero fields of a Config.
@@ -128,23 +130,14 @@ type Config struct {
 // ErrConfig is matched (errors.Is) by every *ConfigError New returns.
 var ErrConfig = errors.New("agent: invalid config")
 
-// ConfigError is a validation error from New. It names the Config field and
-// shows the offending value.
-type ConfigError struct {
-	Field  string // e.g. "VIPs[2]"
-	Value  string
-	Reason string
+// ConfigError is a validation error from New (fielderr.Error, matching
+// ErrConfig): its path is "config." and the Config field, e.g.
+// "config.VIPs[2]", its value the offending value.
+type ConfigError = fielderr.Error
+
+func configErr(field, value, reason string) *ConfigError {
+	return &fielderr.Error{Path: "config." + field, Value: value, Reason: reason, Err: ErrConfig}
 }
-
-// Error implements error.
-func (e *ConfigError) Error() string {
-	return "agent: config." + e.Field + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
-
-var _ error = (*ConfigError)(nil)
 
 // withDefaults returns c with its defaults applied, or the first problem.
 func (c Config) withDefaults() (Config, error) {
@@ -152,43 +145,38 @@ func (c Config) withDefaults() (Config, error) {
 		c.Listen = DefaultListen
 	}
 	if a := c.Listen.Addr(); a.Zone() != "" || a.Is4In6() {
-		return c, &ConfigError{Field: "Listen", Value: c.Listen.String(),
-			Reason: "must be a plain IPv4 or IPv6 address (no zone, no IPv4-mapped form)"}
+		return c, configErr("Listen", c.Listen.String(), "must be a plain IPv4 or IPv6 address (no zone, no IPv4-mapped form)")
 	}
 	if c.TUN == "" {
 		c.TUN = DefaultTUN
 	}
 	if len(c.TUN) > 15 || strings.ContainsAny(c.TUN, "/: \t\n%") || c.TUN == "." || c.TUN == ".." {
-		return c, &ConfigError{Field: "TUN", Value: fmt.Sprintf("%q", c.TUN),
-			Reason: "not a valid interface name (at most 15 bytes, no '/', ':', '%' or spaces)"}
+		return c, configErr("TUN", fmt.Sprintf("%q", c.TUN), "not a valid interface name (at most 15 bytes, no '/', ':', '%' or spaces)")
 	}
 	switch {
 	case c.Batch == 0:
 		c.Batch = DefaultBatch
 	case c.Batch < 0 || c.Batch > MaxBatch:
-		return c, &ConfigError{Field: "Batch", Value: fmt.Sprint(c.Batch),
-			Reason: fmt.Sprintf("must be between 1 and %d", MaxBatch)}
+		return c, configErr("Batch", fmt.Sprint(c.Batch), fmt.Sprintf("must be between 1 and %d", MaxBatch))
 	}
 	switch c.UDPPolicy {
 	case "":
 		c.UDPPolicy = UDPLocal
 	case UDPLocal, UDPSecondChance:
 	default:
-		return c, &ConfigError{Field: "UDPPolicy", Value: fmt.Sprintf("%q", c.UDPPolicy),
-			Reason: fmt.Sprintf("must be %q or %q", UDPLocal, UDPSecondChance)}
+		return c, configErr("UDPPolicy", fmt.Sprintf("%q", c.UDPPolicy), fmt.Sprintf("must be %q or %q", UDPLocal, UDPSecondChance))
 	}
 	switch {
 	case c.FlowTable == 0:
 		c.FlowTable = DefaultFlowTable
 	case c.FlowTable < 0 || c.FlowTable > MaxFlowTable:
-		return c, &ConfigError{Field: "FlowTable", Value: fmt.Sprint(c.FlowTable),
-			Reason: fmt.Sprintf("must be between 1 and %d", MaxFlowTable)}
+		return c, configErr("FlowTable", fmt.Sprint(c.FlowTable), fmt.Sprintf("must be between 1 and %d", MaxFlowTable))
 	}
 	switch {
 	case c.FlowIdle == 0:
 		c.FlowIdle = DefaultFlowIdle
 	case c.FlowIdle < 0:
-		return c, &ConfigError{Field: "FlowIdle", Value: c.FlowIdle.String(), Reason: "must be positive"}
+		return c, configErr("FlowIdle", c.FlowIdle.String(), "must be positive")
 	}
 	if err := checkPrefixes("HopPrefixes", c.HopPrefixes); err != nil {
 		return c, err
@@ -199,37 +187,31 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	c.LBPrefixes = append([]netip.Prefix(nil), c.LBPrefixes...)
 	if len(c.VIPs) == 0 {
-		return c, &ConfigError{Field: "VIPs", Value: "[]",
-			Reason: "at least one VIP is required (every packet would be dropped)"}
+		return c, configErr("VIPs", "[]", "at least one VIP is required (every packet would be dropped)")
 	}
 	seen := make(map[netip.Addr]int, len(c.VIPs))
 	for i, v := range c.VIPs {
 		field := fmt.Sprintf("VIPs[%d]", i)
 		switch {
 		case !v.IsValid():
-			return c, &ConfigError{Field: field, Value: "invalid", Reason: "not an address"}
+			return c, configErr(field, "invalid", "not an address")
 		case v.Zone() != "" || v.Is4In6():
-			return c, &ConfigError{Field: field, Value: v.String(),
-				Reason: "must be a plain IPv4 or IPv6 address (no zone, no IPv4-mapped form)"}
+			return c, configErr(field, v.String(), "must be a plain IPv4 or IPv6 address (no zone, no IPv4-mapped form)")
 		case v.IsUnspecified() || v.IsLoopback() || v.IsMulticast() ||
 			v.IsLinkLocalUnicast() || v == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-			return c, &ConfigError{Field: field, Value: v.String(),
-				Reason: "must be a unicast address that is not loopback or link-local"}
+			return c, configErr(field, v.String(), "must be a unicast address that is not loopback or link-local")
 		}
 		if j, dup := seen[v]; dup {
-			return c, &ConfigError{Field: field, Value: v.String(),
-				Reason: fmt.Sprintf("duplicate of VIPs[%d]", j)}
+			return c, configErr(field, v.String(), fmt.Sprintf("duplicate of VIPs[%d]", j))
 		}
 		seen[v] = i
 	}
 	c.VIPs = append([]netip.Addr(nil), c.VIPs...)
 	switch {
 	case c.AcceptAnySource && len(c.LBPrefixes) > 0:
-		return c, &ConfigError{Field: "AcceptAnySource", Value: "true",
-			Reason: "cannot be combined with LBPrefixes: either the LB nodes' prefixes are listed, or any source is accepted"}
+		return c, configErr("AcceptAnySource", "true", "cannot be combined with LBPrefixes: either the LB nodes' prefixes are listed, or any source is accepted")
 	case !c.AcceptAnySource && len(c.LBPrefixes) == 0:
-		return c, &ConfigError{Field: "LBPrefixes", Value: "[]",
-			Reason: "at least one LB prefix is required (the outer sources allowed to send GUE); AcceptAnySource turns the check off, for labs only"}
+		return c, configErr("LBPrefixes", "[]", "at least one LB prefix is required (the outer sources allowed to send GUE); AcceptAnySource turns the check off, for labs only")
 	}
 	return c, nil
 }
@@ -238,8 +220,7 @@ func (c Config) withDefaults() (Config, error) {
 func checkPrefixes(field string, ps []netip.Prefix) error {
 	for i, p := range ps {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() || p != p.Masked() {
-			return &ConfigError{Field: fmt.Sprintf("%s[%d]", field, i), Value: p.String(),
-				Reason: "must be a plain IPv4 or IPv6 prefix without host bits (no zone, no IPv4-mapped form)"}
+			return configErr(fmt.Sprintf("%s[%d]", field, i), p.String(), "must be a plain IPv4 or IPv6 prefix without host bits (no zone, no IPv4-mapped form)")
 		}
 	}
 	return nil

@@ -72,8 +72,8 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%+v: error %v, want a *ConfigError", tc.c, err)
 			continue
 		}
-		if ce.Field != tc.field || !strings.Contains(err.Error(), "config."+tc.field+":") {
-			t.Errorf("%+v: %v names %q, want %q", tc.c, err, ce.Field, tc.field)
+		if ce.Path != "config."+tc.field || !strings.Contains(err.Error(), "config."+tc.field+":") {
+			t.Errorf("%+v: %v names %q, want config.%s", tc.c, err, ce.Path, tc.field)
 		}
 	}
 }

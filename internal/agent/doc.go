@@ -87,6 +87,10 @@
 // inject nothing into the VIPs' services and probe nothing: without the
 // check, one UDP datagram carrying a SYN from any spoofed source address
 // to a VIP reaches the service, and the reply goes to the spoofed address.
+// The check trusts the outer source address, which GUE does not
+// authenticate: it holds only where the network drops packets that carry
+// an LB node's or a backend's address from anywhere else (uRPF or ACLs on
+// the router ports toward clients and tenants).
 //
 // # Validation
 //

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Defaults applied to zero fields.
@@ -101,26 +103,13 @@ type BFD struct {
 // ErrConfig is matched (errors.Is) by every *ConfigError.
 var ErrConfig = errors.New("announce: invalid config")
 
-// ConfigError is a Config validation error. It names the field and shows
-// the offending value.
-type ConfigError struct {
-	Field  string // e.g. "Peers[1].HoldTime"
-	Value  string
-	Reason string
-}
-
-// Error implements error.
-func (e *ConfigError) Error() string {
-	return "announce: config." + e.Field + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrConfig }
-
-var _ error = (*ConfigError)(nil)
+// ConfigError is a Config validation error (fielderr.Error, matching
+// ErrConfig): its path is "config." and the field, e.g.
+// "config.Peers[1].HoldTime", its value the offending value.
+type ConfigError = fielderr.Error
 
 func configErr(field string, value any, format string, args ...any) *ConfigError {
-	return &ConfigError{Field: field, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...)}
+	return &fielderr.Error{Path: "config." + field, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...), Err: ErrConfig}
 }
 
 // withDefaults returns c with the defaults applied to its zero fields, and

@@ -87,8 +87,8 @@ func TestValidate(t *testing.T) {
 			if !errors.As(err, &ce) || !errors.Is(err, ErrConfig) {
 				t.Fatalf("Validate = %v, want a *ConfigError", err)
 			}
-			if ce.Field != tc.field {
-				t.Errorf("field %q, want %q (%v)", ce.Field, tc.field, err)
+			if ce.Path != "config."+tc.field {
+				t.Errorf("path %q, want config.%s (%v)", ce.Path, tc.field, err)
 			}
 			t.Log(err)
 		})

@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/maglev"
 )
 
@@ -299,25 +300,14 @@ func (e Errors) Error() string {
 func (e Errors) Unwrap() []error { return e }
 
 // FieldError is one problem: the path of the field, its value and what is
-// wrong with it.
-type FieldError struct {
-	Path   string
-	Value  any
-	Reason string
-}
-
-func (e *FieldError) Error() string {
-	if e.Value == nil {
-		return e.Path + ": " + e.Reason
-	}
-	return fmt.Sprintf("%s: %v %s", e.Path, e.Value, e.Reason)
-}
+// wrong with it (the shared shape, fielderr.Error).
+type FieldError = fielderr.Error
 
 // Validate checks the whole document and returns every problem (as Errors).
 func (c *Config) Validate() error {
 	var errs Errors
 	bad := func(path string, value any, reason string) {
-		errs = append(errs, &FieldError{path, value, reason})
+		errs = append(errs, fielderr.New(path, value, reason))
 	}
 	n := &c.Node
 	if len(n.Interfaces) == 0 {

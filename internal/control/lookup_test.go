@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/control/controltest"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
@@ -20,10 +20,13 @@ import (
 )
 
 // dpNode is a Node over a real datapath whose generations the test builds.
-type dpNode struct{ dp *datapath.Datapath }
+type dpNode struct {
+	*controltest.Node // configuration and drain: not used
+	dp                *datapath.Datapath
+}
 
-func (n *dpNode) Config() *config.Config                        { return nil }
-func (n *dpNode) Apply(context.Context, *config.Config) error   { return errors.New("not here") }
+func newDPNode(dp *datapath.Datapath) *dpNode { return &dpNode{controltest.New(), dp} }
+
 func (n *dpNode) Counters() datapath.Counters                   { return n.dp.Counters() }
 func (n *dpNode) Generation() *pipeline.Generation              { return n.dp.Generation() }
 func (n *dpNode) QueryFlows(fn func(worker int, t *flow.Table)) { n.dp.QueryFlows(fn) }
@@ -104,7 +107,7 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	s := New(&dpNode{dp})
+	s := New(newDPNode(dp))
 
 	send := func(flags uint8) netip.Addr {
 		t.Helper()
@@ -129,7 +132,7 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 	}
 
 	// Before any packet: no entry, the Maglev owner.
-	l, err := s.LookupFlow("web", src, 0)
+	l, err := s.LookupFlow(FlowQuery{VIP: "web", Src: src, DstPort: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +149,7 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 	spec := lkSpec(lkA, lkB, lkC)
 	spec.Services[0].Backends[2].State = pipeline.BackendFilling
 	gen2 := build(spec)
-	l, err = s.LookupFlow("web", src, 80)
+	l, err = s.LookupFlow(FlowQuery{VIP: "web", Src: src, DstPort: 80})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +173,7 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 	if to := send(sim.ACK); to.String() != old {
 		t.Fatalf("ACK went to %v, want %s (the flow's backend)", to, old)
 	}
-	l, _ = s.LookupFlow("web", src, 0)
+	l, _ = s.LookupFlow(FlowQuery{VIP: "web", Src: src, DstPort: 0})
 	if len(l.Entries) != 1 || l.Entries[0].State != "established" || l.Entries[0].Generation != gen2.ID {
 		t.Fatalf("after ACK: %+v", l.Entries)
 	}
@@ -183,7 +186,7 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 		}
 	}
 	build(lkSpec(rest...))
-	l, _ = s.LookupFlow("web", src, 0)
+	l, _ = s.LookupFlow(FlowQuery{VIP: "web", Src: src, DstPort: 0})
 	if l.Reason != ReasonMaglev || l.Backend != lkC.String() || len(l.Entries) != 1 || l.Entries[0].InService || l.Entries[0].Backend != "" {
 		t.Fatalf("after %s left: %+v", old, l)
 	}
@@ -193,19 +196,22 @@ func TestLookupFlowRealDatapath(t *testing.T) {
 }
 
 func TestLookupFlowRefusals(t *testing.T) {
-	s, _ := newServer(t) // the fake: no flow tables, no Maglev tables
+	s, _ := newServer(t) // the fake: no workers
 	src := netip.MustParseAddrPort("192.0.2.1:4000")
-	if _, err := s.LookupFlow("nope", src, 0); !errors.Is(err, ErrNotFound) {
+	if _, err := s.LookupFlow(FlowQuery{VIP: "nope", Src: src, DstPort: 0}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown vip: %v", err)
 	}
-	if _, err := s.LookupFlow("web", netip.MustParseAddrPort("[2001:db8::1]:4000"), 0); !errors.Is(err, ErrInvalidQuery) {
+	if _, err := s.LookupFlow(FlowQuery{VIP: "web", Src: netip.MustParseAddrPort("[2001:db8::1]:4000"), DstPort: 0}); !errors.Is(err, ErrInvalidQuery) {
 		t.Fatalf("wrong family: %v", err)
 	}
-	if _, err := s.LookupFlow("web", src, 81); !errors.Is(err, ErrInvalidQuery) {
+	if _, err := s.LookupFlow(FlowQuery{VIP: "web", Src: src, DstPort: 81}); !errors.Is(err, ErrInvalidQuery) {
 		t.Fatalf("wrong port: %v", err)
 	}
-	l, err := s.LookupFlow("dns", src, 0)
-	if err != nil || l.FlowTables || l.Reason != ReasonNoBackend || l.Protocol != "udp" || l.Dst != "10.0.0.2:53" {
+	l, err := s.LookupFlow(FlowQuery{VIP: "dns", Src: src, DstPort: 0})
+	if err != nil || l.Reason != ReasonMaglev || l.Backend != "10.1.0.3" || l.Protocol != "udp" || l.Dst != "10.0.0.2:53" {
 		t.Fatalf("%+v %v", l, err)
+	}
+	if _, err := s.LookupFlow(FlowQuery{VIP: "dns", Src: src, SYN: true}); !errors.Is(err, ErrInvalidQuery) {
+		t.Fatalf("SYN to a UDP VIP: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicelb/sluice/internal/health"
-	"github.com/sluicelb/sluice/internal/lbnode"
 )
 
 // Metric names, all prefixed sluice_. Counters are read from the datapath
@@ -24,7 +23,8 @@ var (
 	descTooBig     = desc("icmp_too_big_sent_total", "ICMP fragmentation-needed / packet-too-big answers sent to clients (node.too_big: icmp).")
 	descSpilled    = desc("kernel_tx_packets_total", "Encapsulated packets sent through the kernel's IP stack, which fragments them (over the MTU, or held fragments).")
 	descSpillErr   = desc("kernel_tx_errors_total", "Packets the kernel's IP stack refused to send.")
-	descFragments  = desc("fragments_total", "Later fragments of datagrams to a VIP, by what became of them: followed (sent after their first fragment), held (arrived first and waited), released (held, then sent).", "action")
+	descFragments  = desc("fragments_sent_total", "Later fragments of datagrams to a VIP sent to their first fragment's backend: at once (followed), or after waiting for it (released).", "how")
+	descFragHeld   = desc("fragments_held_total", "Later fragments that arrived before their first fragment and waited for it (then released, or dropped as fragment_timeout).")
 	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
 	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
 	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
@@ -54,21 +54,12 @@ var (
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
-// healthReporter is implemented by nodes that run health checks
-// (*lbnode.Node). It is optional: a Node without it exports no health
-// metrics.
-type healthReporter interface {
-	Health() []lbnode.BackendHealth
-}
-
-var _ healthReporter = (*lbnode.Node)(nil)
-
 // Descs returns the descriptions of every metric the collector exports.
 func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
-		descTooBig, descSpilled, descSpillErr, descFragments, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
 		descDrops, descParseDrops, descQUICRouted, descQUICStray,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
@@ -114,8 +105,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descSpilled, st.Spilled)
 	counter(descSpillErr, st.SpillErrors)
 	counter(descFragments, st.Fragments.Followed, "followed")
-	counter(descFragments, st.Fragments.Held, "held")
 	counter(descFragments, st.Fragments.Released, "released")
+	counter(descFragHeld, st.Fragments.Held)
 	gauge(descFlowLen, float64(st.FlowEntries))
 	gauge(descFlowCap, float64(st.FlowCapacity))
 	counter(descNewFlows, st.NewFlows)
@@ -152,31 +143,27 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		t = float64(st.LastApply.Time.UnixNano()) / 1e9
 	}
 	gauge(descApplyTime, t)
-	if _, ok := c.s.node.(Drainer); ok {
-		ns := c.s.NodeStatus()
-		gauge(descDraining, b2f(ns.Draining))
-		for _, p := range ns.Announced {
-			gauge(descAnnounced, 1, p)
-		}
-		for _, p := range ns.Peers {
-			gauge(descPeerUp, b2f(p.State == "established"), p.Address)
-			counter(descPeerResets, p.Resets, p.Address)
-			gauge(descPeerAdv, float64(p.Advertised), p.Address)
-		}
+	ns := c.s.NodeStatus()
+	gauge(descDraining, b2f(ns.Draining))
+	for _, p := range ns.Announced {
+		gauge(descAnnounced, 1, p)
 	}
-	if h, ok := c.s.node.(healthReporter); ok {
-		for _, b := range h.Health() {
-			v := -1.0
-			switch b.State {
-			case health.Up:
-				v = 1
-			case health.Down:
-				v = 0
-			}
-			gauge(descBEHealth, v, b.VIP, b.Backend)
-			counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
-			counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
+	for _, p := range ns.Peers {
+		gauge(descPeerUp, b2f(p.State == "established"), p.Address)
+		counter(descPeerResets, p.Resets, p.Address)
+		gauge(descPeerAdv, float64(p.Advertised), p.Address)
+	}
+	for _, b := range c.s.node.Health() {
+		v := -1.0
+		switch b.State {
+		case health.Up:
+			v = 1
+		case health.Down:
+			v = 0
 		}
+		gauge(descBEHealth, v, b.VIP, b.Backend)
+		counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
+		counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
 	}
 }
 

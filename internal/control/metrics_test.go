@@ -14,7 +14,7 @@ import (
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
-	"github.com/sluicelb/sluice/internal/lbnode"
+
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -99,6 +99,7 @@ sluice_parse_drops_total{verdict="unsupported_ethertype"} 0
 sluice_drops_total{reason="fragment"} 0
 sluice_drops_total{reason="fragment_timeout"} 0
 sluice_drops_total{reason="icmp_unroutable"} 0
+sluice_drops_total{reason="kernel_tx_limited"} 0
 sluice_drops_total{reason="no_backend"} 0
 sluice_drops_total{reason="no_headroom"} 0
 sluice_drops_total{reason="no_next_hop"} 9
@@ -118,20 +119,19 @@ func fakeCounters2() datapath.Counters {
 	return c
 }
 
-// healthNode is the fake node with health checks.
-type healthNode struct {
-	*controltest.Node
-	h []lbnode.BackendHealth
+// healthNode is the fake node with health checks h.
+func healthNode(h []health.Backend) *controltest.Node {
+	n := controltest.New()
+	n.HealthStates = h
+	return n
 }
 
-func (n healthNode) Health() []lbnode.BackendHealth { return n.h }
-
 func TestCollectorHealth(t *testing.T) {
-	n := healthNode{Node: controltest.New(), h: []lbnode.BackendHealth{
+	n := healthNode([]health.Backend{
 		{VIP: "web", Backend: "10.1.0.1", State: health.Up, Up: 2, Down: 1},
 		{VIP: "web", Backend: "10.1.0.2", State: health.Down, Up: 1, Down: 1},
 		{VIP: "dns", Backend: "10.1.0.3", State: health.Unknown},
-	}}
+	})
 	c := New(n).Collector()
 	if err := testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP sluice_backend_health Health-check state of a backend: 1 up, 0 down, -1 unknown (no decision yet; counts as up).

@@ -1,12 +1,13 @@
 package control
 
 import (
-	"errors"
 	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/announce"
 )
 
-// Drainer is what a node offers for node drain; *lbnode.Node implements it.
-// A node without it cannot be drained (ErrNotSupported).
+// Drainer is what the server needs for node drain and the node's routing
+// state.
 type Drainer interface {
 	// SetDraining drains the node or returns it to service, and reports
 	// whether that changed anything.
@@ -15,11 +16,8 @@ type Drainer interface {
 	Draining() bool
 	// Announcements returns the VIP prefixes the node announces now.
 	Announcements() []netip.Prefix
-}
-
-// PeerReporter is a node that announces its VIPs to routing peers.
-type PeerReporter interface {
-	Peers() []PeerStatus
+	// Peers returns the routing peers' sessions; none without BGP.
+	Peers() []announce.PeerStatus
 }
 
 // PeerStatus is one routing (BGP) peer of the node.
@@ -50,20 +48,17 @@ type NodeStatus struct {
 	Peers []PeerStatus `json:"peers"`
 }
 
-// ErrNotSupported is returned for a verb the node does not offer.
-var ErrNotSupported = errors.New("not supported by this node")
-
 // NodeStatus returns the node's service state.
 func (s *Server) NodeStatus() NodeStatus {
-	st := NodeStatus{Announced: []string{}, Peers: []PeerStatus{}}
-	if d, ok := s.node.(Drainer); ok {
-		st.Draining = d.Draining()
-		for _, p := range d.Announcements() {
-			st.Announced = append(st.Announced, p.String())
-		}
+	st := NodeStatus{Announced: []string{}, Peers: []PeerStatus{}, Draining: s.node.Draining()}
+	for _, p := range s.node.Announcements() {
+		st.Announced = append(st.Announced, p.String())
 	}
-	if pr, ok := s.node.(PeerReporter); ok {
-		st.Peers = append(st.Peers, pr.Peers()...)
+	for _, p := range s.node.Peers() {
+		st.Peers = append(st.Peers, PeerStatus{
+			Address: p.Address.String(), ASN: p.ASN, State: p.State, Uptime: p.Uptime.Seconds(),
+			Resets: p.Resets, Advertised: int(p.Advertised), BFD: p.BFD != "", BFDState: p.BFD,
+		})
 	}
 	return st
 }
@@ -72,10 +67,6 @@ func (s *Server) NodeStatus() NodeStatus {
 // drained node withdraws its VIP announcements so routers move new flows
 // to the other nodes, and keeps forwarding what still arrives.
 func (s *Server) DrainNode(drain bool) (NodeStatus, error) {
-	d, ok := s.node.(Drainer)
-	if !ok {
-		return NodeStatus{}, ErrNotSupported
-	}
-	d.SetDraining(drain)
+	s.node.SetDraining(drain)
 	return s.NodeStatus(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -19,28 +20,44 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/health"
-	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
-// Node is what the server needs from an LB node; *lbnode.Node implements it.
+// The server depends on four small views of an LB node, declared here:
+// Configurer (apply a configuration), Viewer (read what runs), FlowFinder
+// (read the flow tables) and Drainer (node drain and routing). Node is all
+// of them; lbnode.Node implements it, and control/controltest fakes it.
 type Node interface {
+	Configurer
+	Viewer
+	FlowFinder
+	Drainer
+}
+
+// Configurer holds the running configuration.
+type Configurer interface {
 	// Config returns the running configuration (not to be modified).
 	Config() *config.Config
 	// Apply makes cfg the running configuration, or leaves the running one
 	// in force and says why (wrapping ErrNeedsRestart for changes only a
 	// restart can make).
 	Apply(ctx context.Context, cfg *config.Config) error
+}
+
+// Viewer reads what the node runs.
+type Viewer interface {
 	// Counters returns the counters summed over the workers.
 	Counters() datapath.Counters
 	// Generation returns the running datapath generation (nil before the
 	// first).
 	Generation() *pipeline.Generation
+	// Health returns the state of every backend that has a health check,
+	// in configuration order.
+	Health() []health.Backend
 }
-
-var _ Node = (*lbnode.Node)(nil)
 
 // Errors PutConfig's refusals match (errors.Is). In every case the running
 // configuration stays in force, unchanged.
@@ -48,8 +65,9 @@ var (
 	// ErrInvalidConfig: the document does not parse or validate; the error
 	// is a *ConfigError listing every problem.
 	ErrInvalidConfig = errors.New("invalid configuration")
-	// ErrNeedsRestart: the document changes what only a restart can.
-	ErrNeedsRestart = lbnode.ErrNeedsRestart
+	// ErrNeedsRestart: the document changes what only a restart can
+	// (config.RestartRules).
+	ErrNeedsRestart = config.ErrNeedsRestart
 )
 
 // Problem is one problem of a rejected document: the path of the field, its
@@ -90,19 +108,10 @@ func (e *ConfigError) Error() string {
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // configError turns config.Parse's error into a ConfigError: one problem per
-// field error, or a single problem without a path when the document does
-// not decode.
+// field error (fielderr.Error), or a single problem without a path when the
+// document does not decode.
 func configError(err error) *ConfigError {
-	var fes []*config.FieldError
-	var errs config.Errors
-	if errors.As(err, &errs) {
-		for _, e := range errs {
-			var fe *config.FieldError
-			if errors.As(e, &fe) {
-				fes = append(fes, fe)
-			}
-		}
-	}
+	fes := fielderr.All(err)
 	if len(fes) == 0 {
 		return &ConfigError{Problems: []Problem{{Reason: err.Error()}}}
 	}
@@ -161,6 +170,16 @@ func (s *Server) PutConfig(ctx context.Context, doc []byte) (ApplyResult, error)
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	return s.apply(ctx, doc)
+}
+
+// ApplyFile reads the configuration file at path and applies it as
+// PutConfig does (a reload: it counts as a generation and an apply result).
+func (s *Server) ApplyFile(ctx context.Context, path string) (ApplyResult, error) {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	return s.PutConfig(ctx, doc)
 }
 
 // apply is PutConfig with applyMu held.
@@ -338,12 +357,8 @@ func (s *Server) Stats() Stats { _, st := s.snapshot(); return st }
 // addDown lists the backends that failed their health check, which the
 // datapath leaves out of their VIP's table (and so out of the generation),
 // with state "down".
-func addDown(vips []VIPStatus, node Node) {
-	hr, ok := node.(healthReporter)
-	if !ok {
-		return
-	}
-	for _, h := range hr.Health() {
+func addDown(vips []VIPStatus, node Viewer) {
+	for _, h := range node.Health() {
 		if h.State != health.Down {
 			continue
 		}

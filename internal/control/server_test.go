@@ -10,7 +10,7 @@ import (
 	"github.com/sluicelb/sluice/internal/control/controltest"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/health"
-	"github.com/sluicelb/sluice/internal/lbnode"
+
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -213,10 +213,10 @@ func TestStats(t *testing.T) {
 // A backend that failed its health check is left out of the generation by
 // the node; ListVIPs still lists it, with state "down".
 func TestListVIPsShowsDownBackends(t *testing.T) {
-	n := healthNode{Node: controltest.New(), h: []lbnode.BackendHealth{
+	n := healthNode([]health.Backend{
 		{VIP: "web", Backend: "10.1.0.9", State: health.Down},
 		{VIP: "web", Backend: "10.1.0.1", State: health.Up},
-	}}
+	})
 	s := New(n)
 	for _, v := range s.ListVIPs() {
 		if v.Name != "web" {

@@ -20,58 +20,87 @@ const (
 	holdTimeout  = 50   // ms a later fragment waits for its first fragment
 	holdHeadroom = 256  // room for the outer headers in front of a held copy
 	holdFrameMax = 9216 + 18
+	fragSweep    = 4 // fragment-table sets swept per poll
 )
 
 // fragTable maps datagrams to the backend of their first fragment. It is a
 // set-associative cache: a datagram lives in one set of fragWays entries, an
-// insert into a full set replaces the entry that expires first. Owned by one
-// worker.
+// insert into a full set replaces the entry that expires first. Expired
+// entries are cleared when they are met and by sweep, so that a clock
+// reading 2^31 ms later never revives one. Owned by one worker.
 type fragTable struct {
-	sets [fragSets][fragWays]fragEntry
+	sets  [fragSets][fragWays]fragEntry
+	sweep int // next set sweep examines
 }
 
 type fragEntry struct {
-	key     flow.Key
-	backend uint32
-	expires uint32 // flow clock; 0: free
+	key      flow.Key
+	flowHash uint64 // the first fragment's flow hash: later ones take its outer source port
+	backend  uint32
+	expires  uint32 // flow clock; 0: free
+}
+
+func (e *fragEntry) live(now uint32) bool {
+	if e.expires == 0 {
+		return false
+	}
+	if int32(e.expires-now) <= 0 {
+		e.expires = 0
+		return false
+	}
+	return true
 }
 
 func (t *fragTable) set(hash uint64) *[fragWays]fragEntry { return &t.sets[hash%fragSets] }
 
-// lookup returns the backend ID remembered for k.
-func (t *fragTable) lookup(k *flow.Key, hash uint64, now uint32) (uint32, bool) {
+// lookup returns the entry remembered for k, or nil.
+func (t *fragTable) lookup(k *flow.Key, hash uint64, now uint32) *fragEntry {
 	s := t.set(hash)
 	for i := range s {
-		e := &s[i]
-		if e.expires != 0 && int32(e.expires-now) > 0 && e.key == *k {
-			return e.backend, true
+		if e := &s[i]; e.live(now) && e.key == *k {
+			return e
 		}
 	}
-	return 0, false
+	return nil
 }
 
-// insert remembers k -> backend for fragTimeout.
-func (t *fragTable) insert(k *flow.Key, hash uint64, backend uint32, now uint32) {
+// insert remembers k -> backend (and the flow hash) for fragTimeout.
+func (t *fragTable) insert(k *flow.Key, hash, flowHash uint64, backend uint32, now uint32) {
 	s := t.set(hash)
-	victim := &s[0]
+	var victim *fragEntry
 	for i := range s {
-		e := &s[i]
-		if e.expires != 0 && e.key == *k {
-			victim = e
+		if e := &s[i]; e.live(now) && e.key == *k {
+			victim = e // the same datagram again
 			break
-		}
-		if e.expires == 0 || int32(e.expires-now) <= 0 {
-			victim = e
-			break
-		}
-		if int32(e.expires-victim.expires) < 0 {
-			victim = e
 		}
 	}
-	victim.key, victim.backend = *k, backend
+	if victim == nil {
+		for i := range s {
+			e := &s[i]
+			if !e.live(now) {
+				victim = e
+				break
+			}
+			if victim == nil || int32(e.expires-victim.expires) < 0 {
+				victim = e
+			}
+		}
+	}
+	victim.key, victim.flowHash, victim.backend = *k, flowHash, backend
 	victim.expires = now + fragTimeout
 	if victim.expires == 0 {
 		victim.expires = 1
+	}
+}
+
+// sweepSets clears the expired entries of the next n sets.
+func (t *fragTable) sweepSets(n int, now uint32) {
+	for range n {
+		s := &t.sets[t.sweep]
+		for i := range s {
+			s[i].live(now)
+		}
+		t.sweep = (t.sweep + 1) % fragSets
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 // datapathPkgs are the datapath packages (DESIGN.md §4), under internal/.
 var datapathPkgs = []string{
 	"packet", "maglev", "flow", "encap", "pipeline", "datapath",
-	"link", "link/mem", "link/afpacket", "link/afxdp",
+	"link", "link/mem", "link/afpacket", "link/afxdp", "link/stack",
+	"nat", "firewall",
 }
 
 // forbiddenDeps are what no datapath package may depend on: configuration

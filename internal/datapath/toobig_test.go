@@ -12,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/mem"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -372,5 +373,92 @@ func TestFragmentNotForVIPPasses(t *testing.T) {
 	r.send(frags[1])
 	if c := r.counters(); c.Passed != 1 || c.FragmentsHeld != 0 {
 		t.Errorf("passed %d held %d", c.Passed, c.FragmentsHeld)
+	}
+}
+
+// IPv6 fragments with an extension header after the Fragment header: the
+// first fragment is parsed to UDP, the later ones name the Destination
+// Options header; they are one datagram all the same (RFC 8200 4.5).
+func TestFragmentsIPv6ExtensionHeader(t *testing.T) {
+	vu6 := netip.AddrPortFrom(vip6.Addr(), 53)
+	r, _ := newSpillRig(t)
+	r.apply(pipeline.Spec{MTU: 9000, Fragments: true, Services: []pipeline.ServiceSpec{udpService(vu6, backends6(4))}})
+	src := clients6.FlowSrc(1)
+	udp := make([]byte, 8+3000)
+	binary.BigEndian.PutUint16(udp[0:], src.Port())
+	binary.BigEndian.PutUint16(udp[2:], vu6.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	// Destination Options: next header UDP, 8 bytes, PadN.
+	body := append([]byte{17, 0, 1, 4, 0, 0, 0, 0}, udp...)
+	var frames [][]byte
+	const chunk = 1400
+	for off := 0; off < len(body); off += chunk {
+		end := min(off+chunk, len(body))
+		fh := []byte{60, 0, 0, 0, 0, 0, 0x12, 0x34}
+		fo := uint16(off/8) << 3
+		if end < len(body) {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], fo)
+		payload := append(fh, body[off:end]...)
+		f := make([]byte, 14+40+len(payload))
+		copy(f[0:6], lbMAC[:])
+		copy(f[6:12], hopMAC[:])
+		f[12], f[13] = 0x86, 0xdd
+		f[14] = 6 << 4
+		binary.BigEndian.PutUint16(f[14+4:], uint16(len(payload)))
+		f[14+6], f[14+7] = 44, 64
+		s16, d16 := src.Addr().As16(), vu6.Addr().As16()
+		copy(f[14+8:], s16[:])
+		copy(f[14+24:], d16[:])
+		copy(f[54:], payload)
+		frames = append(frames, f)
+	}
+	out := r.send(frames...)
+	if len(out) != len(frames) {
+		t.Fatalf("%d of %d fragments sent", len(out), len(frames))
+	}
+	for i, o := range out {
+		if backendOf(t, o) != backendOf(t, out[0]) {
+			t.Errorf("fragment %d went to %v, the first to %v", i, backendOf(t, o), backendOf(t, out[0]))
+		}
+		if u16(o[34:36]) != u16(out[0][34:36]) {
+			t.Errorf("fragment %d: outer source port %d, the first's %d", i, u16(o[34:36]), u16(out[0][34:36]))
+		}
+	}
+}
+
+// Held fragments of a datagram whose backend is reached by IPIP cannot be
+// spilled (no UDP payload): they are counted as dropped, not released.
+func TestHeldFragmentsIPIP(t *testing.T) {
+	vu4 := netip.AddrPortFrom(vip4.Addr(), 53)
+	r, sp := newSpillRig(t)
+	svc := udpService(vu4, backends4(2))
+	for i := range svc.Backends {
+		svc.Backends[i].Tunnel.Mode = encap.IPIP
+	}
+	r.apply(pipeline.Spec{MTU: 9000, Fragments: true, Services: []pipeline.ServiceSpec{svc}})
+	frags := udpFragments(t, clients4.FlowSrc(1), vu4, 5, 4000, 1500, false)
+	r.send(frags[2], frags[1])
+	r.send(frags[0])
+	c := r.counters()
+	if c.FragmentsHeld != 2 || c.FragmentsReleased != 0 || len(sp.got) != 0 || c.Drops[pipeline.ReasonTooBig] != 2 {
+		t.Fatalf("held %d released %d spilled %d too_big %d; want 2 0 0 2", c.FragmentsHeld, c.FragmentsReleased, len(sp.got), c.Drops[pipeline.ReasonTooBig])
+	}
+}
+
+// No ICMP error goes to a source that cannot be one host's (the packet is
+// sent fragmented instead).
+func TestTooBigNotToMulticast(t *testing.T) {
+	r, _ := newSpillRig(t)
+	r.apply(pipeline.Spec{MTU: 1500, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	f := sim.Frame{SrcMAC: hopMAC, DstMAC: lbMAC, Src: netip.MustParseAddrPort("224.0.0.9:4000"), Dst: vip4, Proto: 6, TCPFlags: sim.ACK, Payload: 1460}
+	b := make([]byte, f.Len())
+	f.Encode(b)
+	if out := r.send(b); len(out) != 0 {
+		t.Fatalf("%d frames out for a too-big packet from a multicast source", len(out))
+	}
+	if c := r.counters(); c.TooBigAnswered != 0 {
+		t.Fatalf("answered %d", c.TooBigAnswered)
 	}
 }

@@ -42,12 +42,13 @@ type Worker struct {
 	// Fragments: the backend of each recent datagram's first fragment,
 	// later fragments waiting for theirs, and this batch's later
 	// fragments that follow a known first one.
-	frags    fragTable
-	held     holdQueue
-	later    []*pipeline.Packet  // this batch's later fragments
-	fragHit  []*pipeline.Packet  // ... that follow a known first fragment
-	heldPkt  pipeline.Packet     // a held fragment on its way out
-	heldPkts [1]*pipeline.Packet // &heldPkt, for the chain
+	frags       fragTable
+	held        holdQueue
+	later       []*pipeline.Packet   // this batch's later fragments
+	fragHit     []*pipeline.Packet   // ... that follow a known first fragment
+	spillBudget pipeline.TokenBucket // packets through the kernel
+	heldPkt     pipeline.Packet      // a held fragment on its way out
+	heldPkts    [1]*pipeline.Packet  // &heldPkt, for the chain
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -93,6 +94,7 @@ func (w *Worker) Poll() (int, error) {
 	if w.held.n > 0 {
 		w.counters.Drops[pipeline.ReasonFragmentTimeout] += uint64(w.held.expire(now))
 	}
+	w.frags.sweepSets(fragSweep, now)
 	if n == 0 {
 		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
 		return 0, err
@@ -205,7 +207,7 @@ func (w *Worker) process(n int, now uint32) {
 			c.TxBytes += uint64(p.Len)
 			c.TooBigAnswered++
 		case pipeline.Spill:
-			w.sendSpill(p)
+			w.sendSpill(p, g, now)
 			w.drop = append(w.drop, f)
 		case pipeline.Held:
 			w.drop = append(w.drop, f) // copied
@@ -239,8 +241,9 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		p.Verdict, p.Reason = pipeline.Pass, pipeline.ReasonNone
 		return
 	}
-	if id, ok := w.frags.lookup(&p.Key, p.Hash, now); ok && int(id) < len(g.Reals) && g.Reals[id] != nil {
-		p.Real = g.Reals[id]
+	if e := w.frags.lookup(&p.Key, p.Hash, now); e != nil && int(e.backend) < len(g.Reals) && g.Reals[e.backend] != nil {
+		p.Real = g.Reals[e.backend]
+		p.Hash = e.flowHash // the outer source port of the first fragment
 		p.Verdict, p.Reason = pipeline.Continue, pipeline.ReasonNone
 		w.fragHit = append(w.fragHit, p)
 		w.counters.FragmentsFollowed++
@@ -257,14 +260,13 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
-	h := k.Hash(g.Seed)
-	w.frags.insert(&k, h, p.Real.ID, now)
+	w.frags.insert(&k, k.Hash(g.Seed), p.Hash, p.Real.ID, now)
 	if w.held.n == 0 {
 		return
 	}
 	for i := range w.held.slots {
 		hf := &w.held.slots[i]
-		if hf.n == 0 || hf.hash != h || hf.key != k {
+		if hf.n == 0 || hf.key != k { // (not the hash: the seed may have changed)
 			continue
 		}
 		q := &w.heldPkt
@@ -272,14 +274,15 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		hf.n = 0
 		w.held.n--
 		pipeline.Prepare(q, g) // a later fragment: parsed, not classified
-		q.Real = p.Real
+		q.Real, q.Hash = p.Real, p.Hash
 		q.Verdict, q.Reason = pipeline.Continue, pipeline.ReasonNone
 		w.chain.RunCached(&w.ctx, w.heldPkts[:])
 		switch q.Verdict {
 		case pipeline.Forward, pipeline.Spill:
 			// Not in a link buffer: the kernel sends it either way.
-			w.sendSpill(q)
-			w.counters.FragmentsReleased++
+			if w.sendSpill(q, g, now) {
+				w.counters.FragmentsReleased++
+			}
 		default:
 			w.counters.Drops[q.Reason]++
 		}
@@ -287,25 +290,32 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 }
 
 // sendSpill sends an encapsulated packet's outer UDP payload through the
-// kernel (which fragments it as needed) and counts it as sent to its
-// backend.
-func (w *Worker) sendSpill(p *pipeline.Packet) {
+// kernel (which fragments it as needed), within the worker's rate for that
+// path, and counts it as sent to its backend. It reports whether the kernel
+// took it.
+func (w *Worker) sendSpill(p *pipeline.Packet, g *pipeline.Generation, now uint32) bool {
 	c := &w.counters
 	t := p.Real.Template
 	off := t.UDPPayloadOffset()
-	if w.spill == nil || off < 0 {
+	switch {
+	case w.spill == nil || off < 0: // IPIP has no UDP payload to hand over
 		c.Drops[pipeline.ReasonTooBig]++
-		return
+		return false
+	case !w.spillBudget.Allow(now, g.SpillRate):
+		c.Drops[pipeline.ReasonSpillLimited]++
+		return false
 	}
 	var src, dst [16]byte = t.Src().As16(), t.Dst().As16()
 	if err := w.spill.SendUDP(p.Buf[p.Off+off:p.Off+p.Len], src, dst, t.Is6(), t.Port()); err != nil {
 		c.SpillErrors++
-		return
+		return false
 	}
 	c.Spilled++
+	c.TxBytes += uint64(p.Len)
 	rc := &c.Reals[p.Real.ID]
 	rc.Packets++
 	rc.Bytes += uint64(p.Len)
+	return true
 }
 
 // run polls until the link closes, answering snapshot requests between

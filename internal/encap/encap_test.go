@@ -587,8 +587,8 @@ func TestCompileErrors(t *testing.T) {
 			t.Errorf("%s: Compile succeeded (%v)", tc.name, tp)
 		case !errors.Is(err, ErrTunnel) || !errors.As(err, &te):
 			t.Errorf("%s: error %v is not a *TunnelError matching ErrTunnel", tc.name, err)
-		case te.Field != tc.field:
-			t.Errorf("%s: error names field %q, want %q (%v)", tc.name, te.Field, tc.field, err)
+		case te.Path != "tunnel."+tc.field:
+			t.Errorf("%s: error names %q, want tunnel.%s (%v)", tc.name, te.Path, tc.field, err)
 		}
 	}
 	if _, err := Compile(good); err != nil {

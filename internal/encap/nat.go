@@ -2,8 +2,11 @@ package encap
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/bits"
 	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Full-NAT (DESIGN §3.3, §3.8) rewrites a packet instead of encapsulating it:
@@ -120,8 +123,17 @@ type NATTemplate struct {
 	backend netip.AddrPort
 }
 
-// CompileNAT validates n and builds its template. Errors are *TunnelError
-// (errors.Is(err, ErrTunnel)) naming the NAT field.
+// ErrNAT is matched (errors.Is) by every error CompileNAT returns.
+var ErrNAT = errors.New("encap: invalid NAT")
+
+// natErr is a CompileNAT error: a fielderr.Error whose path is "nat." and
+// the NAT field, so that the config layer can prefix the backend's path.
+func natErr(field, value, reason string) error {
+	return &fielderr.Error{Path: "nat." + field, Value: value, Reason: reason, Err: ErrNAT}
+}
+
+// CompileNAT validates n and builds its template. Errors are
+// *fielderr.Error matching ErrNAT and naming the NAT field.
 func CompileNAT(n NAT) (*NATTemplate, error) {
 	src, dst := n.SNAT.WithZone(""), n.Backend.Addr().WithZone("")
 	for _, a := range []struct {
@@ -130,22 +142,20 @@ func CompileNAT(n NAT) (*NATTemplate, error) {
 	}{{"SNAT", src}, {"Backend", dst}} {
 		switch {
 		case !a.addr.IsValid():
-			return nil, &TunnelError{Field: a.field, Value: "invalid IP", Reason: "address required"}
+			return nil, natErr(a.field, "invalid IP", "address required")
 		case a.addr.IsUnspecified():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(), Reason: "zero address"}
+			return nil, natErr(a.field, a.addr.String(), "zero address")
 		case a.addr.Is4In6():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(),
-				Reason: "IPv4-mapped IPv6 address; write the IPv4 form"}
+			return nil, natErr(a.field, a.addr.String(), "IPv4-mapped IPv6 address; write the IPv4 form")
 		case a.addr.IsMulticast():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(), Reason: "multicast address"}
+			return nil, natErr(a.field, a.addr.String(), "multicast address")
 		}
 	}
 	if src.Is4() != dst.Is4() {
-		return nil, &TunnelError{Field: "Backend", Value: dst.String(),
-			Reason: "address family differs from SNAT " + src.String()}
+		return nil, natErr("Backend", dst.String(), "address family differs from SNAT "+src.String())
 	}
 	if n.Backend.Port() == 0 {
-		return nil, &TunnelError{Field: "Backend", Value: n.Backend.String(), Reason: "port 0"}
+		return nil, natErr("Backend", n.Backend.String(), "has port 0")
 	}
 	t := &NATTemplate{l2: *CompileL2(n.L2), v6: dst.Is6(), snat: src, backend: netip.AddrPortFrom(dst, n.Backend.Port())}
 	s, d := addrBytes(src), addrBytes(dst)

@@ -13,6 +13,8 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 var (
@@ -525,9 +527,9 @@ func TestCompileNATErrors(t *testing.T) {
 		{NAT{SNAT: natSNAT4, Backend: netip.MustParseAddrPort("224.0.0.1:80")}, "Backend"},
 	} {
 		_, err := CompileNAT(c.n)
-		var te *TunnelError
-		if !errors.Is(err, ErrTunnel) || !errors.As(err, &te) || te.Field != c.field {
-			t.Errorf("CompileNAT(%+v) = %v, want a TunnelError on %s", c.n, err, c.field)
+		var fe *fielderr.Error
+		if !errors.Is(err, ErrNAT) || !errors.As(err, &fe) || fe.Path != "nat."+c.field {
+			t.Errorf("CompileNAT(%+v) = %v, want a fielderr.Error on nat.%s", c.n, err, c.field)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Mode is the encapsulation used to reach a backend.
@@ -64,24 +66,15 @@ type Tunnel struct {
 // ErrTunnel is matched (errors.Is) by every *TunnelError Compile returns.
 var ErrTunnel = errors.New("encap: invalid tunnel")
 
-// TunnelError is a validation error from Compile. It names the Tunnel field
-// and shows its value, so that the config layer can prefix the path of the
-// backend (e.g. "vips[0].backends[2].tunnel.Dst: ...").
-type TunnelError struct {
-	Field  string // Tunnel field name, e.g. "Dst"
-	Value  string // the offending value as written in the Tunnel
-	Reason string
+// TunnelError is a validation error from Compile (fielderr.Error, matching
+// ErrTunnel). Its path is "tunnel." and the Tunnel field, so that the
+// config layer can prefix the path of the backend (e.g.
+// "vips[0].backends[2].tunnel.Dst").
+type TunnelError = fielderr.Error
+
+func tunnelErr(field, value, reason string) *TunnelError {
+	return &fielderr.Error{Path: "tunnel." + field, Value: value, Reason: reason, Err: ErrTunnel}
 }
-
-// Error implements error.
-func (e *TunnelError) Error() string {
-	return "encap: tunnel." + e.Field + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrTunnel.
-func (e *TunnelError) Is(target error) bool { return target == ErrTunnel }
-
-var _ error = (*TunnelError)(nil)
 
 // Wire constants.
 const (
@@ -154,7 +147,7 @@ type image struct {
 // Compile validates t and builds its Template.
 func Compile(t Tunnel) (*Template, error) {
 	if t.Mode != GUE && t.Mode != IPIP {
-		return nil, &TunnelError{Field: "Mode", Value: t.Mode.String(), Reason: "must be GUE or IPIP"}
+		return nil, tunnelErr("Mode", t.Mode.String(), "must be GUE or IPIP")
 	}
 	src, dst := t.Src.WithZone(""), t.Dst.WithZone("")
 	for _, a := range []struct {
@@ -163,24 +156,21 @@ func Compile(t Tunnel) (*Template, error) {
 	}{{"Src", src}, {"Dst", dst}} {
 		switch {
 		case !a.addr.IsValid():
-			return nil, &TunnelError{Field: a.field, Value: "invalid IP", Reason: "address required"}
+			return nil, tunnelErr(a.field, "invalid IP", "address required")
 		case a.addr.IsUnspecified():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(), Reason: "zero address"}
+			return nil, tunnelErr(a.field, a.addr.String(), "zero address")
 		case a.addr.Is4In6():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(),
-				Reason: "IPv4-mapped IPv6 address; write the IPv4 form"}
+			return nil, tunnelErr(a.field, a.addr.String(), "IPv4-mapped IPv6 address; write the IPv4 form")
 		case a.addr.IsMulticast():
-			return nil, &TunnelError{Field: a.field, Value: a.addr.String(), Reason: "multicast address"}
+			return nil, tunnelErr(a.field, a.addr.String(), "multicast address")
 		}
 	}
 	if src.Is4() != dst.Is4() {
-		return nil, &TunnelError{Field: "Dst", Value: dst.String(),
-			Reason: "address family differs from Src " + src.String()}
+		return nil, tunnelErr("Dst", dst.String(), "address family differs from Src "+src.String())
 	}
 	v6 := dst.Is6()
 	if t.Mode == GUE && v6 && t.UDPChecksum && t.ZeroUDP6Checksum {
-		return nil, &TunnelError{Field: "ZeroUDP6Checksum", Value: "true",
-			Reason: "contradicts UDPChecksum=true"}
+		return nil, tunnelErr("ZeroUDP6Checksum", "true", "contradicts UDPChecksum=true")
 	}
 
 	tp := &Template{

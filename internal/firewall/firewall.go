@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/packet"
 )
 
@@ -56,30 +57,17 @@ type Rule struct {
 	DstPorts PortRange
 }
 
-// ErrRule is matched (errors.Is) by every *RuleError.
+// ErrRule is matched (errors.Is) by every error Compile returns: a
+// *fielderr.Error whose path is "rules[i].field" (or "rules" for the list's
+// length, "default" for the default verdict), so that the config layer can
+// prefix the path of the tenant or VIP.
 var ErrRule = errors.New("firewall: invalid rule")
 
-// RuleError names the rule (its index) and field that Compile rejected.
-type RuleError struct {
-	Index  int // -1: the default verdict
-	Field  string
-	Value  string
-	Reason string
+func ruleErr(path string, value any, reason string) error {
+	return &fielderr.Error{Path: path, Value: value, Reason: reason, Err: ErrRule}
 }
 
-// Error implements error, e.g. "firewall: rules[3].dst_ports: lo above hi (9000-80)".
-func (e *RuleError) Error() string {
-	where := "default"
-	if e.Index >= 0 {
-		where = fmt.Sprintf("rules[%d].%s", e.Index, e.Field)
-	}
-	return "firewall: " + where + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrRule.
-func (e *RuleError) Is(target error) bool { return target == ErrRule }
-
-var _ error = (*RuleError)(nil)
+func fieldPath(i int, field string) string { return fmt.Sprintf("rules[%d].%s", i, field) }
 
 // LinearMax is the largest rule list matched by a linear scan; longer lists
 // use the bit-vector structure.
@@ -157,11 +145,10 @@ func Compile(rules []Rule, def Action) (*Set, error) {
 
 func compile(rules []Rule, def Action, useBV bool) (*Set, error) {
 	if def != Allow && def != Deny {
-		return nil, &RuleError{Index: -1, Value: def.String(), Reason: "must be allow or deny"}
+		return nil, ruleErr("default", def.String(), "must be allow or deny")
 	}
 	if len(rules) > MaxRules {
-		return nil, &RuleError{Index: MaxRules, Field: "", Value: fmt.Sprint(len(rules)),
-			Reason: fmt.Sprintf("more than %d rules", MaxRules)}
+		return nil, ruleErr("rules", len(rules), fmt.Sprintf("rules; at most %d", MaxRules))
 	}
 	s := &Set{rules: slices.Clone(rules), def: def, linear: make([]crule, len(rules))}
 	for i, r := range rules {
@@ -196,26 +183,25 @@ func ruleFamily(r Rule) uint8 {
 
 func validate(i int, r Rule) error {
 	if r.Action != Allow && r.Action != Deny {
-		return &RuleError{Index: i, Field: "action", Value: r.Action.String(), Reason: "must be allow or deny"}
+		return ruleErr(fieldPath(i, "action"), r.Action.String(), "must be allow or deny")
 	}
 	for _, p := range []struct {
 		field string
 		p     netip.Prefix
 	}{{"src", r.Src}, {"dst", r.Dst}} {
 		if p.p != (netip.Prefix{}) && (!p.p.IsValid() || p.p.Addr().Is4In6() || p.p.Addr().Zone() != "") {
-			return &RuleError{Index: i, Field: p.field, Value: p.p.String(),
-				Reason: "must be a valid prefix without zone, IPv4 written as IPv4"}
+			return ruleErr(fieldPath(i, p.field), p.p.String(), "must be a valid prefix without zone, IPv4 written as IPv4")
 		}
 	}
 	if r.Src.IsValid() && r.Dst.IsValid() && r.Src.Addr().Is4() != r.Dst.Addr().Is4() {
-		return &RuleError{Index: i, Field: "dst", Value: r.Dst.String(), Reason: "address family differs from src " + r.Src.String()}
+		return ruleErr(fieldPath(i, "dst"), r.Dst.String(), "is not of the family of src "+r.Src.String())
 	}
 	for _, pr := range []struct {
 		field string
 		r     PortRange
 	}{{"src_ports", r.SrcPorts}, {"dst_ports", r.DstPorts}} {
 		if pr.r.Lo > pr.r.Hi {
-			return &RuleError{Index: i, Field: pr.field, Value: fmt.Sprintf("%d-%d", pr.r.Lo, pr.r.Hi), Reason: "lo above hi"}
+			return ruleErr(fieldPath(i, pr.field), fmt.Sprintf("%d-%d", pr.r.Lo, pr.r.Hi), "has lo above hi")
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/packet"
 )
 
@@ -83,26 +84,25 @@ func TestCompileErrors(t *testing.T) {
 	for _, c := range []struct {
 		rules []Rule
 		def   Action
-		index int
-		field string
+		path  string
 	}{
-		{nil, 0, -1, ""},
-		{[]Rule{{Action: 3}}, Allow, 0, "action"},
-		{[]Rule{{Action: Allow}, {Action: Deny, DstPorts: PortRange{9000, 80}}}, Allow, 1, "dst_ports"},
-		{[]Rule{{Action: Allow, SrcPorts: PortRange{2, 1}}}, Allow, 0, "src_ports"},
-		{[]Rule{{Action: Allow, Src: netip.MustParsePrefix("::ffff:1.2.3.0/120")}}, Allow, 0, "src"},
-		{[]Rule{{Action: Allow, Dst: netip.PrefixFrom(netip.MustParseAddr("1.2.3.4"), 33)}}, Allow, 0, "dst"},
-		{[]Rule{{Action: Allow, Src: netip.MustParsePrefix("::/0"), Dst: netip.MustParsePrefix("0.0.0.0/0")}}, Allow, 0, "dst"},
-		{make([]Rule, MaxRules+1), Allow, MaxRules, ""},
+		{nil, 0, "default"},
+		{[]Rule{{Action: 3}}, Allow, "rules[0].action"},
+		{[]Rule{{Action: Allow}, {Action: Deny, DstPorts: PortRange{9000, 80}}}, Allow, "rules[1].dst_ports"},
+		{[]Rule{{Action: Allow, SrcPorts: PortRange{2, 1}}}, Allow, "rules[0].src_ports"},
+		{[]Rule{{Action: Allow, Src: netip.MustParsePrefix("::ffff:1.2.3.0/120")}}, Allow, "rules[0].src"},
+		{[]Rule{{Action: Allow, Dst: netip.PrefixFrom(netip.MustParseAddr("1.2.3.4"), 33)}}, Allow, "rules[0].dst"},
+		{[]Rule{{Action: Allow, Src: netip.MustParsePrefix("::/0"), Dst: netip.MustParsePrefix("0.0.0.0/0")}}, Allow, "rules[0].dst"},
+		{make([]Rule, MaxRules+1), Allow, "rules"},
 	} {
 		_, err := Compile(c.rules, c.def)
-		var re *RuleError
-		if !errors.Is(err, ErrRule) || !errors.As(err, &re) || re.Index != c.index || re.Field != c.field {
-			t.Errorf("Compile(%d rules, %v) = %v, want rule %d field %q", len(c.rules), c.def, err, c.index, c.field)
+		var fe *fielderr.Error
+		if !errors.Is(err, ErrRule) || !errors.As(err, &fe) || fe.Path != c.path {
+			t.Errorf("Compile(%d rules, %v) = %v, want a fielderr.Error on %s", len(c.rules), c.def, err, c.path)
 		}
 	}
 	if _, err := Compile([]Rule{{Action: Allow}, {Action: Deny, DstPorts: PortRange{9000, 80}}}, Allow); err.Error() !=
-		"firewall: rules[1].dst_ports: lo above hi (9000-80)" {
+		"rules[1].dst_ports: 9000-80 has lo above hi" {
 		t.Errorf("message: %v", err)
 	}
 }
@@ -335,11 +335,12 @@ func BenchmarkMatch(b *testing.B) {
 	}
 }
 
-// TestImports keeps firewall a datapath package: the standard library and
-// internal/packet.
+// TestImports keeps firewall a datapath package: the standard library,
+// internal/packet and internal/fielderr.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{"encoding/binary": true, "errors": true, "fmt": true, "math/bits": true,
-		"net/netip": true, "slices": true, "github.com/sluicelb/sluice/internal/packet": true}
+		"net/netip": true, "slices": true, "github.com/sluicelb/sluice/internal/packet": true,
+		"github.com/sluicelb/sluice/internal/fielderr": true}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)

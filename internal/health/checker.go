@@ -292,3 +292,15 @@ func (c *Checker) record(ck *check, err error, at time.Time) {
 		c.onChange(tr)
 	}
 }
+
+// Backend is the health of one backend of one VIP, as an LB node reports
+// it.
+type Backend struct {
+	VIP, Backend string
+	// State is the check's current state. Unknown (no decision yet) counts
+	// as up in the datapath.
+	State State
+	// Up and Down count the check's transitions to up and to down since it
+	// was added (a starting check's first rise counts).
+	Up, Down uint64
+}

@@ -305,7 +305,7 @@ func TestInvalidSpecGoesDown(t *testing.T) {
 	runChecker(t, ck)
 	tr := waitState(t, ck, "bad", Down)
 	var se *SpecError
-	if !errors.As(tr.Err, &se) || se.Field != "Path" {
+	if !errors.As(tr.Err, &se) || se.Path != "spec.Path" {
 		t.Errorf("Err = %v, want the Path SpecError", tr.Err)
 	}
 }

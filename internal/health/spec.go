@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Kind is the kind of a health check.
@@ -94,26 +96,13 @@ type Spec struct {
 // ErrSpec is matched (errors.Is) by every *SpecError.
 var ErrSpec = errors.New("health: invalid spec")
 
-// SpecError is a Spec validation error. It names the field and shows the
-// offending value.
-type SpecError struct {
-	Field  string // e.g. "Timeout"
-	Value  string
-	Reason string
-}
-
-// Error implements error.
-func (e *SpecError) Error() string {
-	return "health: spec." + e.Field + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrSpec.
-func (e *SpecError) Is(target error) bool { return target == ErrSpec }
-
-var _ error = (*SpecError)(nil)
+// SpecError is a Spec validation error (fielderr.Error, matching
+// ErrSpec): its path is "spec." and the field, its value the offending
+// value.
+type SpecError = fielderr.Error
 
 func specErr(field string, value any, format string, args ...any) *SpecError {
-	return &SpecError{Field: field, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...)}
+	return &fielderr.Error{Path: "spec." + field, Value: fmt.Sprint(value), Reason: fmt.Sprintf(format, args...), Err: ErrSpec}
 }
 
 // withDefaults returns s with the defaults applied to its zero fields.

@@ -72,10 +72,10 @@ func TestSpecValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want a *SpecError for %s", c.s, err, c.field)
 			continue
 		}
-		if se.Field != c.field || se.Value != c.value ||
-			!strings.Contains(err.Error(), "spec."+c.field+": ") || !strings.Contains(err.Error(), "("+c.value+")") {
-			t.Errorf("Validate(%+v) = %q (field %q, value %q), want field %q value %q",
-				c.s, err, se.Field, se.Value, c.field, c.value)
+		if se.Path != "spec."+c.field || se.Value != c.value ||
+			!strings.Contains(err.Error(), "spec."+c.field+": "+c.value+" ") {
+			t.Errorf("Validate(%+v) = %q (path %q, value %q), want field %q value %q",
+				c.s, err, se.Path, se.Value, c.field, c.value)
 		}
 	}
 }

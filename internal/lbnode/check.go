@@ -68,7 +68,7 @@ func CheckFile(path string) (CheckResult, error) {
 	if err != nil {
 		return r, &CheckError{Path: path, Problems: problems(err)}
 	}
-	n := &Node{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	n := &Node{st: state{cfg: cfg}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	spec, _ := n.spec(context.Background())
 	if _, err := pipeline.NewBuilder().Build(spec); err != nil {
 		return r, &CheckError{Path: path, Problems: []string{err.Error()}}

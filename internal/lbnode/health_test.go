@@ -1,17 +1,17 @@
 package lbnode
 
 import (
+	"context"
 	"errors"
 	"testing"
 
-	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/health"
 )
 
 // Health lists the checked backends with their state and the transitions
-// healthChanged counted; a removed check's counts are forgotten.
+// the node applied; a removed check's counts are forgotten.
 func TestHealth(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	doc := `
 node: {interfaces: [eth0]}
 vips:
   - name: web
@@ -21,18 +21,14 @@ vips:
     health: {type: tcp}
     backends: [{address: 198.18.30.11}, {address: 198.18.30.12}]
   - {name: dns, address: 198.18.0.11, protocol: udp, port: 53, backends: [{address: 198.18.30.13}]}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &Node{cfg: cfg, checks: health.NewChecker(nil), checkKeys: map[string]bool{}}
-	n.setChecks()
+`
+	n := testNode(t, mustParse(t, doc), nil)
 	k1 := healthKey("web", "198.18.30.11")
-	n.countTransition(health.Transition{Key: k1, From: health.Unknown, To: health.Up})
-	n.countTransition(health.Transition{Key: k1, From: health.Up, To: health.Down, Err: errors.New("refused")})
-	n.countTransition(health.Transition{Key: k1, From: health.Down, To: health.Up})
+	n.healthChanged(health.Transition{Key: k1, From: health.Unknown, To: health.Up})
+	n.healthChanged(health.Transition{Key: k1, From: health.Up, To: health.Down, Err: errors.New("refused")})
+	n.healthChanged(health.Transition{Key: k1, From: health.Down, To: health.Up})
 	got := n.Health()
-	want := []BackendHealth{
+	want := []health.Backend{
 		{VIP: "web", Backend: "198.18.30.11", State: health.Unknown, Up: 2, Down: 1},
 		{VIP: "web", Backend: "198.18.30.12", State: health.Unknown},
 	}
@@ -45,9 +41,19 @@ vips:
 		}
 	}
 
-	n.cfg.VIPs[0].Backends = n.cfg.VIPs[0].Backends[1:]
-	n.setChecks()
-	if _, ok := n.transitions[k1]; ok || len(n.Health()) != 1 {
-		t.Fatalf("removed check still reported: %+v", n.Health())
+	cfg := mustParse(t, doc)
+	cfg.VIPs[0].Backends = cfg.VIPs[0].Backends[1:]
+	if err := n.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if h := n.Health(); len(h) != 1 || h[0].Backend != "198.18.30.12" {
+		t.Fatalf("removed check still reported: %+v", h)
+	}
+	cfg = mustParse(t, doc)
+	if err := n.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if h := n.Health(); len(h) != 2 || h[0].Up != 0 || h[0].Down != 0 {
+		t.Fatalf("a check added again starts from zero: %+v", h)
 	}
 }

@@ -1,9 +1,18 @@
-// Package lbnode runs one Sluice LB node from its configuration: it opens a
-// link per interface, resolves the next hop of every backend, builds the
-// datapath generation and runs the workers; it rebuilds the generation when
-// the kernel's routes or neighbours change, and reports counters.
+// Package lbnode is the LB node server: it opens a link per interface
+// queue, resolves the next hop of every backend, builds the datapath
+// generation, runs the workers, the health checks and the announcer, and
+// applies every change of its state — a new configuration, a health
+// transition, a route or neighbour change, a drain — on one goroutine.
 //
-// It is control-side code: it may import configuration and netlink
+// Like GoBGP's BgpServer, the node's mutable state (the running
+// configuration, the generation builder, the next hops, the health
+// transition counts, the drain state) belongs to that goroutine alone
+// (serve): the public methods send it an operation and wait for the
+// answer, and the health checker and the next-hop watch send theirs the
+// same way. Nothing takes a lock around that state. The datapath reads only
+// the immutable generation the node stores through its atomic pointer.
+//
+// It is control-side code: it may import configuration, netlink and BGP
 // packages; the datapath packages it drives may not import it.
 package lbnode
 
@@ -11,86 +20,92 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/netip"
-	"reflect"
 	"slices"
-	"sync"
-	"text/tabwriter"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/announce"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
-	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/stack"
 	"github.com/sluicelb/sluice/internal/nexthop"
-	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
-// Opener opens the link of one interface queue; vips are the destination
-// addresses the link must deliver (the others stay with the kernel). It
-// returns a description of what it opened (for example "afxdp native").
-type Opener func(ifname string, queue int, vips []netip.Addr) (l link.Link, desc string, err error)
-
 // Options configure a Node.
 type Options struct {
-	Config  *config.Config
+	Config *config.Config // validated (config.Load, config.Parse)
+	Log    *slog.Logger
+	// Open opens the links; nil: LinkOpener(Config.Node), AF_XDP or
+	// AF_PACKET as node.io says.
 	Open    Opener
-	Log     *slog.Logger
 	Refresh time.Duration // next-hop re-resolution period; default 30s
-	// Announce, when set, is called with the VIP prefixes this node should
-	// announce (see Node.Announcements) at start and whenever the set may
-	// have changed: an apply, a health transition, a drain. It must not
-	// block for long; it is called with the node's lock held, so it must
-	// not call back into the node.
-	Announce func([]netip.Prefix)
+	// Announcer, when set, is told the VIP prefixes this node should
+	// announce (see Node.Announcements) whenever the set may have changed.
+	// nil: a BGP speaker from node.bgp, or none without it.
+	Announcer Announcer
 }
 
-// VIPSteerer is a link that can be told which destinations to deliver
-// (AF_XDP: the XDP program's VIP maps; AF_PACKET: the socket filter).
-type VIPSteerer interface {
-	SetVIPs([]netip.Addr) error
-}
+// ErrNeedsRestart wraps Apply's refusal of changes that only a restart can
+// make (config.RestartRules).
+var ErrNeedsRestart = config.ErrNeedsRestart
 
-// Node is a running LB node.
+// ErrStopped is returned by operations sent to a node that has stopped.
+var ErrStopped = errors.New("lbnode: the node has stopped")
+
+// Node is an LB node server.
 type Node struct {
-	log   *slog.Logger
-	dp    *datapath.Datapath
-	res   *nexthop.Resolver
-	links []link.Link
-	spill *stack.Sender // oversize packets and held fragments, through the kernel
-
-	checks *health.Checker
-
-	mu        sync.Mutex // guards cfg, builder, hops and checkKeys
-	cfg       *config.Config
-	checkKeys map[string]bool // health checks currently set
-	builder   *pipeline.Builder
-	hops      map[netip.Addr]string // backend -> resolved hop, or the error, as last logged
+	// Immutable after New; safe for any goroutine.
+	log       *slog.Logger
+	dp        *datapath.Datapath // its generation is swapped only by serve
+	res       *nexthop.Resolver
+	links     []link.Link
+	spill     *stack.Sender // oversize packets and held fragments, through the kernel
+	checks    *health.Checker
+	announcer Announcer     // nil: none
+	grace     time.Duration // node.bgp.shutdown_grace (a restart rule: never changes)
 	refresh   time.Duration
 
-	healthMu    sync.Mutex                    // guards transitions; never held while taking mu
-	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
+	ops     chan op       // operations for serve
+	quit    chan struct{} // closed to stop serve
+	stopped chan struct{} // closed when serve has returned
 
-	announce func([]netip.Prefix) // may be nil
-	draining bool                 // guarded by mu: node drain, every VIP withdrawn
+	// st is owned by the serve goroutine: nothing else reads or writes it
+	// while serve runs (New fills it before serve starts).
+	st state
+}
+
+// state is the node's mutable state, owned by the serve goroutine.
+type state struct {
+	cfg         *config.Config
+	builder     *pipeline.Builder
+	hops        map[netip.Addr]string         // backend -> resolved hop, or the error, as last logged
+	checkKeys   map[string]bool               // health checks currently set
+	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
+	draining    bool                          // node drain: every VIP withdrawn
 }
 
 // numStates is the number of health.State values (Unknown, Up, Down).
 const numStates = int(health.Down) + 1
 
-// New opens the links and builds the first generation. Backends whose next
-// hop cannot be resolved are reported (logged, and counted as no_next_hop
-// when traffic reaches them) and retried on every refresh.
+// op is one operation for the serve goroutine: it runs f and closes done.
+type op struct {
+	f    func()
+	done chan struct{}
+}
+
+// New opens the links, builds the first generation and starts the node's
+// serve goroutine; Run then forwards. Backends whose next hop cannot be
+// resolved are reported (logged, and counted as no_next_hop when traffic
+// reaches them) and retried on every refresh.
 func New(o Options) (*Node, error) {
-	if o.Config == nil || o.Open == nil {
-		return nil, errors.New("lbnode: a configuration and a link opener are required")
+	if o.Config == nil {
+		return nil, errors.New("lbnode: a configuration is required")
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
@@ -98,16 +113,32 @@ func New(o Options) (*Node, error) {
 	if o.Refresh <= 0 {
 		o.Refresh = 30 * time.Second
 	}
-	n := &Node{cfg: o.Config, log: o.Log, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{}, refresh: o.Refresh, announce: o.Announce}
+	if o.Open == nil {
+		o.Open = LinkOpener(o.Config.Node, o.Log)
+	}
+	n := &Node{
+		log: o.Log, refresh: o.Refresh, announcer: o.Announcer,
+		ops: make(chan op), quit: make(chan struct{}), stopped: make(chan struct{}),
+		st: state{cfg: o.Config, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{},
+			checkKeys: map[string]bool{}, transitions: map[string]*[numStates]uint64{}},
+	}
+	if n.announcer == nil && o.Config.Node.BGP != nil {
+		spk, err := announce.New(BGPConfig(o.Config.Node.BGP), o.Log)
+		if err != nil {
+			return nil, fmt.Errorf("node.bgp: %w", err)
+		}
+		n.announcer = spk
+	}
+	if b := o.Config.Node.BGP; b != nil {
+		n.grace = b.ShutdownGrace
+	}
 	res, err := nexthop.New()
 	if err != nil {
 		return nil, err
 	}
 	n.res = res
-	vips := vipAddrs(n.cfg)
-	var links []link.Link
 	closeAll := func() {
-		for _, l := range links {
+		for _, l := range n.links {
 			l.Close()
 		}
 		res.Close()
@@ -119,169 +150,170 @@ func New(o Options) (*Node, error) {
 		closeAll()
 		return nil, err
 	}
-	for _, ifc := range n.cfg.Node.Interfaces {
-		for q := range n.cfg.Node.Workers {
+	vips := vipAddrs(o.Config)
+	for _, ifc := range o.Config.Node.Interfaces {
+		for q := range o.Config.Node.Workers {
 			l, desc, err := o.Open(ifc, q, vips)
 			if err != nil {
 				closeAll()
 				return nil, fmt.Errorf("interface %s queue %d: %w", ifc, q, err)
 			}
 			n.log.Info("link open", "interface", ifc, "queue", q, "io", desc)
-			links = append(links, l)
+			n.links = append(n.links, l)
 		}
 	}
-	n.links = links
-	n.dp, err = datapath.New(datapath.Config{Links: links, FlowCapacity: n.cfg.Node.FlowCapacity, Spill: n.spill})
+	n.dp, err = datapath.New(datapath.Config{Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill})
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	n.checks = health.NewChecker(n.healthChanged)
-	n.checkKeys = map[string]bool{}
-	n.mu.Lock()
 	n.setChecks()
-	n.mu.Unlock()
 	if err := n.rebuild(context.Background()); err != nil {
 		closeAll()
 		return nil, err
 	}
+	go n.serve()
 	return n, nil
 }
 
-// healthKey names the check of one backend of one VIP.
-func healthKey(vip, backend string) string { return vip + " " + backend }
-
-// healthSpec is the check of backend b of VIP v, per v.Health.
-func (n *Node) healthSpec(v config.VIP, b netip.Addr) health.Spec {
-	h := v.Health
-	port := h.Port
-	if port == 0 {
-		port = v.Port
-	}
-	s := health.Spec{
-		Target:   netip.AddrPortFrom(b, uint16(port)),
-		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
-	}
-	switch h.Type {
-	case "vip":
-		s.Kind = health.VIP
-		s.Target = netip.AddrPortFrom(b, uint16(n.cfg.Node.GUEPort))
-		s.VIP = netip.AddrPortFrom(netip.MustParseAddr(v.Address), uint16(v.Port))
-		s.Proto = v.Protocol
-	case "tcp":
-		s.Kind = health.TCP
-	case "http", "https":
-		s.Kind = health.HTTP
-		if h.Type == "https" {
-			s.Kind = health.HTTPS
+// serve applies the operations, one at a time, until quit is closed.
+func (n *Node) serve() {
+	defer close(n.stopped)
+	for {
+		select {
+		case o := <-n.ops:
+			o.f()
+			close(o.done)
+		case <-n.quit:
+			return
 		}
-		s.Path, s.ExpectStatus = h.Path, h.ExpectStatus
-	case "udp":
-		s.Kind = health.UDP
-		s.Send, s.Expect = []byte(h.Send), []byte(h.Expect)
 	}
-	return s
 }
 
-// setChecks makes the checker run exactly the checks of n.cfg. Called with
-// n.mu held.
-func (n *Node) setChecks() {
-	want := map[string]bool{}
-	for _, v := range n.cfg.VIPs {
-		if v.Health == nil {
-			continue
-		}
-		for _, b := range v.Backends {
-			key := healthKey(v.Name, b.Address)
-			want[key] = true
-			n.checks.Set(key, n.healthSpec(v, netip.MustParseAddr(b.Address)))
-		}
+// do runs f on the serve goroutine and waits until it has run. It returns
+// ErrStopped, without running f, once the node has stopped, and ctx's error
+// if ctx ends before serve takes f.
+func (n *Node) do(ctx context.Context, f func()) error {
+	o := op{f: f, done: make(chan struct{})}
+	select {
+	case n.ops <- o:
+	case <-n.stopped:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	for key := range n.checkKeys {
-		if !want[key] {
-			n.checks.Remove(key)
-		}
-	}
-	n.checkKeys = want
-	// Forget the transition counts of removed checks (a check added again
-	// starts from zero, which Prometheus reads as a counter reset).
-	n.healthMu.Lock()
-	for key := range n.transitions {
-		if !want[key] {
-			delete(n.transitions, key)
-		}
-	}
-	n.healthMu.Unlock()
+	<-o.done
+	return nil
 }
 
-// down reports whether backend b of VIP v failed its health check. A
-// backend whose check has not decided yet (Unknown) counts as up, so that
-// a starting node serves at once.
-func (n *Node) down(v config.VIP, b string) bool {
-	if v.Health == nil || n.checks == nil {
-		return false
+// Run forwards until ctx is done: it runs the workers, the health checks,
+// the next-hop watch and the announcer. Without an announcer the datapath
+// stops when ctx is done. With one, it withdraws the routes first and the
+// datapath keeps forwarding for node.bgp.shutdown_grace while the routers
+// move the flows to other nodes; an announcer that fails stops the node.
+// When Run returns, the node has stopped: its operations return ErrStopped
+// (or zero values) and only Report, Counters and the datapath still answer.
+// Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.res.Close()
+	defer n.spill.Close()
+	defer func() { close(n.quit); <-n.stopped }()
+
+	dpCtx, stopDP := context.WithCancel(context.Background())
+	defer stopDP()
+	var announceErr error
+	announceDone := make(chan struct{})
+	if n.announcer == nil {
+		context.AfterFunc(ctx, stopDP)
+		close(announceDone)
+	} else {
+		go func() {
+			defer close(announceDone)
+			announceErr = n.announce(ctx, dpCtx)
+			stopDP()
+		}()
 	}
-	st, _ := n.checks.State(healthKey(v.Name, b))
-	return st == health.Down
+	go n.checks.Run(dpCtx)
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- n.res.Watch(dpCtx, n.refresh, func() {
+			var err error
+			if n.do(dpCtx, func() { err = n.rebuild(dpCtx) }) == nil && err != nil {
+				n.log.Error("rebuild after a route or neighbour change", "err", err)
+			}
+		})
+	}()
+	if cfg := n.Config(); cfg != nil {
+		n.log.Info("forwarding", "vips", len(cfg.VIPs), "interfaces", cfg.Node.Interfaces)
+	}
+	err := n.dp.Run(dpCtx)
+	stopDP()
+	if werr := <-watchDone; werr != nil {
+		n.log.Warn("next-hop watch", "err", werr)
+	}
+	<-announceDone
+	if announceErr != nil {
+		err = errors.Join(err, fmt.Errorf("bgp: %w", announceErr))
+	}
+	return err
 }
 
-// healthChanged rebuilds the generation when a backend goes down or comes
-// back: a down backend leaves its service's Maglev table; when it comes
-// back, its slots return to it and flows that started elsewhere meanwhile
-// keep their backend (the flow tables hold that choice).
-func (n *Node) healthChanged(tr health.Transition) {
-	n.countTransition(tr)
-	n.log.Info("health", "check", tr.Key, "from", tr.From.String(), "to", tr.To.String(), "err", tr.Err)
-	if tr.To == health.Up && tr.From == health.Unknown {
-		return // it was already counted as up
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := n.apply(context.Background()); err != nil {
-		n.log.Error("rebuild after a health change", "err", err)
+// announce runs the announcer until ctx (the node's) is done or the
+// datapath stopped (dpCtx), then the shutdown sequence: the announcer
+// withdraws every route and closes its sessions, and the datapath forwards
+// for the shutdown grace while routers move the flows. It returns the
+// announcer's error if it failed on its own.
+func (n *Node) announce(ctx, dpCtx context.Context) error {
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- n.announcer.Run(runCtx) }()
+	select {
+	case <-ctx.Done():
+		stop()
+		<-done
+		n.log.Info("bgp: routes withdrawn; forwarding until the routers moved the flows", "grace", n.grace)
+		select {
+		case <-time.After(n.grace):
+		case <-dpCtx.Done():
+		}
+		return nil
+	case err := <-done:
+		return err
+	case <-dpCtx.Done():
+		stop()
+		<-done
+		return nil
 	}
 }
 
 // Datapath returns the node's datapath.
 func (n *Node) Datapath() *datapath.Datapath { return n.dp }
 
-// Run forwards until ctx is done, re-resolving next hops on changes.
-func (n *Node) Run(ctx context.Context) error {
-	defer n.res.Close()
-	defer n.spill.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go n.checks.Run(ctx)
-	watchDone := make(chan error, 1)
-	go func() {
-		watchDone <- n.res.Watch(ctx, n.refresh, func() {
-			if err := n.rebuild(ctx); err != nil {
-				n.log.Error("rebuild after a route or neighbour change", "err", err)
-			}
-		})
-	}()
-	err := n.dp.Run(ctx)
-	cancel()
-	if werr := <-watchDone; werr != nil {
-		n.log.Warn("next-hop watch", "err", werr)
+// Counters returns the datapath counters summed over the workers.
+func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
+
+// Generation returns the running datapath generation.
+func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }
+
+// QueryFlows runs fn on each worker's flow table, read-only, between
+// batches (datapath.Datapath.QueryFlows).
+func (n *Node) QueryFlows(fn func(worker int, t *flow.Table)) { n.dp.QueryFlows(fn) }
+
+// FlowClock returns the flow clock reading flow.Entry.LastSeen compares with.
+func (n *Node) FlowClock() uint32 { return n.dp.Now() }
+
+// Peers returns the announcer's routing sessions; none without one.
+func (n *Node) Peers() []announce.PeerStatus {
+	if n.announcer == nil {
+		return nil
 	}
-	return err
+	return n.announcer.Peers()
 }
 
-func vipAddrs(c *config.Config) []netip.Addr {
-	var vips []netip.Addr
-	for _, v := range c.VIPs {
-		a := netip.MustParseAddr(v.Address)
-		if !slices.Contains(vips, a) {
-			vips = append(vips, a)
-		}
-	}
-	return vips
-}
-
-// ErrNeedsRestart wraps Apply's refusal of changes that only a restart can
-// make (the links are opened at start).
-var ErrNeedsRestart = errors.New("needs a restart")
+// The operations. Each public method below sends one to serve; the
+// lower-case method it runs there may touch n.st.
 
 // Apply makes cfg (already validated, as config.Load and config.Parse
 // return it) the running configuration: it builds the new generation and
@@ -289,29 +321,69 @@ var ErrNeedsRestart = errors.New("needs a restart")
 // its service. If anything fails — a change only a restart can make, a spec
 // the builder rejects, a link that cannot be steered — the running
 // configuration stays in force, unchanged, and the error says why.
-func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	old := n.cfg
-	a, b := old.Node, cfg.Node
-	switch {
-	case !slices.Equal(a.Interfaces, b.Interfaces):
-		return fmt.Errorf("node.interfaces: %v -> %v %w", a.Interfaces, b.Interfaces, ErrNeedsRestart)
-	case a.IO != b.IO, a.XDPMode != b.XDPMode:
-		return fmt.Errorf("node.io/xdp_mode: %s/%s -> %s/%s %w", a.IO, a.XDPMode, b.IO, b.XDPMode, ErrNeedsRestart)
-	case a.Workers != b.Workers:
-		return fmt.Errorf("node.workers: %d -> %d %w", a.Workers, b.Workers, ErrNeedsRestart)
-	case a.FlowCapacity != b.FlowCapacity:
-		return fmt.Errorf("node.flow_capacity: %d -> %d %w", a.FlowCapacity, b.FlowCapacity, ErrNeedsRestart)
-	case !reflect.DeepEqual(a.BGP, b.BGP):
-		return fmt.Errorf("node.bgp: changed %w", ErrNeedsRestart)
-	case a.AdminAddr != b.AdminAddr:
-		return fmt.Errorf("node.admin_addr: %s -> %s %w", a.AdminAddr, b.AdminAddr, ErrNeedsRestart)
+func (n *Node) Apply(ctx context.Context, cfg *config.Config) (err error) {
+	if derr := n.do(ctx, func() { err = n.apply(ctx, cfg) }); derr != nil {
+		return derr
 	}
-	if a.Seed != b.Seed {
-		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", a.Seed, "new", b.Seed)
+	return err
+}
+
+// Config returns the running configuration; the caller must not modify it.
+// nil once the node has stopped.
+func (n *Node) Config() (c *config.Config) {
+	n.do(context.Background(), func() { c = n.st.cfg })
+	return c
+}
+
+// Announcements returns the VIP host prefixes (/32, /128) this node should
+// announce: every VIP address with at least one backend that is in service
+// (not failed by its health check, not draining, weight above 0), none
+// while the node is drained.
+func (n *Node) Announcements() (p []netip.Prefix) {
+	n.do(context.Background(), func() { p = n.announcements() })
+	return p
+}
+
+// SetDraining drains the node (true) or returns it to service: a drained
+// node withdraws every VIP announcement, so routers stop sending it new
+// flows, and keeps forwarding what still arrives, so connections that
+// routers have not moved yet continue. It reports whether the state
+// changed.
+func (n *Node) SetDraining(d bool) (changed bool) {
+	n.do(context.Background(), func() { changed = n.setDraining(d) })
+	return changed
+}
+
+// Draining reports whether the node is drained.
+func (n *Node) Draining() (d bool) {
+	n.do(context.Background(), func() { d = n.st.draining })
+	return d
+}
+
+// Health returns the state and transition counts of every backend that has
+// a health check (VIPs with a health section), in configuration order.
+func (n *Node) Health() (h []health.Backend) {
+	n.do(context.Background(), func() { h = n.health() })
+	return h
+}
+
+// healthChanged is the checker's callback (on the check's goroutine): the
+// transition is applied by serve.
+func (n *Node) healthChanged(tr health.Transition) {
+	n.do(context.Background(), func() { n.applyTransition(tr) })
+}
+
+// What serve runs.
+
+func (n *Node) apply(ctx context.Context, cfg *config.Config) error {
+	old := n.st.cfg
+	if err := config.NeedsRestart(&old.Node, &cfg.Node); err != nil {
+		return err
 	}
-	n.cfg = cfg
+	if old.Node.Seed != cfg.Node.Seed {
+		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", old.Node.Seed, "new", cfg.Node.Seed)
+	}
+	n.st.cfg = cfg
 	n.setChecks()
 	spec, hops := n.spec(ctx)
 	// Steer the union of old and new VIPs while the generation changes, so
@@ -319,12 +391,13 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	oldVIPs, newVIPs := vipAddrs(old), vipAddrs(cfg)
 	union := append(slices.Clone(oldVIPs), newVIPs...)
 	if err := n.steer(union); err != nil {
-		n.cfg = old
+		n.st.cfg = old
+		n.setChecks()
 		n.steer(oldVIPs)
 		return err
 	}
 	if err := n.swap(spec, hops); err != nil {
-		n.cfg = old
+		n.st.cfg = old
 		n.setChecks()
 		n.steer(oldVIPs)
 		return err
@@ -335,57 +408,79 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// apply builds a generation from n.cfg, the next hops and the health
-// states, and swaps it in. Called with n.mu held.
-func (n *Node) apply(ctx context.Context) error {
+// applyTransition counts tr and rebuilds the generation when a backend
+// goes down or comes back: a down backend leaves its service's Maglev
+// table; when it comes back, its slots return to it and flows that started
+// elsewhere meanwhile keep their backend (the flow tables hold that
+// choice).
+func (n *Node) applyTransition(tr health.Transition) {
+	n.log.Info("health", "check", tr.Key, "from", tr.From.String(), "to", tr.To.String(), "err", tr.Err)
+	if !n.st.checkKeys[tr.Key] {
+		return // a check removed meanwhile
+	}
+	if int(tr.To) < numStates {
+		c := n.st.transitions[tr.Key]
+		if c == nil {
+			c = new([numStates]uint64)
+			n.st.transitions[tr.Key] = c
+		}
+		c[tr.To]++
+	}
+	if tr.To == health.Up && tr.From == health.Unknown {
+		return // it was already counted as up
+	}
+	spec, hops := n.spec(context.Background())
+	if err := n.swap(spec, hops); err != nil {
+		n.log.Error("rebuild after a health change", "err", err)
+	}
+}
+
+// rebuild resolves every backend and applies a new generation if anything
+// changed. A spec the builder rejects leaves the running generation alone.
+func (n *Node) rebuild(ctx context.Context) error {
 	spec, hops := n.spec(ctx)
+	if n.st.builder.Current() != nil && maps.Equal(hops, n.st.hops) {
+		return nil
+	}
 	return n.swap(spec, hops)
 }
 
 // swap builds the generation of spec and makes it current, logging the next
-// hops that changed. A spec the builder rejects changes nothing. Called with
-// n.mu held.
+// hops that changed, and tells the announcer. A spec the builder rejects
+// changes nothing.
 func (n *Node) swap(spec pipeline.Spec, hops map[netip.Addr]string) error {
-	g, err := n.builder.Build(spec)
+	g, err := n.st.builder.Build(spec)
 	if err != nil {
 		return err
 	}
 	for be, h := range hops {
-		if n.hops[be] != h {
+		if n.st.hops[be] != h {
 			n.log.Info("next hop", "backend", be, "hop", h)
 		}
 	}
-	n.hops = hops
+	n.st.hops = hops
 	n.dp.Apply(g)
 	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
-	n.announceLocked()
+	n.announceSet()
 	return nil
 }
 
-// announceLocked hands the current announcement set to the announcer.
-// Called with n.mu held.
-func (n *Node) announceLocked() {
-	if n.announce != nil {
-		n.announce(n.announcements())
+// announceSet hands the current announcement set to the announcer.
+func (n *Node) announceSet() {
+	if n.announcer == nil {
+		return
 	}
-}
-
-// Announcements returns the VIP host prefixes (/32, /128) this node should
-// announce: every VIP address with at least one backend that is in service
-// (not failed by its health check, not draining, weight above 0), none
-// while the node is drained.
-func (n *Node) Announcements() []netip.Prefix {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.announcements()
+	if err := n.announcer.Set(n.announcements()); err != nil {
+		n.log.Error("bgp: announcement set refused", "err", err)
+	}
 }
 
 func (n *Node) announcements() []netip.Prefix {
-	if n.draining {
+	if n.st.draining {
 		return nil
 	}
 	var out []netip.Prefix
-	for _, v := range n.cfg.VIPs {
+	for _, v := range n.st.cfg.VIPs {
 		a := netip.MustParseAddr(v.Address)
 		p := netip.PrefixFrom(a, a.BitLen())
 		if slices.Contains(out, p) {
@@ -401,28 +496,73 @@ func (n *Node) announcements() []netip.Prefix {
 	return out
 }
 
-// SetDraining drains the node (true) or returns it to service: a drained
-// node withdraws every VIP announcement, so routers stop sending it new
-// flows, and keeps forwarding what still arrives, so connections that
-// routers have not moved yet continue. It reports whether the state
-// changed.
-func (n *Node) SetDraining(d bool) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.draining == d {
+func (n *Node) setDraining(d bool) bool {
+	if n.st.draining == d {
 		return false
 	}
-	n.draining = d
+	n.st.draining = d
 	n.log.Info("node drain", "draining", d)
-	n.announceLocked()
+	n.announceSet()
 	return true
 }
 
-// Draining reports whether the node is drained.
-func (n *Node) Draining() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.draining
+// setChecks makes the checker run exactly the checks of the running
+// configuration, and forgets the transition counts of removed checks (a
+// check added again starts from zero, which Prometheus reads as a counter
+// reset).
+func (n *Node) setChecks() {
+	want := map[string]bool{}
+	for _, v := range n.st.cfg.VIPs {
+		if v.Health == nil {
+			continue
+		}
+		for _, b := range v.Backends {
+			key := healthKey(v.Name, b.Address)
+			want[key] = true
+			n.checks.Set(key, n.healthSpec(v, netip.MustParseAddr(b.Address)))
+		}
+	}
+	for key := range n.st.checkKeys {
+		if !want[key] {
+			n.checks.Remove(key)
+		}
+	}
+	n.st.checkKeys = want
+	for key := range n.st.transitions {
+		if !want[key] {
+			delete(n.st.transitions, key)
+		}
+	}
+}
+
+// down reports whether backend b of VIP v failed its health check. A
+// backend whose check has not decided yet (Unknown) counts as up, so that
+// a starting node serves at once.
+func (n *Node) down(v config.VIP, b string) bool {
+	if v.Health == nil || n.checks == nil {
+		return false
+	}
+	st, _ := n.checks.State(healthKey(v.Name, b))
+	return st == health.Down
+}
+
+func (n *Node) health() []health.Backend {
+	var out []health.Backend
+	for _, v := range n.st.cfg.VIPs {
+		if v.Health == nil {
+			continue
+		}
+		for _, b := range v.Backends {
+			key := healthKey(v.Name, b.Address)
+			st, _ := n.checks.State(key)
+			h := health.Backend{VIP: v.Name, Backend: b.Address, State: st}
+			if c := n.st.transitions[key]; c != nil {
+				h.Up, h.Down = c[health.Up], c[health.Down]
+			}
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 func (n *Node) steer(vips []netip.Addr) error {
@@ -436,244 +576,13 @@ func (n *Node) steer(vips []netip.Addr) error {
 	return nil
 }
 
-// rebuild resolves every backend and applies a new generation if anything
-// changed. A spec the builder rejects leaves the running generation alone.
-func (n *Node) rebuild(ctx context.Context) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	spec, hops := n.spec(ctx)
-	if n.builder.Current() != nil && maps.Equal(hops, n.hops) {
-		return nil
-	}
-	return n.swap(spec, hops)
-}
-
-// spec turns the configuration and the resolved next hops into a datapath
-// spec. hops describes each backend's resolution, for change detection and
-// logs.
-func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) {
-	c := n.cfg
-	spec := pipeline.Spec{
-		Seed:      c.Node.Seed,
-		MTU:       c.Node.MTU,
-		ICMPRate:  max(c.Node.ICMPRate/max(len(n.links), 1), 1),
-		Fragments: c.Node.Fragments == config.FragmentsForward,
-	}
-	if c.Node.TooBig == config.TooBigDrop {
-		spec.TooBig = pipeline.TooBigDrop
-	}
-	hops := map[netip.Addr]string{}
-	resolved := map[netip.Addr]nexthop.Hop{}
+func vipAddrs(c *config.Config) []netip.Addr {
+	var vips []netip.Addr
 	for _, v := range c.VIPs {
-		for _, b := range v.Backends {
-			a := netip.MustParseAddr(b.Address)
-			if _, done := hops[a]; done {
-				continue
-			}
-			if n.res == nil { // Check: no network to resolve in
-				hops[a] = "unresolved: not checked"
-				continue
-			}
-			h, err := n.res.Resolve(ctx, a)
-			switch {
-			case err != nil:
-				hops[a] = "unresolved: " + err.Error()
-			case !slices.Contains(c.Node.Interfaces, h.Ifname):
-				hops[a] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
-			default:
-				hops[a] = h.String()
-				resolved[a] = h
-			}
-			if _, ok := resolved[a]; !ok {
-				n.log.Warn("backend next hop unresolved; its packets are dropped (no_next_hop)", "backend", a, "reason", hops[a])
-			}
+		a := netip.MustParseAddr(v.Address)
+		if !slices.Contains(vips, a) {
+			vips = append(vips, a)
 		}
 	}
-	for _, v := range c.VIPs {
-		vip := netip.MustParseAddr(v.Address)
-		proto := uint8(packet.ProtoTCP)
-		if v.Protocol == "udp" {
-			proto = packet.ProtoUDP
-		}
-		s := pipeline.ServiceSpec{
-			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
-			M: v.MaglevSize, SecondChance: v.SecondChance,
-			Stateless: v.Affinity == config.AffinityStateless,
-		}
-		mode := encap.GUE
-		if v.Encap == "ipip" {
-			mode = encap.IPIP
-		}
-		for _, b := range v.Backends {
-			if n.down(v, b.Address) {
-				continue // failed its health check: out of the table
-			}
-			a := netip.MustParseAddr(b.Address)
-			h, ok := resolved[a]
-			t := encap.Tunnel{Mode: mode, Dst: a, Port: uint16(c.Node.GUEPort), Src: n.source(a, h)}
-			if ok {
-				copy(t.SrcMAC[:], h.SrcMAC)
-				copy(t.DstMAC[:], h.DstMAC)
-			}
-			if !t.Src.IsValid() {
-				ok = false
-				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
-			}
-			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State)})
-		}
-		if v.QUIC != nil {
-			n.quicSpec(&v, &s)
-		}
-		spec.Services = append(spec.Services, s)
-	}
-	return spec, hops
+	return vips
 }
-
-// backendState is the pipeline's view of a configured backend state.
-func backendState(s string) pipeline.BackendState {
-	switch s {
-	case config.StateFilling:
-		return pipeline.BackendFilling
-	case config.StateDraining:
-		return pipeline.BackendDraining
-	}
-	return pipeline.BackendActive
-}
-
-// source returns the outer source address toward backend a.
-func (n *Node) source(a netip.Addr, h nexthop.Hop) netip.Addr {
-	cfg := n.cfg.Node.SourceV6
-	if a.Is4() {
-		cfg = n.cfg.Node.SourceV4
-	}
-	if cfg != "" {
-		return netip.MustParseAddr(cfg)
-	}
-	return h.Src
-}
-
-// Report writes the counters: per VIP and backend, flows, drops by reason.
-func (n *Node) Report(w io.Writer) {
-	c := n.dp.Counters()
-	g := n.dp.Generation()
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "VIP\tBACKEND\tPACKETS\tBYTES\tNEXT HOP")
-	if g != nil {
-		for _, s := range g.Services {
-			vip := fmt.Sprintf("%s %s", s.Name, netip.AddrPortFrom(netip.AddrFrom16(s.Addr).Unmap(), s.PortLo))
-			for _, r := range s.Reals {
-				if r == nil {
-					continue
-				}
-				var rc datapath.RealCounters
-				if int(r.ID) < len(c.Reals) {
-					rc = c.Reals[r.ID]
-				}
-				hop := "resolved"
-				if r.Template == nil {
-					hop = "UNRESOLVED"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", vip, r.Name, rc.Packets, rc.Bytes, hop)
-			}
-		}
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
-		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
-	if c.TooBigAnswered+c.Spilled+c.SpillErrors > 0 {
-		fmt.Fprintf(w, "icmp too big sent %d  kernel tx %d  kernel tx errors %d\n", c.TooBigAnswered, c.Spilled, c.SpillErrors)
-	}
-	if c.FragmentsFollowed+c.FragmentsHeld > 0 {
-		fmt.Fprintf(w, "fragments followed %d  held %d  released %d\n", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased)
-	}
-	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
-		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",
-			q[pipeline.QUICByCID], q[pipeline.QUICByDCIDHash], q[pipeline.QUICByTuple], c.QUICUnknownServer)
-	}
-	for i, v := range c.Drops {
-		if v > 0 && pipeline.Reason(i) != pipeline.ReasonParse {
-			fmt.Fprintf(w, "drop %s: %d\n", pipeline.Reason(i), v)
-		}
-	}
-	for i, v := range c.Parse {
-		if v > 0 {
-			fmt.Fprintf(w, "drop parse/%s: %d\n", packet.Verdict(i), v)
-		}
-	}
-}
-
-// Config returns the running configuration; the caller must not modify it.
-// (Added for the control server.)
-func (n *Node) Config() *config.Config {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cfg
-}
-
-// Counters returns the datapath counters summed over the workers.
-func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
-
-// Generation returns the running datapath generation.
-func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }
-
-// BackendHealth is the health-check state of one backend of one VIP.
-type BackendHealth struct {
-	VIP, Backend string
-	// State is the check's current state. Unknown (no decision yet) counts
-	// as up in the datapath.
-	State health.State
-	// Up and Down count the check's transitions to up and to down since it
-	// was added (a starting check's first rise counts).
-	Up, Down uint64
-}
-
-// countTransition counts tr for Health.
-func (n *Node) countTransition(tr health.Transition) {
-	if int(tr.To) >= numStates {
-		return
-	}
-	n.healthMu.Lock()
-	defer n.healthMu.Unlock()
-	if n.transitions == nil {
-		n.transitions = map[string]*[numStates]uint64{}
-	}
-	c := n.transitions[tr.Key]
-	if c == nil {
-		c = new([numStates]uint64)
-		n.transitions[tr.Key] = c
-	}
-	c[tr.To]++
-}
-
-// Health returns the state and transition counts of every backend that has
-// a health check (VIPs with a health section), in configuration order.
-// (Added for the control server's metrics.)
-func (n *Node) Health() []BackendHealth {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []BackendHealth
-	for _, v := range n.cfg.VIPs {
-		if v.Health == nil {
-			continue
-		}
-		for _, b := range v.Backends {
-			key := healthKey(v.Name, b.Address)
-			st, _ := n.checks.State(key)
-			h := BackendHealth{VIP: v.Name, Backend: b.Address, State: st}
-			n.healthMu.Lock()
-			if c := n.transitions[key]; c != nil {
-				h.Up, h.Down = c[health.Up], c[health.Down]
-			}
-			n.healthMu.Unlock()
-			out = append(out, h)
-		}
-	}
-	return out
-}
-
-// QueryFlows runs fn on each worker's flow table, read-only, between
-// batches (datapath.Datapath.QueryFlows).
-func (n *Node) QueryFlows(fn func(worker int, t *flow.Table)) { n.dp.QueryFlows(fn) }
-
-// FlowClock returns the flow clock reading flow.Entry.LastSeen compares with.
-func (n *Node) FlowClock() uint32 { return n.dp.Now() }

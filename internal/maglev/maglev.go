@@ -349,6 +349,9 @@ func (t *Table) Slot(hash uint64) (owner, previous uint16) {
 	return t.owner[s], t.previous[s]
 }
 
+// SlotIndex returns the slot Slot and Lookup read for hash, for tools.
+func (t *Table) SlotIndex(hash uint64) uint32 { return uint32(t.red.mod(hash)) }
+
 // Owner returns the owner of slot s (0 <= s < M), for tools and tests.
 func (t *Table) Owner(s uint32) uint16 { return t.owner[s] }
 

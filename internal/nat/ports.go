@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 // Layout divides the SNAT port range among a node's workers. The range
@@ -22,45 +24,32 @@ func DefaultLayout(workers int) Layout {
 	return Layout{Lo: 1024, Hi: 65535, Workers: workers, Shift: 8}
 }
 
-// ErrLayout is matched (errors.Is) by every *LayoutError.
+// ErrLayout is matched (errors.Is) by every error of this package: a
+// *fielderr.Error whose path is "layout." and the Layout field, or
+// "worker" or "addrs[i]" for the arguments given with it.
 var ErrLayout = errors.New("nat: invalid port layout")
 
-// LayoutError is a validation error of a Layout or of the worker index or
-// addresses given with it; Field names the Layout field (or "worker",
-// "addrs").
-type LayoutError struct {
-	Field  string
-	Value  string
-	Reason string
+func layoutErr(path string, value any, reason string) error {
+	return &fielderr.Error{Path: path, Value: value, Reason: reason, Err: ErrLayout}
 }
-
-// Error implements error.
-func (e *LayoutError) Error() string {
-	return "nat: layout." + e.Field + ": " + e.Reason + " (" + e.Value + ")"
-}
-
-// Is reports whether target is ErrLayout.
-func (e *LayoutError) Is(target error) bool { return target == ErrLayout }
-
-var _ error = (*LayoutError)(nil)
 
 // Validate checks that the range is not empty, Workers is at least 1, Shift
 // at most 15, and every worker owns at least one port.
 func (l Layout) Validate() error {
 	switch {
 	case l.Lo == 0:
-		return &LayoutError{Field: "Lo", Value: "0", Reason: "port 0 cannot be used"}
+		return layoutErr("layout.Lo", 0, "is not a usable port")
 	case l.Hi < l.Lo:
-		return &LayoutError{Field: "Hi", Value: fmt.Sprint(l.Hi), Reason: fmt.Sprintf("below Lo %d", l.Lo)}
+		return layoutErr("layout.Hi", l.Hi, fmt.Sprintf("is below Lo %d", l.Lo))
 	case l.Workers < 1 || l.Workers > 1<<16:
-		return &LayoutError{Field: "Workers", Value: fmt.Sprint(l.Workers), Reason: "must be in 1..65536"}
+		return layoutErr("layout.Workers", l.Workers, "must be in 1..65536")
 	case l.Shift > 15:
-		return &LayoutError{Field: "Shift", Value: fmt.Sprint(l.Shift), Reason: "must be at most 15"}
+		return layoutErr("layout.Shift", l.Shift, "must be at most 15")
 	}
 	for w := range l.Workers {
 		if l.Count(w) == 0 {
-			return &LayoutError{Field: "Workers", Value: fmt.Sprint(l.Workers),
-				Reason: fmt.Sprintf("worker %d owns no port of %d..%d in blocks of %d", w, l.Lo, l.Hi, 1<<l.Shift)}
+			return layoutErr("layout.Workers", l.Workers,
+				fmt.Sprintf("leaves worker %d no port of %d..%d in blocks of %d", w, l.Lo, l.Hi, 1<<l.Shift))
 		}
 	}
 	return nil
@@ -134,7 +123,7 @@ func NewPorts(l Layout, w int) (*Ports, error) {
 		return nil, err
 	}
 	if w < 0 || w >= l.Workers {
-		return nil, &LayoutError{Field: "worker", Value: fmt.Sprint(w), Reason: fmt.Sprintf("not in 0..%d", l.Workers-1)}
+		return nil, layoutErr("worker", w, fmt.Sprintf("is not in 0..%d", l.Workers-1))
 	}
 	p := &Ports{ring: make([]uint16, 0, l.Count(w))}
 	l.each(w, func(port uint16) {
@@ -211,14 +200,13 @@ const MaxAddrs = 256
 // NewPool returns worker w's pool over addrs, all ports free.
 func NewPool(addrs []netip.Addr, l Layout, w int) (*Pool, error) {
 	if len(addrs) == 0 || len(addrs) > MaxAddrs {
-		return nil, &LayoutError{Field: "addrs", Value: fmt.Sprint(len(addrs)), Reason: fmt.Sprintf("need 1..%d SNAT addresses", MaxAddrs)}
+		return nil, layoutErr("addrs", len(addrs), fmt.Sprintf("SNAT addresses; need 1..%d", MaxAddrs))
 	}
 	p := &Pool{}
 	seen := make(map[netip.Addr]bool)
 	for i, a := range addrs {
 		if !a.IsValid() || a.IsUnspecified() || a.Is4In6() || seen[a] {
-			return nil, &LayoutError{Field: fmt.Sprintf("addrs[%d]", i), Value: a.String(),
-				Reason: "invalid, unspecified, IPv4-mapped or repeated address"}
+			return nil, layoutErr(fmt.Sprintf("addrs[%d]", i), a.String(), "is invalid, unspecified, IPv4-mapped or repeated")
 		}
 		seen[a] = true
 		var pp [2]*Ports

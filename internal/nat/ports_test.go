@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 func TestLayoutValidate(t *testing.T) {
@@ -24,12 +26,12 @@ func TestLayoutValidate(t *testing.T) {
 		{Layout{Lo: 1024, Hi: 1279, Workers: 2, Shift: 8}, "Workers"},
 	} {
 		err := c.l.Validate()
-		var le *LayoutError
+		var fe *fielderr.Error
 		switch {
 		case c.field == "" && err != nil:
 			t.Errorf("%+v: %v", c.l, err)
-		case c.field != "" && (!errors.Is(err, ErrLayout) || !errors.As(err, &le) || le.Field != c.field):
-			t.Errorf("%+v: got %v, want a LayoutError on %s", c.l, err, c.field)
+		case c.field != "" && (!errors.Is(err, ErrLayout) || !errors.As(err, &fe) || fe.Path != "layout."+c.field):
+			t.Errorf("%+v: got %v, want a fielderr.Error on layout.%s", c.l, err, c.field)
 		}
 	}
 }

@@ -226,10 +226,11 @@ func BenchmarkReverse(b *testing.B) {
 }
 
 // TestImports keeps nat a datapath package (DESIGN.md §4): the standard
-// library and internal/flow, nothing of the control plane.
+// library, internal/flow and internal/fielderr, nothing of the control
+// plane.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{"errors": true, "fmt": true, "net/netip": true, "unsafe": true,
-		"github.com/sluicelb/sluice/internal/flow": true}
+		"github.com/sluicelb/sluice/internal/flow": true, "github.com/sluicelb/sluice/internal/fielderr": true}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)

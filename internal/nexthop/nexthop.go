@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -109,7 +110,7 @@ func (r *Resolver) Resolve(ctx context.Context, dst netip.Addr) (Hop, error) {
 			return hop, nil
 		}
 		if !prompted {
-			prompt(hop.Via)
+			r.prompt(hop.Via)
 			prompted = true
 		}
 		if time.Now().After(deadline) {
@@ -142,14 +143,33 @@ func (r *Resolver) neighbour(ifindex int, ip netip.Addr) (net.HardwareAddr, bool
 	return nil, false
 }
 
-// prompt makes the kernel resolve ip: a datagram to its discard port.
-func prompt(ip netip.Addr) {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 9)))
-	if err != nil {
-		return
-	}
-	c.Write([]byte{0})
-	c.Close()
+// prompt makes the kernel of the resolver's namespace resolve ip: a
+// datagram to its discard port. The socket is opened in that namespace
+// whatever thread calls (the node resolves from its own goroutine), on a
+// thread of its own that is never returned to the scheduler.
+func (r *Resolver) prompt(ip netip.Addr) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		cur, err := netns.Get()
+		if err != nil {
+			return
+		}
+		defer cur.Close()
+		if !cur.Equal(r.ns) {
+			if err := netns.Set(r.ns); err != nil {
+				return
+			}
+		}
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 9)))
+		if err != nil {
+			return
+		}
+		c.Write([]byte{0})
+		c.Close()
+	}()
+	<-done
 }
 
 // Watch calls changed after routes or neighbours change (coalescing bursts

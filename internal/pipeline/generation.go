@@ -46,6 +46,11 @@ type Generation struct {
 	// ICMPRate is how many ICMP "too big" answers each worker sends per
 	// second at most (bursts of up to ICMPRate/10 + 1).
 	ICMPRate int
+	// SpillRate is how many packets each worker sends through the kernel
+	// per second at most (Spill verdicts and held fragments: a system call
+	// each, and kernel fragmentation); beyond it they are dropped
+	// (ReasonSpillLimited).
+	SpillRate int
 	// Fragments makes later fragments of a datagram follow its first
 	// fragment's backend; off, they are dropped (ReasonFragment).
 	Fragments bool
@@ -72,8 +77,11 @@ const (
 	TooBigDrop
 )
 
-// DefaultICMPRate is the default Generation.ICMPRate.
-const DefaultICMPRate = 1000
+// Defaults of Generation.ICMPRate and SpillRate.
+const (
+	DefaultICMPRate  = 1000
+	DefaultSpillRate = 50000
+)
 
 // IsServiceAddr reports whether some service has the address dst.
 func (g *Generation) IsServiceAddr(dst [16]byte) bool {
@@ -101,6 +109,10 @@ func (g *Generation) Lookup(dst [16]byte, proto uint8, port uint16) *Service {
 	return nil
 }
 
+// Real returns the backend with the given ID if it belongs to svc in g,
+// else nil: the rule by which a flow entry's backend is still in service.
+func (g *Generation) Real(id uint32, svc *Service) *Real { return g.real(id, svc) }
+
 // real returns the backend with the given ID if it belongs to svc in g.
 func (g *Generation) real(id uint32, svc *Service) *Real {
 	if int(id) < len(g.Reals) {
@@ -118,6 +130,7 @@ type Spec struct {
 	MTU       int // see Generation.MTU
 	TooBig    TooBigPolicy
 	ICMPRate  int // 0: DefaultICMPRate
+	SpillRate int // 0: DefaultSpillRate
 	Fragments bool
 	Services  []ServiceSpec
 }
@@ -223,6 +236,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		MTU:       spec.MTU,
 		TooBig:    spec.TooBig,
 		ICMPRate:  spec.ICMPRate,
+		SpillRate: spec.SpillRate,
 		Fragments: spec.Fragments,
 		exact:     make(map[serviceKey]*Service),
 		wide:      make(map[serviceKey][]*Service),
@@ -230,6 +244,9 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 	}
 	if g.ICMPRate <= 0 {
 		g.ICMPRate = DefaultICMPRate
+	}
+	if g.SpillRate <= 0 {
+		g.SpillRate = DefaultSpillRate
 	}
 	if b.gen != nil {
 		g.ID = b.gen.ID + 1

@@ -121,16 +121,3 @@ func (s *Service) RouteQUIC(seed, tupleHash uint64, payload []byte) (r *Real, ro
 	}
 	return s.Reals[owner], route, unknownServer
 }
-
-// balanceQUIC is balance for a packet of a QUIC service: by connection ID,
-// never by a flow entry (see QUIC).
-func balanceQUIC(c *Context, p *Packet, svc *Service) {
-	payload := p.Buf[p.Off+p.Parsed.PayloadOff : p.Off+p.Parsed.L3End]
-	r, route, unknown := svc.RouteQUIC(c.Gen.Seed, p.Hash, payload)
-	p.QUICRoute, p.QUICUnknownServer = route, unknown
-	if r == nil {
-		p.Verdict, p.Reason = Drop, ReasonNoBackend
-		return
-	}
-	p.Real = r
-}

@@ -44,12 +44,16 @@ const (
 	// ReasonFragmentTimeout: a held later fragment whose first fragment
 	// did not arrive in time.
 	ReasonFragmentTimeout
+	// ReasonSpillLimited: a packet due to go through the kernel (to be
+	// fragmented, or a held fragment) over the worker's rate for that
+	// path (Generation.SpillRate).
+	ReasonSpillLimited
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
-	"too_big_rate_limited", "fragment_timeout",
+	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
 }
 
 func (r Reason) String() string {
@@ -96,18 +100,22 @@ type Context struct {
 	// link.Spill); without it they are dropped as ReasonTooBig.
 	CanSpill bool
 
-	icmp tokenBucket // ICMP "too big" answers
+	icmp TokenBucket // ICMP "too big" answers
 }
 
-// tokenBucket allows rate events per second in bursts of rate/10+1; it
-// counts in thousandths of an event and is refilled from the flow clock.
-type tokenBucket struct {
+// TokenBucket allows rate events per second in bursts of rate/10+1. It
+// counts in thousandths of an event and is refilled from the flow clock
+// (milliseconds; readings may wrap). The zero value is full. Owned by one
+// worker.
+type TokenBucket struct {
 	milli uint64 // tokens x 1000
 	last  uint32 // clock reading of the last refill
 	init  bool
 }
 
-func (b *tokenBucket) allow(now uint32, rate int) bool {
+// Allow takes one token at clock reading now, refilling at rate per second;
+// it reports whether there was one.
+func (b *TokenBucket) Allow(now uint32, rate int) bool {
 	burst := uint64(rate/10+1) * 1000
 	if !b.init {
 		b.milli, b.last, b.init = burst, now, true

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
-	"github.com/sluicelb/sluice/internal/maglev"
 	"github.com/sluicelb/sluice/internal/packet"
 )
 
@@ -49,9 +48,18 @@ func Prepare(p *Packet, g *Generation) bool {
 // to (RFC 791, RFC 8200): source, destination, protocol and the fragment
 // identification, which fills the two port fields. First and later
 // fragments of one datagram have the same FragmentKey.
+//
+// IPv6 identifies a datagram by source, destination and ID alone (RFC 8200
+// 4.5): the protocol is left out, since a later fragment names the header
+// that follows the Fragment header (which may be an extension header) where
+// the first one is parsed to its upper layer.
 func FragmentKey(k *flow.Key, p *packet.Parsed) {
 	t := &p.Tuple
-	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), t.Proto)
+	proto := t.Proto
+	if t.IPVersion == 6 {
+		proto = 0
+	}
+	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), proto)
 }
 
 // Classify finds the service a packet is addressed to. Its result is
@@ -73,10 +81,12 @@ func (Classify) Process(c *Context, pkts []*Packet) {
 	}
 }
 
-// Balance picks the backend: the flow's existing backend while it stays in
-// the service, otherwise the Maglev owner of the flow's slot. It creates or
-// updates the flow's entry, finishing with one packet's entry before it
-// inserts the next (an insert may move entries: see flow.Table).
+// Balance picks the backend with Generation.Decide and keeps the flow
+// table in step with the decision: it creates or updates the flow's entry,
+// finishing with one packet's entry before it inserts the next (an insert
+// may move entries: see flow.Table). ICMP errors, QUIC and stateless
+// services create no entries; a mid-flow packet of a second-chance
+// service gets one only when its slot has no secondary.
 type Balance struct{}
 
 func (Balance) Name() string   { return "balance" }
@@ -88,65 +98,49 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		svc := p.Service
-		if p.ICMPError {
-			// Routed like the flow it quotes, creating no state.
-			if e := c.Flows.Lookup(&p.Key, p.Hash); e != nil {
-				if r := c.Gen.real(e.Backend, svc); r != nil {
-					p.Real = r
-					continue
-				}
-			}
-			if owner, _ := svc.Table.Slot(p.Hash); owner != maglev.NoBackend {
-				p.Real = svc.Reals[owner]
-			} else {
-				p.Verdict, p.Reason = Drop, ReasonNoBackend
-			}
-			continue
-		}
-		if svc.QUIC != nil {
-			balanceQUIC(c, p, svc) // by connection ID, no flow entry
-			continue
-		}
 		flags := p.Parsed.TCPFlags
-		isSYN := p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()
+		q := Query{Hash: p.Hash, ICMPError: p.ICMPError, SYN: p.Key.Proto == packet.ProtoTCP && p.Parsed.IsTCPSYN()}
 		// A packet in the middle of a flow this node has no entry for may
 		// belong to a connection its slot's previous owner holds: with
 		// second chance its entry is only created once the slot has no
-		// secondary (below).
-		midFlow := svc.SecondChance && !isSYN
-		var e *flow.Entry
+		// secondary.
+		midFlow := svc.SecondChance && !q.SYN
+		var e *flow.Entry // the flow's entry: found, or inserted here
 		found := false
 		switch {
-		case svc.Stateless:
-		case midFlow:
+		case p.ICMPError, midFlow && svc.QUIC == nil && !svc.Stateless:
 			e = c.Flows.Lookup(&p.Key, p.Hash)
 			found = e != nil
+		case svc.QUIC != nil:
+			q.Payload = p.Buf[p.Off+p.Parsed.PayloadOff : p.Off+p.Parsed.L3End]
+		case svc.Stateless:
 		default:
 			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
 		}
-		if found {
-			if r := c.Gen.real(e.Backend, svc); r != nil {
-				p.Real = r
-				e.Gen = c.Gen.ID
-				e.Observe(flags, c.Now)
-				continue
-			}
-			// Its backend left the service: the flow is rescheduled.
+		known := e
+		if !found {
+			known = nil
 		}
-		owner, prev := svc.Table.Slot(p.Hash)
-		if owner == maglev.NoBackend {
+		d := c.Gen.Decide(svc, &q, known)
+		p.Real, p.Secondary = d.Real, d.Secondary
+		p.QUICRoute, p.QUICUnknownServer = d.QUICRoute, d.QUICUnknownServer
+		if p.ICMPError {
+			e = nil // routed like the flow it quotes, creating no state
+		}
+		if d.Real == nil {
 			p.Verdict, p.Reason = Drop, ReasonNoBackend
 			if e != nil {
 				c.Flows.Delete(&p.Key, p.Hash)
 			}
 			continue
 		}
-		p.Real = svc.Reals[owner]
-		if !found && midFlow && prev != owner && prev != maglev.NoBackend {
-			p.Secondary = svc.Reals[prev] // nil if the previous owner has left
+		if d.Why == WhyFlowEntry && e != nil {
+			e.Gen = c.Gen.ID
+			e.Observe(flags, c.Now)
+			continue
 		}
-		if !found && midFlow && !svc.Stateless {
-			if p.Secondary != nil {
+		if !found && midFlow && svc.QUIC == nil && !svc.Stateless && !p.ICMPError {
+			if d.Why == WhySecondChance {
 				// Undecided here: the owner's agent keeps the packet if it
 				// has the connection, else hands it to the previous owner.
 				// No entry, so every packet of the flow carries the hop list
@@ -156,13 +150,13 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			e = c.Flows.Insert(&p.Key, p.Hash, c.Now)
 		}
 		if e == nil {
-			continue // stateless service, or table full and nothing evictable
+			continue // no state kept, or table full and nothing evictable
 		}
 		if !found {
 			switch {
 			case p.Key.Proto != packet.ProtoTCP:
 				e.State = flow.StateUDP
-			case isSYN:
+			case q.SYN:
 				e.State = flow.StateSYN
 			default:
 				e.State = flow.StateEstablished
@@ -220,6 +214,13 @@ func (Encapsulate) Process(c *Context, pkts []*Packet) {
 	}
 }
 
+// unicastSource reports whether a packet's source may be sent an ICMP error.
+func unicastSource(t *packet.Tuple) bool {
+	a := t.SrcAddr()
+	return a.IsGlobalUnicast() || a.IsPrivate() ||
+		(a.Is6() && a.IsLinkLocalUnicast()) // a client on the LB's own link
+}
+
 // Smallest MTUs a "too big" answer may announce (RFC 791, RFC 8200).
 const (
 	minMTU4 = 68
@@ -240,7 +241,9 @@ func tooBig(c *Context, p *Packet, t *encap.Template, mtu int) Verdict {
 	room := mtu - t.L3Overhead(true)
 	v6 := p.Parsed.Tuple.IPVersion == 6
 	l3 := p.Off + p.Parsed.L3Off
-	whole := p.Parsed.Frag == packet.NotFragment && !p.ICMPError
+	// Never answer a fragment, an ICMP error, or a source that cannot be
+	// one host's (RFC 1812 4.3.2.7, RFC 4443 2.4(e)).
+	whole := p.Parsed.Frag == packet.NotFragment && !p.ICMPError && unicastSource(&p.Parsed.Tuple)
 	answer := false
 	switch {
 	case !whole: // fragments and ICMP errors: never answered
@@ -250,7 +253,7 @@ func tooBig(c *Context, p *Packet, t *encap.Template, mtu int) Verdict {
 		answer = room >= minMTU4 && packet.IPv4(p.Buf[l3:]).DontFragment()
 	}
 	if answer {
-		if !c.icmp.allow(c.Now, g.ICMPRate) {
+		if !c.icmp.Allow(c.Now, g.ICMPRate) {
 			p.Verdict, p.Reason = Drop, ReasonTooBigLimited
 			return Drop
 		}

@@ -18,7 +18,7 @@
 //	DELETE /v1/vips/{name}/backends/{addr}          remove a backend
 //	PUT    /v1/vips/{name}/backends/{addr}/weight   {"weight"}: 0 drains
 //
-//	GET /v1/flows/lookup?vip=NAME&src=IP&sport=N[&dport=N]
+//	GET /v1/flows/lookup?vip=NAME&src=IP&sport=N[&dport=N][&syn=1][&payload=HEX]
 //	                 control.FlowLookup: where the flow's next packet goes
 //	                 and why; 404 unknown VIP, 400 {"code": "invalid_query"}
 //
@@ -34,6 +34,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,7 +214,22 @@ func Handler(s *control.Server) http.Handler {
 			}
 			ports[i] = uint16(n)
 		}
-		l, err := s.LookupFlow(q.Get("vip"), netip.AddrPortFrom(src.Unmap(), ports[0]), ports[1])
+		fq := control.FlowQuery{VIP: q.Get("vip"), Src: netip.AddrPortFrom(src.Unmap(), ports[0]), DstPort: ports[1]}
+		switch v := q.Get("syn"); v {
+		case "", "0", "false":
+		case "1", "true":
+			fq.SYN = true
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Errorf("%w: syn %q is not a boolean", control.ErrInvalidQuery, v))
+			return
+		}
+		if v := q.Get("payload"); v != "" {
+			if fq.Payload, err = hex.DecodeString(v); err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("%w: payload %q is not hex octets", control.ErrInvalidQuery, v))
+				return
+			}
+		}
+		l, err := s.LookupFlow(fq)
 		if err != nil {
 			writeError(w, statusOf(err), err)
 			return
@@ -270,8 +286,6 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, control.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, control.ErrNotSupported):
-		return http.StatusNotImplemented
 	}
 	return http.StatusInternalServerError
 }

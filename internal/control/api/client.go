@@ -3,12 +3,12 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -173,12 +173,17 @@ func (c *Client) DrainNode(ctx context.Context, drain bool) (st control.NodeStat
 	return st, err
 }
 
-// LookupFlow says where the next packet from src:sport to the VIP vip goes
-// and why; dport 0 means the VIP's port.
-func (c *Client) LookupFlow(ctx context.Context, vip string, src netip.Addr, sport, dport uint16) (l control.FlowLookup, err error) {
-	q := url.Values{"vip": {vip}, "src": {src.String()}, "sport": {strconv.Itoa(int(sport))}}
-	if dport != 0 {
-		q.Set("dport", strconv.Itoa(int(dport)))
+// LookupFlow says where the next packet of fq's flow goes and why.
+func (c *Client) LookupFlow(ctx context.Context, fq control.FlowQuery) (l control.FlowLookup, err error) {
+	q := url.Values{"vip": {fq.VIP}, "src": {fq.Src.Addr().String()}, "sport": {strconv.Itoa(int(fq.Src.Port()))}}
+	if fq.DstPort != 0 {
+		q.Set("dport", strconv.Itoa(int(fq.DstPort)))
+	}
+	if fq.SYN {
+		q.Set("syn", "1")
+	}
+	if fq.Payload != nil {
+		q.Set("payload", hex.EncodeToString(fq.Payload))
 	}
 	_, err = c.do(ctx, http.MethodGet, "/v1/flows/lookup?"+q.Encode(), nil, &l)
 	return l, err

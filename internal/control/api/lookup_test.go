@@ -14,7 +14,7 @@ func TestFlowLookupRoute(t *testing.T) {
 	ts, _ := setup(t)
 	code, body := req(t, "GET", ts.URL+"/v1/flows/lookup?vip=dns&src=192.0.2.1&sport=4000", "", "")
 	var l control.FlowLookup
-	if code != 200 || json.Unmarshal([]byte(body), &l) != nil || l.VIP != "dns" || l.Src != "192.0.2.1:4000" || l.Dst != "10.0.0.2:53" || l.Reason != control.ReasonNoBackend {
+	if code != 200 || json.Unmarshal([]byte(body), &l) != nil || l.VIP != "dns" || l.Src != "192.0.2.1:4000" || l.Dst != "10.0.0.2:53" || l.Reason != control.ReasonMaglev || l.Backend != "10.1.0.3" {
 		t.Fatalf("%d %s", code, body)
 	}
 	for _, tc := range []struct {
@@ -38,14 +38,14 @@ func TestFlowLookupRoute(t *testing.T) {
 	}
 
 	c := &Client{Base: ts.URL}
-	l, err := c.LookupFlow(context.Background(), "web", netip.MustParseAddr("192.0.2.1"), 4000, 80)
+	l, err := c.LookupFlow(context.Background(), control.FlowQuery{VIP: "web", Src: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 4000), DstPort: 80})
 	if err != nil || l.Dst != "10.0.0.1:80" {
 		t.Fatalf("%+v %v", l, err)
 	}
-	if _, err := c.LookupFlow(context.Background(), "web", netip.MustParseAddr("192.0.2.1"), 4000, 81); !errors.Is(err, control.ErrInvalidQuery) || errors.Is(err, control.ErrInvalidConfig) {
+	if _, err := c.LookupFlow(context.Background(), control.FlowQuery{VIP: "web", Src: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 4000), DstPort: 81}); !errors.Is(err, control.ErrInvalidQuery) || errors.Is(err, control.ErrInvalidConfig) {
 		t.Fatalf("bad port: %v", err)
 	}
-	if _, err := c.LookupFlow(context.Background(), "x", netip.MustParseAddr("192.0.2.1"), 4000, 0); !errors.Is(err, control.ErrNotFound) {
+	if _, err := c.LookupFlow(context.Background(), control.FlowQuery{VIP: "x", Src: netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), 4000), DstPort: 0}); !errors.Is(err, control.ErrNotFound) {
 		t.Fatalf("unknown: %v", err)
 	}
 }

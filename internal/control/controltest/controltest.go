@@ -5,12 +5,16 @@ package controltest
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
+
+	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/health"
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
-	"github.com/sluicelb/sluice/internal/lbnode"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -38,8 +42,7 @@ vips:
 `
 
 // Node is a fake LB node. Apply behaves like lbnode.Node's for the node
-// settings (a change of node.interfaces or node.workers is refused with
-// lbnode.ErrNeedsRestart) and otherwise takes the configuration; ApplyErr,
+// settings (a change config.NeedsRestart names is refused) and otherwise takes the configuration; ApplyErr,
 // when set, is returned instead. The generation is built from the
 // configuration with every backend resolved except 10.1.0.2, and
 // Real.ID = position in the configuration (web: 0, 1; dns: 2).
@@ -50,6 +53,67 @@ type Node struct {
 	Applied  int               // successful applies
 	ApplyErr error             // returned by Apply when set
 	Count    datapath.Counters // returned by Counters
+	// HealthStates is returned by Health.
+	HealthStates []health.Backend
+	// Drained is the node drain state: a drained node announces nothing,
+	// otherwise every VIP address.
+	Drained bool
+	// PeerList is returned by Peers.
+	PeerList []announce.PeerStatus
+}
+
+// Health returns HealthStates.
+func (n *Node) Health() []health.Backend {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.HealthStates
+}
+
+// QueryFlows calls nothing: the fake has no workers.
+func (n *Node) QueryFlows(func(worker int, t *flow.Table)) {}
+
+// FlowClock returns 0.
+func (n *Node) FlowClock() uint32 { return 0 }
+
+// SetDraining sets Drained and reports whether it changed.
+func (n *Node) SetDraining(d bool) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	changed := n.Drained != d
+	n.Drained = d
+	return changed
+}
+
+// Draining returns Drained.
+func (n *Node) Draining() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.Drained
+}
+
+// Announcements returns every VIP address as a host prefix, none while
+// drained.
+func (n *Node) Announcements() []netip.Prefix {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.Drained {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, v := range n.cfg.VIPs {
+		a := netip.MustParseAddr(v.Address)
+		if p := netip.PrefixFrom(a, a.BitLen()); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Peers returns PeerList.
+func (n *Node) Peers() []announce.PeerStatus {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.PeerList
 }
 
 // New returns a Node running Initial.
@@ -77,22 +141,14 @@ func (n *Node) Apply(_ context.Context, cfg *config.Config) error {
 	if n.ApplyErr != nil {
 		return n.ApplyErr
 	}
-	if len(cfg.Node.Interfaces) != len(n.cfg.Node.Interfaces) || cfg.Node.Interfaces[0] != n.cfg.Node.Interfaces[0] {
-		return &needsRestart{"node.interfaces"}
-	}
-	if cfg.Node.Workers != n.cfg.Node.Workers {
-		return &needsRestart{"node.workers"}
+	if err := config.NeedsRestart(&n.cfg.Node, &cfg.Node); err != nil {
+		return err
 	}
 	n.cfg = cfg
 	n.gen = generation(cfg, n.gen.ID+1)
 	n.Applied++
 	return nil
 }
-
-type needsRestart struct{ field string }
-
-func (e *needsRestart) Error() string { return e.field + ": " + lbnode.ErrNeedsRestart.Error() }
-func (e *needsRestart) Unwrap() error { return lbnode.ErrNeedsRestart }
 
 // Counters returns a copy of Count.
 func (n *Node) Counters() datapath.Counters {
@@ -120,32 +176,32 @@ func (n *Node) SetCounters(c datapath.Counters) {
 // Unresolved is the backend whose next hop the fake never resolves.
 var Unresolved = netip.MustParseAddr("10.1.0.2")
 
+// generation builds cfg's generation with a fresh builder (so IDs follow
+// the configuration's order) and gives it the ID id.
 func generation(cfg *config.Config, id uint32) *pipeline.Generation {
-	g := &pipeline.Generation{ID: id}
-	var nextID uint32
-	for i, v := range cfg.VIPs {
+	var spec pipeline.Spec
+	for _, v := range cfg.VIPs {
 		proto := uint8(packet.ProtoTCP)
 		if v.Protocol == "udp" {
 			proto = packet.ProtoUDP
 		}
-		s := &pipeline.Service{
-			Index: i, Name: v.Name, Addr: netip.MustParseAddr(v.Address).As16(), Proto: proto,
-			PortLo: uint16(v.Port), PortHi: uint16(v.Port),
-		}
-		if v.PortEnd != 0 {
-			s.PortHi = uint16(v.PortEnd)
-		}
+		ss := pipeline.ServiceSpec{Name: v.Name, Addr: netip.MustParseAddr(v.Address), Proto: proto,
+			Port: uint16(v.Port), PortEnd: uint16(v.PortEnd), M: 251}
 		for _, b := range v.Backends {
 			a := netip.MustParseAddr(b.Address)
-			r := &pipeline.Real{ID: nextID, Name: a.String(), Service: i, Weight: uint32(*b.Weight)}
-			if a != Unresolved {
-				r.Template = &encap.Template{}
+			src := netip.MustParseAddr("10.9.9.9")
+			if a.Is6() {
+				src = netip.MustParseAddr("2001:db8:9::9")
 			}
-			nextID++
-			s.Reals = append(s.Reals, r)
-			g.Reals = append(g.Reals, r)
+			ss.Backends = append(ss.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), NoNextHop: a == Unresolved,
+				Tunnel: encap.Tunnel{Mode: encap.GUE, Src: src, Dst: a, Port: 6080}})
 		}
-		g.Services = append(g.Services, s)
+		spec.Services = append(spec.Services, ss)
 	}
+	g, err := pipeline.NewBuilder().Build(spec)
+	if err != nil {
+		panic(err)
+	}
+	g.ID = id
 	return g
 }

@@ -75,6 +75,15 @@ func open(family int) (int, error) {
 			return -1, fmt.Errorf("setsockopt %d/%d: %w", o.level, o.opt, err)
 		}
 	}
+	// Best effort, with CAP_NET_ADMIN: a send buffer above
+	// net.core.wmem_max, and an outer source address (node.source_v4/v6)
+	// that is not assigned to this host, as the link may send.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+	if family == unix.AF_INET {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1)
+	} else {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1)
+	}
 	return fd, nil
 }
 

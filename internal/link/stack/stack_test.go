@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
@@ -60,5 +61,29 @@ func TestSendUDPAllocs(t *testing.T) {
 	payload := make([]byte, 100)
 	if n := testing.AllocsPerRun(50, func() { s.SendUDP(payload, lo, lo, false, port) }); n != 0 {
 		t.Fatalf("SendUDP allocates %v times per datagram", n)
+	}
+}
+
+// With CAP_NET_ADMIN a source address this host does not have is accepted
+// (node.source_v4 may name one the link uses as is).
+func TestSendUDPForeignSource(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs CAP_NET_ADMIN (IP_TRANSPARENT)")
+	}
+	s, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Skip(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	foreign := netip.MustParseAddr("198.18.77.1").As16()
+	lo := netip.MustParseAddr("127.0.0.1").As16()
+	if err := s.SendUDP([]byte("x"), foreign, lo, false, port); err != nil {
+		t.Fatalf("foreign source refused: %v", err)
 	}
 }

@@ -1,4 +1,7 @@
-package main
+// Package metrics exports a backend agent's counters to Prometheus, as
+// control does for an LB node: sluice_agent_<name>_total for every counter
+// of agent.Counters, served on the agent's --metrics-addr.
+package metrics
 
 import (
 	"net/http"
@@ -10,22 +13,24 @@ import (
 	"github.com/sluicelb/sluice/internal/control/api"
 )
 
-// agentCollector exports an agent's counters (Agent.Counters):
+// Collector returns a collector of an agent's counters (Agent.Counters):
 // sluice_agent_<name>_total for every counter of Counters.Each and
 // ProbeCounters.Each.
-type agentCollector struct{ counters func() agent.Counters }
+func Collector(counters func() agent.Counters) prometheus.Collector { return collector{counters} }
+
+type collector struct{ counters func() agent.Counters }
 
 func agentDesc(name string) *prometheus.Desc {
 	return prometheus.NewDesc("sluice_agent_"+name+"_total", "sluice agent counter "+name+" (see docs/operations.md#counters).", nil, nil)
 }
 
-func (c agentCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	var zero agent.Counters
 	zero.Each(func(name string, _ uint64) { ch <- agentDesc(name) })
 	zero.Probes.Each(func(name string, _ uint64) { ch <- agentDesc(name) })
 }
 
-func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
+func (c collector) Collect(ch chan<- prometheus.Metric) {
 	cs := c.counters()
 	emit := func(name string, v uint64) {
 		ch <- prometheus.MustNewConstMetric(agentDesc(name), prometheus.CounterValue, float64(v))
@@ -34,13 +39,13 @@ func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
 	cs.Probes.Each(emit)
 }
 
-// serveAgentMetrics serves GET /metrics with the counters on addr until the
+// Serve serves GET /metrics with the counters on addr until the
 // server is closed, with the admin API's rule (api.Listen): a non-loopback
 // address is refused without a token, and with a token every request must
 // carry it.
-func serveAgentMetrics(addr, token string, counters func() agent.Counters) (*http.Server, error) {
+func Serve(addr, token string, counters func() agent.Counters) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(agentCollector{counters}); err != nil {
+	if err := reg.Register(collector{counters}); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()

@@ -1,12 +1,10 @@
-package main
+package metrics
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net/http"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,12 +17,12 @@ import (
 // Every agent counter has its own, valid metric name.
 func TestAgentCollectorDescs(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(agentCollector{}); err != nil {
+	if err := reg.Register(collector{}); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	ch := make(chan *prometheus.Desc, 256)
-	agentCollector{}.Describe(ch)
+	collector{}.Describe(ch)
 	close(ch)
 	for range ch {
 		n++
@@ -58,7 +56,7 @@ func TestAgentMetricsValues(t *testing.T) {
 	var c agent.Counters
 	c.Received, c.Delivered = 12, 5
 	c.Drops[agent.RejectedSource] = 7
-	srv, err := serveAgentMetrics("127.0.0.1:0", "", func() agent.Counters { return c })
+	srv, err := Serve("127.0.0.1:0", "", func() agent.Counters { return c })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,14 +82,14 @@ func TestAgentMetricsValues(t *testing.T) {
 func TestAgentMetricsListen(t *testing.T) {
 	counters := func() agent.Counters { return agent.Counters{} }
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
-		if srv, err := serveAgentMetrics(addr, "", counters); !errors.Is(err, api.ErrTokenRequired) {
+		if srv, err := Serve(addr, "", counters); !errors.Is(err, api.ErrTokenRequired) {
 			if srv != nil {
 				srv.Close()
 			}
 			t.Errorf("%s without a token: %v, want ErrTokenRequired", addr, err)
 		}
 	}
-	srv, err := serveAgentMetrics("0.0.0.0:0", "s3cret", counters)
+	srv, err := Serve("0.0.0.0:0", "s3cret", counters)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,33 +100,6 @@ func TestAgentMetricsListen(t *testing.T) {
 	}{{"", 401}, {"wrong", 401}, {"s3cret", 200}} {
 		if code, body := metricsGet(t, srv, tc.token); code != tc.code {
 			t.Errorf("token %q: %d, want %d: %s", tc.token, code, tc.code, body)
-		}
-	}
-}
-
-// The agent refuses to start without --lb-prefix (naming the flag), with
-// --accept-any-source and --lb-prefix together, and with a bad prefix;
-// all before it touches the host.
-func TestAgentTrustFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--vip", "198.18.0.10"}, "--lb-prefix: at least one is required"},
-		{[]string{"--vip", "198.18.0.10", "--hop-prefix", "198.18.30.64/26"}, "--lb-prefix: at least one is required"},
-		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/27", "--accept-any-source"}, "--accept-any-source cannot be combined with --lb-prefix"},
-		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/33"}, "--lb-prefix"},
-		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.11/27"}, "host bits set"},
-		{[]string{"--vip", "198.18.0.10", "--lb-prefix", "198.18.30.0/27", "--hop-prefix", "lb"}, "--hop-prefix"},
-	} {
-		cmd := newRoot()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(append([]string{"agent"}, tc.args...))
-		err := cmd.Execute()
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("agent %q: %v, want an error with %q", tc.args, err, tc.want)
 		}
 	}
 }

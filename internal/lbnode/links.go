@@ -1,0 +1,77 @@
+package lbnode
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/afpacket"
+	"github.com/sluicelb/sluice/internal/link/afxdp"
+)
+
+// Opener opens the link of one interface queue; vips are the destination
+// addresses the link must deliver (the others stay with the kernel). It
+// returns a description of what it opened (for example "afxdp native").
+type Opener func(ifname string, queue int, vips []netip.Addr) (l link.Link, desc string, err error)
+
+// VIPSteerer is a link that can be told which destinations to deliver
+// (AF_XDP: the XDP program's VIP maps; AF_PACKET: the socket filter).
+type VIPSteerer interface {
+	SetVIPs([]netip.Addr) error
+}
+
+// LinkOpener opens links as node.io says: afxdp, afpacket, or auto
+// (AF_XDP, falling back to AF_PACKET with the reason logged). It is the
+// Opener New uses when Options.Open is nil.
+func LinkOpener(n config.Node, log *slog.Logger) Opener {
+	return func(ifname string, queue int, vips []netip.Addr) (link.Link, string, error) {
+		switch n.IO {
+		case "afxdp":
+			return openXDP(ifname, queue, vips, n.XDPMode)
+		case "auto":
+			l, desc, err := openXDP(ifname, queue, vips, n.XDPMode)
+			if err == nil {
+				return l, desc, nil
+			}
+			log.Warn("AF_XDP unavailable, falling back to AF_PACKET", "interface", ifname, "reason", err)
+		}
+		if queue > 0 {
+			return nil, "", fmt.Errorf("afpacket runs one worker per interface (node.workers is %d)", n.Workers)
+		}
+		// The VIP filter is in place before the socket is bound: no other
+		// frame reaches the datapath.
+		l, err := afpacket.New(ifname, afpacket.Config{Filter: vips})
+		if err != nil {
+			return nil, "", err
+		}
+		return l, "afpacket", nil
+	}
+}
+
+// openXDP opens an AF_XDP link on one queue and steers the VIPs to it.
+func openXDP(ifname string, queue int, vips []netip.Addr, mode string) (link.Link, string, error) {
+	c := afxdp.Config{Queue: queue}
+	switch mode {
+	case "native":
+		c.Mode = afxdp.Native
+	case "generic":
+		c.Mode = afxdp.Generic
+	default:
+		c.Mode = afxdp.Auto
+	}
+	l, err := afxdp.New(ifname, c)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := l.SetVIPs(vips); err != nil {
+		l.Close()
+		return nil, "", err
+	}
+	desc := "afxdp " + l.AttachMode()
+	if c.Mode == afxdp.Auto && l.NativeError() != nil {
+		desc += fmt.Sprintf(" (native unavailable: %v)", l.NativeError())
+	}
+	return l, desc, nil
+}

@@ -1,0 +1,62 @@
+package lbnode
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"text/tabwriter"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// Report writes the counters: per VIP and backend, flows, drops by reason.
+func (n *Node) Report(w io.Writer) {
+	c := n.dp.Counters()
+	g := n.dp.Generation()
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VIP\tBACKEND\tPACKETS\tBYTES\tNEXT HOP")
+	if g != nil {
+		for _, s := range g.Services {
+			vip := fmt.Sprintf("%s %s", s.Name, netip.AddrPortFrom(netip.AddrFrom16(s.Addr).Unmap(), s.PortLo))
+			for _, r := range s.Reals {
+				if r == nil {
+					continue
+				}
+				var rc datapath.RealCounters
+				if int(r.ID) < len(c.Reals) {
+					rc = c.Reals[r.ID]
+				}
+				hop := "resolved"
+				if r.Template == nil {
+					hop = "UNRESOLVED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", vip, r.Name, rc.Packets, rc.Bytes, hop)
+			}
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
+		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
+	if c.TooBigAnswered+c.Spilled+c.SpillErrors > 0 {
+		fmt.Fprintf(w, "icmp too big sent %d  kernel tx %d  kernel tx errors %d\n", c.TooBigAnswered, c.Spilled, c.SpillErrors)
+	}
+	if c.FragmentsFollowed+c.FragmentsHeld > 0 {
+		fmt.Fprintf(w, "fragments followed %d  held %d  released %d\n", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased)
+	}
+	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
+		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",
+			q[pipeline.QUICByCID], q[pipeline.QUICByDCIDHash], q[pipeline.QUICByTuple], c.QUICUnknownServer)
+	}
+	for i, v := range c.Drops {
+		if v > 0 && pipeline.Reason(i) != pipeline.ReasonParse {
+			fmt.Fprintf(w, "drop %s: %d\n", pipeline.Reason(i), v)
+		}
+	}
+	for i, v := range c.Parse {
+		if v > 0 {
+			fmt.Fprintf(w, "drop parse/%s: %d\n", packet.Verdict(i), v)
+		}
+	}
+}

@@ -1,0 +1,159 @@
+package lbnode
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/nexthop"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// The functions here turn the running configuration, the next hops and the
+// health states into what the datapath and the checker run. They read the
+// state of the serve goroutine and are called only by it (or, for
+// CheckFile, on a node that never served).
+
+// healthKey names the check of one backend of one VIP.
+func healthKey(vip, backend string) string { return vip + " " + backend }
+
+// healthSpec is the check of backend b of VIP v, per v.Health.
+func (n *Node) healthSpec(v config.VIP, b netip.Addr) health.Spec {
+	h := v.Health
+	port := h.Port
+	if port == 0 {
+		port = v.Port
+	}
+	s := health.Spec{
+		Target:   netip.AddrPortFrom(b, uint16(port)),
+		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
+	}
+	switch h.Type {
+	case "vip":
+		s.Kind = health.VIP
+		s.Target = netip.AddrPortFrom(b, uint16(n.st.cfg.Node.GUEPort))
+		s.VIP = netip.AddrPortFrom(netip.MustParseAddr(v.Address), uint16(v.Port))
+		s.Proto = v.Protocol
+	case "tcp":
+		s.Kind = health.TCP
+	case "http", "https":
+		s.Kind = health.HTTP
+		if h.Type == "https" {
+			s.Kind = health.HTTPS
+		}
+		s.Path, s.ExpectStatus = h.Path, h.ExpectStatus
+	case "udp":
+		s.Kind = health.UDP
+		s.Send, s.Expect = []byte(h.Send), []byte(h.Expect)
+	}
+	return s
+}
+
+// spec turns the configuration and the resolved next hops into a datapath
+// spec. hops describes each backend's resolution, for change detection and
+// logs.
+func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) {
+	c := n.st.cfg
+	spec := pipeline.Spec{
+		Seed:      c.Node.Seed,
+		MTU:       c.Node.MTU,
+		ICMPRate:  max(c.Node.ICMPRate/max(len(n.links), 1), 1),
+		Fragments: c.Node.Fragments == config.FragmentsForward,
+	}
+	if c.Node.TooBig == config.TooBigDrop {
+		spec.TooBig = pipeline.TooBigDrop
+	}
+	hops := map[netip.Addr]string{}
+	resolved := map[netip.Addr]nexthop.Hop{}
+	for _, v := range c.VIPs {
+		for _, b := range v.Backends {
+			a := netip.MustParseAddr(b.Address)
+			if _, done := hops[a]; done {
+				continue
+			}
+			if n.res == nil { // Check: no network to resolve in
+				hops[a] = "unresolved: not checked"
+				continue
+			}
+			h, err := n.res.Resolve(ctx, a)
+			switch {
+			case err != nil:
+				hops[a] = "unresolved: " + err.Error()
+			case !slices.Contains(c.Node.Interfaces, h.Ifname):
+				hops[a] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
+			default:
+				hops[a] = h.String()
+				resolved[a] = h
+			}
+			if _, ok := resolved[a]; !ok {
+				n.log.Warn("backend next hop unresolved; its packets are dropped (no_next_hop)", "backend", a, "reason", hops[a])
+			}
+		}
+	}
+	for _, v := range c.VIPs {
+		vip := netip.MustParseAddr(v.Address)
+		proto := uint8(packet.ProtoTCP)
+		if v.Protocol == "udp" {
+			proto = packet.ProtoUDP
+		}
+		s := pipeline.ServiceSpec{
+			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
+			M: v.MaglevSize, SecondChance: v.SecondChance,
+			Stateless: v.Affinity == config.AffinityStateless,
+		}
+		mode := encap.GUE
+		if v.Encap == "ipip" {
+			mode = encap.IPIP
+		}
+		for _, b := range v.Backends {
+			if n.down(v, b.Address) {
+				continue // failed its health check: out of the table
+			}
+			a := netip.MustParseAddr(b.Address)
+			h, ok := resolved[a]
+			t := encap.Tunnel{Mode: mode, Dst: a, Port: uint16(c.Node.GUEPort), Src: n.source(a, h)}
+			if ok {
+				copy(t.SrcMAC[:], h.SrcMAC)
+				copy(t.DstMAC[:], h.DstMAC)
+			}
+			if !t.Src.IsValid() {
+				ok = false
+				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
+			}
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State)})
+		}
+		if v.QUIC != nil {
+			n.quicSpec(&v, &s)
+		}
+		spec.Services = append(spec.Services, s)
+	}
+	return spec, hops
+}
+
+// backendState is the pipeline's view of a configured backend state.
+func backendState(s string) pipeline.BackendState {
+	switch s {
+	case config.StateFilling:
+		return pipeline.BackendFilling
+	case config.StateDraining:
+		return pipeline.BackendDraining
+	}
+	return pipeline.BackendActive
+}
+
+// source returns the outer source address toward backend a.
+func (n *Node) source(a netip.Addr, h nexthop.Hop) netip.Addr {
+	cfg := n.st.cfg.Node.SourceV6
+	if a.Is4() {
+		cfg = n.st.cfg.Node.SourceV4
+	}
+	if cfg != "" {
+		return netip.MustParseAddr(cfg)
+	}
+	return h.Src
+}
