@@ -36,6 +36,12 @@
 // nothing needs steering. Without such rules a reply that lands on another
 // worker finds no binding and is dropped (counted by the caller).
 //
+// The SNAT addresses belong to the datapath: the host's own sockets must
+// not use them, or at least not their ports in Lo..Hi (keep the kernel's
+// ip_local_port_range outside the layout and have the XDP program redirect
+// only Lo..Hi), since a reply to a kernel socket would otherwise be taken
+// for a binding's.
+//
 // # Port reuse
 //
 // Free ports are kept in FIFO order: a released port goes to the back of the
