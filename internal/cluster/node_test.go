@@ -1,0 +1,220 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/flow"
+)
+
+var testKey = func() (k [32]byte) { k, _ = Keys([]byte("test cluster key")); return }()
+
+// memCluster runs n nodes over a MemNetwork and a MemMembership.
+type memCluster struct {
+	t       testing.TB
+	net     *MemNetwork
+	members *MemMembership
+	nodes   map[netip.AddrPort]*testNode
+	cfg     Config
+}
+
+type testNode struct {
+	*Node
+	cancel context.CancelFunc
+	done   chan struct{}
+	tr     *MemTransport
+}
+
+func nodeAddr(i int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 7946)
+}
+
+func newMemCluster(t testing.TB, n int, cfg Config) *memCluster {
+	c := &memCluster{t: t, net: NewMemNetwork(8192), members: NewMemMembership(), nodes: map[netip.AddrPort]*testNode{}, cfg: cfg}
+	for i := 1; i <= n; i++ {
+		c.start(nodeAddr(i))
+	}
+	t.Cleanup(func() {
+		for a := range c.nodes {
+			c.kill(a)
+		}
+	})
+	return c
+}
+
+func (c *memCluster) start(a netip.AddrPort) *testNode {
+	tr, err := c.net.Listen(a)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg := c.cfg
+	cfg.Transport = tr
+	cfg.AuthKey = testKey
+	cfg.Membership = c.members.Join(a)
+	nd, err := New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tn := &testNode{Node: nd, cancel: cancel, done: make(chan struct{}), tr: tr}
+	go func() { defer close(tn.done); _ = nd.Run(ctx) }()
+	c.nodes[a] = tn
+	return tn
+}
+
+// kill stops a node abruptly: the failure detector removes it, its
+// transport stops receiving.
+func (c *memCluster) kill(a netip.AddrPort) {
+	tn := c.nodes[a]
+	if tn == nil {
+		return
+	}
+	delete(c.nodes, a)
+	c.members.Kill(a)
+	tn.tr.Close()
+	tn.cancel()
+	<-tn.done
+}
+
+func (c *memCluster) waitReady(d time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, n := range c.nodes {
+			if !n.Ready() || int(n.Stats().Members) != len(c.nodes) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for a, n := range c.nodes {
+		s := n.Stats()
+		c.t.Logf("%v ready=%v members=%d syncPending=%d %+v", a, n.Ready(), s.Members, s.SyncPending, s)
+	}
+	c.t.Fatalf("cluster not ready after %v", d)
+}
+
+func (c *memCluster) node(i int) *testNode { return c.nodes[nodeAddr(i)] }
+
+func testFlow(i int) flow.Key {
+	return flow.MakeKey(6, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 16), byte(i >> 8)}), uint16(i)|1024),
+		netip.MustParseAddrPort("198.51.100.1:443"))
+}
+
+func ask(t testing.TB, n *Node, op Op, k flow.Key, backend uint32) Answer {
+	t.Helper()
+	reply := make(chan Answer, 1)
+	if !n.Submit(Request{Op: op, Key: k, Value: Value{Service: 1, Backend: backend}, Reply: reply}) {
+		t.Fatal("submit queue full")
+	}
+	select {
+	case a := <-reply:
+		return a
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+	return Answer{}
+}
+
+func TestQueryCommitsFirstProposal(t *testing.T) {
+	for _, r := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint("R=", r), func(t *testing.T) {
+			c := newMemCluster(t, 4, Config{Replicas: r, Shards: 256, Capacity: 1 << 12})
+			c.waitReady(5 * time.Second)
+			for i := 0; i < 200; i++ {
+				k := testFlow(i)
+				a := ask(t, c.node(1+i%4).Node, OpQuery, k, uint32(100+i))
+				if a.Status != StatusOK || a.Value.Backend != uint32(100+i) {
+					t.Fatalf("flow %d: first query: %v backend %d", i, a.Status, a.Value.Backend)
+				}
+				// Another node proposes another backend: it learns the first.
+				a = ask(t, c.node(1+(i+1)%4).Node, OpQuery, k, 7)
+				if a.Status != StatusOK || a.Value.Backend != uint32(100+i) {
+					t.Fatalf("flow %d: second query: %v backend %d, want %d", i, a.Status, a.Value.Backend, 100+i)
+				}
+			}
+			// Every chain member holds the entry.
+			for i := 0; i < 200; i++ {
+				k := testFlow(i)
+				s := ShardOf(&k, 0, 256)
+				ch := NewChains(0, 256, r, c.members.Live())
+				for _, m := range ch.ChainAddrs(nil, s) {
+					a := ask(t, c.nodes[m].Node, OpLookup, k, 0)
+					if a.Status != StatusOK || a.Value.Backend != uint32(100+i) {
+						t.Fatalf("flow %d: chain member %v: %v %d", i, m, a.Status, a.Value.Backend)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Concurrent proposals for one flow from every node: all learn one backend.
+func TestConcurrentProposalsAgree(t *testing.T) {
+	c := newMemCluster(t, 5, Config{Replicas: 3, Shards: 64, Capacity: 1 << 12})
+	c.waitReady(5 * time.Second)
+	for i := 0; i < 100; i++ {
+		k := testFlow(i)
+		var wg sync.WaitGroup
+		got := make([]Answer, 5)
+		for j := 1; j <= 5; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got[j-1] = ask(t, c.node(j).Node, OpQuery, k, uint32(j))
+			}()
+		}
+		wg.Wait()
+		for j := range got {
+			if got[j].Status != StatusOK || got[j].Value.Backend != got[0].Value.Backend {
+				t.Fatalf("flow %d: answers differ: %+v", i, got)
+			}
+		}
+	}
+}
+
+// A node fails: its chains re-form, the entries survive (R=2), and a node
+// that restarts syncs before it serves.
+func TestFailureAndRestartKeepEntries(t *testing.T) {
+	c := newMemCluster(t, 5, Config{Replicas: 2, Shards: 128, Capacity: 1 << 14})
+	c.waitReady(5 * time.Second)
+	const flows = 2000
+	for i := 0; i < flows; i++ {
+		if a := ask(t, c.node(1+i%5).Node, OpQuery, testFlow(i), uint32(i)); a.Status != StatusOK {
+			t.Fatal(a.Status)
+		}
+	}
+	check := func(phase string, from int) {
+		t.Helper()
+		changed := 0
+		for i := 0; i < flows; i++ {
+			a := ask(t, c.node(from).Node, OpQuery, testFlow(i), 999999)
+			if a.Status != StatusOK || a.Value.Backend != uint32(i) {
+				changed++
+			}
+		}
+		if changed != 0 {
+			t.Fatalf("%s: %d of %d flows changed backend", phase, changed, flows)
+		}
+	}
+	c.kill(nodeAddr(3))
+	c.waitReady(5 * time.Second)
+	check("after kill", 1)
+	c.start(nodeAddr(3))
+	c.waitReady(5 * time.Second)
+	if c.node(3).Stats().SyncEntriesIn == 0 {
+		t.Fatal("restarted node synced no entries")
+	}
+	c.kill(nodeAddr(1))
+	c.waitReady(5 * time.Second)
+	check("after restart and second kill", 2)
+}
