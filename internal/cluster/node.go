@@ -454,7 +454,7 @@ func (n *Node) onQuery(from netip.AddrPort, m *Msg) {
 		return
 	}
 	if v, ok := n.table.Get(&m.Entry.Key); ok {
-		e := Entry{Key: m.Entry.Key, Value: v}
+		e := MakeEntry(m.Entry.Key, v)
 		n.answer(from, m.ReqID, StatusOK, &e)
 		return
 	}
@@ -473,7 +473,7 @@ func (n *Node) onInsert(m *Msg) {
 	k := &m.Entry.Key
 	switch {
 	case m.Aux&FlagRepair != 0:
-		if !n.table.Overwrite(k, m.Entry.Value) {
+		if !n.table.Overwrite(k, m.Entry.Value()) {
 			n.st.TableFull++
 		}
 		n.st.Repairs++
@@ -483,13 +483,13 @@ func (n *Node) onInsert(m *Msg) {
 			return
 		}
 		n.st.Inserts++
-		v, res := n.table.Insert(k, m.Entry.Value)
+		v, res := n.table.Insert(k, m.Entry.Value())
 		if res == Full {
 			n.st.TableFull++
 			n.answer(m.Origin, m.ReqID, StatusFull, &m.Entry)
 			return
 		}
-		m.Entry.Value = v
+		m.Entry.SetValue(v)
 		if l > 1 {
 			if _, ok := n.heads[*k]; !ok && len(n.heads) < n.cfg.Outstanding {
 				n.heads[*k] = headPending{origin: m.Origin, reqID: m.ReqID}
@@ -497,7 +497,7 @@ func (n *Node) onInsert(m *Msg) {
 			}
 		}
 	default:
-		want := m.Entry.Value
+		want := m.Entry.Value()
 		v, res := n.table.Insert(k, want)
 		if res == Full {
 			n.st.TableFull++
@@ -510,10 +510,10 @@ func (n *Node) onInsert(m *Msg) {
 			// as tail, wins; repair the chain from the head down.
 			n.st.Conflicts++
 			head, _ := n.chains.Head(s)
-			rep := Msg{Type: MsgInsert, Aux: FlagRepair, Entry: Entry{Key: *k, Value: v}}
+			rep := Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(*k, v)}
 			n.send(head, &rep)
 		}
-		m.Entry.Value = v
+		m.Entry.SetValue(v)
 		n.st.Stored++
 	}
 	if pos == l-1 {
@@ -566,7 +566,7 @@ func (n *Node) request(r Request) {
 	case OpDelete:
 		s := n.shard(&r.Key)
 		if head, ok := n.chains.Head(s); ok {
-			m := Msg{Type: MsgDelete, Entry: Entry{Key: r.Key, Value: r.Value}}
+			m := Msg{Type: MsgDelete, Entry: MakeEntry(r.Key, r.Value)}
 			n.send(head, &m)
 		}
 		return
@@ -601,7 +601,7 @@ func (n *Node) attempt(id uint32, o *outstanding) {
 	o.attempts++
 	o.gen++
 	n.timers = append(n.timers, timer{at: n.cfg.Now().Add(n.cfg.QueryTimeout), id: id, gen: o.gen})
-	e := Entry{Key: o.req.Key, Value: o.req.Value}
+	e := MakeEntry(o.req.Key, o.req.Value)
 	if o.req.Op == OpPublish {
 		head, ok := n.chains.Head(o.shard)
 		if !ok {
@@ -634,7 +634,7 @@ func (n *Node) onAnswer(m *Msg) {
 		n.retries = append(n.retries, timer{at: n.cfg.Now().Add(n.cfg.RetryDelay), id: m.ReqID, gen: o.gen})
 		return
 	}
-	n.finish(m.ReqID, o, m.Status, m.Entry.Value)
+	n.finish(m.ReqID, o, m.Status, m.Entry.Value())
 }
 
 func (n *Node) finish(id uint32, o *outstanding, st Status, v Value) {
@@ -690,7 +690,7 @@ func (n *Node) tick(now time.Time) {
 		hp.attempts++
 		n.heads[k] = hp
 		n.st.Retransmits++
-		m := Msg{Type: MsgInsert, ReqID: hp.reqID, Entry: Entry{Key: k, Value: v}, Origin: hp.origin}
+		m := Msg{Type: MsgInsert, ReqID: hp.reqID, Entry: MakeEntry(k, v), Origin: hp.origin}
 		n.send(n.chains.Member(n.chains.Chain(s)[1]), &m)
 		n.headQ = append(n.headQ, headTimer{at: now.Add(2 * n.cfg.QueryTimeout), key: k})
 	}
@@ -901,7 +901,7 @@ func (n *Node) onSyncEntry(from netip.AddrPort, m *Msg) {
 		return
 	}
 	n.st.SyncEntriesIn++
-	v, res := n.table.Insert(&m.Entry.Key, m.Entry.Value)
+	v, res := n.table.Insert(&m.Entry.Key, m.Entry.Value())
 	if res == Full {
 		n.st.TableFull++
 	} else if res == Existing && v.Backend != m.Entry.Backend {

@@ -20,11 +20,26 @@ type Value struct {
 	Expire  uint32
 }
 
-// Entry is one replicated flow entry: 48 bytes, no pointers.
+// Entry is one replicated flow entry: 48 bytes, no pointers. Its fields are
+// Value's, laid out flat so that Service fills the key's padding (an
+// embedded Value would add 4 bytes of padding).
 type Entry struct {
-	Key flow.Key // 37 bytes + 1 padding
-	Value
+	Key     flow.Key // 37 bytes + 1 padding
+	Service uint16
+	Backend uint32
+	Expire  uint32
 }
+
+// MakeEntry returns the entry of k with v.
+func MakeEntry(k flow.Key, v Value) Entry {
+	return Entry{Key: k, Service: v.Service, Backend: v.Backend, Expire: v.Expire}
+}
+
+// Value returns the entry's value.
+func (e *Entry) Value() Value { return Value{Service: e.Service, Backend: e.Backend, Expire: e.Expire} }
+
+// SetValue sets the entry's value.
+func (e *Entry) SetValue(v Value) { e.Service, e.Backend, e.Expire = v.Service, v.Backend, v.Expire }
 
 // Table is a fixed-capacity open-addressing (linear probing) hash table of
 // entries, owned by one goroutine. Slot order is flow-hash order
@@ -92,7 +107,7 @@ func (t *Table) Get(k *flow.Key) (Value, bool) {
 	if !ok {
 		return Value{}, false
 	}
-	return t.slots[i].Value, true
+	return t.slots[i].Value(), true
 }
 
 // InsertResult says what Insert did.
@@ -115,12 +130,12 @@ func (t *Table) Insert(k *flow.Key, v Value) (Value, InsertResult) {
 	e := &t.slots[i]
 	if ok {
 		e.Expire = max(e.Expire, v.Expire)
-		return e.Value, Existing
+		return e.Value(), Existing
 	}
 	if t.n >= t.max {
 		return Value{}, Full
 	}
-	e.Key, e.Value = *k, v
+	*e = MakeEntry(*k, v)
 	t.n++
 	return v, Inserted
 }
@@ -138,7 +153,7 @@ func (t *Table) Overwrite(k *flow.Key, v Value) bool {
 		}
 		t.n++
 	}
-	t.slots[i].Key, t.slots[i].Value = *k, v
+	t.slots[i] = MakeEntry(*k, v)
 	return true
 }
 
@@ -190,7 +205,7 @@ func (t *Table) Reap(now uint32, cursor, budget int) (next, deleted int) {
 		cursor = 0
 	}
 	i := cursor
-	for b := 0; b < budget && b < n; b++ {
+	for scanned := 0; scanned < budget && scanned < n; {
 		e := &t.slots[i]
 		if e.Expire != 0 && e.Expire < now {
 			t.deleteAt(i)
@@ -200,6 +215,7 @@ func (t *Table) Reap(now uint32, cursor, budget int) (next, deleted int) {
 		if i++; i == n {
 			i = 0
 		}
+		scanned++
 	}
 	return i, deleted
 }
