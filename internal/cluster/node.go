@@ -131,7 +131,9 @@ type Node struct {
 	cfg  Config
 	self netip.AddrPort
 	reqs chan Request
+	fns  chan inspect
 	boot uint32
+	done chan struct{} // closed when Run returns
 
 	stats atomic.Pointer[Stats] // published copy, refreshed by Run
 	ready atomic.Bool           // a view with self in it, no shard pending sync
@@ -167,6 +169,7 @@ type outstanding struct {
 	req      Request
 	shard    int
 	attempts int
+	timeouts int    // attempts that timed out
 	gen      uint32 // matches the timer of the current attempt
 }
 
@@ -211,6 +214,8 @@ func New(cfg Config) (*Node, error) {
 		cfg:     cfg,
 		self:    cfg.Transport.LocalAddr(),
 		reqs:    make(chan Request, cfg.Queue),
+		fns:     make(chan inspect),
+		done:    make(chan struct{}),
 		boot:    binary.BigEndian.Uint32(b[:]),
 		codec:   NewCodec(cfg.AuthKey),
 		table:   NewTable(cfg.Capacity, cfg.Seed),
@@ -241,6 +246,25 @@ func (n *Node) Submit(r Request) bool {
 	}
 }
 
+type inspect struct {
+	f    func(*Table)
+	done chan struct{}
+}
+
+// Inspect runs f on the node's goroutine with its table (read only) and
+// waits for it: for the control plane and tests, never the packet path. It
+// returns false when the node is not running.
+func (n *Node) Inspect(f func(*Table)) bool {
+	in := inspect{f: f, done: make(chan struct{})}
+	select {
+	case n.fns <- in:
+		<-in.done
+		return true
+	case <-n.done:
+		return false
+	}
+}
+
 // Stats returns the counters as of the node's last loop iteration.
 func (n *Node) Stats() Stats { return *n.stats.Load() }
 
@@ -253,6 +277,7 @@ func (n *Node) Ready() bool { return n.ready.Load() }
 func (n *Node) Run(ctx context.Context) error {
 	tick := time.NewTicker(n.cfg.Tick)
 	defer tick.Stop()
+	defer close(n.done)
 	rx := n.cfg.Transport.Recv()
 	views := n.cfg.Membership.Views()
 	for {
@@ -296,6 +321,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		case <-tick.C:
 			n.tick(n.now())
+		case in := <-n.fns:
+			in.f(n.table)
+			close(in.done)
 		}
 		n.runSelf()
 		if len(n.syncQ) > 0 && n.syncBusy < n.cfg.SyncWindow {
@@ -449,6 +477,16 @@ func (n *Node) onQuery(from netip.AddrPort, m *Msg) {
 	n.st.Queries++
 	s := n.shard(&m.Entry.Key)
 	pos, l := n.position(s)
+	if pos >= 0 && pos < l-1 && m.Aux&FlagAnyReplica != 0 && n.synced[s] {
+		// The asker could not reach the tail: a chain member above it
+		// holds every committed entry (and uncommitted ones carry the
+		// value the head decided), so it may answer an existing entry.
+		if v, ok := n.table.Get(&m.Entry.Key); ok {
+			e := MakeEntry(m.Entry.Key, v)
+			n.answer(from, m.ReqID, StatusOK, &e)
+			return
+		}
+	}
 	if pos < 0 || pos != l-1 || !n.synced[s] {
 		n.answer(from, m.ReqID, StatusRetry, &m.Entry)
 		return
@@ -611,12 +649,19 @@ func (n *Node) attempt(id uint32, o *outstanding) {
 		n.send(head, &m)
 		return
 	}
-	tail, ok := n.chains.Tail(o.shard)
-	if !ok {
+	l := n.chains.Len()
+	if l == 0 {
 		return
 	}
+	// The first attempt goes to the tail; after a timeout, attempts walk up
+	// the chain and may be answered by any member holding the entry.
 	m := Msg{Type: MsgQuery, ReqID: id, Entry: e}
-	n.send(tail, &m)
+	pos := l - 1
+	if o.timeouts > 0 {
+		pos = l - 1 - o.timeouts%l
+		m.Aux = FlagAnyReplica
+	}
+	n.send(n.chains.Member(n.chains.Chain(o.shard)[pos]), &m)
 }
 
 func (n *Node) onAnswer(m *Msg) {
@@ -661,6 +706,7 @@ func (n *Node) tick(now time.Time) {
 			n.finish(t.id, o, StatusTimeout, o.req.Value)
 			continue
 		}
+		o.timeouts++
 		n.attempt(t.id, o)
 	}
 	n.timers = compact(n.timers, i)

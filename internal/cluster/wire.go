@@ -100,9 +100,10 @@ func (s Status) String() string {
 	return "unknown"
 }
 
-// Insert flags (aux of an insert).
+// Flags (aux of an insert or a query).
 const (
-	FlagRepair = 1 << 0 // overwrite: the downstream value wins over a diverged upstream copy
+	FlagRepair     = 1 << 0 // insert: overwrite; the downstream value wins over a diverged upstream copy
+	FlagAnyReplica = 1 << 1 // query: the tail did not answer; any synced chain member holding the entry may
 )
 
 // SyncDoneCursor in a sync-done message says the shard is complete.
