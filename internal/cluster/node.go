@@ -169,7 +169,7 @@ type outstanding struct {
 	req      Request
 	shard    int
 	attempts int
-	timeouts int    // attempts that timed out
+	misses   int    // attempts that timed out or were answered "retry"
 	gen      uint32 // matches the timer of the current attempt
 }
 
@@ -657,8 +657,8 @@ func (n *Node) attempt(id uint32, o *outstanding) {
 	// the chain and may be answered by any member holding the entry.
 	m := Msg{Type: MsgQuery, ReqID: id, Entry: e}
 	pos := l - 1
-	if o.timeouts > 0 {
-		pos = l - 1 - o.timeouts%l
+	if o.misses > 0 {
+		pos = l - 1 - o.misses%l
 		m.Aux = FlagAnyReplica
 	}
 	n.send(n.chains.Member(n.chains.Chain(o.shard)[pos]), &m)
@@ -676,7 +676,11 @@ func (n *Node) onAnswer(m *Msg) {
 			n.finish(m.ReqID, o, StatusTimeout, o.req.Value)
 			return
 		}
-		n.retries = append(n.retries, timer{at: n.cfg.Now().Add(n.cfg.RetryDelay), id: m.ReqID, gen: o.gen})
+		// Back off (the view may be changing, the tail syncing) and ask
+		// the next member up the chain, which may hold the entry.
+		o.misses++
+		d := min(n.cfg.RetryDelay<<min(o.misses-1, 8), n.cfg.QueryTimeout)
+		n.retries = append(n.retries, timer{at: n.cfg.Now().Add(d), id: m.ReqID, gen: o.gen})
 		return
 	}
 	n.finish(m.ReqID, o, m.Status, m.Entry.Value())
@@ -706,18 +710,27 @@ func (n *Node) tick(now time.Time) {
 			n.finish(t.id, o, StatusTimeout, o.req.Value)
 			continue
 		}
-		o.timeouts++
+		o.misses++
 		n.attempt(t.id, o)
 	}
 	n.timers = compact(n.timers, i)
-	i = 0
-	for ; i < len(n.retries) && !n.retries[i].at.After(now); i++ {
-		t := n.retries[i]
+	// Retries have growing delays: not in deadline order, so keep the
+	// ones not due yet.
+	keep := n.retries[:0]
+	var due []timer
+	for _, t := range n.retries {
+		if t.at.After(now) {
+			keep = append(keep, t)
+		} else {
+			due = append(due, t)
+		}
+	}
+	n.retries = keep
+	for _, t := range due {
 		if o := n.pending[t.id]; o != nil && o.gen == t.gen {
 			n.attempt(t.id, o)
 		}
 	}
-	n.retries = compact(n.retries, i)
 	// Head retransmissions of inserts not acknowledged by the tail.
 	i = 0
 	for ; i < len(n.headQ) && !n.headQ[i].at.After(now); i++ {

@@ -51,6 +51,7 @@ type Result struct {
 	Fallback int // requests with no committed answer (timeout, full): the LB decides locally
 	Lost     int // flows with no surviving copy on any live node at the end
 	Queries  int
+	Dropped  uint64 // datagrams the in-memory network dropped (full queue, dead node)
 	Elapsed  time.Duration
 	HeapMB   float64
 	Stats    cluster.Stats // summed over the live nodes at the end
@@ -64,6 +65,9 @@ type Phase struct {
 	Changed  int
 	Fallback int
 	Took     time.Duration
+	// Insert phase only: flows re-published after a fallback, and flows
+	// never committed.
+	Retried, Uncommitted int
 }
 
 func (r *Result) String() string {
@@ -72,8 +76,11 @@ func (r *Result) String() string {
 	for _, p := range r.Phases {
 		fmt.Fprintf(&b, "  %-12s converged after %-10v queries %-8d changed %-6d fallback %-6d %v\n", p.Event, p.Converge.Round(time.Millisecond), p.Queries, p.Changed, p.Fallback, p.Took.Round(time.Millisecond))
 	}
-	fmt.Fprintf(&b, "queries %d  changed backend mid-connection %d  fallbacks %d  entries lost %d  in %v  heap %.0f MB\n",
-		r.Queries, r.Changed, r.Fallback, r.Lost, r.Elapsed.Round(time.Millisecond), r.HeapMB)
+	if p := r.Phases[0]; p.Retried > 0 {
+		fmt.Fprintf(&b, "insert: %d re-published after a fallback, %d never committed\n", p.Retried, p.Uncommitted)
+	}
+	fmt.Fprintf(&b, "queries %d  changed backend mid-connection %d  fallbacks %d  entries lost %d  datagrams dropped %d  in %v  heap %.0f MB\n",
+		r.Queries, r.Changed, r.Fallback, r.Lost, r.Dropped, r.Elapsed.Round(time.Millisecond), r.HeapMB)
 	s := &r.Stats
 	fmt.Fprintf(&b, "cluster: entries %d  inserts %d  stored %d  sync shards %d (no source %d)  sync entries %d  conflicts %d  repairs %d  retransmits %d  timeouts %d\n",
 		s.Entries, s.Inserts, s.Stored, s.SyncShards, s.SyncNoSource, s.SyncEntriesIn, s.Conflicts, s.Repairs, s.Retransmits, s.Timeouts)
@@ -83,15 +90,16 @@ func (r *Result) String() string {
 const defaultSchedule = "kill:1,backends,restart:1,kill:2,kill:3,backends,restart:2,restart:3,kill:4"
 
 type sim struct {
-	cfg       Config
-	net       *cluster.MemNetwork
-	members   *cluster.MemMembership
-	nodes     []*simNode // index = node number - 1; nil when dead
-	committed []uint32
-	rng       *rand.Rand
-	gen       uint32 // backend generation: proposals are gen<<24 | something
-	authKey   [32]byte
-	dying     sync.WaitGroup // killed nodes until the membership drops them
+	cfg         Config
+	net         *cluster.MemNetwork
+	members     *cluster.MemMembership
+	nodes       []*simNode // index = node number - 1; nil when dead
+	committed   []uint32
+	rng         *rand.Rand
+	gen         uint32 // backend generation: proposals are gen<<24 | something
+	authKey     [32]byte
+	dying       sync.WaitGroup // killed nodes until the membership drops them
+	uncommitted []int          // insert phase: flows whose insert fell back
 }
 
 type simNode struct {
@@ -160,7 +168,21 @@ func Run(cfg Config) (*Result, error) {
 		all[i] = i
 	}
 	t0 := time.Now()
+	s.uncommitted = nil
 	p := s.query(all, true)
+	// A flow whose insert fell back was decided locally; the simulated LB
+	// publishes it again until the chain has it (at most 5 rounds).
+	for round := 0; round < 5 && len(s.uncommitted) > 0; round++ {
+		again := s.uncommitted
+		s.uncommitted = nil
+		q := s.query(again, true)
+		p.Queries += q.Queries
+		p.Retried += q.Queries
+	}
+	p.Uncommitted = len(s.uncommitted)
+	for _, i := range s.uncommitted {
+		s.committed[i] = 0 // never committed: not counted as changed or lost
+	}
 	p.Event, p.Converge, p.Took = "insert", conv, time.Since(t0)
 	res.Phases = append(res.Phases, p)
 	cfg.Log("inserted %d flows in %v (%.0f/s)", cfg.Flows, p.Took, float64(cfg.Flows)/p.Took.Seconds())
@@ -195,14 +217,14 @@ func Run(cfg Config) (*Result, error) {
 		}
 		n.Inspect(func(t *cluster.Table) {
 			t.All(func(e *cluster.Entry) {
-				if i, ok := flowIndex(&e.Key); ok && i < cfg.Flows && e.Backend == s.committed[i] {
+				if i, ok := flowIndex(&e.Key); ok && i < cfg.Flows && (e.Backend == s.committed[i] || s.committed[i] == 0) {
 					present[i] = true
 				}
 			})
 		})
 	}
-	for _, ok := range present {
-		if !ok {
+	for i, ok := range present {
+		if !ok && s.committed[i] != 0 {
 			res.Lost++
 		}
 	}
@@ -223,6 +245,7 @@ func Run(cfg Config) (*Result, error) {
 			addStats(&res.Stats, n.Stats())
 		}
 	}
+	res.Dropped = s.net.Dropped.Load()
 	res.Elapsed = time.Since(start)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -394,7 +417,13 @@ func (s *sim) query(idx []int, first bool) Phase {
 		i := int(a.Tag)
 		if a.Status != cluster.StatusOK {
 			p.Fallback++
+			if first {
+				s.uncommitted = append(s.uncommitted, i)
+			}
 			return
+		}
+		if s.committed[i] == 0 && !first {
+			return // never committed
 		}
 		if first {
 			s.committed[i] = a.Value.Backend
