@@ -30,6 +30,7 @@ type Config struct {
 	Queue        int           // Submit queue: 8192
 	SyncWindow   int           // sync requests in flight (the sync rate bound): 8
 	SyncBatch    int           // entries per sync response: 24 (one datagram)
+	SyncRate     int           // entries per second a node pulls while syncing: 500000
 	Tick         time.Duration // timer resolution: 2 ms
 
 	Now func() time.Time // clock; time.Now
@@ -57,6 +58,7 @@ func (c *Config) defaults() error {
 	def(&c.Queue, 8192)
 	def(&c.SyncWindow, 8)
 	def(&c.SyncBatch, 24)
+	def(&c.SyncRate, 500000)
 	defd(&c.TTL, 120*time.Second)
 	defd(&c.QueryTimeout, 25*time.Millisecond)
 	defd(&c.RetryDelay, 2*time.Millisecond)
@@ -148,6 +150,8 @@ type Node struct {
 	syncing  map[int]*shardSync
 	syncQ    []int // shards waiting for a sync request slot
 	syncBusy int
+	syncTok  float64   // token bucket of SyncRate, in entries
+	syncLast time.Time // last refill
 	replay   map[netip.AddrPort]*Replay
 	out      map[netip.AddrPort]*Writer
 	dirty    []netip.AddrPort
@@ -905,7 +909,12 @@ func (n *Node) syncTick(now time.Time) {
 
 // syncStart sends queued sync requests up to the window.
 func (n *Node) syncStart(now time.Time) {
-	for n.syncBusy < n.cfg.SyncWindow && len(n.syncQ) > 0 {
+	batch := float64(n.cfg.SyncBatch)
+	if el := now.Sub(n.syncLast).Seconds(); el > 0 {
+		n.syncTok = min(n.syncTok+el*float64(n.cfg.SyncRate), batch*float64(n.cfg.SyncWindow))
+		n.syncLast = now
+	}
+	for n.syncBusy < n.cfg.SyncWindow && len(n.syncQ) > 0 && n.syncTok >= batch {
 		s := n.syncQ[0]
 		n.syncQ = n.syncQ[1:]
 		ss := n.syncing[s]
@@ -917,6 +926,7 @@ func (n *Node) syncStart(now time.Time) {
 			n.syncDone(s, true)
 			continue
 		}
+		n.syncTok -= batch
 		ss.reqID++
 		ss.inflight = true
 		ss.deadline = now.Add(4 * n.cfg.QueryTimeout)

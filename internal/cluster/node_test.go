@@ -218,3 +218,45 @@ func TestFailureAndRestartKeepEntries(t *testing.T) {
 	c.waitReady(5 * time.Second)
 	check("after restart and second kill", 2)
 }
+
+// A restarted node syncs before it serves: while its (rate-limited) sync
+// runs it is not ready, answers no query as tail from its empty table, and
+// every answer is still the committed backend.
+func TestSyncBeforeServing(t *testing.T) {
+	c := newMemCluster(t, 3, Config{Replicas: 3, Shards: 64, Capacity: 1 << 13})
+	c.waitReady(5 * time.Second)
+	const flows = 1500
+	for i := 0; i < flows; i++ {
+		if a := ask(t, c.node(1+i%3).Node, OpQuery, testFlow(i), uint32(i+1)); a.Status != StatusOK {
+			t.Fatal(a.Status)
+		}
+	}
+	c.kill(nodeAddr(3))
+	c.waitReady(5 * time.Second)
+	c.cfg.SyncRate = 3000 // entries/s: about half a second for this shard set
+	n3 := c.start(nodeAddr(3))
+	time.Sleep(20 * time.Millisecond)
+	if n3.Ready() {
+		t.Fatal("restarted node ready before its sync")
+	}
+	for i := 0; i < flows; i += 7 {
+		a := ask(t, n3.Node, OpQuery, testFlow(i), 999999)
+		if a.Status != StatusOK || a.Value.Backend != uint32(i+1) {
+			t.Fatalf("flow %d during sync: %v %d", i, a.Status, a.Value.Backend)
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // a tick publishes the stats
+	if n3.Stats().RetryAnswers == 0 {
+		t.Fatal("node 3, not synced, never refused to answer as tail")
+	}
+	c.waitReady(5 * time.Second)
+	if got := n3.Stats().SyncEntriesIn; got < flows {
+		t.Fatalf("synced %d entries, want %d", got, flows)
+	}
+	// Now it serves from its own table.
+	for i := 0; i < flows; i++ {
+		if a := ask(t, n3.Node, OpLookup, testFlow(i), 0); a.Status != StatusOK || a.Value.Backend != uint32(i+1) {
+			t.Fatalf("flow %d after sync: %v %d", i, a.Status, a.Value.Backend)
+		}
+	}
+}
