@@ -20,10 +20,19 @@ type udpNode struct {
 }
 
 func startUDPNode(t *testing.T, key []byte, peers []string, cfg Config) (*udpNode, string) {
+	return startUDPNodeAt(t, 0, key, peers, cfg)
+}
+
+// startUDPNodeAt starts a node with its cluster socket at port and gossip at
+// port+1; port 0 picks a random free pair.
+func startUDPNodeAt(t *testing.T, fixed int, key []byte, peers []string, cfg Config) (*udpNode, string) {
 	t.Helper()
 	var lastErr error
 	for try := 0; try < 20; try++ {
 		port := 20000 + rand.IntN(30000)
+		if fixed != 0 {
+			port = fixed
+		}
 		tr, err := ListenUDP(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)), 4096)
 		if err != nil {
 			lastErr = err
@@ -107,6 +116,7 @@ func TestGossipUDPCluster(t *testing.T) {
 			t.Fatalf("flow %d: %v %d", i, ans.Status, ans.Value.Backend)
 		}
 	}
+	cPort := int(c.Addr().Port())
 	c.crash()
 	took := waitMembers(t, 2, 5*time.Second, a, b)
 	t.Logf("crash detected and chains re-formed in %v", took)
@@ -115,6 +125,19 @@ func TestGossipUDPCluster(t *testing.T) {
 			t.Fatalf("after crash, flow %d: %v %d", i, ans.Status, ans.Value.Backend)
 		}
 	}
+	// The crashed node restarts at the same addresses, rejoins, syncs.
+	c, _ = startUDPNodeAt(t, cPort, key, []string{peer}, cfg)
+	took = waitMembers(t, 3, 10*time.Second, a, b, c)
+	t.Logf("restarted node rejoined and synced in %v (%d entries)", took, c.Stats().SyncEntriesIn)
+	if c.Stats().SyncEntriesIn == 0 {
+		t.Fatal("the restarted node synced nothing")
+	}
+	for i := 0; i < 300; i++ {
+		if ans := ask(t, c.Node, OpQuery, testFlow(i), 999); ans.Status != StatusOK || ans.Value.Backend != uint32(i) {
+			t.Fatalf("after restart, flow %d: %v %d", i, ans.Status, ans.Value.Backend)
+		}
+	}
+	c.stop()
 	b.stop()
 	took = waitMembers(t, 1, 2*time.Second, a)
 	t.Logf("graceful leave seen in %v", took)

@@ -90,6 +90,10 @@ const (
 	OpDelete
 	// OpLookup answers from this node's own table, without the network.
 	OpLookup
+	// OpDropService deletes every entry of Value.Service from this node's
+	// table, without the network and without an answer: every node does it
+	// on the same config event (an on-change backend change completing).
+	OpDropService
 )
 
 // Request is one operation submitted to a Node.
@@ -605,12 +609,21 @@ func (n *Node) request(r Request) {
 		}
 		n.deliver(r, Answer{Key: r.Key, Value: v, Tag: r.Tag, Status: st})
 		return
+	case OpDropService:
+		svc := r.Value.Service
+		n.st.Deletes += uint64(n.table.DeleteFunc(func(e *Entry) bool { return e.Service == svc }))
+		return
 	case OpDelete:
 		s := n.shard(&r.Key)
 		if head, ok := n.chains.Head(s); ok {
 			m := Msg{Type: MsgDelete, Entry: MakeEntry(r.Key, r.Value)}
 			n.send(head, &m)
 		}
+		return
+	}
+	if n.chains.Len() == 0 && n.st.Views > 0 {
+		// An empty view (before the first one, requests wait for it).
+		n.deliver(r, Answer{Key: r.Key, Value: r.Value, Tag: r.Tag, Status: StatusNoMember})
 		return
 	}
 	if len(n.pending) >= n.cfg.Outstanding {
@@ -849,6 +862,12 @@ func (n *Node) applyView(members []netip.AddrPort) {
 	for a := range n.replay {
 		if newc.Index(a) < 0 {
 			delete(n.replay, a)
+		}
+	}
+	n.flush()
+	for a := range n.out {
+		if newc.Index(a) < 0 {
+			delete(n.out, a)
 		}
 	}
 	n.chains, n.selfIdx = newc, selfIdx

@@ -260,3 +260,59 @@ func TestSyncBeforeServing(t *testing.T) {
 		}
 	}
 }
+
+func TestDropServiceAndDelete(t *testing.T) {
+	c := newMemCluster(t, 3, Config{Replicas: 2, Shards: 64, Capacity: 1 << 12})
+	c.waitReady(5 * time.Second)
+	for i := 0; i < 100; i++ {
+		r := make(chan Answer, 1)
+		c.node(1).Submit(Request{Op: OpPublish, Key: testFlow(i), Value: Value{Service: uint16(1 + i%2), Backend: 5}, Reply: r})
+		if a := <-r; a.Status != StatusOK {
+			t.Fatal(a.Status)
+		}
+	}
+	count := func() (n int) {
+		for _, nd := range c.nodes {
+			nd.Inspect(func(t *Table) { n += t.Len() })
+		}
+		return n
+	}
+	if got := count(); got != 200 {
+		t.Fatalf("%d copies, want 200 (100 flows x R=2)", got)
+	}
+	for _, nd := range c.nodes {
+		nd.Submit(Request{Op: OpDropService, Value: Value{Service: 2}})
+	}
+	nd := c.node(2)
+	nd.Submit(Request{Op: OpDelete, Key: testFlow(0)}) // service 1
+	deadline := time.Now().Add(2 * time.Second)
+	for count() != 98 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := count(); got != 98 {
+		t.Fatalf("%d copies after dropping service 2 and deleting one flow, want 98", got)
+	}
+	// Alone, with no members, a query answers at once.
+	tr, _ := NewMemNetwork(4).Listen(nodeAddr(99))
+	alone, _ := New(Config{Transport: tr, Membership: noMembers{}, AuthKey: testKey})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go alone.Run(ctx)
+	for alone.Stats().Views == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if a := ask(t, alone, OpQuery, testFlow(1), 1); a.Status != StatusNoMember {
+		t.Fatalf("alone: %v", a.Status)
+	}
+}
+
+// noMembers is a membership whose only view is empty.
+type noMembers struct{}
+
+func (noMembers) Views() <-chan []netip.AddrPort {
+	ch := make(chan []netip.AddrPort, 1)
+	ch <- nil
+	return ch
+}
+func (noMembers) Leave(time.Duration) error { return nil }
+func (noMembers) Shutdown() error           { return nil }
