@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -40,8 +41,14 @@ func publish(ch chan []netip.AddrPort, v []netip.AddrPort) {
 // simulator: Join, Leave and Kill change the live set and every member sees
 // the new view at once (or after Delay, when set).
 type MemMembership struct {
+	// Jitter delays each member's view of a change by a random time up
+	// to Jitter, so members disagree for a while, as gossip does. Set it
+	// before the first Join.
+	Jitter time.Duration
+
 	mu      sync.Mutex
 	members map[netip.AddrPort]*MemMember
+	version uint64
 }
 
 // NewMemMembership returns an empty membership service.
@@ -54,6 +61,7 @@ type MemMember struct {
 	hub   *MemMembership
 	addr  netip.AddrPort
 	views chan []netip.AddrPort
+	shown uint64 // version of the last view published (under hub.mu)
 }
 
 var _ Membership = (*MemMember)(nil)
@@ -94,8 +102,23 @@ func (h *MemMembership) live() []netip.AddrPort {
 
 func (h *MemMembership) broadcast() {
 	v := h.live()
+	h.version++
+	ver := h.version
 	for _, m := range h.members {
-		publish(m.views, v)
+		if h.Jitter <= 0 {
+			m.shown = ver
+			publish(m.views, v)
+			continue
+		}
+		d := time.Duration(rand.Int64N(int64(h.Jitter)))
+		time.AfterFunc(d, func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if ver > m.shown { // never an older view after a newer one
+				m.shown = ver
+				publish(m.views, v)
+			}
+		})
 	}
 }
 

@@ -31,7 +31,16 @@ type Config struct {
 	SyncWindow   int           // sync requests in flight (the sync rate bound): 8
 	SyncBatch    int           // entries per sync response: 24 (one datagram)
 	SyncRate     int           // entries per second a node pulls while syncing: 500000
-	Tick         time.Duration // timer resolution: 2 ms
+	// SyncSettle delays the pull of a shard a node joined, and pulls it a
+	// second time after serving, by this long: the time for a membership
+	// change to reach every member (gossip). Negative: no delay and no
+	// second pass. Default 100 ms.
+	SyncSettle time.Duration
+	// KeepLeft is how long a node keeps the entries of a shard whose chain
+	// it left (a member that joined the chain may still pull them from it)
+	// before it deletes them: 5 s.
+	KeepLeft time.Duration
+	Tick     time.Duration // timer resolution: 2 ms
 
 	Now func() time.Time // clock; time.Now
 }
@@ -63,6 +72,10 @@ func (c *Config) defaults() error {
 	defd(&c.QueryTimeout, 25*time.Millisecond)
 	defd(&c.RetryDelay, 2*time.Millisecond)
 	defd(&c.Tick, 2*time.Millisecond)
+	defd(&c.KeepLeft, 5*time.Second)
+	if c.SyncSettle == 0 {
+		c.SyncSettle = 100 * time.Millisecond
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -123,10 +136,12 @@ type Stats struct {
 	Queries, Inserts, Committed, Stored       uint64 // served
 	Conflicts, Repairs, Retransmits, Deletes  uint64
 	SyncPending, SyncShards, SyncNoSource     uint64 // shards
+	SyncCatchups                              uint64 // shards pulled a second time after the views settled
+	Purged                                    uint64 // entries deleted KeepLeft after leaving their chain
 	SyncEntriesIn, SyncEntriesOut, SyncReqs   uint64
 	DropAuth, DropReplay, DropNotMember       uint64
 	DropMalformed, TableFull, Reaped, SendErr uint64
-	Datagrams, DatagramsOut, Views            uint64
+	Datagrams, DatagramsOut, Views, Misrouted uint64
 }
 
 // Node is one cluster member: its table, its chains and the protocol. Run
@@ -145,32 +160,35 @@ type Node struct {
 	ready atomic.Bool           // a view with self in it, no shard pending sync
 
 	// Owned by the Run goroutine.
-	st       Stats
-	codec    *Codec
-	table    *Table
-	chains   *Chains
-	selfIdx  int
-	synced   []bool // per shard: this node's copy is complete
-	syncing  map[int]*shardSync
-	syncQ    []int // shards waiting for a sync request slot
-	syncBusy int
-	syncTok  float64   // token bucket of SyncRate, in entries
-	syncLast time.Time // last refill
-	replay   map[netip.AddrPort]*Replay
-	out      map[netip.AddrPort]*Writer
-	dirty    []netip.AddrPort
-	selfq    []Msg
-	seq      uint64
-	nextReq  uint32
-	pending  map[uint32]*outstanding // this node's requests in flight
-	timers   []timer                 // request deadlines, in order
-	retries  []timer                 // requests to resend after a retry answer
-	heads    map[flow.Key]headPending
-	headQ    []headTimer
-	reapAt   int
-	nowMs    uint64
-	scratch  []Entry
-	lastTick time.Time
+	st        Stats
+	codec     *Codec
+	table     *Table
+	chains    *Chains
+	selfIdx   int
+	synced    []bool      // per shard: this node's copy is complete
+	left      []time.Time // per shard: when this node left its chain (zero: in it, or purged)
+	purgeAt   time.Time   // next check of left
+	syncing   map[int]*shardSync
+	syncQ     []int // shards waiting for a sync request slot
+	syncBusy  int
+	syncFirst int       // shards in n.syncing on their first pass (not serving)
+	syncTok   float64   // token bucket of SyncRate, in entries
+	syncLast  time.Time // last refill
+	replay    map[netip.AddrPort]*Replay
+	out       map[netip.AddrPort]*Writer
+	dirty     []netip.AddrPort
+	selfq     []Msg
+	seq       uint64
+	nextReq   uint32
+	pending   map[uint32]*outstanding // this node's requests in flight
+	timers    []timer                 // request deadlines, in order
+	retries   []timer                 // requests to resend after a retry answer
+	heads     map[flow.Key]headPending
+	headQ     []headTimer
+	reapAt    int
+	nowMs     uint64
+	scratch   []Entry
+	lastTick  time.Time
 }
 
 type outstanding struct {
@@ -206,7 +224,8 @@ type shardSync struct {
 	queued   bool
 	reqID    uint32
 	deadline time.Time
-	wait     time.Time // do not ask before (every source was syncing)
+	wait     time.Time // do not ask before (views settling, or every source was syncing)
+	catchup  bool      // second pass: the shard is served already
 	tries    int
 	rounds   int
 }
@@ -228,6 +247,7 @@ func New(cfg Config) (*Node, error) {
 		codec:   NewCodec(cfg.AuthKey),
 		table:   NewTable(cfg.Capacity, cfg.Seed),
 		synced:  make([]bool, cfg.Shards),
+		left:    make([]time.Time, cfg.Shards),
 		syncing: map[int]*shardSync{},
 		replay:  map[netip.AddrPort]*Replay{},
 		out:     map[netip.AddrPort]*Writer{},
@@ -351,9 +371,9 @@ func (n *Node) now() time.Time {
 func (n *Node) publishStats() {
 	s := n.st
 	s.Entries = uint64(n.table.Len())
-	s.SyncPending = uint64(len(n.syncing))
+	s.SyncPending = uint64(n.syncFirst)
 	n.stats.Store(&s)
-	n.ready.Store(n.selfIdx >= 0 && len(n.syncing) == 0)
+	n.ready.Store(n.selfIdx >= 0 && n.syncFirst == 0)
 }
 
 func (n *Node) shard(k *flow.Key) int { return ShardOf(k, n.cfg.Seed, n.cfg.Shards) }
@@ -454,7 +474,7 @@ func (n *Node) message(from netip.AddrPort, m *Msg) {
 	case MsgAnswer:
 		n.onAnswer(m)
 	case MsgInsert:
-		n.onInsert(m)
+		n.onInsert(from, m)
 	case MsgAck:
 		delete(n.heads, m.Entry.Key)
 	case MsgDelete:
@@ -509,10 +529,13 @@ func (n *Node) onQuery(from netip.AddrPort, m *Msg) {
 	n.send(head, &ins)
 }
 
-func (n *Node) onInsert(m *Msg) {
+func (n *Node) onInsert(from netip.AddrPort, m *Msg) {
 	s := n.shard(&m.Entry.Key)
 	pos, l := n.position(s)
-	if pos < 0 {
+	if pos < 0 || (pos > 0 && m.Aux&FlagRepair == 0 && from != n.chains.Member(n.chains.Chain(s)[pos-1])) {
+		// Not in the chain, or not from the predecessor (the sender's
+		// view differs): storing it would bypass the head.
+		n.st.Misrouted++
 		n.answer(m.Origin, m.ReqID, StatusRetry, &m.Entry)
 		return
 	}
@@ -772,6 +795,7 @@ func (n *Node) tick(now time.Time) {
 	}
 	n.headQ = compact(n.headQ, i)
 	n.syncTick(now)
+	n.purgeLeft(now)
 	n.publishStats()
 	// Expiry: a slice of the table per tick.
 	var d int
@@ -785,6 +809,32 @@ func compact[T any](q []T, done int) []T {
 	}
 	k := copy(q, q[done:])
 	return q[:k]
+}
+
+// purgeLeft deletes, at most once a second, the entries of shards whose
+// chain this node left more than KeepLeft ago (one scan for all of them).
+func (n *Node) purgeLeft(now time.Time) {
+	if now.Before(n.purgeAt) {
+		return
+	}
+	n.purgeAt = now.Add(time.Second)
+	var drop []bool
+	for s, t := range n.left {
+		if !t.IsZero() && now.Sub(t) > n.cfg.KeepLeft {
+			if drop == nil {
+				drop = make([]bool, n.cfg.Shards)
+			}
+			drop[s] = true
+			n.left[s] = time.Time{}
+			n.synced[s] = false // no longer a complete copy to sync from
+		}
+	}
+	if drop != nil {
+		shards := n.cfg.Shards
+		n.st.Purged += uint64(n.table.DeleteFunc(func(e *Entry) bool {
+			return drop[shardOfHash(n.table.hash(&e.Key), shards)]
+		}))
+	}
 }
 
 // ---- membership and sync ----
@@ -810,6 +860,12 @@ func (n *Node) applyView(members []netip.AddrPort) {
 	for s := 0; s < n.cfg.Shards; s++ {
 		inNew := selfIdx >= 0 && newc.Position(s, selfIdx) >= 0
 		inOld := oldIdx >= 0 && old.Position(s, oldIdx) >= 0
+		switch {
+		case inOld && !inNew:
+			n.left[s] = n.cfg.Now() // kept a while: a joining member may pull it from here
+		case inNew:
+			n.left[s] = time.Time{}
+		}
 		if inNew && !inOld {
 			if gained == nil {
 				gained = make([]bool, n.cfg.Shards)
@@ -817,6 +873,15 @@ func (n *Node) applyView(members []netip.AddrPort) {
 			gained[s] = true
 			n.synced[s] = false
 			ss := &shardSync{}
+			if n.cfg.SyncSettle > 0 {
+				ss.wait = n.cfg.Now().Add(n.cfg.SyncSettle)
+			}
+			if prev := n.syncing[s]; prev == nil || prev.catchup {
+				n.syncFirst++
+			}
+			if prev := n.syncing[s]; prev != nil && prev.inflight {
+				n.syncBusy--
+			}
 			for _, a := range old.ChainAddrs(nil, s) {
 				if alive(a) {
 					ss.sources = append(ss.sources, a)
@@ -826,9 +891,18 @@ func (n *Node) applyView(members []netip.AddrPort) {
 				ss.reqID = old.reqID
 			}
 			n.syncing[s] = ss
-		} else if ss := n.syncing[s]; ss != nil {
+		} else if ss := n.syncing[s]; ss != nil && !inNew {
+			// Left the chain while syncing it: stop.
+			if ss.inflight {
+				n.syncBusy--
+			}
+			if !ss.catchup {
+				n.syncFirst--
+			}
+			delete(n.syncing, s)
+		} else if ss != nil {
 			// Still syncing: keep live sources; current members may help.
-			srcs := ss.sources[:0]
+			var srcs []netip.AddrPort
 			for _, a := range ss.sources {
 				if alive(a) {
 					srcs = append(srcs, a)
@@ -854,7 +928,7 @@ func (n *Node) applyView(members []netip.AddrPort) {
 	for s, ss := range n.syncing {
 		if len(ss.sources) == 0 {
 			n.syncDone(s, true)
-		} else if !ss.queued && !ss.inflight {
+		} else if !ss.queued && !ss.inflight && ss.wait.IsZero() {
 			ss.queued = true
 			n.syncQ = append(n.syncQ, s)
 		}
@@ -889,8 +963,28 @@ func (n *Node) syncDone(s int, noSource bool) {
 	ss := n.syncing[s]
 	if ss != nil && ss.inflight {
 		n.syncBusy--
+		ss.inflight = false
+	}
+	if ss != nil && !ss.catchup && !noSource && n.cfg.SyncSettle > 0 {
+		// Serve now; pull the shard once more after the views settle,
+		// for entries committed by members that had not yet seen this
+		// node in the chain after the first pass read past them.
+		n.synced[s] = true
+		n.st.SyncShards++
+		n.syncFirst--
+		ss.catchup = true
+		ss.src, ss.cursor, ss.tries, ss.rounds = 0, 0, 0, 0
+		ss.wait = n.cfg.Now().Add(n.cfg.SyncSettle)
+		return
 	}
 	delete(n.syncing, s)
+	if ss != nil && ss.catchup {
+		n.st.SyncCatchups++
+		return
+	}
+	if ss != nil {
+		n.syncFirst--
+	}
 	n.synced[s] = true
 	n.st.SyncShards++
 	if noSource {
@@ -937,8 +1031,8 @@ func (n *Node) syncStart(now time.Time) {
 		s := n.syncQ[0]
 		n.syncQ = n.syncQ[1:]
 		ss := n.syncing[s]
-		if ss == nil || ss.inflight {
-			continue
+		if ss == nil || ss.inflight || !ss.queued {
+			continue // done, or replaced since it was queued
 		}
 		ss.queued = false
 		if ss.src >= len(ss.sources) {

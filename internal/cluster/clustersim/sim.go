@@ -36,25 +36,37 @@ type Config struct {
 	//   backends     the backend set changes: every proposal differs
 	// Default: "kill:1,backends,restart:1,kill:2,kill:3,backends,restart:2,restart:3,kill:4".
 	Schedule string
-	Sample   float64       // fraction of flows re-queried after each event: 0.1
-	Window   int           // requests in flight: 4096
-	Detect   time.Duration // failure detection delay: the node is dead this long before the membership says so: 0
-	Seed     uint64
-	Log      func(format string, args ...any) // progress; nil: silent
+	Sample   float64 // fraction of flows re-queried after each event: 0.1
+	// New is the fraction of Flows that start during each event: each new
+	// flow is queried at once from two random nodes proposing different
+	// backends, and both must learn the same one: 0.01.
+	New float64
+	// ViewJitter delays each node's view of a membership change by up to
+	// this much, so nodes disagree about the chains for a while: 0.
+	ViewJitter time.Duration
+	// SyncSettle is the nodes' cluster.Config.SyncSettle (0: its default;
+	// negative: no settle delay and no second pass).
+	SyncSettle time.Duration
+	Window     int           // requests in flight: 4096
+	Detect     time.Duration // failure detection delay: the node is dead this long before the membership says so: 0
+	Seed       uint64
+	Log        func(format string, args ...any) // progress; nil: silent
 }
 
 // Result is what a run found.
 type Result struct {
 	Config
-	Phases   []Phase
-	Changed  int // answers naming another backend than the flow's committed one (must be 0)
-	Fallback int // requests with no committed answer (timeout, full): the LB decides locally
-	Lost     int // flows with no surviving copy on any live node at the end
-	Queries  int
-	Dropped  uint64 // datagrams the in-memory network dropped (full queue, dead node)
-	Elapsed  time.Duration
-	HeapMB   float64
-	Stats    cluster.Stats // summed over the live nodes at the end
+	Phases      []Phase
+	Changed     int // answers naming another backend than the flow's committed one (must be 0)
+	Disagree    int // new flows whose two concurrent askers learnt different backends (must be 0)
+	Fallback    int // established flows' requests with no committed answer (timeout, full): the LB decides locally
+	NewFallback int // new flows' requests with no committed answer
+	Lost        int // flows with no surviving copy on any live node at the end
+	Queries     int
+	Dropped     uint64 // datagrams the in-memory network dropped (full queue, dead node)
+	Elapsed     time.Duration
+	HeapMB      float64
+	Stats       cluster.Stats // summed over the live nodes at the end
 }
 
 // Phase is one event of the schedule and what its re-query found.
@@ -68,22 +80,28 @@ type Phase struct {
 	// Insert phase only: flows re-published after a fallback, and flows
 	// never committed.
 	Retried, Uncommitted int
+	// New flows started during the event, and pairs of concurrent
+	// proposals for one new flow that learnt different backends (must be 0).
+	New, Disagree int
+	// NewFallback counts new flows' requests with no committed answer
+	// (a chain member syncing): the LB decides them locally.
+	NewFallback int
 }
 
 func (r *Result) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "nodes %d  replicas %d  shards %d  flows %d  sample %.2f  detect %v\n", r.Nodes, r.Replicas, r.Shards, r.Flows, r.Sample, r.Detect)
+	fmt.Fprintf(&b, "nodes %d  replicas %d  shards %d  flows %d  sample %.2f  new %.3f  detect %v  view jitter %v\n", r.Nodes, r.Replicas, r.Shards, r.Flows, r.Sample, r.New, r.Detect, r.ViewJitter)
 	for _, p := range r.Phases {
-		fmt.Fprintf(&b, "  %-12s converged after %-10v queries %-8d changed %-6d fallback %-6d %v\n", p.Event, p.Converge.Round(time.Millisecond), p.Queries, p.Changed, p.Fallback, p.Took.Round(time.Millisecond))
+		fmt.Fprintf(&b, "  %-10s converged after %-8v queries %-8d changed %-4d fallback %-5d new %-6d (fallback %-4d disagree %-2d) %v\n", p.Event, p.Converge.Round(time.Millisecond), p.Queries, p.Changed, p.Fallback, p.New, p.NewFallback, p.Disagree, p.Took.Round(time.Millisecond))
 	}
 	if p := r.Phases[0]; p.Retried > 0 {
 		fmt.Fprintf(&b, "insert: %d re-published after a fallback, %d never committed\n", p.Retried, p.Uncommitted)
 	}
-	fmt.Fprintf(&b, "queries %d  changed backend mid-connection %d  fallbacks %d  entries lost %d  datagrams dropped %d  in %v  heap %.0f MB\n",
-		r.Queries, r.Changed, r.Fallback, r.Lost, r.Dropped, r.Elapsed.Round(time.Millisecond), r.HeapMB)
+	fmt.Fprintf(&b, "queries %d  changed backend mid-connection %d  established fallbacks %d  entries lost %d  new flows: disagreeing %d, fallbacks %d  datagrams dropped %d  in %v  heap %.0f MB\n",
+		r.Queries, r.Changed, r.Fallback, r.Lost, r.Disagree, r.NewFallback, r.Dropped, r.Elapsed.Round(time.Millisecond), r.HeapMB)
 	s := &r.Stats
-	fmt.Fprintf(&b, "cluster: entries %d  inserts %d  stored %d  sync shards %d (no source %d)  sync entries %d  conflicts %d  repairs %d  retransmits %d  timeouts %d\n",
-		s.Entries, s.Inserts, s.Stored, s.SyncShards, s.SyncNoSource, s.SyncEntriesIn, s.Conflicts, s.Repairs, s.Retransmits, s.Timeouts)
+	fmt.Fprintf(&b, "cluster (live nodes): entries %d  inserts %d  stored %d  sync shards %d (no source %d, second pass %d)  sync entries %d  conflicts %d  repairs %d  retransmits %d  misrouted %d  timeouts %d  table full %d\n",
+		s.Entries, s.Inserts, s.Stored, s.SyncShards, s.SyncNoSource, s.SyncCatchups, s.SyncEntriesIn, s.Conflicts, s.Repairs, s.Retransmits, s.Misrouted, s.Timeouts, s.TableFull)
 	return b.String()
 }
 
@@ -100,6 +118,7 @@ type sim struct {
 	authKey     [32]byte
 	dying       sync.WaitGroup // killed nodes until the membership drops them
 	uncommitted []int          // insert phase: flows whose insert fell back
+	flows       int            // flows started so far: 0..flows-1
 }
 
 type simNode struct {
@@ -123,14 +142,17 @@ func Run(cfg Config) (*Result, error) {
 	if cfg.Flows <= 0 {
 		cfg.Flows = 1_000_000
 	}
-	if cfg.Flows > 1<<24 {
-		return nil, fmt.Errorf("flows: at most %d", 1<<24)
+	if cfg.Flows*2 > 1<<24 {
+		return nil, fmt.Errorf("flows: at most %d", 1<<23)
 	}
 	if cfg.Schedule == "" {
 		cfg.Schedule = defaultSchedule
 	}
 	if cfg.Sample <= 0 {
 		cfg.Sample = 0.1
+	}
+	if cfg.New <= 0 {
+		cfg.New = 0.01
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 4096
@@ -143,11 +165,13 @@ func Run(cfg Config) (*Result, error) {
 		net:       cluster.NewMemNetwork(16384),
 		members:   cluster.NewMemMembership(),
 		nodes:     make([]*simNode, cfg.Nodes),
-		committed: make([]uint32, cfg.Flows),
+		committed: make([]uint32, cfg.Flows+int(float64(cfg.Flows)*cfg.New)*(strings.Count(cfg.Schedule, ",")+1)),
+		flows:     cfg.Flows,
 		rng:       rand.New(rand.NewPCG(cfg.Seed, 1)),
 		gen:       1,
 	}
 	s.authKey, _ = cluster.Keys([]byte("sluice sim"))
+	s.members.Jitter = cfg.ViewJitter
 	defer s.stopAll()
 	start := time.Now()
 	res := &Result{Config: cfg}
@@ -197,7 +221,18 @@ func Run(cfg Config) (*Result, error) {
 		// The re-query runs at once: while a killed node is not yet
 		// detected (Detect) and while a restarted one syncs.
 		t0 := time.Now()
-		p := s.query(s.sample(), false)
+		sample := s.sample()
+		fresh := int(float64(cfg.Flows) * cfg.New)
+		newIdx := make([]int, fresh)
+		for j := range newIdx {
+			newIdx[j] = s.flows + j
+		}
+		s.flows += fresh
+		np := make(chan Phase, 1)
+		go func() { np <- s.pairs(newIdx) }()
+		p := s.query(sample, false)
+		q := <-np
+		p.New, p.Disagree, p.NewFallback, p.Queries = fresh, q.Disagree, q.Fallback, p.Queries+q.Queries
 		p.Took = time.Since(t0)
 		s.dying.Wait()
 		conv, err := s.converge()
@@ -210,14 +245,14 @@ func Run(cfg Config) (*Result, error) {
 	}
 	// Lost entries: flows with no copy of their committed value on a live
 	// node, counted before the final query (which would re-insert them).
-	present := make([]bool, cfg.Flows)
+	present := make([]bool, s.flows)
 	for _, n := range s.nodes {
 		if n == nil {
 			continue
 		}
 		n.Inspect(func(t *cluster.Table) {
 			t.All(func(e *cluster.Entry) {
-				if i, ok := flowIndex(&e.Key); ok && i < cfg.Flows && (e.Backend == s.committed[i] || s.committed[i] == 0) {
+				if i, ok := flowIndex(&e.Key); ok && i < s.flows && (e.Backend == s.committed[i] || s.committed[i] == 0) {
 					present[i] = true
 				}
 			})
@@ -228,6 +263,10 @@ func Run(cfg Config) (*Result, error) {
 			res.Lost++
 		}
 	}
+	all = all[:0]
+	for i := 0; i < s.flows; i++ {
+		all = append(all, i)
+	}
 	t0 = time.Now()
 	p = s.query(all, false)
 	p.Event, p.Took = "final", time.Since(t0)
@@ -235,6 +274,8 @@ func Run(cfg Config) (*Result, error) {
 	for _, p := range res.Phases[1:] {
 		res.Changed += p.Changed
 		res.Fallback += p.Fallback
+		res.Disagree += p.Disagree
+		res.NewFallback += p.NewFallback
 	}
 	for _, p := range res.Phases {
 		res.Queries += p.Queries
@@ -264,6 +305,9 @@ func addStats(a *cluster.Stats, b cluster.Stats) {
 	a.Repairs += b.Repairs
 	a.Retransmits += b.Retransmits
 	a.Timeouts += b.Timeouts
+	a.TableFull += b.TableFull
+	a.SyncCatchups += b.SyncCatchups
+	a.Misrouted += b.Misrouted
 }
 
 func nodeAddr(i int) netip.AddrPort {
@@ -291,12 +335,14 @@ func (s *sim) start(i int) error {
 	if err != nil {
 		return err
 	}
-	capacity := s.cfg.Flows * s.cfg.Replicas / s.cfg.Nodes * 2
+	// Room for every flow ever started, on the fewest nodes the schedule
+	// leaves, plus the shards a node left and keeps for KeepLeft.
+	capacity := len(s.committed) * s.cfg.Replicas / s.cfg.Nodes * 3
 	nd, err := cluster.New(cluster.Config{
 		Transport: tr, Membership: s.members.Join(a), AuthKey: s.authKey,
 		Seed: s.cfg.Seed, Shards: s.cfg.Shards, Replicas: s.cfg.Replicas,
 		Capacity: max(capacity, 1024), QueryTimeout: 50 * time.Millisecond, Attempts: 10,
-		Outstanding: s.cfg.Window * 2, Queue: s.cfg.Window * 2, TTL: time.Hour,
+		Outstanding: s.cfg.Window * 2, Queue: s.cfg.Window * 2, TTL: time.Hour, SyncSettle: s.cfg.SyncSettle,
 	})
 	if err != nil {
 		return err
@@ -389,7 +435,7 @@ func (s *sim) sample() []int {
 	n := int(float64(s.cfg.Flows) * s.cfg.Sample)
 	v := make([]int, n)
 	for i := range v {
-		v[i] = s.rng.IntN(s.cfg.Flows)
+		v[i] = s.rng.IntN(s.flows)
 	}
 	return v
 }
@@ -451,6 +497,55 @@ func (s *sim) query(idx []int, first bool) Phase {
 	}
 	for inflight > 0 {
 		handle(<-reply)
+	}
+	return p
+}
+
+// pairs starts each flow in idx with two concurrent queries from two random
+// live nodes proposing different backends; both must learn the same one,
+// which becomes the flow's committed backend.
+func (s *sim) pairs(idx []int) Phase {
+	var p Phase
+	live := s.live()
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, uint64(len(idx))+7))
+	reply := make(chan cluster.Answer, s.cfg.Window)
+	got := make(map[int]uint32, len(idx))
+	inflight := 0
+	handle := func(a cluster.Answer) {
+		inflight--
+		i := int(a.Tag >> 1)
+		if a.Status != cluster.StatusOK {
+			p.Fallback++
+			return
+		}
+		if prev, ok := got[i]; ok {
+			if prev != a.Value.Backend {
+				p.Disagree++
+			}
+		} else {
+			got[i] = a.Value.Backend
+		}
+	}
+	for _, i := range idx {
+		for side := uint64(0); side < 2; side++ {
+			for inflight >= s.cfg.Window/2 {
+				handle(<-reply)
+			}
+			r := cluster.Request{Op: cluster.OpQuery, Key: flowKey(i),
+				Value: cluster.Value{Service: 1, Backend: s.gen<<24 | uint32(i)&0x7fffff | uint32(side)<<23},
+				Tag:   uint64(i)<<1 | side, Reply: reply}
+			for !live[rng.IntN(len(live))].Submit(r) {
+				handle(<-reply)
+			}
+			inflight++
+			p.Queries++
+		}
+	}
+	for inflight > 0 {
+		handle(<-reply)
+	}
+	for _, i := range idx {
+		s.committed[i] = got[i] // 0 when neither asker got an answer
 	}
 	return p
 }

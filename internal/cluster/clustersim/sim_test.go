@@ -14,8 +14,8 @@ func TestSimReplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + r.String())
-	if r.Changed != 0 || r.Lost != 0 || r.Fallback != 0 {
-		t.Fatalf("changed %d, lost %d, fallback %d; want 0", r.Changed, r.Lost, r.Fallback)
+	if r.Changed != 0 || r.Lost != 0 || r.Fallback != 0 || r.Disagree != 0 {
+		t.Fatalf("changed %d, lost %d, fallback %d, disagree %d; want 0", r.Changed, r.Lost, r.Fallback, r.Disagree)
 	}
 	if r.Stats.SyncEntriesIn == 0 {
 		t.Fatal("restarts synced nothing")
@@ -48,7 +48,22 @@ func TestSimDetectionDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log("\n" + r.String())
-	if r.Changed != 0 || r.Lost != 0 {
-		t.Fatalf("changed %d, lost %d", r.Changed, r.Lost)
+	if r.Changed != 0 || r.Lost != 0 || r.Disagree != 0 {
+		t.Fatalf("changed %d, lost %d, disagree %d", r.Changed, r.Lost, r.Disagree)
+	}
+}
+
+// Nodes see membership changes at different times (up to 30 ms apart), as
+// with gossip: chains disagree for a while, and still no flow changes
+// backend and concurrent askers of a new flow agree.
+func TestSimViewJitter(t *testing.T) {
+	r, err := Run(Config{Nodes: 8, Replicas: 3, Shards: 512, Flows: 20000, Sample: 0.25, New: 0.05, Window: 2048,
+		Schedule: "kill:1,restart:1,kill:2,backends,kill:3,restart:2", ViewJitter: 30 * time.Millisecond, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + r.String())
+	if r.Changed != 0 || r.Lost != 0 || r.Disagree != 0 {
+		t.Fatalf("changed %d, lost %d, disagree %d", r.Changed, r.Lost, r.Disagree)
 	}
 }
