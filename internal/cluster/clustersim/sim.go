@@ -461,15 +461,15 @@ func (s *sim) query(idx []int, first bool) Phase {
 	handle := func(a cluster.Answer) {
 		inflight--
 		i := int(a.Tag)
+		if !first && s.committed[i] == 0 {
+			return // a new flow that never committed: not established
+		}
 		if a.Status != cluster.StatusOK {
 			p.Fallback++
 			if first {
 				s.uncommitted = append(s.uncommitted, i)
 			}
 			return
-		}
-		if s.committed[i] == 0 && !first {
-			return // never committed
 		}
 		if first {
 			s.committed[i] = a.Value.Backend
