@@ -63,5 +63,8 @@
 //
 // The LB node does not use this package yet: the node server will own a
 // Node, its workers will hold a flow's packets while a query is in flight and
-// fall back to the local decision on a timeout.
+// fall back to the local decision on a timeout. The datapath packages may not
+// import this one (TestDatapathImportsNoControlPlane): a worker's bounded
+// queue carries the datapath's own request type, and the node server
+// forwards it to Submit and the answers back.
 package cluster
