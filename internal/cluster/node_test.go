@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -316,3 +317,77 @@ func (noMembers) Views() <-chan []netip.AddrPort {
 }
 func (noMembers) Leave(time.Duration) error { return nil }
 func (noMembers) Shutdown() error           { return nil }
+
+// Trust (DESIGN §3.11): a replayed datagram, one sealed with another key,
+// an altered one and one from an address outside the view are dropped and
+// counted, and none of them changes an entry.
+func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
+	c := &memCluster{t: t, net: NewMemNetwork(1024), members: NewMemMembership(), nodes: map[netip.AddrPort]*testNode{}, cfg: Config{Replicas: 2, Shards: 16}}
+	var mu sync.Mutex
+	var captured [][]byte
+	c.net.Tap = func(from, to netip.AddrPort, b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if from == nodeAddr(1) && to == nodeAddr(2) && len(captured) < 50 {
+			captured = append(captured, append([]byte(nil), b...))
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		c.start(nodeAddr(i))
+	}
+	t.Cleanup(func() {
+		for a := range c.nodes {
+			c.kill(a)
+		}
+	})
+	c.waitReady(5 * time.Second)
+	for i := 0; i < 20; i++ {
+		ask(t, c.node(1).Node, OpPublish, testFlow(i), 5)
+	}
+	n2 := c.node(2)
+	before := n2.Stats()
+	inject := func(from netip.AddrPort, b []byte) { n2.tr.rx <- Datagram{From: from, Data: b} }
+	mu.Lock()
+	old := captured
+	mu.Unlock()
+	if len(old) == 0 {
+		t.Fatal("nothing captured")
+	}
+	for _, b := range old {
+		inject(nodeAddr(1), b) // replays
+	}
+	// Another key: a node that does not know the cluster key.
+	var w Writer
+	w.Begin(1, 1, uint64(time.Now().UnixMilli()))
+	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
+	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec([32]byte{9}))))
+	// Altered: a captured datagram with one byte changed.
+	alt := bytes.Clone(old[len(old)-1])
+	alt[headerLen+10] ^= 0xff
+	inject(nodeAddr(1), alt)
+	// A stranger with the right key (a configured key but not a member).
+	w.Begin(2, 1, uint64(time.Now().UnixMilli()))
+	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
+	inject(netip.MustParseAddrPort("10.9.9.9:7946"), bytes.Clone(w.Seal(NewCodec(testKey))))
+	deadline := time.Now().Add(2 * time.Second)
+	var after Stats
+	for time.Now().Before(deadline) {
+		after = n2.Stats()
+		if after.DropReplay-before.DropReplay == uint64(len(old)) && after.DropAuth-before.DropAuth == 2 && after.DropNotMember-before.DropNotMember == 1 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := after.DropReplay - before.DropReplay; d != uint64(len(old)) {
+		t.Errorf("replays dropped: %d of %d", d, len(old))
+	}
+	if d := after.DropAuth - before.DropAuth; d != 2 {
+		t.Errorf("bad tags dropped: %d, want 2", d)
+	}
+	if d := after.DropNotMember - before.DropNotMember; d != 1 {
+		t.Errorf("strangers dropped: %d, want 1", d)
+	}
+	if a := ask(t, n2.Node, OpLookup, testFlow(0), 0); a.Value.Backend != 5 {
+		t.Errorf("entry changed to %d", a.Value.Backend)
+	}
+}

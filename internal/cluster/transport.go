@@ -41,6 +41,9 @@ type MemNetwork struct {
 
 	Dropped atomic.Uint64 // datagrams dropped: full queue or no receiver
 	Sent    atomic.Uint64
+
+	// Tap, when set before any Send, sees every datagram sent (tests).
+	Tap func(from, to netip.AddrPort, b []byte)
 }
 
 // NewMemNetwork returns a network whose receive queues hold queue datagrams.
@@ -83,6 +86,9 @@ func (t *MemTransport) Send(to netip.AddrPort, b []byte) error {
 		return ErrClosed
 	}
 	n := t.net
+	if n.Tap != nil {
+		n.Tap(t.addr, to, b)
+	}
 	n.mu.RLock()
 	dst := n.ports[to]
 	if dst == nil {
