@@ -275,14 +275,13 @@ func (n *Node) Submit(r Request) bool {
 }
 
 type inspect struct {
-	f    func(*Table)
+	f    func()
 	done chan struct{}
 }
 
-// Inspect runs f on the node's goroutine with its table (read only) and
-// waits for it: for the control plane and tests, never the packet path. It
-// returns false when the node is not running.
-func (n *Node) Inspect(f func(*Table)) bool {
+// do runs f on the node's goroutine and waits for it; false when the node
+// is not running.
+func (n *Node) do(f func()) bool {
 	in := inspect{f: f, done: make(chan struct{})}
 	select {
 	case n.fns <- in:
@@ -291,6 +290,60 @@ func (n *Node) Inspect(f func(*Table)) bool {
 	case <-n.done:
 		return false
 	}
+}
+
+// Inspect runs f on the node's goroutine with its table (read only) and
+// waits for it: for the control plane and tests, never the packet path. It
+// returns false when the node is not running.
+func (n *Node) Inspect(f func(*Table)) bool { return n.do(func() { f(n.table) }) }
+
+// Report is a node's state for `sluice ctl cluster status`.
+type Report struct {
+	Self        netip.AddrPort
+	Members     []netip.AddrPort // the current view
+	Ready       bool             // a member with every shard's first sync done
+	Heads       int              // shards this node heads
+	Middles     int              // shards it holds in the middle of the chain
+	Tails       int              // shards it answers for
+	SyncPending int              // shards whose first sync is not done
+	SyncCatchup int              // shards on their second pass
+	Entries     int
+	Capacity    int
+	ByService   map[uint16]int // entries per service (VIP)
+	Stats       Stats
+}
+
+// Report collects the node's state on its goroutine (a full table scan for
+// ByService: for the control plane, not a hot path). ok is false when the
+// node is not running.
+func (n *Node) Report() (r Report, ok bool) {
+	ok = n.do(func() {
+		r = Report{Self: n.self, Members: append([]netip.AddrPort(nil), n.chains.Members()...),
+			Entries: n.table.Len(), Capacity: n.table.Cap(), ByService: map[uint16]int{}}
+		r.SyncPending = n.syncFirst
+		r.SyncCatchup = len(n.syncing) - n.syncFirst
+		r.Ready = n.selfIdx >= 0 && n.syncFirst == 0
+		for s := 0; s < n.cfg.Shards; s++ {
+			pos, l := n.position(s)
+			switch {
+			case pos < 0:
+			case pos == l-1:
+				r.Tails++
+				if pos == 0 {
+					r.Heads++
+				}
+			case pos == 0:
+				r.Heads++
+			default:
+				r.Middles++
+			}
+		}
+		n.table.All(func(e *Entry) { r.ByService[e.Service]++ })
+		r.Stats = n.st
+		r.Stats.Entries = uint64(n.table.Len())
+		r.Stats.SyncPending = uint64(n.syncFirst)
+	})
+	return r, ok
 }
 
 // Stats returns the counters as of the node's last loop iteration.
@@ -350,7 +403,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-tick.C:
 			n.tick(n.now())
 		case in := <-n.fns:
-			in.f(n.table)
+			in.f()
 			close(in.done)
 		}
 		n.runSelf()

@@ -281,6 +281,20 @@ func TestDropServiceAndDelete(t *testing.T) {
 	if got := count(); got != 200 {
 		t.Fatalf("%d copies, want 200 (100 flows x R=2)", got)
 	}
+	// Reports: every shard has one head and one tail among the nodes,
+	// entries per service add up.
+	var heads, tails, svc1, svc2 int
+	for _, nd := range c.nodes {
+		r, ok := nd.Report()
+		if !ok || !r.Ready || len(r.Members) != 3 || r.Middles != 0 {
+			t.Fatalf("report %+v", r)
+		}
+		heads, tails = heads+r.Heads, tails+r.Tails
+		svc1, svc2 = svc1+r.ByService[1], svc2+r.ByService[2]
+	}
+	if heads != 64 || tails != 64 || svc1 != 100 || svc2 != 100 {
+		t.Fatalf("heads %d tails %d (want 64 each), service copies %d %d (want 100 each)", heads, tails, svc1, svc2)
+	}
 	for _, nd := range c.nodes {
 		nd.Submit(Request{Op: OpDropService, Value: Value{Service: 2}})
 	}
