@@ -45,7 +45,9 @@
 // See wire.go: a 24-byte header (version, count, boot ID, sequence, time),
 // fixed-size messages (query, answer, insert, ack, delete, sync request,
 // sync entry, sync done), and a 16-byte truncated HMAC-SHA256 with a key
-// derived from the cluster key (Keys). Replay protection per sender: a 64-
+// derived from the cluster key (Keys) and bound to the seed, shard count and
+// replicas, so nodes configured differently cannot talk (they would compute
+// different chains). Replay protection per sender: a 64-
 // datagram sequence window per boot ID, send times within 10 s of the
 // receiver's clock, and a new boot ID only with a later time. Datagrams from
 // addresses outside the current view are dropped.

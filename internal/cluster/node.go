@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -230,6 +232,23 @@ type shardSync struct {
 	rounds   int
 }
 
+// paramKey binds the protocol key to the parameters every node must share
+// (seed, shards, replicas): nodes configured differently would compute
+// different chains, so their datagrams fail authentication (DropAuth)
+// instead of being misrouted.
+func paramKey(cfg Config) [32]byte {
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:], cfg.Seed)
+	binary.BigEndian.PutUint64(b[8:], uint64(cfg.Shards))
+	binary.BigEndian.PutUint64(b[16:], uint64(cfg.Replicas))
+	m := hmac.New(sha256.New, cfg.AuthKey[:])
+	m.Write([]byte("sluice cluster parameters v1"))
+	m.Write(b[:])
+	var k [32]byte
+	copy(k[:], m.Sum(nil))
+	return k
+}
+
 // New returns a node; start it with Run.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.defaults(); err != nil {
@@ -244,7 +263,7 @@ func New(cfg Config) (*Node, error) {
 		fns:     make(chan inspect),
 		done:    make(chan struct{}),
 		boot:    binary.BigEndian.Uint32(b[:]),
-		codec:   NewCodec(cfg.AuthKey),
+		codec:   NewCodec(paramKey(cfg)),
 		table:   NewTable(cfg.Capacity, cfg.Seed),
 		synced:  make([]bool, cfg.Shards),
 		left:    make([]time.Time, cfg.Shards),

@@ -375,6 +375,10 @@ func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
 	w.Begin(1, 1, uint64(time.Now().UnixMilli()))
 	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
 	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec([32]byte{9}))))
+	// The right key but other chain parameters (replicas 3): refused too.
+	w.Begin(1, 2, uint64(time.Now().UnixMilli()))
+	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
+	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 3})))))
 	// Altered: a captured datagram with one byte changed.
 	alt := bytes.Clone(old[len(old)-1])
 	alt[headerLen+10] ^= 0xff
@@ -382,12 +386,12 @@ func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
 	// A stranger with the right key (a configured key but not a member).
 	w.Begin(2, 1, uint64(time.Now().UnixMilli()))
 	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
-	inject(netip.MustParseAddrPort("10.9.9.9:7946"), bytes.Clone(w.Seal(NewCodec(testKey))))
+	inject(netip.MustParseAddrPort("10.9.9.9:7946"), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 2})))))
 	deadline := time.Now().Add(2 * time.Second)
 	var after Stats
 	for time.Now().Before(deadline) {
 		after = n2.Stats()
-		if after.DropReplay-before.DropReplay == uint64(len(old)) && after.DropAuth-before.DropAuth == 2 && after.DropNotMember-before.DropNotMember == 1 {
+		if after.DropReplay-before.DropReplay == uint64(len(old)) && after.DropAuth-before.DropAuth == 3 && after.DropNotMember-before.DropNotMember == 1 {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -395,8 +399,8 @@ func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
 	if d := after.DropReplay - before.DropReplay; d != uint64(len(old)) {
 		t.Errorf("replays dropped: %d of %d", d, len(old))
 	}
-	if d := after.DropAuth - before.DropAuth; d != 2 {
-		t.Errorf("bad tags dropped: %d, want 2", d)
+	if d := after.DropAuth - before.DropAuth; d != 3 {
+		t.Errorf("bad tags dropped: %d, want 3", d)
 	}
 	if d := after.DropNotMember - before.DropNotMember; d != 1 {
 		t.Errorf("strangers dropped: %d, want 1", d)
