@@ -172,3 +172,58 @@ func TestGossipWrongKey(t *testing.T) {
 		t.Fatalf("members = %d, want 1", n)
 	}
 }
+
+// Start wires a node as the node server will: UDP, memberlist, Run.
+func TestStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("memberlist timers")
+	}
+	if _, err := Start(Setup{Bind: netip.MustParseAddrPort("0.0.0.0:7000"), Key: []byte("k")}); err == nil {
+		t.Fatal("a wildcard bind was accepted")
+	}
+	if _, err := Start(Setup{Bind: netip.MustParseAddrPort("127.0.0.1:0")}); err == nil {
+		t.Fatal("no key was accepted")
+	}
+	var nodes []*Started
+	for i := 0; i < 2; i++ {
+		var peers []string
+		if i > 0 {
+			peers = []string{nodes[0].Gossip.ml.LocalNode().Address()}
+		}
+		var s *Started
+		var err error
+		for try := 0; try < 20; try++ {
+			port := 20000 + rand.IntN(30000)
+			s, err = Start(Setup{Bind: netip.AddrPortFrom(netip.MustParseAddrPort("127.0.0.1:0").Addr(), uint16(port)), Peers: peers, Key: []byte("start key"), Shards: 64, Capacity: 1024})
+			if err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, s)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !(nodes[0].Ready() && nodes[1].Ready() && nodes[0].Stats().Members == 2 && nodes[1].Stats().Members == 2) {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if a := ask(t, nodes[1].Node, OpQuery, testFlow(1), 42); a.Status != StatusOK || a.Value.Backend != 42 {
+		t.Fatalf("%v %d", a.Status, a.Value.Backend)
+	}
+	if err := nodes[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for nodes[0].Stats().Members != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("leave not seen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
