@@ -173,3 +173,13 @@ func (c *Chains) ChainAddrs(dst []netip.AddrPort, s int) []netip.AddrPort {
 	}
 	return dst
 }
+
+// FragmentShard returns the shard of an IP datagram's fragments: a hash of
+// (src, dst, proto, ID), which every fragment carries (the ports are only in
+// the first). A node that receives a fragment without its first fragment
+// sends it to the head of this shard's chain, which holds the first
+// fragment's decision (design §3.5; not wired into the datapath yet).
+func FragmentShard(src, dst [16]byte, proto uint8, id uint32, seed uint64, shards int) int {
+	k := flow.Key{Src: src, Dst: dst, SrcPort: uint16(id >> 16), DstPort: uint16(id), Proto: proto}
+	return shardOfHash(k.Hash(seed^0x6672616773), shards) // "frags"
+}

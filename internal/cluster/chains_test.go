@@ -129,3 +129,19 @@ func BenchmarkNewChains64(b *testing.B) {
 		NewChains(1, 4096, 3, ms)
 	}
 }
+
+func TestFragmentShard(t *testing.T) {
+	src := netip.MustParseAddr("198.18.0.1").As16()
+	dst := netip.MustParseAddr("198.18.0.10").As16()
+	a := FragmentShard(src, dst, 17, 0x1234, 5, 4096)
+	if a != FragmentShard(src, dst, 17, 0x1234, 5, 4096) || a < 0 || a >= 4096 {
+		t.Fatal("not a pure function into [0, shards)")
+	}
+	seen := map[int]bool{}
+	for id := uint32(0); id < 1000; id++ {
+		seen[FragmentShard(src, dst, 17, id, 5, 4096)] = true
+	}
+	if len(seen) < 800 {
+		t.Fatalf("IDs of one address pair spread over %d shards only", len(seen))
+	}
+}
