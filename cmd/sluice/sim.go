@@ -67,6 +67,7 @@ flows each backend received, the datapath counters and the single-core packet ra
 	f.IntVar(&c.Payload, "payload", 64, "payload bytes per packet")
 	f.Uint32Var(&c.M, "maglev-size", 0, "Maglev table size (prime; 0 = 65537)")
 	f.Uint64Var(&c.Seed, "seed", 0, "cluster hash seed")
+	cmd.AddCommand(newSimClusterCmd())
 	return cmd
 }
 

@@ -1,0 +1,147 @@
+package cluster
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+)
+
+func members(n int) []netip.AddrPort {
+	v := make([]netip.AddrPort, n)
+	for i := range v {
+		v[i] = nodeAddr(i + 1)
+	}
+	return v
+}
+
+func TestChainsDeterministic(t *testing.T) {
+	ms := members(16)
+	a := NewChains(42, 4096, 3, ms)
+	shuffled := slices.Clone(ms)
+	rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	shuffled = append(shuffled, ms[3]) // a duplicate changes nothing
+	b := NewChains(42, 4096, 3, shuffled)
+	for s := 0; s < 4096; s++ {
+		if !slices.Equal(a.ChainAddrs(nil, s), b.ChainAddrs(nil, s)) {
+			t.Fatalf("shard %d: %v vs %v", s, a.ChainAddrs(nil, s), b.ChainAddrs(nil, s))
+		}
+		ch := a.ChainAddrs(nil, s)
+		if len(ch) != 3 || ch[0] == ch[1] || ch[1] == ch[2] || ch[0] == ch[2] {
+			t.Fatalf("shard %d: chain %v", s, ch)
+		}
+	}
+	// Another seed gives other chains.
+	c := NewChains(43, 4096, 3, ms)
+	same := 0
+	for s := 0; s < 4096; s++ {
+		if slices.Equal(a.ChainAddrs(nil, s), c.ChainAddrs(nil, s)) {
+			same++
+		}
+	}
+	if same > 4096/10 {
+		t.Fatalf("seed barely matters: %d of 4096 chains equal", same)
+	}
+}
+
+// Minimal movement: when a member leaves, exactly the shards whose chain
+// contained it change, and in them the survivors keep their order; when one
+// joins, only the shards whose new chain contains it change.
+func TestChainsMinimalMovement(t *testing.T) {
+	const S, R, N = 4096, 3, 32
+	ms := members(N)
+	before := NewChains(7, S, R, ms)
+	gone := ms[5]
+	after := NewChains(7, S, R, slices.Delete(slices.Clone(ms), 5, 6))
+	moved := 0
+	for s := 0; s < S; s++ {
+		b, a := before.ChainAddrs(nil, s), after.ChainAddrs(nil, s)
+		if !slices.Contains(b, gone) {
+			if !slices.Equal(a, b) {
+				t.Fatalf("shard %d changed without the member: %v -> %v", s, b, a)
+			}
+			continue
+		}
+		moved++
+		survivors := slices.DeleteFunc(slices.Clone(b), func(x netip.AddrPort) bool { return x == gone })
+		if !slices.Equal(a[:len(survivors)], survivors) {
+			t.Fatalf("shard %d: survivors reordered: %v -> %v", s, b, a)
+		}
+	}
+	want := S * R / N
+	t.Logf("leave: %d of %d shards changed chain (expected about %d = S*R/N)", moved, S, want)
+	if moved < want*7/10 || moved > want*13/10 {
+		t.Fatalf("leave moved %d shards, want about %d", moved, want)
+	}
+	// Join: the member comes back.
+	joined := 0
+	for s := 0; s < S; s++ {
+		a, b := after.ChainAddrs(nil, s), before.ChainAddrs(nil, s)
+		if !slices.Equal(a, b) {
+			joined++
+			if !slices.Contains(b, gone) {
+				t.Fatalf("shard %d changed on join without the joiner", s)
+			}
+		}
+	}
+	if joined != moved {
+		t.Fatalf("join changed %d shards, leave %d", joined, moved)
+	}
+}
+
+// Heads (and chain memberships) spread evenly over the members.
+func TestChainsBalance(t *testing.T) {
+	for _, n := range []int{3, 8, 64} {
+		c := NewChains(1, 4096, 3, members(n))
+		heads := make([]int, n)
+		in := make([]int, n)
+		for s := 0; s < 4096; s++ {
+			ch := c.Chain(s)
+			heads[ch[0]]++
+			for _, m := range ch {
+				in[m]++
+			}
+		}
+		mean := 4096.0 / float64(n)
+		hmax := float64(slices.Max(heads)) / mean
+		imax := float64(slices.Max(in)) / (mean * 3)
+		t.Logf("N=%d: heads max/mean %.3f, chain slots max/mean %.3f", n, hmax, imax)
+		if hmax > 1.35 || imax > 1.25 {
+			t.Fatalf("N=%d: imbalance: heads %.3f, slots %.3f", n, hmax, imax)
+		}
+	}
+}
+
+func TestChainsSmall(t *testing.T) {
+	c := NewChains(1, 16, 3, nil)
+	if _, ok := c.Head(0); ok || c.Len() != 0 {
+		t.Fatal("empty view has a head")
+	}
+	c = NewChains(1, 16, 3, members(2))
+	if c.Len() != 2 {
+		t.Fatalf("len %d, want 2 (fewer members than replicas)", c.Len())
+	}
+}
+
+func BenchmarkNewChains64(b *testing.B) {
+	ms := members(64)
+	for b.Loop() {
+		NewChains(1, 4096, 3, ms)
+	}
+}
+
+func TestFragmentShard(t *testing.T) {
+	src := netip.MustParseAddr("198.18.0.1").As16()
+	dst := netip.MustParseAddr("198.18.0.10").As16()
+	a := FragmentShard(src, dst, 17, 0x1234, 5, 4096)
+	if a != FragmentShard(src, dst, 17, 0x1234, 5, 4096) || a < 0 || a >= 4096 {
+		t.Fatal("not a pure function into [0, shards)")
+	}
+	seen := map[int]bool{}
+	for id := uint32(0); id < 1000; id++ {
+		seen[FragmentShard(src, dst, 17, id, 5, 4096)] = true
+	}
+	if len(seen) < 800 {
+		t.Fatalf("IDs of one address pair spread over %d shards only", len(seen))
+	}
+}

@@ -1,0 +1,157 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"io"
+	"log"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipConfig configures the memberlist (SWIM) membership.
+type GossipConfig struct {
+	Name       string         // unique node name; default: the cluster address
+	Bind       netip.AddrPort // gossip address (UDP and TCP)
+	Cluster    netip.AddrPort // this node's cluster protocol address, gossiped as metadata
+	Peers      []string       // host:port of members to join; none: start a new cluster
+	ClusterKey []byte         // the configured cluster key (Keys derives the AES key)
+	Log        io.Writer      // memberlist's log; default: discarded
+}
+
+// Gossip is the Membership backed by hashicorp/memberlist, tuned for
+// sub-second failure detection on a LAN (probe every 200 ms, 100 ms probe
+// timeout, gossip every 50 ms, suspicion multiplier 2: a killed node was
+// declared dead in 0.6-1.0 s on the project's machine) and encrypted with a
+// key derived from the cluster key. A member's cluster address travels as its
+// metadata (18 bytes: address, port).
+type Gossip struct {
+	ml    *memberlist.Memberlist
+	views chan []netip.AddrPort
+
+	mu      sync.Mutex // guards members; held in memberlist's callbacks
+	members map[string]netip.AddrPort
+}
+
+var _ Membership = (*Gossip)(nil)
+
+// TuneLAN sets memberlist's timers for sub-second detection on a LAN.
+func TuneLAN(c *memberlist.Config) {
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.SuspicionMult = 2
+}
+
+// NewGossip starts memberlist and joins the peers.
+func NewGossip(cfg GossipConfig) (*Gossip, error) {
+	g := &Gossip{views: make(chan []netip.AddrPort, 1), members: map[string]netip.AddrPort{}}
+	c := memberlist.DefaultLANConfig()
+	TuneLAN(c)
+	c.Name = cfg.Name
+	if c.Name == "" {
+		c.Name = cfg.Cluster.String()
+	}
+	c.BindAddr = cfg.Bind.Addr().String()
+	c.BindPort = int(cfg.Bind.Port())
+	c.AdvertiseAddr = c.BindAddr
+	c.AdvertisePort = c.BindPort
+	_, gossipKey := Keys(cfg.ClusterKey)
+	c.SecretKey = gossipKey[:]
+	c.GossipVerifyIncoming, c.GossipVerifyOutgoing = true, true
+	w := cfg.Log
+	if w == nil {
+		w = io.Discard
+	}
+	c.Logger = log.New(w, "memberlist: ", log.LstdFlags)
+	c.Delegate = metaDelegate{meta: encodeMeta(cfg.Cluster)}
+	c.Events = g
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return nil, err
+	}
+	g.ml = ml
+	if len(cfg.Peers) > 0 {
+		if _, err := ml.Join(cfg.Peers); err != nil {
+			_ = ml.Shutdown()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func encodeMeta(a netip.AddrPort) []byte {
+	b := make([]byte, 18)
+	a16 := a.Addr().As16()
+	copy(b, a16[:])
+	binary.BigEndian.PutUint16(b[16:], a.Port())
+	return b
+}
+
+func decodeMeta(b []byte) (netip.AddrPort, bool) {
+	if len(b) != 18 {
+		return netip.AddrPort{}, false
+	}
+	var a [16]byte
+	copy(a[:], b)
+	return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), binary.BigEndian.Uint16(b[16:])), true
+}
+
+type metaDelegate struct{ meta []byte }
+
+func (d metaDelegate) NodeMeta(int) []byte               { return d.meta }
+func (metaDelegate) NotifyMsg([]byte)                    {}
+func (metaDelegate) GetBroadcasts(int, int) [][]byte     { return nil }
+func (metaDelegate) LocalState(bool) []byte              { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, _ bool) {}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (g *Gossip) NotifyJoin(n *memberlist.Node) { g.set(n.Name, n.Meta, true) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.set(n.Name, n.Meta, true) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (g *Gossip) NotifyLeave(n *memberlist.Node) { g.set(n.Name, nil, false) }
+
+func (g *Gossip) set(name string, meta []byte, alive bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if a, ok := decodeMeta(meta); alive && ok {
+		g.members[name] = a
+	} else {
+		delete(g.members, name)
+	}
+	v := make([]netip.AddrPort, 0, len(g.members))
+	for _, a := range g.members {
+		v = append(v, a)
+	}
+	slices.SortFunc(v, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	publish(g.views, slices.Compact(v))
+}
+
+// Views implements Membership.
+func (g *Gossip) Views() <-chan []netip.AddrPort { return g.views }
+
+// Leave implements Membership: it tells the others and stops.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	err := g.ml.Leave(timeout)
+	if serr := g.ml.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown implements Membership: it stops without telling anyone (the
+// others detect a failure).
+func (g *Gossip) Shutdown() error { return g.ml.Shutdown() }
+
+// NumMembers returns memberlist's count of live members.
+func (g *Gossip) NumMembers() int { return g.ml.NumMembers() }
+
+// String returns a short description for logs.
+func (g *Gossip) String() string { return "gossip(" + strconv.Itoa(g.ml.NumMembers()) + " members)" }

@@ -1,0 +1,83 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"time"
+)
+
+// Setup is a node's cluster configuration as the node server holds it
+// (`cluster: {bind, peers, key, replicas}`), for Start.
+type Setup struct {
+	Bind       netip.AddrPort // cluster protocol address (UDP); a specific address, not a wildcard
+	GossipBind netip.AddrPort // memberlist address; default: Bind's address, port + 1
+	Peers      []string       // memberlist addresses (host:port) of members to join
+	Key        []byte         // the cluster key; required
+	Seed       uint64         // the cluster hash seed
+	Replicas   int            // chain length; default 2
+	Shards     int            // default 4096
+	Capacity   int            // entries; default 1<<20
+	Log        io.Writer      // memberlist's log; default discarded
+}
+
+// Started is a running node with its transport and membership.
+type Started struct {
+	*Node
+	Gossip *Gossip
+	tr     *UDPTransport
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start binds the cluster socket, joins the peers over memberlist and runs
+// the node on its own goroutine until Stop.
+func Start(s Setup) (*Started, error) {
+	if len(s.Key) == 0 {
+		return nil, errors.New("cluster: key: required")
+	}
+	if !s.Bind.IsValid() || s.Bind.Addr().IsUnspecified() {
+		return nil, errors.New("cluster: bind: a specific address and port (the node's identity)")
+	}
+	tr, err := ListenUDP(s.Bind, 1<<14)
+	if err != nil {
+		return nil, err
+	}
+	gb := s.GossipBind
+	if !gb.IsValid() {
+		gb = netip.AddrPortFrom(tr.LocalAddr().Addr(), tr.LocalAddr().Port()+1)
+	}
+	g, err := NewGossip(GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log})
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	auth, _ := Keys(s.Key)
+	n, err := New(Config{Transport: tr, Membership: g, AuthKey: auth, Seed: s.Seed, Replicas: s.Replicas, Shards: s.Shards, Capacity: s.Capacity})
+	if err != nil {
+		g.Shutdown()
+		tr.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &Started{Node: n, Gossip: g, tr: tr, cancel: cancel, done: make(chan error, 1)}
+	go func() { st.done <- n.Run(ctx) }()
+	return st, nil
+}
+
+// Stop leaves the cluster gracefully (the others see it at once, not after
+// a failure timeout), stops the node and closes its socket.
+func (s *Started) Stop() error {
+	s.cancel()
+	var err error
+	select {
+	case err = <-s.done:
+	case <-time.After(5 * time.Second):
+		err = errors.New("cluster: node did not stop")
+	}
+	if cerr := s.tr.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
