@@ -57,6 +57,9 @@ type Node struct {
 	SourceV6  string `yaml:"source_v6"`  // likewise for IPv6
 	AdminAddr string `yaml:"admin_addr"` // admin API and /metrics; default 127.0.0.1:6090
 	BGP       *BGP   `yaml:"bgp"`        // announce the VIPs to routers; none: no announcements
+	// Cluster makes the node a member of a cluster of LB nodes (see
+	// Cluster); none: the node runs alone.
+	Cluster *Cluster `yaml:"cluster"`
 }
 
 // BGP configures the node's BGP speaker: it announces each VIP as a host
@@ -260,6 +263,9 @@ func (c *Config) setDefaults() {
 	if g := n.BGP; g != nil && g.ShutdownGrace == 0 {
 		g.ShutdownGrace = 2 * time.Second
 	}
+	if n.Cluster != nil {
+		n.Cluster.setDefaults()
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Encap == "" {
@@ -373,6 +379,7 @@ func (c *Config) Validate() error {
 	if g := n.BGP; g != nil {
 		validateBGP(g, bad)
 	}
+	validateCluster(c, bad)
 
 	if len(c.VIPs) == 0 {
 		bad("vips", nil, "at least one VIP is required")

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -191,5 +192,47 @@ func TestStateAndAffinityDefaults(t *testing.T) {
 	d := Backend{Weight: &three, State: StateDraining}
 	if b[1].State != StateDraining || d.EffectiveWeight() != 0 {
 		t.Errorf("draining: %q %d", b[1].State, d.EffectiveWeight())
+	}
+}
+
+func TestClusterSection(t *testing.T) {
+	c, err := Parse([]byte(`node:
+  interfaces: [eth0]
+  cluster:
+    bind: 198.18.30.11:7946
+    peers: [198.18.30.12:7946]
+    key: 0123456789abcdef
+vips:
+  - name: web
+    address: 198.18.0.10
+    protocol: tcp
+    port: 80
+    backends:
+      - address: 198.18.30.101
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Node.Cluster
+	if cl == nil || cl.Replicas != DefaultClusterReplicas || cl.Shards != DefaultClusterShards || cl.Capacity != DefaultClusterCapacity {
+		t.Fatalf("defaults: %+v", cl)
+	}
+	if a := GossipAddr(netip.MustParseAddrPort(cl.Bind)); a.String() != "198.18.30.11:7947" {
+		t.Errorf("gossip address %v", a)
+	}
+	c, err = Parse([]byte(good))
+	if err != nil || c.Node.Cluster != nil {
+		t.Fatalf("without a cluster section: %v %+v", err, c.Node.Cluster)
+	}
+	// The IDs are pinned: every node of a cluster, whatever its version,
+	// must compute the same ones.
+	if id := ServiceID("web"); id != 0xb348 {
+		t.Errorf("ServiceID(web) = %#x", id)
+	}
+	if id := BackendID("web", "198.18.30.101"); id != BackendID("web", "198.18.30.101") || id == BackendID("web", "198.18.30.102") || id == BackendID("www", "198.18.30.101") {
+		t.Errorf("BackendID not a function of the VIP and address")
+	}
+	if BackendID("web", "2001:db8::1") != BackendID("web", "2001:DB8:0::1") {
+		t.Errorf("BackendID depends on the address's spelling")
 	}
 }

@@ -41,6 +41,7 @@ var RestartRules = []RestartRule{
 	{"node.source_v6", false, "the backends' tunnel templates are rebuilt"},
 	{"node.admin_addr", true, "the admin API listens from start"},
 	{"node.bgp", true, "the BGP speaker and its sessions are set up at start"},
+	{"node.cluster", true, "the cluster member is started with the node (and keeps the seed it started with)"},
 }
 
 // NeedsRestart returns nil if a running node with settings a can take b

@@ -28,6 +28,9 @@ var restartChanges = map[string]func(n *Node){
 	"bgp": func(n *Node) {
 		n.BGP = &BGP{ASN: 65001, RouterID: "198.18.0.1", ShutdownGrace: time.Second, Peers: []BGPPeer{{Address: "198.18.0.1", ASN: 65000}}}
 	},
+	"cluster": func(n *Node) {
+		n.Cluster = &Cluster{Bind: "198.18.30.11:7946", Key: "0123456789abcdef", Replicas: 2, Shards: 4096, Capacity: 1024}
+	},
 }
 
 func TestRestartRulesExhaustive(t *testing.T) {
@@ -51,7 +54,7 @@ func TestRestartRulesExhaustive(t *testing.T) {
 func TestNeedsRestart(t *testing.T) {
 	want := map[string]bool{ // the rules, written out a second time on purpose
 		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.workers": true,
-		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true,
+		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.cluster": true,
 		"node.gue_port": false, "node.seed": false, "node.mtu": false, "node.too_big": false,
 		"node.icmp_rate": false, "node.fragments": false, "node.source_v4": false, "node.source_v6": false,
 	}
