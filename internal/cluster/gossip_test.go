@@ -227,3 +227,42 @@ func TestStart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With JoinRetry a member whose peers are not up yet starts alone and joins
+// them once one answers; without it Start fails.
+func TestStartJoinRetry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("memberlist timers")
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	portA := uint16(20000 + rand.IntN(30000))
+	peerA := netip.AddrPortFrom(lo, portA+1).String() // A's gossip address, nobody there yet
+	setup := func(port uint16, peers []string, retry time.Duration) Setup {
+		return Setup{Bind: netip.AddrPortFrom(lo, port), Peers: peers, Key: []byte("retry key"), Shards: 64, Capacity: 1024, JoinRetry: retry}
+	}
+	if s, err := Start(setup(portA+10, []string{peerA}, 0)); err == nil {
+		s.Stop()
+		t.Fatal("started without any peer answering and no JoinRetry")
+	}
+	b, err := Start(setup(portA+10, []string{peerA}, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	time.Sleep(200 * time.Millisecond)
+	if m := b.Gossip.NumMembers(); m != 1 {
+		t.Fatalf("members before A starts = %d", m)
+	}
+	a, err := Start(setup(portA, nil, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for !(a.Ready() && b.Ready() && a.Stats().Members == 2 && b.Stats().Members == 2) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not joined: members %d %d", a.Stats().Members, b.Stats().Members)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

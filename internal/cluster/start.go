@@ -20,6 +20,11 @@ type Setup struct {
 	Shards     int            // default 4096
 	Capacity   int            // entries; default 1<<20
 	Log        io.Writer      // memberlist's log; default discarded
+	// JoinRetry, when positive, starts the node even if no peer answers
+	// (it starts a cluster of its own) and retries joining the peers this
+	// often until one answers or Stop: members started in any order find
+	// each other. Zero: Start fails when no peer answers.
+	JoinRetry time.Duration
 }
 
 // Started is a running node with its transport and membership.
@@ -48,7 +53,14 @@ func Start(s Setup) (*Started, error) {
 	if !gb.IsValid() {
 		gb = netip.AddrPortFrom(tr.LocalAddr().Addr(), tr.LocalAddr().Port()+1)
 	}
-	g, err := NewGossip(GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log})
+	gc := GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log}
+	g, err := NewGossip(gc)
+	retry := false
+	if err != nil && s.JoinRetry > 0 && len(s.Peers) > 0 {
+		gc.Peers = nil
+		g, err = NewGossip(gc)
+		retry = true
+	}
 	if err != nil {
 		tr.Close()
 		return nil, err
@@ -63,6 +75,9 @@ func Start(s Setup) (*Started, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &Started{Node: n, Gossip: g, tr: tr, cancel: cancel, done: make(chan error, 1)}
 	go func() { st.done <- n.Run(ctx) }()
+	if retry {
+		go st.rejoin(ctx, s.Peers, s.JoinRetry)
+	}
 	return st, nil
 }
 
@@ -80,4 +95,24 @@ func (s *Started) Stop() error {
 		err = cerr
 	}
 	return err
+}
+
+// rejoin retries joining peers every period until one answers (or another
+// member found this one) or ctx ends.
+func (s *Started) rejoin(ctx context.Context, peers []string, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.Gossip.NumMembers() > 1 {
+			return
+		}
+		if _, err := s.Gossip.ml.Join(peers); err == nil {
+			return
+		}
+	}
 }
