@@ -145,3 +145,27 @@ func TestFragmentShard(t *testing.T) {
 		t.Fatalf("IDs of one address pair spread over %d shards only", len(seen))
 	}
 }
+
+func TestChainsDigest(t *testing.T) {
+	m := func(s ...string) []netip.AddrPort {
+		var out []netip.AddrPort
+		for _, a := range s {
+			out = append(out, netip.MustParseAddrPort(a))
+		}
+		return out
+	}
+	a := ChainsDigest(1, 64, 2, m("10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946"))
+	if b := ChainsDigest(1, 64, 2, m("10.0.0.3:7946", "10.0.0.1:7946", "10.0.0.2:7946")); a != b {
+		t.Errorf("order changes the digest: %x %x", a, b)
+	}
+	for _, d := range []uint64{
+		ChainsDigest(2, 64, 2, m("10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946")),
+		ChainsDigest(1, 128, 2, m("10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946")),
+		ChainsDigest(1, 64, 3, m("10.0.0.1:7946", "10.0.0.2:7946", "10.0.0.3:7946")),
+		ChainsDigest(1, 64, 2, m("10.0.0.1:7946", "10.0.0.2:7946")),
+	} {
+		if d == a {
+			t.Errorf("different chains, same digest %x", d)
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/flow"
@@ -70,6 +71,7 @@ type Node struct {
 	announcer Announcer     // nil: none
 	grace     time.Duration // node.bgp.shutdown_grace (a restart rule: never changes)
 	refresh   time.Duration
+	clSetup   *cluster.Setup // node.cluster (a restart rule: never changes); nil: the node runs alone
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve
@@ -88,6 +90,7 @@ type state struct {
 	checkKeys   map[string]bool               // health checks currently set
 	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
 	draining    bool                          // node drain: every VIP withdrawn
+	cl          *cluster.Started              // the running cluster member; nil alone or while drained
 }
 
 // numStates is the number of health.State values (Unknown, Up, Down).
@@ -173,6 +176,14 @@ func New(o Options) (*Node, error) {
 		closeAll()
 		return nil, err
 	}
+	if n.clSetup, err = ClusterSetup(&o.Config.Node, o.Log); err != nil {
+		closeAll()
+		return nil, err
+	}
+	if err := n.startCluster(); err != nil {
+		closeAll()
+		return nil, err
+	}
 	go n.serve()
 	return n, nil
 }
@@ -253,6 +264,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Warn("next-hop watch", "err", werr)
 	}
 	<-announceDone
+	n.do(context.Background(), n.stopCluster) // leave the cluster gracefully
 	if announceErr != nil {
 		err = errors.Join(err, fmt.Errorf("bgp: %w", announceErr))
 	}
@@ -503,6 +515,11 @@ func (n *Node) setDraining(d bool) bool {
 	n.st.draining = d
 	n.log.Info("node drain", "draining", d)
 	n.announceSet()
+	if d {
+		n.stopCluster() // leave: the others re-form the chains without this node
+	} else if err := n.startCluster(); err != nil {
+		n.log.Error("cluster: rejoin after undrain", "err", err)
+	}
 	return true
 }
 

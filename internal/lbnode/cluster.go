@@ -1,0 +1,132 @@
+package lbnode
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/cluster"
+	"github.com/sluicelb/sluice/internal/config"
+)
+
+// The node's cluster member (node.cluster). The serve goroutine owns it
+// (state.cl): it is started with the node, stopped — a graceful leave, so
+// the others re-form their chains at once — when the node is drained or
+// shuts down, and started again when the node returns to service. Without
+// node.cluster the node runs alone.
+//
+// The cluster's numbers for VIPs and backends are config.ServiceID (a
+// hash of the VIP's name) and config.BackendID (a hash of the VIP's name
+// and the backend's address): the same on every node whatever the order of
+// their configurations.
+
+// clusterJoinRetry is how often a member whose peers do not answer retries
+// joining them.
+const clusterJoinRetry = 500 * time.Millisecond
+
+// ClusterSetup returns the cluster.Setup of a node configuration, or nil
+// without node.cluster. The memberlist address of a member is its bind
+// address with port + 1 (config.GossipAddr), for itself and its peers.
+func ClusterSetup(n *config.Node, log *slog.Logger) (*cluster.Setup, error) {
+	c := n.Cluster
+	if c == nil {
+		return nil, nil
+	}
+	bind, err := netip.ParseAddrPort(c.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("node.cluster.bind: %w", err)
+	}
+	s := &cluster.Setup{
+		Bind: bind, GossipBind: config.GossipAddr(bind), Key: []byte(c.Key), Seed: n.Seed,
+		Replicas: c.Replicas, Shards: c.Shards, Capacity: c.Capacity, JoinRetry: clusterJoinRetry,
+	}
+	for _, p := range c.Peers {
+		a, err := netip.ParseAddrPort(p)
+		if err != nil {
+			return nil, fmt.Errorf("node.cluster.peers: %w", err)
+		}
+		s.Peers = append(s.Peers, config.GossipAddr(a).String())
+	}
+	if log != nil {
+		s.Log = logWriter{log}
+	}
+	return s, nil
+}
+
+// logWriter turns memberlist's log lines into debug records.
+type logWriter struct{ log *slog.Logger }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	w.log.Debug("cluster membership", "msg", string(bytes.TrimSpace(b)))
+	return len(b), nil
+}
+
+// startCluster starts the member if the node has one and it is not
+// running. It runs on serve (or in New, before serve starts).
+func (n *Node) startCluster() error {
+	if n.clSetup == nil || n.st.cl != nil {
+		return nil
+	}
+	cl, err := cluster.Start(*n.clSetup)
+	if err != nil {
+		return fmt.Errorf("node.cluster: %w", err)
+	}
+	n.st.cl = cl
+	n.log.Info("cluster: started", "bind", n.clSetup.Bind, "peers", n.clSetup.Peers, "replicas", n.clSetup.Replicas, "shards", n.clSetup.Shards)
+	return nil
+}
+
+// stopCluster leaves the cluster gracefully and stops the member. It runs
+// on serve.
+func (n *Node) stopCluster() {
+	if n.st.cl == nil {
+		return
+	}
+	if err := n.st.cl.Stop(); err != nil {
+		n.log.Warn("cluster: stop", "err", err)
+	}
+	n.st.cl = nil
+	n.log.Info("cluster: left")
+}
+
+// ClusterStatus returns the state of the node's cluster member; ok is
+// false when the node runs alone (no node.cluster). While the node is
+// drained the member has left the cluster (Running false).
+func (n *Node) ClusterStatus() (st cluster.MemberStatus, ok bool) {
+	if n.clSetup == nil {
+		return st, false
+	}
+	var cl *cluster.Started
+	var cfg *config.Config
+	if n.do(context.Background(), func() { cl, cfg = n.st.cl, n.st.cfg }) != nil {
+		cl = nil
+	}
+	s := n.clSetup
+	st = cluster.MemberStatus{Seed: s.Seed, Shards: s.Shards, Replicas: s.Replicas, Services: map[uint16]string{}}
+	if s.Shards == 0 {
+		st.Shards = cluster.DefaultShards
+	}
+	if s.Replicas == 0 {
+		st.Replicas = cluster.DefaultReplicas
+	}
+	st.Configured = append(st.Configured, s.Bind)
+	if cfg != nil && cfg.Node.Cluster != nil {
+		for _, p := range cfg.Node.Cluster.Peers {
+			if a, err := netip.ParseAddrPort(p); err == nil {
+				st.Configured = append(st.Configured, a)
+			}
+		}
+	}
+	if cfg != nil {
+		for _, v := range cfg.VIPs {
+			st.Services[config.ServiceID(v.Name)] = v.Name
+		}
+	}
+	if cl != nil {
+		st.Report, st.Running = cl.Report()
+	}
+	return st, true
+}
