@@ -56,7 +56,7 @@ var (
 
 // Descs returns the descriptions of every metric the collector exports.
 func Descs() []*prometheus.Desc {
-	return []*prometheus.Desc{
+	return append([]*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
 		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
@@ -65,7 +65,7 @@ func Descs() []*prometheus.Desc {
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
-	}
+	}, clusterDescs...)
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -165,6 +165,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBEHealthTr, b.Up, b.VIP, b.Backend, "up")
 		counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
 	}
+	c.collectCluster(ch)
 }
 
 func b2f(b bool) float64 {

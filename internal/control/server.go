@@ -35,6 +35,7 @@ type Node interface {
 	Viewer
 	FlowFinder
 	Drainer
+	ClusterReporter
 }
 
 // Configurer holds the running configuration.

@@ -182,6 +182,7 @@ func Handler(s *control.Server) http.Handler {
 		edit(w, res, err)
 	})
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.NodeStatus()) })
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.ClusterStatus()) })
 	drain := func(d bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			st, err := s.DrainNode(d)

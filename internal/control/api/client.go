@@ -163,6 +163,12 @@ func (c *Client) Node(ctx context.Context) (st control.NodeStatus, err error) {
 	return st, err
 }
 
+// Cluster returns the node's cluster state (Enabled false: it runs alone).
+func (c *Client) Cluster(ctx context.Context) (st control.ClusterStatus, err error) {
+	_, err = c.do(ctx, http.MethodGet, "/v1/cluster", nil, &st)
+	return st, err
+}
+
 // DrainNode drains the node (true) or returns it to service (false).
 func (c *Client) DrainNode(ctx context.Context, drain bool) (st control.NodeStatus, err error) {
 	m := http.MethodPut

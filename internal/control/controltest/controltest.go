@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 
@@ -60,6 +61,18 @@ type Node struct {
 	Drained bool
 	// PeerList is returned by Peers.
 	PeerList []announce.PeerStatus
+	// Cluster is returned by ClusterStatus; nil: the node runs alone.
+	Cluster *cluster.MemberStatus
+}
+
+// ClusterStatus returns *Cluster, or ok false when it is nil.
+func (n *Node) ClusterStatus() (cluster.MemberStatus, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.Cluster == nil {
+		return cluster.MemberStatus{}, false
+	}
+	return *n.Cluster, true
 }
 
 // Health returns HealthStates.
