@@ -82,6 +82,10 @@ type Options struct {
 	// Node is added to every LB node's node section: YAML lines indented
 	// by two spaces ("  too_big: drop\n").
 	Node string
+	// Cluster makes the LB nodes one cluster (node.cluster): each binds
+	// its service-segment address (ClusterBind), its peers are the other
+	// LB nodes, the key is ClusterKey.
+	Cluster bool
 }
 
 // Scenario is a running lab with its processes.
@@ -260,6 +264,7 @@ func (s *Scenario) ConfigFor(i int) string {
 	}
 	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
 	b.WriteString(s.Opts.Node)
+	s.clusterConfig(&b, i)
 	if s.Opts.BGP {
 		n := s.Lab.LBs[i]
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n    router_id: %s\n    next_hop_v6: %q\n    shutdown_grace: 1s\n", lab.LBASN, n.Addr4, n.Addr6)

@@ -1,0 +1,34 @@
+package scenario
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/lab"
+)
+
+// With Options.Cluster every LB node's configuration has a cluster section
+// binding its service-segment address with the other LB nodes as peers;
+// without it, none.
+func TestConfigCluster(t *testing.T) {
+	l := &lab.Lab{}
+	for i := 1; i <= 3; i++ {
+		l.LBs = append(l.LBs, &lab.Node{Index: i, Addr4: netip.AddrFrom4([4]byte{198, 18, 30, byte(10 + i)}), Addr6: netip.MustParseAddr("2001:db8:30::11")})
+	}
+	l.Backends = []*lab.Node{{Index: 1, Addr4: netip.MustParseAddr("198.18.30.101"), Addr6: netip.MustParseAddr("2001:db8:30::101")}}
+	s := &Scenario{Lab: l, Opts: Options{IO: "afpacket", XDPMode: "auto", VIP4: netip.MustParseAddr("198.18.0.10"), VIP6: netip.MustParseAddr("2001:db8::10")}}
+	c, err := config.Parse([]byte(s.ConfigFor(1)))
+	if err != nil || c.Node.Cluster != nil {
+		t.Fatalf("without Cluster: %v %+v", err, c.Node.Cluster)
+	}
+	s.Opts.Cluster = true
+	c, err = config.Parse([]byte(s.ConfigFor(1)))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.ConfigFor(1))
+	}
+	cl := c.Node.Cluster
+	if cl == nil || cl.Bind != "198.18.30.12:7946" || len(cl.Peers) != 2 || cl.Peers[0] != "198.18.30.11:7946" || cl.Peers[1] != "198.18.30.13:7946" || cl.Key != ClusterKey {
+		t.Fatalf("cluster %+v", cl)
+	}
+}
