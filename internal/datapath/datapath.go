@@ -22,6 +22,11 @@ type Config struct {
 	// held fragments); shared by the workers. nil: such packets are
 	// dropped (too_big) and later fragments are not held.
 	Spill link.Spill
+	// PublishQueue, when positive, gives every worker a bounded queue of
+	// this many records of the new flows of services that publish them
+	// (pipeline.Service.Publish), drained by the node server
+	// (Datapath.PublishQueues). 0: no queues, nothing is published.
+	PublishQueue int
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -29,6 +34,7 @@ type Datapath struct {
 	gen     atomic.Pointer[pipeline.Generation]
 	workers []*Worker
 	clock   *flow.Clock
+	publish []*pipeline.PublishQueue // one per worker with Config.PublishQueue
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -50,7 +56,12 @@ func New(c Config) (*Datapath, error) {
 	}
 	d := &Datapath{clock: flow.NewClock()}
 	for _, l := range c.Links {
-		d.workers = append(d.workers, newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts), c.Spill))
+		w := newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts), c.Spill)
+		if c.PublishQueue > 0 {
+			w.ctx.Publish = pipeline.NewPublishQueue(c.PublishQueue)
+			d.publish = append(d.publish, w.ctx.Publish)
+		}
+		d.workers = append(d.workers, w)
 	}
 	return d, nil
 }
@@ -60,6 +71,10 @@ func (d *Datapath) Apply(g *pipeline.Generation) { d.gen.Store(g) }
 
 // Generation returns the current generation.
 func (d *Datapath) Generation() *pipeline.Generation { return d.gen.Load() }
+
+// PublishQueues returns the workers' publish queues (Config.PublishQueue),
+// one per worker, for a single consumer; none without them.
+func (d *Datapath) PublishQueues() []*pipeline.PublishQueue { return d.publish }
 
 // Workers returns the workers, one per link.
 func (d *Datapath) Workers() []*Worker { return d.workers }

@@ -18,6 +18,9 @@ type Real struct {
 	Service  int             // index of the service in Generation.Services
 	Weight   uint32          // 0: draining, receives no new flows
 	Template *encap.Template // nil while the next hop is unresolved: packets are dropped (no_next_hop)
+	// ClusterID is the backend's number in the cluster's entries
+	// (BackendSpec.ClusterID).
+	ClusterID uint32
 }
 
 // Service is a virtual IP with a protocol and a port or port range.
@@ -31,8 +34,13 @@ type Service struct {
 	SecondChance bool  // mid-flow packets without an entry carry [owner, previous owner]
 	Stateless    bool  // no flow entries: every packet goes to its slot's owner
 	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
-	Table        *maglev.Table
-	Reals        []*Real // indexed like Table.Backends()
+	// Publish queues every new flow of the service on the worker's
+	// PublishQueue (Context.Publish), as ClusterID and the backend's
+	// Real.ClusterID: the node server inserts it into its owner chain.
+	Publish   bool
+	ClusterID uint16
+	Table     *maglev.Table
+	Reals     []*Real // indexed like Table.Backends()
 }
 
 // Generation is one immutable configuration of the datapath.
@@ -152,6 +160,10 @@ type ServiceSpec struct {
 	// 4-tuple routing. UDP only; such a service keeps no flow entries.
 	QUIC     *quiclb.Codec
 	Backends []BackendSpec
+	// Publish: every new flow entry is queued for the cluster (affinity
+	// always) with ClusterID and the backend's BackendSpec.ClusterID.
+	Publish   bool
+	ClusterID uint16
 }
 
 // BackendSpec describes one backend of a service.
@@ -172,6 +184,9 @@ type BackendSpec struct {
 	// codec's server ID length and unique in the service when the service
 	// has a QUIC codec; ignored otherwise.
 	ServerID quiclb.ServerID
+	// ClusterID is the backend's number in the cluster (the same on every
+	// node); used by services that publish their flows.
+	ClusterID uint32
 }
 
 // BackendState is where a backend is in its life cycle. Both tables are
@@ -290,6 +305,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		svc := &Service{
 			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
 			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless,
+			Publish: ss.Publish && !ss.Stateless && ss.QUIC == nil, ClusterID: ss.ClusterID,
 		}
 		if lo == hi && lo != 0 {
 			svc.PortLo, svc.PortHi = lo, lo
@@ -335,7 +351,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			ids[rk] = id
 			cur, prev := bs.weights()
 			inFlight = inFlight || bs.State != BackendActive
-			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl}
+			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, ClusterID: bs.ClusterID}
 			byName[name] = r
 			if bs.State != BackendDraining {
 				// A draining backend is absent from the current table (not

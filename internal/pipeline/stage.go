@@ -99,6 +99,9 @@ type Context struct {
 	// CanSpill says the worker can send Spill packets (it has a
 	// link.Spill); without it they are dropped as ReasonTooBig.
 	CanSpill bool
+	// Publish receives the new flows of services that publish them
+	// (Service.Publish); nil: none are queued.
+	Publish *PublishQueue
 
 	icmp TokenBucket // ICMP "too big" answers
 }

@@ -165,6 +165,9 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		e.Backend = p.Real.ID
 		e.Gen = c.Gen.ID
 		e.Observe(flags, c.Now)
+		if !found && svc.Publish && c.Publish != nil {
+			c.Publish.Push(&Publish{Key: p.Key, Service: svc.ClusterID, Backend: p.Real.ClusterID})
+		}
 	}
 }
 
