@@ -166,6 +166,10 @@ const (
 	// Maglev owner of its slot, so a change of the backend set moves the
 	// flows of the changed slots.
 	AffinityStateless = "stateless"
+	// AffinityAlways inserts every new flow into its owner chain in the
+	// cluster (node.cluster required), so that any member can later learn
+	// the flow's backend.
+	AffinityAlways = "always"
 )
 
 // EffectiveWeight is the weight the Maglev table uses: 0 while draining.
@@ -436,10 +440,15 @@ func (c *Config) Validate() error {
 		}
 		switch v.Affinity {
 		case AffinityOnChange, AffinityStateless:
-		case "always":
-			bad(p+".affinity", v.Affinity, "is not available: flow state is not replicated between nodes; use on-change or stateless")
+		case AffinityAlways:
+			if n.Cluster == nil {
+				bad(p+".affinity", v.Affinity, "needs node.cluster (every new flow is inserted into its owner chain in the cluster)")
+			}
+			if v.QUIC != nil {
+				bad(p+".affinity", v.Affinity, "is not available for a QUIC VIP (it routes by connection ID and keeps no flow entries)")
+			}
 		default:
-			bad(p+".affinity", fmt.Sprintf("%q", v.Affinity), "is not on-change or stateless")
+			bad(p+".affinity", fmt.Sprintf("%q", v.Affinity), "is not on-change, stateless or always")
 		}
 		if v.SecondChance && v.Encap != "gue" {
 			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")

@@ -196,7 +196,7 @@ func TestStateAndAffinityDefaults(t *testing.T) {
 }
 
 func TestClusterSection(t *testing.T) {
-	c, err := Parse([]byte(`node:
+	doc := `node:
   interfaces: [eth0]
   cluster:
     bind: 198.18.30.11:7946
@@ -209,7 +209,8 @@ vips:
     port: 80
     backends:
       - address: 198.18.30.101
-`))
+`
+	c, err := Parse([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +220,9 @@ vips:
 	}
 	if a := GossipAddr(netip.MustParseAddrPort(cl.Bind)); a.String() != "198.18.30.11:7947" {
 		t.Errorf("gossip address %v", a)
+	}
+	if _, err := Parse([]byte(strings.Replace(doc, "    port: 80\n", "    port: 80\n    affinity: always\n", 1))); err != nil {
+		t.Errorf("affinity always with node.cluster: %v", err)
 	}
 	c, err = Parse([]byte(good))
 	if err != nil || c.Node.Cluster != nil {

@@ -51,7 +51,11 @@ type ClusterStatus struct {
 	ByVIP    map[string]int `json:"entries_by_vip"`
 	// Drops counts datagrams dropped by the protocol, by reason.
 	Drops map[string]uint64 `json:"drops"`
-	Stats cluster.Stats     `json:"stats"`
+	// Publish counts the new flows of affinity-always VIPs: submitted to
+	// the member, rejected (no running member or its queue full), dropped
+	// by the workers (their queue full).
+	Publish ClusterPublish `json:"publish"`
+	Stats   cluster.Stats  `json:"stats"`
 }
 
 // ClusterMember is one member: configured (this node and its peers)
@@ -61,6 +65,13 @@ type ClusterMember struct {
 	State      string `json:"state"` // alive (in the view) or down
 	Configured bool   `json:"configured"`
 	Self       bool   `json:"self,omitempty"`
+}
+
+// ClusterPublish counts the publish path's records.
+type ClusterPublish struct {
+	Submitted uint64 `json:"submitted"`
+	Rejected  uint64 `json:"rejected"`
+	Dropped   uint64 `json:"dropped"`
 }
 
 // ClusterSync is a member's sync progress.
@@ -88,6 +99,7 @@ func (s *Server) ClusterStatus() ClusterStatus {
 			NoSource: r.Stats.SyncNoSource, EntriesIn: r.Stats.SyncEntriesIn, EntriesOut: r.Stats.SyncEntriesOut},
 		Drops: map[string]uint64{"auth": r.Stats.DropAuth, "replay": r.Stats.DropReplay,
 			"not_member": r.Stats.DropNotMember, "malformed": r.Stats.DropMalformed},
+		Publish: ClusterPublish{Submitted: ms.Published, Rejected: ms.PublishRejected, Dropped: ms.PublishDropped},
 	}
 	if len(ms.Configured) > 0 {
 		st.Self = ms.Configured[0].String()
@@ -134,11 +146,12 @@ var (
 	descClDrops    = desc("cluster_protocol_drops_total", "Cluster datagrams dropped, by reason (auth, replay, not_member, malformed).", "reason")
 	descClRequests = desc("cluster_requests_total", "Requests submitted to the member by this node, by outcome (answered, timeout, rejected).", "outcome")
 	descClViews    = desc("cluster_views_total", "Membership views the member applied.")
+	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, rejected (no running member or its queue full), dropped (a worker's publish queue full).", "outcome")
 )
 
 var clusterDescs = []*prometheus.Desc{
 	descClRunning, descClReady, descClMembers, descClShards, descClEntries, descClCap, descClByVIP,
-	descClSyncPend, descClSynced, descClNoSource, descClSyncEnt, descClDrops, descClRequests, descClViews,
+	descClSyncPend, descClSynced, descClNoSource, descClSyncEnt, descClDrops, descClRequests, descClViews, descClPublish,
 }
 
 // collectCluster sends the cluster metrics; none when the node runs alone.
@@ -176,4 +189,7 @@ func (c collector) collectCluster(ch chan<- prometheus.Metric) {
 	counter(descClRequests, st.Stats.Timeouts, "timeout")
 	counter(descClRequests, st.Stats.Rejected, "rejected")
 	counter(descClViews, st.Stats.Views)
+	counter(descClPublish, st.Publish.Submitted, "submitted")
+	counter(descClPublish, st.Publish.Rejected, "rejected")
+	counter(descClPublish, st.Publish.Dropped, "dropped")
 }

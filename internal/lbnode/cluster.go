@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
 // The node's cluster member (node.cluster). The serve goroutine owns it
@@ -75,6 +76,7 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("node.cluster: %w", err)
 	}
 	n.st.cl = cl
+	n.clNode.Store(cl.Node)
 	n.log.Info("cluster: started", "bind", n.clSetup.Bind, "peers", n.clSetup.Peers, "replicas", n.clSetup.Replicas, "shards", n.clSetup.Shards)
 	return nil
 }
@@ -85,6 +87,7 @@ func (n *Node) stopCluster() {
 	if n.st.cl == nil {
 		return
 	}
+	n.clNode.Store(nil)
 	if err := n.st.cl.Stop(); err != nil {
 		n.log.Warn("cluster: stop", "err", err)
 	}
@@ -128,5 +131,72 @@ func (n *Node) ClusterStatus() (st cluster.MemberStatus, ok bool) {
 	if cl != nil {
 		st.Report, st.Running = cl.Report()
 	}
+	st.Published, st.PublishRejected, st.PublishDropped = n.publishCounts()
 	return st, true
+}
+
+// publishQueue is each worker's publish queue (records of new flows of
+// affinity-always VIPs) with node.cluster.
+const publishQueue = 4096
+
+// publishEvery is how often the publisher drains the workers' queues.
+const publishEvery = time.Millisecond
+
+// clusterSpec gives s (VIP v's service) its cluster numbers and, for an
+// affinity-always VIP on a node with a cluster, makes it publish its new
+// flows. It runs on serve, as part of spec.
+func (n *Node) clusterSpec(v *config.VIP, s *pipeline.ServiceSpec) {
+	if n.clSetup == nil {
+		return
+	}
+	s.ClusterID = config.ServiceID(v.Name)
+	s.Publish = v.Affinity == config.AffinityAlways
+	for i := range s.Backends {
+		s.Backends[i].ClusterID = config.BackendID(v.Name, s.Backends[i].Tunnel.Dst.String())
+	}
+}
+
+// publishFlows drains the workers' publish queues into the running cluster
+// member every publishEvery until ctx ends. It never blocks the workers:
+// they drop and count what does not fit their queue.
+func (n *Node) publishFlows(ctx context.Context) {
+	t := time.NewTicker(publishEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			n.drainPublished()
+			return
+		case <-t.C:
+			n.drainPublished()
+		}
+	}
+}
+
+// drainPublished submits every queued record to the cluster member as an
+// OpPublish (insert at the head of the flow's chain; the first insert of a
+// flow wins). Records that find no running member or a full request queue
+// are counted as rejected. Only the publisher calls it.
+func (n *Node) drainPublished() {
+	cl := n.clNode.Load()
+	for _, q := range n.dp.PublishQueues() {
+		q.Drain(func(p *pipeline.Publish) {
+			if cl != nil && cl.Submit(cluster.Request{Op: cluster.OpPublish, Key: p.Key, Value: cluster.Value{Service: p.Service, Backend: p.Backend}}) {
+				n.pubSubmitted.Add(1)
+			} else {
+				n.pubRejected.Add(1)
+			}
+		})
+	}
+}
+
+// publishCounts returns the publish path's counters: records submitted to
+// the cluster, rejected (no running member, or its queue full), and
+// dropped by the workers (their queue full).
+func (n *Node) publishCounts() (submitted, rejected, dropped uint64) {
+	for _, q := range n.dp.PublishQueues() {
+		_, d := q.Counts()
+		dropped += d
+	}
+	return n.pubSubmitted.Load(), n.pubRejected.Load(), dropped
 }

@@ -3,11 +3,23 @@ package lbnode
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/pipeline"
+	"github.com/sluicelb/sluice/internal/sim"
 )
 
 func clusterDoc(bind string, peers ...string) string {
@@ -111,4 +123,129 @@ func TestClusterDrainLeavesAndRejoins(t *testing.T) {
 		st, _ := nb.ClusterStatus()
 		return members(na) == 2 && members(nb) == 2 && st.Report.Ready
 	})
+}
+
+// The publish path: new flows of an affinity-always VIP go from the worker's
+// publish queue, through the node's publisher, to the head of their owner
+// chain, and every chain member holds them (here three members over the
+// in-memory transport, R = 2: the third member must not).
+func TestPublishAlwaysReachesTheChain(t *testing.T) {
+	cfg := mustParse(t, clusterDoc("10.0.0.1:7946")+`
+  - {name: always, address: 198.18.0.12, protocol: tcp, port: 80, affinity: always,
+     backends: [{address: 198.18.30.101}, {address: 198.18.30.102}, {address: 198.18.30.103}]}
+`)
+	const seed, shards, replicas = 7, 256, 2
+	l := mem.New(mem.Config{})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{l}, FlowCapacity: 1024, PublishQueue: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{log: slog.New(slog.DiscardHandler), dp: dp,
+		ops: make(chan op), quit: make(chan struct{}), stopped: make(chan struct{}),
+		st: state{cfg: cfg, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{},
+			checkKeys: map[string]bool{}, transitions: map[string]*[numStates]uint64{}}}
+	if n.clSetup, err = ClusterSetup(&cfg.Node, nil); err != nil {
+		t.Fatal(err)
+	}
+	n.checks = health.NewChecker(n.healthChanged)
+	n.setChecks()
+	if err := n.rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svcs := dp.Generation().Services
+	if !svcs[2].Publish || svcs[0].Publish || svcs[2].ClusterID != config.ServiceID("always") {
+		t.Fatalf("publish flags %v %v, id %#x", svcs[0].Publish, svcs[2].Publish, svcs[2].ClusterID)
+	}
+
+	// Three cluster members over the in-memory transport.
+	auth, _ := cluster.Keys([]byte(cfg.Node.Cluster.Key))
+	network, members := cluster.NewMemNetwork(1024), cluster.NewMemMembership()
+	ctx, cancel := context.WithCancel(context.Background())
+	var nodes []*cluster.Node
+	var addrs []netip.AddrPort
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for i := 1; i <= 3; i++ {
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 7946)
+		tr, _ := network.Listen(addr)
+		cn, err := cluster.New(cluster.Config{Transport: tr, Membership: members.Join(addr), AuthKey: auth, Seed: seed, Replicas: replicas, Shards: shards, Capacity: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); cn.Run(ctx) }()
+		nodes, addrs = append(nodes, cn), append(addrs, addr)
+	}
+	for _, cn := range nodes {
+		for !cn.Ready() || cn.Stats().Members != 3 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// Without a running member the records are counted as rejected.
+	vip := netip.MustParseAddrPort("198.18.0.12:80")
+	clients := sim.Clients{Prefix: netip.MustParsePrefix("198.18.128.0/17")}
+	send := func(from, to uint32) {
+		for i := from; i < to; i++ {
+			f := sim.Frame{Src: clients.FlowSrc(i), Dst: vip, Proto: 6, TCPFlags: sim.SYN}
+			b := make([]byte, f.Len())
+			f.Encode(b)
+			l.Inject(b)
+			if _, err := dp.Workers()[0].Poll(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(0, 5)
+	n.drainPublished()
+	if sub, rej, drop := n.publishCounts(); sub != 0 || rej != 5 || drop != 0 {
+		t.Fatalf("without a member: submitted %d rejected %d dropped %d", sub, rej, drop)
+	}
+
+	n.clNode.Store(nodes[0])
+	const flows = 40
+	send(100, 100+flows)
+	n.drainPublished()
+	if sub, _, _ := n.publishCounts(); sub != flows {
+		t.Fatalf("submitted %d of %d new flows", sub, flows)
+	}
+	chains := cluster.NewChains(seed, shards, replicas, addrs)
+	backends := map[uint32]bool{}
+	for _, b := range []string{"198.18.30.101", "198.18.30.102", "198.18.30.103"} {
+		backends[config.BackendID("always", b)] = true
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i := uint32(100); i < 100+flows; i++ {
+		k := flow.MakeKey(6, clients.FlowSrc(i), vip)
+		chain := chains.ChainAddrs(nil, cluster.ShardOf(&k, seed, shards))
+		for m, cn := range nodes {
+			inChain := slices.Contains(chain, addrs[m])
+			for {
+				var v cluster.Value
+				var ok bool
+				cn.Inspect(func(tb *cluster.Table) { v, ok = tb.Get(&k) })
+				if ok != inChain && inChain && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				if ok != inChain {
+					t.Fatalf("flow %d: member %v holds it: %v, in its chain %v: %v", i, addrs[m], ok, chain, inChain)
+				}
+				if ok && (v.Service != config.ServiceID("always") || !backends[v.Backend]) {
+					t.Fatalf("flow %d on %v: %+v", i, addrs[m], v)
+				}
+				break
+			}
+		}
+	}
+	// A flow's later packets publish nothing more.
+	f := sim.Frame{Src: clients.FlowSrc(100), Dst: vip, Proto: 6, TCPFlags: sim.ACK}
+	b := make([]byte, f.Len())
+	f.Encode(b)
+	l.Inject(b)
+	dp.Workers()[0].Poll()
+	n.drainPublished()
+	if sub, _, _ := n.publishCounts(); sub != flows {
+		t.Fatalf("a mid-flow packet was published: %d", sub)
+	}
 }

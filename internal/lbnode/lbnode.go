@@ -24,6 +24,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/announce"
@@ -72,6 +73,11 @@ type Node struct {
 	grace     time.Duration // node.bgp.shutdown_grace (a restart rule: never changes)
 	refresh   time.Duration
 	clSetup   *cluster.Setup // node.cluster (a restart rule: never changes); nil: the node runs alone
+
+	// The publish path: serve stores the running member (nil alone or
+	// while drained); the publisher reads it and counts.
+	clNode                    atomic.Pointer[cluster.Node]
+	pubSubmitted, pubRejected atomic.Uint64
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve
@@ -165,7 +171,15 @@ func New(o Options) (*Node, error) {
 			n.links = append(n.links, l)
 		}
 	}
-	n.dp, err = datapath.New(datapath.Config{Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill})
+	if n.clSetup, err = ClusterSetup(&o.Config.Node, o.Log); err != nil {
+		closeAll()
+		return nil, err
+	}
+	dpc := datapath.Config{Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill}
+	if n.clSetup != nil {
+		dpc.PublishQueue = publishQueue
+	}
+	n.dp, err = datapath.New(dpc)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -173,10 +187,6 @@ func New(o Options) (*Node, error) {
 	n.checks = health.NewChecker(n.healthChanged)
 	n.setChecks()
 	if err := n.rebuild(context.Background()); err != nil {
-		closeAll()
-		return nil, err
-	}
-	if n.clSetup, err = ClusterSetup(&o.Config.Node, o.Log); err != nil {
 		closeAll()
 		return nil, err
 	}
@@ -255,6 +265,12 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		})
 	}()
+	publishDone := make(chan struct{})
+	if len(n.dp.PublishQueues()) > 0 {
+		go func() { defer close(publishDone); n.publishFlows(dpCtx) }()
+	} else {
+		close(publishDone)
+	}
 	if cfg := n.Config(); cfg != nil {
 		n.log.Info("forwarding", "vips", len(cfg.VIPs), "interfaces", cfg.Node.Interfaces)
 	}
@@ -264,6 +280,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Warn("next-hop watch", "err", werr)
 	}
 	<-announceDone
+	<-publishDone
 	n.do(context.Background(), n.stopCluster) // leave the cluster gracefully
 	if announceErr != nil {
 		err = errors.Join(err, fmt.Errorf("bgp: %w", announceErr))

@@ -130,6 +130,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)
 		}
+		n.clusterSpec(&v, &s)
 		spec.Services = append(spec.Services, s)
 	}
 	return spec, hops
