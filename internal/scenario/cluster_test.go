@@ -31,4 +31,8 @@ func TestConfigCluster(t *testing.T) {
 	if cl == nil || cl.Bind != "198.18.30.12:7946" || len(cl.Peers) != 2 || cl.Peers[0] != "198.18.30.11:7946" || cl.Peers[1] != "198.18.30.13:7946" || cl.Key != ClusterKey {
 		t.Fatalf("cluster %+v", cl)
 	}
+	s.Opts.Affinity = config.AffinityAlways
+	if c, err = config.Parse([]byte(s.ConfigFor(0))); err != nil || c.VIPs[0].Affinity != config.AffinityAlways {
+		t.Fatalf("affinity always: %v", err)
+	}
 }

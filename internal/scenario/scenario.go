@@ -86,6 +86,9 @@ type Options struct {
 	// its service-segment address (ClusterBind), its peers are the other
 	// LB nodes, the key is ClusterKey.
 	Cluster bool
+	// Affinity, when set, is the affinity of the HTTP and UDP services
+	// (always needs Cluster).
+	Affinity string
 }
 
 // Scenario is a running lab with its processes.
@@ -292,6 +295,9 @@ func (s *Scenario) ConfigFor(i int) string {
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
 		stream := svc.name == "stream4"
+		if s.Opts.Affinity != "" && !stream {
+			fmt.Fprintf(&b, "    affinity: %s\n", s.Opts.Affinity)
+		}
 		if stream && s.Opts.SecondChance {
 			b.WriteString("    second_chance: true\n    drain_period: 1h\n")
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
@@ -62,7 +63,7 @@ func waitCluster(t *testing.T, s *scenario.Scenario, timeout time.Duration, aliv
 // and serves, and the chains are those of before. Control: a node started
 // without node.cluster runs alone.
 func TestE2EClusterMembership(t *testing.T) {
-	s := start(t, scenario.Options{IO: "afpacket", LBs: 3, Cluster: true})
+	s := start(t, scenario.Options{IO: "afpacket", LBs: 3, Cluster: true, Affinity: config.AffinityAlways})
 	sts, formed := waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
 	full := sts[0].Digest
 	heads, tails := 0, 0
@@ -83,6 +84,17 @@ func TestE2EClusterMembership(t *testing.T) {
 	}
 	t.Logf("3 LB nodes formed the cluster in %v (chains digest %s; heads %d/%d/%d)", formed.Round(time.Millisecond), full, sts[0].Heads, sts[1].Heads, sts[2].Heads)
 
+	// affinity always: every new connection is published by the LB node
+	// ECMP gave it to, and its entry is on both members of its chain.
+	if _, err := s.Curl(t.Context(), s.Opts.VIP4, 30); err != nil {
+		t.Fatal(err)
+	}
+	flows := waitReplicated(t, s, 2, 0, 1, 2)
+	if flows < 30 {
+		t.Fatalf("%d flows published, want at least the 30 connections", flows)
+	}
+	t.Logf("affinity always: %d flows published, each on both members of its chain", flows)
+
 	// SIGKILL lb3: no graceful leave, the failure detector must see it.
 	killed := time.Now()
 	if err := s.Signal(2, syscall.SIGKILL); err != nil {
@@ -102,6 +114,13 @@ func TestE2EClusterMembership(t *testing.T) {
 		}
 	}
 	t.Logf("SIGKILL of lb3: out of both survivors' views after %v (chains digest %s)", detect.Round(time.Millisecond), sts[0].Digest)
+	// The chains that held lb3 re-formed and synced: both survivors hold
+	// every flow.
+	var held int
+	for _, st := range sts {
+		held += st.Entries
+	}
+	waitEntries(t, s, 2*flows, 0, 1)
 
 	// Restart: it rejoins, syncs its shards, then serves.
 	restarted := time.Now()
@@ -117,10 +136,15 @@ func TestE2EClusterMembership(t *testing.T) {
 		t.Errorf("the restarted node shows no completed sync: %+v", st.Sync)
 	}
 	t.Logf("lb3 restarted: rejoined, synced %d shards and ready after %v (process start included)", sts[2].Sync.Shards, rejoin.Round(time.Millisecond))
+	waitEntries(t, s, 2*flows, 0, 1, 2)
+	if sts, err := clusterStatuses(t.Context(), s, 2); err != nil || sts[0].Sync.EntriesIn == 0 {
+		t.Errorf("the restarted node pulled no entries: %v %+v", err, sts)
+	}
+	t.Logf("every flow on 2 members after the kill (the survivors held %d entries when they saw it) and after the rejoin", held)
 
 	// Control: lb3 restarted without node.cluster runs alone, and the
 	// others see it gone.
-	s.Opts.Cluster = false
+	s.Opts.Cluster, s.Opts.Affinity = false, "" // always needs a cluster
 	if err := s.RestartLB(t.Context(), 2, "afpacket"); err != nil {
 		t.Fatal(err)
 	}
@@ -143,4 +167,46 @@ func TestE2EClusterMembership(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitCluster(t, s, 5*time.Second, 2, 0, 1)
+}
+
+// waitReplicated waits until the entries on the LB nodes lbs are replicas
+// times the flows they published, and returns the flows.
+func waitReplicated(t *testing.T, s *scenario.Scenario, replicas int, lbs ...int) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sts, err := clusterStatuses(t.Context(), s, lbs...)
+		var pub, entries int
+		for _, st := range sts {
+			pub += int(st.Publish.Submitted)
+			entries += st.Entries
+		}
+		if err == nil && pub > 0 && entries == replicas*pub {
+			return pub
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("published %d flows, %d entries, want %d x (%v): %+v", pub, entries, replicas, err, sts)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitEntries waits until the LB nodes lbs hold want entries in all.
+func waitEntries(t *testing.T, s *scenario.Scenario, want int, lbs ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sts, err := clusterStatuses(t.Context(), s, lbs...)
+		entries := 0
+		for _, st := range sts {
+			entries += st.Entries
+		}
+		if err == nil && entries == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("LB nodes %v hold %d entries, want %d (%v)", lbs, entries, want, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
