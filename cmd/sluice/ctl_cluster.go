@@ -65,8 +65,8 @@ func clusterTable(tw *tabwriter.Writer, st control.ClusterStatus) {
 	fmt.Fprintf(tw, "entries\t%d of %d\n", st.Entries, st.Capacity)
 	fmt.Fprintf(tw, "dropped\tauth %d, replay %d, not member %d, malformed %d\n",
 		st.Drops["auth"], st.Drops["replay"], st.Drops["not_member"], st.Drops["malformed"])
-	fmt.Fprintf(tw, "published\t%d new flows, %d rejected, %d dropped (affinity always)\n",
-		st.Publish.Submitted, st.Publish.Rejected, st.Publish.Dropped)
+	fmt.Fprintf(tw, "published\t%d new flows, %d committed, %d failed, %d rejected, %d dropped (affinity always)\n",
+		st.Publish.Submitted, st.Publish.Committed, st.Publish.Failed, st.Publish.Rejected, st.Publish.Dropped)
 	fmt.Fprintln(tw, "\nMEMBER\tSTATE\tCONFIGURED")
 	for _, m := range st.Members {
 		addr := m.Address

@@ -23,9 +23,10 @@ type MemberStatus struct {
 	// Services names the service numbers of Report.ByService.
 	Services map[uint16]string
 	// The node's publish path (affinity always): new flows submitted to
-	// the member, rejected (no running member, or its queue full), and
+	// the member, committed on their chain, failed (not committed after
+	// every retry), rejected (no running member, or its queue full), and
 	// dropped by the workers (their bounded queue full).
-	Published, PublishRejected, PublishDropped uint64
+	Published, PublishCommitted, PublishFailed, PublishRejected, PublishDropped uint64
 }
 
 // ChainsDigest is a digest of every shard's chain for a member set: members

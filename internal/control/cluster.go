@@ -52,7 +52,8 @@ type ClusterStatus struct {
 	// Drops counts datagrams dropped by the protocol, by reason.
 	Drops map[string]uint64 `json:"drops"`
 	// Publish counts the new flows of affinity-always VIPs: submitted to
-	// the member, rejected (no running member or its queue full), dropped
+	// the member, committed on their chain, failed (not committed after
+	// every retry), rejected (no running member or its queue full), dropped
 	// by the workers (their queue full).
 	Publish ClusterPublish `json:"publish"`
 	Stats   cluster.Stats  `json:"stats"`
@@ -70,6 +71,8 @@ type ClusterMember struct {
 // ClusterPublish counts the publish path's records.
 type ClusterPublish struct {
 	Submitted uint64 `json:"submitted"`
+	Committed uint64 `json:"committed"`
+	Failed    uint64 `json:"failed"`
 	Rejected  uint64 `json:"rejected"`
 	Dropped   uint64 `json:"dropped"`
 }
@@ -99,7 +102,8 @@ func (s *Server) ClusterStatus() ClusterStatus {
 			NoSource: r.Stats.SyncNoSource, EntriesIn: r.Stats.SyncEntriesIn, EntriesOut: r.Stats.SyncEntriesOut},
 		Drops: map[string]uint64{"auth": r.Stats.DropAuth, "replay": r.Stats.DropReplay,
 			"not_member": r.Stats.DropNotMember, "malformed": r.Stats.DropMalformed},
-		Publish: ClusterPublish{Submitted: ms.Published, Rejected: ms.PublishRejected, Dropped: ms.PublishDropped},
+		Publish: ClusterPublish{Submitted: ms.Published, Committed: ms.PublishCommitted, Failed: ms.PublishFailed,
+			Rejected: ms.PublishRejected, Dropped: ms.PublishDropped},
 	}
 	if len(ms.Configured) > 0 {
 		st.Self = ms.Configured[0].String()
@@ -146,7 +150,7 @@ var (
 	descClDrops    = desc("cluster_protocol_drops_total", "Cluster datagrams dropped, by reason (auth, replay, not_member, malformed).", "reason")
 	descClRequests = desc("cluster_requests_total", "Requests submitted to the member by this node, by outcome (answered, timeout, rejected).", "outcome")
 	descClViews    = desc("cluster_views_total", "Membership views the member applied.")
-	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, rejected (no running member or its queue full), dropped (a worker's publish queue full).", "outcome")
+	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, committed on their chain, failed (not committed after every retry), rejected (no running member or its queue full), dropped (a worker's publish queue full).", "outcome")
 )
 
 var clusterDescs = []*prometheus.Desc{
@@ -190,6 +194,8 @@ func (c collector) collectCluster(ch chan<- prometheus.Metric) {
 	counter(descClRequests, st.Stats.Rejected, "rejected")
 	counter(descClViews, st.Stats.Views)
 	counter(descClPublish, st.Publish.Submitted, "submitted")
+	counter(descClPublish, st.Publish.Committed, "committed")
+	counter(descClPublish, st.Publish.Failed, "failed")
 	counter(descClPublish, st.Publish.Rejected, "rejected")
 	counter(descClPublish, st.Publish.Dropped, "dropped")
 }

@@ -25,7 +25,7 @@ func TestClusterStatus(t *testing.T) {
 	members := []netip.AddrPort{a("10.0.0.1:7946"), a("10.0.0.3:7946"), a("10.0.0.9:7946")}
 	n.Cluster = &cluster.MemberStatus{
 		Configured: []netip.AddrPort{a("10.0.0.1:7946"), a("10.0.0.2:7946"), a("10.0.0.3:7946")},
-		Running:    true, Seed: 5, Shards: 64, Replicas: 2, Published: 11, PublishRejected: 2, PublishDropped: 1,
+		Running:    true, Seed: 5, Shards: 64, Replicas: 2, Published: 11, PublishCommitted: 9, PublishFailed: 1, PublishRejected: 2, PublishDropped: 1,
 		Services: map[uint16]string{config.ServiceID("web"): "web"},
 		Report: cluster.Report{Members: members, Ready: true, Heads: 20, Middles: 0, Tails: 22, Entries: 7,
 			ByService: map[uint16]int{config.ServiceID("web"): 5, 9: 2},
@@ -52,7 +52,7 @@ func TestClusterStatus(t *testing.T) {
 	if st.ByVIP["web"] != 5 || st.ByVIP["service-9"] != 2 || st.Drops["auth"] != 3 || st.Sync.Shards != 40 {
 		t.Errorf("entries %v drops %v sync %+v", st.ByVIP, st.Drops, st.Sync)
 	}
-	if st.Publish != (ClusterPublish{Submitted: 11, Rejected: 2, Dropped: 1}) {
+	if st.Publish != (ClusterPublish{Submitted: 11, Committed: 9, Failed: 1, Rejected: 2, Dropped: 1}) {
 		t.Errorf("publish %+v", st.Publish)
 	}
 	if d := st.Digest; len(d) != 16 || d == "" {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -131,7 +132,7 @@ func (n *Node) ClusterStatus() (st cluster.MemberStatus, ok bool) {
 	if cl != nil {
 		st.Report, st.Running = cl.Report()
 	}
-	st.Published, st.PublishRejected, st.PublishDropped = n.publishCounts()
+	st.Published, st.PublishCommitted, st.PublishFailed, st.PublishRejected, st.PublishDropped = n.publishCounts()
 	return st, true
 }
 
@@ -156,47 +157,111 @@ func (n *Node) clusterSpec(v *config.VIP, s *pipeline.ServiceSpec) {
 	}
 }
 
-// publishFlows drains the workers' publish queues into the running cluster
-// member every publishEvery until ctx ends. It never blocks the workers:
-// they drop and count what does not fit their queue.
+// Publishing retries: a publish that the cluster could not commit (the
+// chain's head still syncing while the views change, a lost datagram) is
+// submitted again after a growing delay, up to publishRetries times.
+const (
+	publishRetries    = 8
+	publishRetryDelay = 50 * time.Millisecond
+	publishRetryMax   = 500 * time.Millisecond
+	publishPending    = 4096 // retries waiting at once; beyond: failed
+)
+
+// publisher drains the workers' publish queues into the cluster member and
+// retries what the cluster could not commit. It runs on its own goroutine
+// (publishFlows), never on the packet path.
+type publisher struct {
+	n     *Node
+	reply chan cluster.Answer
+	retry []pubRetry
+}
+
+type pubRetry struct {
+	at    time.Time
+	key   flow.Key
+	v     cluster.Value
+	tries uint64
+}
+
+func (n *Node) newPublisher() *publisher {
+	return &publisher{n: n, reply: make(chan cluster.Answer, publishPending)}
+}
+
+// publishFlows runs the publisher every publishEvery until ctx ends. It
+// never blocks the workers: they drop and count what does not fit their
+// queue.
 func (n *Node) publishFlows(ctx context.Context) {
+	p := n.newPublisher()
 	t := time.NewTicker(publishEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			n.drainPublished()
+			p.step(time.Now())
 			return
-		case <-t.C:
-			n.drainPublished()
+		case now := <-t.C:
+			p.step(now)
 		}
 	}
 }
 
-// drainPublished submits every queued record to the cluster member as an
-// OpPublish (insert at the head of the flow's chain; the first insert of a
-// flow wins). Records that find no running member or a full request queue
-// are counted as rejected. Only the publisher calls it.
-func (n *Node) drainPublished() {
+// step submits every queued record to the cluster member as an OpPublish
+// (insert at the head of the flow's chain; the first insert of a flow
+// wins), handles the answers, and resubmits the retries that are due.
+// Records that find no running member or a full request queue are counted
+// as rejected.
+func (p *publisher) step(now time.Time) {
+	n := p.n
 	cl := n.clNode.Load()
+	submit := func(k *flow.Key, v cluster.Value, tries uint64) bool {
+		return cl != nil && cl.Submit(cluster.Request{Op: cluster.OpPublish, Key: *k, Value: v, Tag: tries, Reply: p.reply})
+	}
 	for _, q := range n.dp.PublishQueues() {
-		q.Drain(func(p *pipeline.Publish) {
-			if cl != nil && cl.Submit(cluster.Request{Op: cluster.OpPublish, Key: p.Key, Value: cluster.Value{Service: p.Service, Backend: p.Backend}}) {
+		q.Drain(func(r *pipeline.Publish) {
+			if submit(&r.Key, cluster.Value{Service: r.Service, Backend: r.Backend}, 0) {
 				n.pubSubmitted.Add(1)
 			} else {
 				n.pubRejected.Add(1)
 			}
 		})
 	}
+answers:
+	for {
+		select {
+		case a := <-p.reply:
+			switch {
+			case a.Status == cluster.StatusOK:
+				n.pubCommitted.Add(1)
+			case a.Tag >= publishRetries || len(p.retry) >= publishPending:
+				n.pubFailed.Add(1)
+			default:
+				d := min(publishRetryDelay<<a.Tag, publishRetryMax)
+				p.retry = append(p.retry, pubRetry{at: now.Add(d), key: a.Key, v: cluster.Value{Service: a.Value.Service, Backend: a.Value.Backend}, tries: a.Tag + 1})
+			}
+		default:
+			break answers
+		}
+	}
+	kept := p.retry[:0]
+	for _, r := range p.retry {
+		switch {
+		case now.Before(r.at):
+			kept = append(kept, r)
+		case !submit(&r.key, r.v, r.tries):
+			n.pubFailed.Add(1)
+		}
+	}
+	p.retry = kept
 }
 
-// publishCounts returns the publish path's counters: records submitted to
-// the cluster, rejected (no running member, or its queue full), and
-// dropped by the workers (their queue full).
-func (n *Node) publishCounts() (submitted, rejected, dropped uint64) {
+// publishCounts returns the publish path's counters: new flows submitted
+// to the cluster, committed, failed (not committed after every retry),
+// rejected (no running member, or its queue full), and dropped by the
+// workers (their queue full).
+func (n *Node) publishCounts() (submitted, committed, failed, rejected, dropped uint64) {
 	for _, q := range n.dp.PublishQueues() {
 		_, d := q.Counts()
 		dropped += d
 	}
-	return n.pubSubmitted.Load(), n.pubRejected.Load(), dropped
+	return n.pubSubmitted.Load(), n.pubCommitted.Load(), n.pubFailed.Load(), n.pubRejected.Load(), dropped
 }

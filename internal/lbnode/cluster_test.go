@@ -196,18 +196,28 @@ func TestPublishAlwaysReachesTheChain(t *testing.T) {
 			}
 		}
 	}
+	p := n.newPublisher()
 	send(0, 5)
-	n.drainPublished()
-	if sub, rej, drop := n.publishCounts(); sub != 0 || rej != 5 || drop != 0 {
+	p.step(time.Now())
+	if sub, _, _, rej, drop := n.publishCounts(); sub != 0 || rej != 5 || drop != 0 {
 		t.Fatalf("without a member: submitted %d rejected %d dropped %d", sub, rej, drop)
 	}
 
 	n.clNode.Store(nodes[0])
 	const flows = 40
 	send(100, 100+flows)
-	n.drainPublished()
-	if sub, _, _ := n.publishCounts(); sub != flows {
+	p.step(time.Now())
+	if sub, _, _, _, _ := n.publishCounts(); sub != flows {
 		t.Fatalf("submitted %d of %d new flows", sub, flows)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		p.step(time.Now())
+		if _, com, failed, _, _ := n.publishCounts(); com == flows && failed == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("committed %d of %d, failed %d", com, flows, failed)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	chains := cluster.NewChains(seed, shards, replicas, addrs)
 	backends := map[uint32]bool{}
@@ -244,8 +254,39 @@ func TestPublishAlwaysReachesTheChain(t *testing.T) {
 	f.Encode(b)
 	l.Inject(b)
 	dp.Workers()[0].Poll()
-	n.drainPublished()
-	if sub, _, _ := n.publishCounts(); sub != flows {
+	p.step(time.Now())
+	if sub, _, _, _, _ := n.publishCounts(); sub != flows {
 		t.Fatalf("a mid-flow packet was published: %d", sub)
+	}
+
+	// A publish the cluster could not commit is submitted again after a
+	// delay (here it then commits); one that failed every retry is counted.
+	k := flow.MakeKey(6, clients.FlowSrc(999), vip)
+	v := cluster.Value{Service: config.ServiceID("always"), Backend: config.BackendID("always", "198.18.30.101")}
+	now := time.Now()
+	p.reply <- cluster.Answer{Key: k, Value: v, Status: cluster.StatusTimeout}
+	p.reply <- cluster.Answer{Key: k, Value: v, Tag: publishRetries, Status: cluster.StatusTimeout}
+	p.step(now)
+	if _, com, failed, _, _ := n.publishCounts(); com != flows || failed != 1 || len(p.retry) != 1 {
+		t.Fatalf("after a timeout: committed %d failed %d retries %d", com, failed, len(p.retry))
+	}
+	p.step(now.Add(publishRetryDelay / 2))
+	if len(p.retry) != 1 {
+		t.Fatal("resubmitted before its delay")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		p.step(now.Add(publishRetryDelay))
+		if _, com, _, _, _ := n.publishCounts(); com == flows+1 && len(p.retry) == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the retry did not commit: committed %d, retries %d", com, len(p.retry))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	chain := chains.ChainAddrs(nil, cluster.ShardOf(&k, seed, shards))
+	var ok bool
+	nodes[slices.Index(addrs, chain[len(chain)-1])].Inspect(func(tb *cluster.Table) { _, ok = tb.Get(&k) })
+	if !ok {
+		t.Fatal("the retried flow is not on its tail")
 	}
 }

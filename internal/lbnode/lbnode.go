@@ -78,6 +78,7 @@ type Node struct {
 	// while drained); the publisher reads it and counts.
 	clNode                    atomic.Pointer[cluster.Node]
 	pubSubmitted, pubRejected atomic.Uint64
+	pubCommitted, pubFailed   atomic.Uint64
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve

@@ -169,19 +169,30 @@ func TestE2EClusterMembership(t *testing.T) {
 	waitCluster(t, s, 5*time.Second, 2, 0, 1)
 }
 
-// waitReplicated waits until the entries on the LB nodes lbs are replicas
-// times the flows they published, and returns the flows.
+// entriesSettle bounds how long the entry counts take to settle: a member
+// keeps its copies of a shard whose chain it left for cluster.Config.KeepLeft
+// (5 s) before it deletes them.
+const entriesSettle = 15 * time.Second
+
+// waitReplicated waits until every flow the LB nodes lbs published is
+// committed and their entries are replicas times the flows, and returns
+// the flows.
 func waitReplicated(t *testing.T, s *scenario.Scenario, replicas int, lbs ...int) int {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(entriesSettle)
 	for {
 		sts, err := clusterStatuses(t.Context(), s, lbs...)
-		var pub, entries int
+		var pub, committed, failed, entries int
 		for _, st := range sts {
 			pub += int(st.Publish.Submitted)
+			committed += int(st.Publish.Committed)
+			failed += int(st.Publish.Failed + st.Publish.Rejected + st.Publish.Dropped)
 			entries += st.Entries
 		}
-		if err == nil && pub > 0 && entries == replicas*pub {
+		if failed > 0 {
+			t.Fatalf("%d flows not published: %+v", failed, sts)
+		}
+		if err == nil && pub > 0 && committed == pub && entries == replicas*pub {
 			return pub
 		}
 		if time.Now().After(deadline) {
@@ -194,7 +205,7 @@ func waitReplicated(t *testing.T, s *scenario.Scenario, replicas int, lbs ...int
 // waitEntries waits until the LB nodes lbs hold want entries in all.
 func waitEntries(t *testing.T, s *scenario.Scenario, want int, lbs ...int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(entriesSettle)
 	for {
 		sts, err := clusterStatuses(t.Context(), s, lbs...)
 		entries := 0
