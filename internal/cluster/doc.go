@@ -63,10 +63,15 @@
 // (48-byte entries, 60 bytes per entry at capacity). When Run returns, the
 // caller closes the Transport.
 //
-// The LB node does not use this package yet: the node server will own a
-// Node, its workers will hold a flow's packets while a query is in flight and
-// fall back to the local decision on a timeout. The datapath packages may not
-// import this one (TestDatapathImportsNoControlPlane): a worker's bounded
-// queue carries the datapath's own request type, and the node server
-// forwards it to Submit and the answers back.
+// # In the LB node
+//
+// The node server (internal/lbnode) owns a Started member when the node
+// config has a cluster section: it starts it with the node, stops it (a
+// graceful leave) when the node is drained or shuts down, and reports it
+// (MemberStatus) to the control plane. VIPs with affinity always publish
+// their new flows: the datapath may not import this package
+// (TestDatapathImportsNoControlPlane), so each worker pushes the
+// datapath's own record onto a bounded queue (pipeline.PublishQueue) and
+// the node server submits it here as OpPublish. Queries from the workers
+// (hold a flow's packets while the tail answers) are not wired yet.
 package cluster
