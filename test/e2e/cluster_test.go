@@ -142,6 +142,30 @@ func TestE2EClusterMembership(t *testing.T) {
 	}
 	t.Logf("every flow on 2 members after the kill (the survivors held %d entries when they saw it) and after the rejoin", held)
 
+	// Node drain: lb2 leaves the cluster gracefully (the others see it at
+	// once, without a failure timeout) and joins again on undrain.
+	drained := time.Now()
+	if out, err := s.Lab.LBs[1].Run(t.Context(), sluiceBin, "ctl", "node", "drain"); err != nil {
+		t.Fatalf("drain: %v\n%s", err, out)
+	}
+	waitCluster(t, s, 5*time.Second, 2, 0, 2)
+	leave := time.Since(drained)
+	if st, err := s.ClusterStatus(t.Context(), 1); err != nil || st.Running || st.Alive != 0 {
+		t.Fatalf("drained lb2: %v %+v", err, st)
+	}
+	if leave > time.Second {
+		t.Errorf("a drained node's graceful leave was seen after %v", leave)
+	}
+	undrained := time.Now()
+	if out, err := s.Lab.LBs[1].Run(t.Context(), sluiceBin, "ctl", "node", "undrain"); err != nil {
+		t.Fatalf("undrain: %v\n%s", err, out)
+	}
+	if sts, _ := waitCluster(t, s, 10*time.Second, 3, 0, 1, 2); sts[0].Digest != full {
+		t.Errorf("after undrain the chains digest is %s, want %s", sts[0].Digest, full)
+	}
+	t.Logf("node drain: lb2 out of the others' views after %v (ctl included); undrained, it rejoined and was ready after %v",
+		leave.Round(time.Millisecond), time.Since(undrained).Round(time.Millisecond))
+
 	// Control: lb3 restarted without node.cluster runs alone, and the
 	// others see it gone.
 	s.Opts.Cluster, s.Opts.Affinity = false, "" // always needs a cluster
