@@ -145,6 +145,7 @@ func (w *Worker) process(n int, now uint32) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
 				p.Real = g.Reals[e.Backend]
+				p.NATAddr, p.NATPort = e.NATAddr, e.NATPort
 				if !p.ICMPError {
 					e.Observe(p.Parsed.TCPFlags, now)
 				}
@@ -195,6 +196,9 @@ func (w *Worker) process(n int, now uint32) {
 			f.Off, f.Len = p.Off, p.Len
 			w.tx = append(w.tx, f)
 			c.TxBytes += uint64(p.Len)
+			if p.Real == nil { // a full-NAT reply, toward a client
+				break
+			}
 			rc := &c.Reals[p.Real.ID]
 			rc.Packets++
 			rc.Bytes += uint64(p.Len)
@@ -352,6 +356,9 @@ func (w *Worker) Snapshot() Counters {
 	w.do(func() {
 		c = w.counters.clone()
 		c.Flows = w.flows.Stats()
+		if w.ctx.NAT != nil {
+			c.NAT = w.ctx.NAT.Snapshot()
+		}
 	})
 	return c
 }
