@@ -437,7 +437,7 @@ func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 		if r == nil {
 			continue
 		}
-		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Template != nil}
+		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Resolved()}
 		if int(r.ID) < len(c.Reals) {
 			b.Packets, b.Bytes = c.Reals[r.ID].Packets, c.Reals[r.ID].Bytes
 		}

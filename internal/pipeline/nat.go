@@ -369,3 +369,17 @@ func natForward(c *Context, p *Packet) {
 	p.Off, p.Len = start, end-start
 	p.Verdict = Forward
 }
+
+// Resolved reports whether the backend's packets can leave: its next hop
+// is resolved (a tunnel template, or full-NAT templates).
+func (r *Real) Resolved() bool {
+	if r.NAT != nil {
+		for _, t := range r.NAT.Templates {
+			if t != nil {
+				return true
+			}
+		}
+		return false
+	}
+	return r.Template != nil
+}

@@ -149,4 +149,3 @@ func TestE2EFullNAT(t *testing.T) {
 		})
 	}
 }
-
