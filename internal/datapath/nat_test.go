@@ -264,3 +264,177 @@ func TestZeroAllocsNAT(t *testing.T) {
 		t.Fatalf("nat %+v drops %v rx %d tx %d", c.NAT, c.Drops, c.RxPackets, c.TxPackets)
 	}
 }
+
+// icmpAbout builds an ICMP error from src to dst quoting the IP packet of
+// frame (its first 28 / 48 bytes and 8 of TCP): fragmentation needed
+// (IPv4) or packet too big (IPv6), MTU 1400.
+func icmpAbout(t testing.TB, srcMAC [6]byte, src, dst netip.Addr, frame []byte) []byte {
+	t.Helper()
+	quote := frame[14:]
+	eth := &layers.Ethernet{SrcMAC: srcMAC[:], DstMAC: lbMAC[:]}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}
+	var err error
+	if src.Is4() {
+		quote = quote[:28]
+		eth.EthernetType = layers.EthernetTypeIPv4
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(quote))
+	} else {
+		quote = quote[:48]
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
+		icmp.SetNetworkLayerForChecksum(ip)
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload([]byte{0, 0, 0x05, 0x78}), gopacket.Payload(quote))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Clone(buf.Bytes())
+}
+
+// seeICMP returns an ICMP error's outer addresses and the addresses and
+// ports of the packet it quotes, and checks the ICMP checksum.
+func seeICMP(t testing.TB, frame []byte) (src, dst netip.Addr, quoted natSeen) {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	var payload []byte
+	switch ip := pkt.NetworkLayer().(type) {
+	case *layers.IPv4:
+		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
+		if foldSum(ip.Payload) != 0xffff {
+			t.Errorf("ICMPv4 checksum wrong")
+		}
+		payload = ip.Payload[8:]
+	case *layers.IPv6:
+		src, _ = netip.AddrFromSlice(ip.SrcIP)
+		dst, _ = netip.AddrFromSlice(ip.DstIP)
+		payload = ip.Payload[8:]
+	default:
+		t.Fatalf("no IP layer in % x", frame)
+	}
+	var q gopacket.Packet
+	if src.Is4() {
+		q = gopacket.NewPacket(payload, layers.LayerTypeIPv4, gopacket.Default)
+	} else {
+		q = gopacket.NewPacket(payload, layers.LayerTypeIPv6, gopacket.Default)
+	}
+	var qs, qd netip.Addr
+	switch ip := q.NetworkLayer().(type) {
+	case *layers.IPv4:
+		qs, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+		qd, _ = netip.AddrFromSlice(ip.DstIP.To4())
+	case *layers.IPv6:
+		qs, _ = netip.AddrFromSlice(ip.SrcIP)
+		qd, _ = netip.AddrFromSlice(ip.DstIP)
+	}
+	l4 := q.NetworkLayer().LayerPayload()
+	quoted.src = netip.AddrPortFrom(qs, u16(l4[0:]))
+	quoted.dst = netip.AddrPortFrom(qd, u16(l4[2:]))
+	return src, dst, quoted
+}
+
+// TestNATICMPErrors: an ICMP error about a packet the node sent to a
+// backend (addressed to the SNAT address) reaches the client from the VIP,
+// quoting the packet the client sent; one about a reply (addressed to the
+// VIP) reaches the backend from the SNAT address, quoting the packet the
+// backend sent. Both families.
+func TestNATICMPErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+		snat     netip.Addr
+		router   netip.Addr
+	}{
+		{"ipv4", vip4, clients4, backends4(2), snat4, netip.MustParseAddr("198.18.30.1")},
+		{"ipv6", vip6, clients6, backends6(2), snat6, netip.MustParseAddr("2001:db8:30::1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newNATRig(t, 1024, nat.Layout{})
+			r.apply(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(tc.vip, tc.backends, nil)}})
+			client := tc.clients.FlowSrc(1)
+			out := r.send(natFrame(clientMAC, client, tc.vip, sim.SYN))
+			if len(out) != 1 {
+				t.Fatalf("not forwarded: %v", r.counters().Drops)
+			}
+			fwdFrame := out[0]
+			fw := seeNAT(t, fwdFrame)
+			out = r.send(natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK))
+			if len(out) != 1 {
+				t.Fatalf("reply not translated: %v", r.counters().Drops)
+			}
+			replyFrame := out[0]
+
+			// Toward the backend, too big: to the client from the VIP.
+			out = r.send(icmpAbout(t, backMAC, tc.router, tc.snat, fwdFrame))
+			if len(out) != 1 {
+				t.Fatalf("error to the SNAT address not translated: %v", r.counters().Drops)
+			}
+			src, dst, q := seeICMP(t, out[0])
+			if src != tc.vip.Addr() || dst != client.Addr() || q.src != client || q.dst != tc.vip {
+				t.Fatalf("to the client: %v -> %v quoting %v -> %v", src, dst, q.src, q.dst)
+			}
+			if mac := [6]byte(out[0][0:6]); mac != clientMAC {
+				t.Fatalf("to the client via %x, want %x", mac, clientMAC)
+			}
+			// About a reply, to the VIP: to the backend from SNAT.
+			out = r.send(icmpAbout(t, clientMAC, tc.router, tc.vip.Addr(), replyFrame))
+			if len(out) != 1 {
+				t.Fatalf("error to the VIP not translated: %v", r.counters().Drops)
+			}
+			src, dst, q = seeICMP(t, out[0])
+			if src != tc.snat || dst != fw.dst.Addr() || q.src != fw.dst || q.dst != fw.src {
+				t.Fatalf("to the backend: %v -> %v quoting %v -> %v", src, dst, q.src, q.dst)
+			}
+			if c := r.counters(); c.NAT.ICMPToClient != 1 || c.NAT.ICMPToBackend != 1 {
+				t.Fatalf("counters %+v", c.NAT)
+			}
+		})
+	}
+}
+
+// TestNATRescheduled: a flow whose backend leaves the service moves to
+// another backend with its SNAT port; the binding follows, so the new
+// backend's replies are translated and the old one's are not.
+func TestNATRescheduled(t *testing.T) {
+	r := newNATRig(t, 1024, nat.Layout{})
+	bes := backends4(2)
+	spec := pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, bes, nil)}}
+	r.apply(spec)
+	client := clients4.FlowSrc(3)
+	out := r.send(natFrame(clientMAC, client, vip4, sim.ACK))
+	if len(out) != 1 {
+		t.Fatal("not forwarded")
+	}
+	before := seeNAT(t, out[0])
+	var rest []netip.Addr
+	for _, b := range bes {
+		if b != before.dst.Addr() {
+			rest = append(rest, b)
+		}
+	}
+	spec.Services = []pipeline.ServiceSpec{natService(vip4, rest, nil)}
+	r.apply(spec)
+	out = r.send(natFrame(clientMAC, client, vip4, sim.ACK))
+	if len(out) != 1 {
+		t.Fatal("not forwarded after the change")
+	}
+	after := seeNAT(t, out[0])
+	if after.dst.Addr() != rest[0] || after.src != before.src {
+		t.Fatalf("after the change: %v -> %v, before %v -> %v", after.src, after.dst, before.src, before.dst)
+	}
+	if out := r.send(natFrame(backMAC, before.dst, before.src, sim.ACK)); len(out) != 0 {
+		t.Fatal("a reply from the old backend was translated")
+	}
+	if out := r.send(natFrame(backMAC, after.dst, after.src, sim.ACK)); len(out) != 1 {
+		t.Fatalf("the new backend's reply was not translated: %v", r.counters().Drops)
+	}
+	if c := r.counters(); c.NAT.BackendChanged != 1 || c.NAT.InUse != 1 {
+		t.Fatalf("counters %+v", c.NAT)
+	}
+}
