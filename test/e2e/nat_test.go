@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -72,6 +73,36 @@ func TestE2EFullNAT(t *testing.T) {
 				if f := strings.Fields(out); len(f) != 2 || f[1] != fmt.Sprint(2<<20) {
 					t.Fatalf("upload to %s: answer %q, want \"beN %d\"", url, out, 2<<20)
 				}
+			}
+
+			// UDP: each flow stays on one backend, replies come from the VIP.
+			for _, vip := range s.VIPs() {
+				dst := netip.AddrPortFrom(vip, scenario.UDPPort)
+				seen := map[string]int{}
+				err := s.Lab.Client.Do(func() error {
+					for flow := range 20 {
+						c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+						if err != nil {
+							return err
+						}
+						var first string
+						for i := range 3 {
+							name, from, err := exchange(c, fmt.Sprintf("flow%d-%d", flow, i))
+							if err != nil || from.Addr().Unmap() != vip || from.Port() != scenario.UDPPort || i > 0 && name != first {
+								c.Close()
+								return fmt.Errorf("flow %d: %q from %v, first %q: %v", flow, name, from, first, err)
+							}
+							first = name
+						}
+						seen[first]++
+						c.Close()
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("UDP %s: %v", dst, err)
+				}
+				t.Logf("UDP %s: 20 flows: %v", dst, seen)
 			}
 
 			// Control run: without the router's routes to the SNAT
