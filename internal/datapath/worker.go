@@ -135,12 +135,20 @@ func (w *Worker) process(n int, now uint32) {
 			w.later = append(w.later, p) // after this batch's first fragments
 		}
 	}
+	natReplies := 0
 	for j := 0; j < len(w.valid); j += flow.PrefetchChunk {
 		chunk := w.valid[j:min(j+flow.PrefetchChunk, len(w.valid))]
 		w.flows.Prefetch(w.hashes[j : j+len(chunk)])
 		// The entry pointers are used here, before any insert of this
 		// batch can move them, and not kept.
 		for _, p := range chunk {
+			if w.ctx.NAT != nil && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
+				// A full-NAT reply (or an ICMP error about a packet the
+				// node sent): it has no forward entry; nat_reply takes it.
+				w.miss = append(w.miss, p)
+				natReplies++
+				continue
+			}
 			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
@@ -156,7 +164,7 @@ func (w *Worker) process(n int, now uint32) {
 		}
 	}
 	c.FlowHits += uint64(len(w.hit))
-	c.FlowMisses += uint64(len(w.miss))
+	c.FlowMisses += uint64(len(w.miss) - natReplies)
 
 	if len(w.miss) > 0 {
 		w.chain.Run(&w.ctx, w.miss)

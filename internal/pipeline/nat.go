@@ -138,6 +138,10 @@ func (s *NATState) replyKey(k *flow.Key, proto uint8, addr uint8, port uint16) u
 	return k.Hash(s.seed)
 }
 
+// IsSNAT reports whether a is one of the SNAT addresses: a packet to it
+// is a full-NAT reply (or an ICMP error about a packet the node sent).
+func (s *NATState) IsSNAT(a *[16]byte) bool { return s.addrIndex(a) >= 0 }
+
 // addrIndex returns the index of SNAT address a, or -1.
 func (s *NATState) addrIndex(a *[16]byte) int {
 	for i := range s.Pool.NumAddrs() {
