@@ -86,12 +86,10 @@ type Options struct {
 	// echo on each backend's own addresses, no agent and no VIP. The VIPs
 	// are configured with forwarding NATForwarding (default nat), each LB
 	// node with its SNAT addresses (lab.Node.SNAT4, SNAT6), and the router
-	// routes those to their nodes (lab.RouteSNAT) unless NATNoRoute.
+	// routes those to their nodes (lab.RouteSNAT; a control run removes
+	// them).
 	NAT           bool
 	NATForwarding string
-	// NATNoRoute leaves the router without routes to the SNAT addresses:
-	// the backends' replies never reach the LB nodes (a control run).
-	NATNoRoute bool
 }
 
 // Scenario is a running lab with its processes.
@@ -211,7 +209,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			return nil, err
 		}
 	}
-	if o.NAT && !o.NATNoRoute {
+	if o.NAT {
 		if err := l.RouteSNAT(true); err != nil {
 			return nil, err
 		}
