@@ -128,7 +128,8 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	vipAdd.Flags().StringVar(&nv.Protocol, "protocol", "tcp", "tcp or udp")
 	vipAdd.Flags().IntVar(&nv.Port, "port", 0, "port (0 with --port-end 0: every port)")
 	vipAdd.Flags().IntVar(&nv.PortEnd, "port-end", 0, "end of a port range")
-	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "gue (default) or ipip")
+	vipAdd.Flags().StringVar(&nv.Forwarding, "forwarding", "", "gue (default), ipip or nat (full-NAT: needs node.snat)")
+	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "the old name of --forwarding: gue or ipip")
 	vipAdd.Flags().Uint32Var(&nv.MaglevSize, "maglev-size", 0, "Maglev table size (a prime; 0: default)")
 	vipAdd.Flags().StringArrayVar(&nvBackends, "backend", nil, "backend IP[=WEIGHT] (repeatable; weight default 1)")
 	vip.AddCommand(vipAdd, &cobra.Command{
@@ -490,6 +491,10 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 		{"kernel tx", st.Spilled}, {"kernel tx errors", st.SpillErrors},
 		{"fragments followed", st.Fragments.Followed}, {"fragments held", st.Fragments.Held},
 		{"fragments released", st.Fragments.Released},
+		{"nat translated", st.NAT.Translated}, {"nat replies", st.NAT.Replies},
+		{"nat icmp to client", st.NAT.ICMPToClient}, {"nat icmp to backend", st.NAT.ICMPToBackend},
+		{"nat ports in use", fmt.Sprintf("%d of %d", st.NAT.PortsInUse, st.NAT.PortsCapacity)},
+		{"nat ports exhausted", st.NAT.Exhausted},
 	} {
 		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
 	}

@@ -57,7 +57,29 @@ type Node struct {
 	SourceV6  string `yaml:"source_v6"`  // likewise for IPv6
 	AdminAddr string `yaml:"admin_addr"` // admin API and /metrics; default 127.0.0.1:6090
 	BGP       *BGP   `yaml:"bgp"`        // announce the VIPs to routers; none: no announcements
+	// SNAT is the node's SNAT addresses, the source of what full-NAT VIPs
+	// (forwarding: nat) send to their backends: at least one of each
+	// family those VIPs' backends have. They belong to the datapath (not
+	// assigned to an interface; routers route them to this node) and
+	// must be this node's alone.
+	SNAT []string `yaml:"snat,omitempty"`
+	// SNATPorts is the SNAT port range, dealt to the workers in blocks of
+	// 256; default 1024-65535.
+	SNATPorts *PortRange `yaml:"snat_ports,omitempty"`
 }
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Lo int `yaml:"lo"`
+	Hi int `yaml:"hi"`
+}
+
+// Forwarding modes of a VIP.
+const (
+	ForwardingGUE  = "gue"  // encapsulated in GUE to the backend's agent
+	ForwardingIPIP = "ipip" // encapsulated in IPIP (IPv4 or IPv6 in IPv6)
+	ForwardingNAT  = "nat"  // full-NAT: rewritten to the backend, from a node.snat address
+)
 
 // BGP configures the node's BGP speaker: it announces each VIP as a host
 // route (/32, /128) with the node as next hop while the node is in service
@@ -95,13 +117,18 @@ type BFD struct {
 
 // VIP is a virtual service.
 type VIP struct {
-	Name         string `yaml:"name"`
-	Address      string `yaml:"address"`
-	Protocol     string `yaml:"protocol"` // tcp | udp
-	Port         int    `yaml:"port"`     // 0 with port_end 0: every port
-	PortEnd      int    `yaml:"port_end"` // optional end of a port range
-	MaglevSize   uint32 `yaml:"maglev_size"`
-	Encap        string `yaml:"encap"`    // gue (default) | ipip
+	Name       string `yaml:"name"`
+	Address    string `yaml:"address"`
+	Protocol   string `yaml:"protocol"` // tcp | udp
+	Port       int    `yaml:"port"`     // 0 with port_end 0: every port
+	PortEnd    int    `yaml:"port_end"` // optional end of a port range
+	MaglevSize uint32 `yaml:"maglev_size"`
+	// Forwarding is how packets reach the backends: gue (default), ipip
+	// or nat (full-NAT: any server, no agent). Encap is its old name,
+	// still read: one alone sets both; both must agree.
+	Forwarding   string `yaml:"forwarding"`
+	Encap        string `yaml:"encap"` // gue | ipip; the old name of forwarding
+	encapOnly    bool   // the document set encap and not forwarding (for error paths)
 	Affinity     string `yaml:"affinity"` // on-change (default) | stateless
 	SecondChance bool   `yaml:"second_chance"`
 	// DrainPeriod is how long a filling or draining backend of a second
@@ -262,8 +289,14 @@ func (c *Config) setDefaults() {
 	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
+		if v.Forwarding == "" && v.Encap != "" {
+			v.Forwarding, v.encapOnly = v.Encap, true
+		}
+		if v.Forwarding == "" {
+			v.Forwarding = ForwardingGUE
+		}
 		if v.Encap == "" {
-			v.Encap = "gue"
+			v.Encap = v.Forwarding
 		}
 		if v.Affinity == "" {
 			v.Affinity = AffinityOnChange
@@ -374,6 +407,8 @@ func (c *Config) Validate() error {
 		validateBGP(g, bad)
 	}
 
+	snatFamilies := validateSNAT(c, bad)
+
 	if len(c.VIPs) == 0 {
 		bad("vips", nil, "at least one VIP is required")
 	}
@@ -424,8 +459,16 @@ func (c *Config) Validate() error {
 		if v.MaglevSize != 0 && (v.MaglevSize < 101 || !maglev.IsPrime(v.MaglevSize)) {
 			bad(p+".maglev_size", v.MaglevSize, "is not a prime >= 101")
 		}
-		if v.Encap != "gue" && v.Encap != "ipip" {
+		switch {
+		case v.encapOnly && v.Encap != ForwardingGUE && v.Encap != ForwardingIPIP:
 			bad(p+".encap", v.Encap, "is not gue or ipip")
+		case v.Forwarding != ForwardingGUE && v.Forwarding != ForwardingIPIP && v.Forwarding != ForwardingNAT:
+			bad(p+".forwarding", v.Forwarding, "is not gue, ipip or nat")
+		case v.Encap != v.Forwarding:
+			bad(p+".encap", v.Encap, fmt.Sprintf("differs from forwarding %s (encap is its old name: set one)", v.Forwarding))
+		}
+		if v.Forwarding == ForwardingNAT {
+			validateNATVIP(c, p, &v, snatFamilies, bad)
 		}
 		switch v.Affinity {
 		case AffinityOnChange, AffinityStateless:
@@ -434,8 +477,8 @@ func (c *Config) Validate() error {
 		default:
 			bad(p+".affinity", fmt.Sprintf("%q", v.Affinity), "is not on-change or stateless")
 		}
-		if v.SecondChance && v.Encap != "gue" {
-			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
+		if v.SecondChance && v.Forwarding != ForwardingGUE {
+			bad(p+".second_chance", true, "needs forwarding gue (the hop list travels in the GUE header)")
 		}
 		validateQUIC(p, &v, bad)
 		if h := v.Health; h != nil {

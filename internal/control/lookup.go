@@ -202,7 +202,7 @@ func (s *Server) LookupFlow(q FlowQuery) (FlowLookup, error) {
 	default:
 		l.Detail = "no backend in the Maglev table: dropped (no_backend)"
 	}
-	if r := realByName(svc, l.Backend); r != nil && r.Template == nil {
+	if r := realByName(svc, l.Backend); r != nil && !r.Resolved() {
 		l.Detail += "; its next hop is unresolved: dropped (no_next_hop)"
 	}
 	return l, nil

@@ -299,6 +299,8 @@ type Stats struct {
 	// backend has (they took a fallback route).
 	QUICRouted          map[string]uint64 `json:"quic_routed"`
 	QUICUnknownServerID uint64            `json:"quic_unknown_server_id"`
+	// NAT is full-NAT's work (forwarding: nat), summed over workers.
+	NAT NATStats `json:"nat"`
 
 	ConfigGeneration   uint64      `json:"config_generation"`
 	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
@@ -406,6 +408,12 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		st.QUICRouted[r.String()] = c.QUIC[r]
 	}
 	st.QUICUnknownServerID = c.QUICUnknownServer
+	st.NAT = NATStats{
+		Translated: c.NAT.Forwarded, Replies: c.NAT.Replies,
+		ICMPToClient: c.NAT.ICMPToClient, ICMPToBackend: c.NAT.ICMPToBackend,
+		Bindings: c.NAT.Bound, PortsInUse: c.NAT.InUse, PortsCapacity: c.NAT.Capacity,
+		Exhausted: c.NAT.Exhausted, Released: c.NAT.Released,
+	}
 	if g != nil {
 		st.DatapathGeneration = g.ID
 	}
@@ -429,7 +437,7 @@ func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 		if r == nil {
 			continue
 		}
-		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Template != nil}
+		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Resolved()}
 		if int(r.ID) < len(c.Reals) {
 			b.Packets, b.Bytes = c.Reals[r.ID].Packets, c.Reals[r.ID].Bytes
 		}
@@ -456,4 +464,17 @@ func protoName(p uint8) string {
 		return "udp"
 	}
 	return fmt.Sprint(p)
+}
+
+// NATStats count full-NAT translations and SNAT ports.
+type NATStats struct {
+	Translated    uint64 `json:"translated"`      // packets rewritten toward a backend
+	Replies       uint64 `json:"replies"`         // replies rewritten toward a client
+	ICMPToClient  uint64 `json:"icmp_to_client"`  // ICMP errors about forwarded packets, translated
+	ICMPToBackend uint64 `json:"icmp_to_backend"` // ICMP errors about replies, translated
+	Bindings      uint64 `json:"bindings"`        // SNAT ports allocated (new flows)
+	Released      uint64 `json:"released"`        // SNAT ports released with their flows
+	PortsInUse    uint64 `json:"ports_in_use"`    // SNAT ports held now
+	PortsCapacity uint64 `json:"ports_capacity"`  // SNAT ports (TCP and UDP, every address, every worker)
+	Exhausted     uint64 `json:"exhausted"`       // new flows refused: no free port
 }

@@ -37,6 +37,10 @@ type Counters struct {
 	// a fallback route, counted in QUIC too).
 	QUIC              [pipeline.NumQUICRoutes]uint64
 	QUICUnknownServer uint64
+
+	// NAT counts full-NAT bindings and translations (zero without SNAT
+	// addresses).
+	NAT pipeline.NATCounters
 }
 
 // RealCounters count what a worker sent to one backend of one service.
@@ -75,6 +79,7 @@ func (c *Counters) Add(o *Counters) {
 		c.QUIC[i] += o.QUIC[i]
 	}
 	c.QUICUnknownServer += o.QUICUnknownServer
+	c.NAT.Add(&o.NAT)
 	for i := range c.Parse {
 		c.Parse[i] += o.Parse[i]
 	}

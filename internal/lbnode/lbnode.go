@@ -162,7 +162,10 @@ func New(o Options) (*Node, error) {
 			n.links = append(n.links, l)
 		}
 	}
-	n.dp, err = datapath.New(datapath.Config{Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill})
+	n.dp, err = datapath.New(datapath.Config{
+		Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill,
+		SNAT: o.Config.Node.SNATAddrs(), SNATLayout: o.Config.Node.SNATLayout(len(n.links)),
+	})
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -576,10 +579,17 @@ func (n *Node) steer(vips []netip.Addr) error {
 	return nil
 }
 
+// vipAddrs returns the destinations the links must deliver to the
+// datapath: the VIPs and the SNAT addresses (full-NAT replies).
 func vipAddrs(c *config.Config) []netip.Addr {
 	var vips []netip.Addr
 	for _, v := range c.VIPs {
 		a := netip.MustParseAddr(v.Address)
+		if !slices.Contains(vips, a) {
+			vips = append(vips, a)
+		}
+	}
+	for _, a := range c.Node.SNATAddrs() {
 		if !slices.Contains(vips, a) {
 			vips = append(vips, a)
 		}

@@ -64,6 +64,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		MTU:       c.Node.MTU,
 		ICMPRate:  max(c.Node.ICMPRate/max(len(n.links), 1), 1),
 		Fragments: c.Node.Fragments == config.FragmentsForward,
+		SNAT:      c.Node.SNATAddrs(),
 	}
 	if c.Node.TooBig == config.TooBigDrop {
 		spec.TooBig = pipeline.TooBigDrop
@@ -105,9 +106,10 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
 			Stateless: v.Affinity == config.AffinityStateless,
+			NAT:       v.Forwarding == config.ForwardingNAT,
 		}
 		mode := encap.GUE
-		if v.Encap == "ipip" {
+		if v.Forwarding == config.ForwardingIPIP {
 			mode = encap.IPIP
 		}
 		for _, b := range v.Backends {

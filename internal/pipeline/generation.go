@@ -18,6 +18,10 @@ type Real struct {
 	Service  int             // index of the service in Generation.Services
 	Weight   uint32          // 0: draining, receives no new flows
 	Template *encap.Template // nil while the next hop is unresolved: packets are dropped (no_next_hop)
+	// NAT is set for the backends of a full-NAT service (forwarding: nat),
+	// whose packets are rewritten instead of encapsulated; Template is then
+	// nil.
+	NAT *RealNAT
 }
 
 // Service is a virtual IP with a protocol and a port or port range.
@@ -31,6 +35,7 @@ type Service struct {
 	SecondChance bool  // mid-flow packets without an entry carry [owner, previous owner]
 	Stateless    bool  // no flow entries: every packet goes to its slot's owner
 	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
+	NAT          bool  // full-NAT: backends' packets are rewritten (Real.NAT)
 	Table        *maglev.Table
 	Reals        []*Real // indexed like Table.Backends()
 }
@@ -132,7 +137,10 @@ type Spec struct {
 	ICMPRate  int // 0: DefaultICMPRate
 	SpillRate int // 0: DefaultSpillRate
 	Fragments bool
-	Services  []ServiceSpec
+	// SNAT is the node's SNAT addresses, in the order of the workers'
+	// nat.Pool: full-NAT services' packets leave from one of them.
+	SNAT     []netip.Addr
+	Services []ServiceSpec
 }
 
 // ServiceSpec describes one service.
@@ -150,7 +158,13 @@ type ServiceSpec struct {
 	// QUIC routes the service's packets by the server ID in their QUIC
 	// destination connection ID (QUIC-LB), decoded with this codec; nil:
 	// 4-tuple routing. UDP only; such a service keeps no flow entries.
-	QUIC     *quiclb.Codec
+	QUIC *quiclb.Codec
+	// NAT forwards by full-NAT (forwarding: nat): the destination becomes
+	// the backend's address with the service's port, the source one of
+	// Spec.SNAT. It needs a single port, flow entries (not Stateless, not
+	// QUIC) and no second chance. The backends' Tunnel gives the address
+	// and the next hop (MACs, VLAN); its mode and source are ignored.
+	NAT      bool
 	Backends []BackendSpec
 }
 
@@ -289,7 +303,12 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 
 		svc := &Service{
 			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
-			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless,
+			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless, NAT: ss.NAT,
+		}
+		if ss.NAT {
+			if err := checkNATService(&ss, spec.SNAT); err != nil {
+				return nil, errf("%v", err)
+			}
 		}
 		if lo == hi && lo != 0 {
 			svc.PortLo, svc.PortHi = lo, lo
@@ -306,7 +325,14 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		byName := make(map[string]*Real, len(ss.Backends))
 		var family netip.Addr
 		for bi, bs := range ss.Backends {
-			tmpl, err := encap.Compile(bs.Tunnel)
+			var rn *RealNAT
+			var tmpl *encap.Template
+			var err error
+			if ss.NAT {
+				rn, err = compileRealNAT(&bs, lo, spec.SNAT)
+			} else {
+				tmpl, err = encap.Compile(bs.Tunnel)
+			}
 			if err != nil {
 				return nil, errf("backends[%d]: %v", bi, err)
 			}
@@ -335,7 +361,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			ids[rk] = id
 			cur, prev := bs.weights()
 			inFlight = inFlight || bs.State != BackendActive
-			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl}
+			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, NAT: rn}
 			byName[name] = r
 			if bs.State != BackendDraining {
 				// A draining backend is absent from the current table (not

@@ -48,12 +48,20 @@ const (
 	// fragmented, or a held fragment) over the worker's rate for that
 	// path (Generation.SpillRate).
 	ReasonSpillLimited
+	// ReasonSNATExhausted: a new full-NAT flow found no free SNAT port of
+	// its family and protocol in the worker's share.
+	ReasonSNATExhausted
+	// ReasonNATNoBinding: a packet to an SNAT address that no live binding
+	// of this worker names (or from another source than its backend), or a
+	// full-NAT packet without a flow entry to hold its binding.
+	ReasonNATNoBinding
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
+	"snat_exhausted", "nat_no_binding",
 }
 
 func (r Reason) String() string {
@@ -87,6 +95,11 @@ type Packet struct {
 	QUICRoute         QUICRoute
 	QUICUnknownServer bool
 
+	// NATAddr and NATPort are a full-NAT flow's binding (SNAT address
+	// index, port), from its entry; NATPort 0 for other packets.
+	NATAddr uint8
+	NATPort uint16
+
 	Verdict Verdict
 	Reason  Reason
 }
@@ -99,6 +112,9 @@ type Context struct {
 	// CanSpill says the worker can send Spill packets (it has a
 	// link.Spill); without it they are dropped as ReasonTooBig.
 	CanSpill bool
+	// NAT is the worker's full-NAT state (SNAT ports, reply bindings);
+	// nil on a node without SNAT addresses.
+	NAT *NATState
 
 	icmp TokenBucket // ICMP "too big" answers
 }
@@ -156,8 +172,11 @@ func NewChain(stages ...Stage) *Chain {
 	return c
 }
 
-// DefaultChain is classify -> load balance -> encapsulate.
-func DefaultChain() *Chain { return NewChain(Classify{}, Balance{}, Encapsulate{}) }
+// DefaultChain is NAT replies -> classify -> load balance -> NAT binding ->
+// encapsulate (or full-NAT rewrite).
+func DefaultChain() *Chain {
+	return NewChain(NATReply{}, Classify{}, Balance{}, NATBind{}, Encapsulate{})
+}
 
 // Stages returns the stages in order.
 func (c *Chain) Stages() []Stage { return c.all }

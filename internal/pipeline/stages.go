@@ -14,6 +14,7 @@ func Prepare(p *Packet, g *Generation) bool {
 	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
 	p.QUICRoute, p.QUICUnknownServer = QUICNone, false
+	p.NATAddr, p.NATPort = 0, 0
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
@@ -185,6 +186,10 @@ func (Encapsulate) Memoised() bool { return false }
 func (Encapsulate) Process(c *Context, pkts []*Packet) {
 	for _, p := range pkts {
 		if p.Verdict != Continue {
+			continue
+		}
+		if p.Real.NAT != nil {
+			natForward(c, p)
 			continue
 		}
 		t := p.Real.Template
