@@ -426,6 +426,26 @@ func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 				v.Name, v.Address, v.Protocol, ports, fp, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
 		}
 	}
+	firewallTable(tw, vips)
+}
+
+// firewallTable lists the VIPs' firewall rules, in order, with their hits.
+func firewallTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
+	header := false
+	for _, v := range vips {
+		f := v.Firewall
+		if f == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "\nFIREWALL VIP\tRULE\tACTION\tMATCH\tFLOWS")
+			header = true
+		}
+		for _, r := range f.Rules {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", v.Name, r.Rule, r.Action, r.Match, r.Hits)
+		}
+		fmt.Fprintf(tw, "%s\tdefault\t%s\tany\t%d\n", v.Name, f.Default, f.DefaultHits)
+	}
 }
 
 func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {
@@ -500,6 +520,19 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 	for _, k := range sortedKeys(st.ParseDrops) {
 		if st.ParseDrops[k] > 0 {
 			fmt.Fprintf(tw, "parse/%s\t%d\n", k, st.ParseDrops[k])
+		}
+	}
+	if len(st.FirewallRuleHits) > 0 {
+		fmt.Fprintln(tw, "\nFIREWALL VIP\tRULE\tFLOWS")
+		vips := make([]string, 0, len(st.FirewallRuleHits))
+		for v := range st.FirewallRuleHits {
+			vips = append(vips, v)
+		}
+		slices.Sort(vips)
+		for _, v := range vips {
+			for _, r := range sortedKeys(st.FirewallRuleHits[v]) {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", v, r, st.FirewallRuleHits[v][r])
+			}
 		}
 	}
 }

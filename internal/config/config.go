@@ -114,6 +114,9 @@ type VIP struct {
 	// QUIC routes the VIP's QUIC packets by connection ID (UDP only); the
 	// backends' server IDs are Backend.ServerID.
 	QUIC *QUIC `yaml:"quic,omitempty"`
+	// Firewall filters the VIP's flows by ordered allow/deny rules; none:
+	// every flow is allowed.
+	Firewall *Firewall `yaml:"firewall,omitempty"`
 }
 
 // Health is a VIP's health check, run against each of its backends. A
@@ -272,6 +275,9 @@ func (c *Config) setDefaults() {
 			v.DrainPeriod = DefaultDrainPeriod
 		}
 		setQUICDefaults(v)
+		if v.Firewall != nil && v.Firewall.Default == "" {
+			v.Firewall.Default = FirewallAllow
+		}
 		for j := range v.Backends {
 			b := &v.Backends[j]
 			if b.Weight == nil {
@@ -438,6 +444,7 @@ func (c *Config) Validate() error {
 			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
 		}
 		validateQUIC(p, &v, bad)
+		validateFirewall(p, &v, bad)
 		if h := v.Health; h != nil {
 			hp := p + ".health"
 			switch h.Type {

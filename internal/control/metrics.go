@@ -51,6 +51,7 @@ var (
 	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
 	descQUICRouted = desc("quic_routed_packets_total", "Packets of QUIC VIPs by route: cid (the connection ID's server ID), dcid_hash (an Initial's client-chosen DCID), tuple (fallback).", "route")
 	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
+	descFWHits     = desc("firewall_rule_hits_total", "Flows a VIP's firewall rule decided (rule: its name or index; default: no rule matched), counted on a flow's first packet in each configuration.", "vip", "rule")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -60,7 +61,7 @@ func Descs() []*prometheus.Desc {
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
 		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
-		descDrops, descParseDrops, descQUICRouted, descQUICStray,
+		descDrops, descParseDrops, descQUICRouted, descQUICStray, descFWHits,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
@@ -124,6 +125,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQUICRouted, v, r)
 	}
 	counter(descQUICStray, st.QUICUnknownServerID)
+	for vip, rules := range st.FirewallRuleHits {
+		for rule, n := range rules {
+			counter(descFWHits, n, vip, rule)
+		}
+	}
 	for _, v := range vips {
 		counter(descVIPPackets, v.Packets, v.Name)
 		counter(descVIPBytes, v.Bytes, v.Name)

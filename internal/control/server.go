@@ -229,6 +229,26 @@ type VIPStatus struct {
 	// nodes that make the same decisions show the same fingerprint.
 	Fingerprint string          `json:"fingerprint"`
 	Backends    []BackendStatus `json:"backends"`
+	// Firewall is the VIP's rule list with each rule's hits; nil: none.
+	Firewall *FirewallStatus `json:"firewall,omitempty"`
+}
+
+// FirewallStatus is a VIP's rule list as the datapath runs it.
+type FirewallStatus struct {
+	Default string `json:"default"` // allow | deny
+	// DefaultHits counts the flows no rule matched.
+	DefaultHits uint64       `json:"default_hits"`
+	Rules       []RuleStatus `json:"rules"`
+}
+
+// RuleStatus is one firewall rule: its label (name, or index), its
+// verdict, and how many flows it decided (a flow counts once per
+// configuration generation: the verdict is memoised in its entry).
+type RuleStatus struct {
+	Rule   string `json:"rule"`
+	Action string `json:"action"`
+	Match  string `json:"match"` // the rule's fields, as text
+	Hits   uint64 `json:"hits"`
 }
 
 // Backend states.
@@ -299,6 +319,10 @@ type Stats struct {
 	// backend has (they took a fallback route).
 	QUICRouted          map[string]uint64 `json:"quic_routed"`
 	QUICUnknownServerID uint64            `json:"quic_unknown_server_id"`
+	// FirewallRuleHits counts, by VIP and rule label ("default" for the
+	// default verdict), the flows each firewall rule decided; rules of
+	// earlier configurations keep their counts.
+	FirewallRuleHits map[string]map[string]uint64 `json:"firewall_rule_hits"`
 
 	ConfigGeneration   uint64      `json:"config_generation"`
 	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
@@ -406,6 +430,13 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		st.QUICRouted[r.String()] = c.QUIC[r]
 	}
 	st.QUICUnknownServerID = c.QUICUnknownServer
+	st.FirewallRuleHits = map[string]map[string]uint64{}
+	for k, n := range firewallHits(vips, &c) {
+		if st.FirewallRuleHits[k.VIP] == nil {
+			st.FirewallRuleHits[k.VIP] = map[string]uint64{}
+		}
+		st.FirewallRuleHits[k.VIP][k.Rule] = n
+	}
 	if g != nil {
 		st.DatapathGeneration = g.ID
 	}
@@ -425,6 +456,7 @@ func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 	if svc.Table != nil {
 		v.Fingerprint = fmt.Sprintf("%016x", svc.Table.Fingerprint())
 	}
+	v.Firewall = firewallStatus(svc, c)
 	for _, r := range svc.Reals {
 		if r == nil {
 			continue

@@ -144,6 +144,15 @@ func (w *Worker) process(n int, now uint32) {
 			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
+				if e.Backend == pipeline.Denied {
+					// The firewall denied the flow in this generation.
+					p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonFirewallDeny
+					if !p.ICMPError {
+						e.LastSeen = now
+					}
+					w.hit = append(w.hit, p)
+					continue
+				}
 				p.Real = g.Reals[e.Backend]
 				if !p.ICMPError {
 					e.Observe(p.Parsed.TCPFlags, now)
@@ -352,6 +361,7 @@ func (w *Worker) Snapshot() Counters {
 	w.do(func() {
 		c = w.counters.clone()
 		c.Flows = w.flows.Stats()
+		c.Firewall = w.ctx.FirewallHits.Snapshot()
 	})
 	return c
 }

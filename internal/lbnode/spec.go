@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/nexthop"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -129,6 +130,14 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		}
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)
+		}
+		if v.Firewall != nil {
+			set, err := v.Firewall.Compile()
+			if err != nil { // validated: not expected; fail closed
+				n.log.Error("firewall rules do not compile; the VIP denies every flow", "vip", v.Name, "err", err)
+				set, _ = firewall.Compile(nil, firewall.Deny)
+			}
+			s.Firewall = set
 		}
 		spec.Services = append(spec.Services, s)
 	}

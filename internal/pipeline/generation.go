@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/maglev"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/quiclb"
@@ -31,8 +32,11 @@ type Service struct {
 	SecondChance bool  // mid-flow packets without an entry carry [owner, previous owner]
 	Stateless    bool  // no flow entries: every packet goes to its slot's owner
 	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
-	Table        *maglev.Table
-	Reals        []*Real // indexed like Table.Backends()
+	// Firewall is the service's rule list (first match wins); nil: every
+	// packet is allowed.
+	Firewall *firewall.Set
+	Table    *maglev.Table
+	Reals    []*Real // indexed like Table.Backends()
 }
 
 // Generation is one immutable configuration of the datapath.
@@ -150,7 +154,9 @@ type ServiceSpec struct {
 	// QUIC routes the service's packets by the server ID in their QUIC
 	// destination connection ID (QUIC-LB), decoded with this codec; nil:
 	// 4-tuple routing. UDP only; such a service keeps no flow entries.
-	QUIC     *quiclb.Codec
+	QUIC *quiclb.Codec
+	// Firewall is the service's compiled rule list; nil: allow everything.
+	Firewall *firewall.Set
 	Backends []BackendSpec
 }
 
@@ -290,6 +296,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		svc := &Service{
 			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
 			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless,
+			Firewall: ss.Firewall,
 		}
 		if lo == hi && lo != 0 {
 			svc.PortLo, svc.PortHi = lo, lo

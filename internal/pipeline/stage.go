@@ -48,12 +48,16 @@ const (
 	// fragmented, or a held fragment) over the worker's rate for that
 	// path (Generation.SpillRate).
 	ReasonSpillLimited
+	// ReasonFirewallDeny: the service's firewall denied the packet's flow
+	// (a rule, or the default verdict).
+	ReasonFirewallDeny
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
+	"firewall_deny",
 }
 
 func (r Reason) String() string {
@@ -99,6 +103,8 @@ type Context struct {
 	// CanSpill says the worker can send Spill packets (it has a
 	// link.Spill); without it they are dropped as ReasonTooBig.
 	CanSpill bool
+	// FirewallHits counts the firewall's verdicts by rule (the worker's).
+	FirewallHits FirewallHits
 
 	icmp TokenBucket // ICMP "too big" answers
 }
@@ -156,8 +162,9 @@ func NewChain(stages ...Stage) *Chain {
 	return c
 }
 
-// DefaultChain is classify -> load balance -> encapsulate.
-func DefaultChain() *Chain { return NewChain(Classify{}, Balance{}, Encapsulate{}) }
+// DefaultChain is classify -> firewall -> load balance -> encapsulate: the
+// one place the stages are ordered.
+func DefaultChain() *Chain { return NewChain(Classify{}, Firewall{}, Balance{}, Encapsulate{}) }
 
 // Stages returns the stages in order.
 func (c *Chain) Stages() []Stage { return c.all }

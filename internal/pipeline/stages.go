@@ -117,6 +117,16 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		default:
 			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
 		}
+		if found && e.Backend == Denied {
+			// The firewall denied the flow in an earlier generation and
+			// allows it now: a flow without a backend yet.
+			found = false
+			if midFlow && !p.ICMPError {
+				// Looked up, not inserted: balance inserts it if it should.
+				c.Flows.Delete(&p.Key, p.Hash)
+				e = nil
+			}
+		}
 		known := e
 		if !found {
 			known = nil
