@@ -286,6 +286,32 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	lookup.Flags().BoolVar(&lkSYN, "syn", false, "a TCP SYN (default: a packet in the middle of the flow)")
 	lookup.Flags().StringVar(&lkPayload, "payload", "", "the start of the UDP payload in hex (for a QUIC VIP: the QUIC header whose connection ID routes it)")
 	flowCmd.AddCommand(lookup)
+	var trTenant, trFlags string
+	trace := &cobra.Command{
+		Use:   "trace [--tenant T] [--flags syn|ack|fin|rst] tcp|udp SRC_IP:PORT DST_IP:PORT",
+		Short: "Run a hypothetical packet through the live stages and show each stage's input and decision",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			tq := control.TraceQuery{Tenant: trTenant, Proto: args[0], TCPFlags: trFlags}
+			for i, ap := range []*netip.AddrPort{&tq.Src, &tq.Dst} {
+				if *ap, err = netip.ParseAddrPort(args[1+i]); err != nil {
+					return fmt.Errorf("%q: not IP:port ([IPv6]:port)", args[1+i])
+				}
+			}
+			tr, err := c.TraceFlow(cmd.Context(), tq)
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), tr, func(tw *tabwriter.Writer) { traceTable(tw, tr) })
+		},
+	}
+	trace.Flags().StringVar(&trTenant, "tenant", "", "the tenant the packet arrives from (default: the default tenant)")
+	trace.Flags().StringVar(&trFlags, "flags", "", "TCP flags of the packet: syn (default), ack, fin or rst")
+	flowCmd.AddCommand(trace)
 
 	stats := &cobra.Command{
 		Use:   "stats",
@@ -446,6 +472,38 @@ func firewallTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 		}
 		fmt.Fprintf(tw, "%s\tdefault\t%s\tany\t%d\n", v.Name, f.Default, f.DefaultHits)
 	}
+}
+
+func traceTable(tw *tabwriter.Writer, tr control.FlowTrace) {
+	flags := ""
+	if tr.TCPFlags != "" {
+		flags = " [" + tr.TCPFlags + "]"
+	}
+	fmt.Fprintf(tw, "packet\t%s %s -> %s%s (datapath generation %d)\n", tr.Protocol, tr.Src, tr.Dst, flags, tr.DatapathGeneration)
+	for _, e := range tr.Entries {
+		fmt.Fprintf(tw, "flow entry\tworker %d: %s, %s, generation %d, idle %dms\n", e.Worker, e.Backend, e.State, e.Generation, e.AgeMillis)
+	}
+	if tr.ShortCut {
+		fmt.Fprintln(tw, "short cut\tyes: a current entry stands in for classify, firewall and balance")
+	}
+	fmt.Fprintln(tw, "\nSTAGE\tINPUT\tDECISION\tREASON")
+	for _, s := range tr.Steps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Stage, s.Input, s.Decision, s.Reason)
+	}
+	out := tr.Verdict
+	switch {
+	case tr.Reason != "":
+		out += " (" + tr.Reason + ")"
+	case tr.Backend != "":
+		out += " to " + tr.Backend
+		if tr.Secondary != "" {
+			out += ", hop list [" + tr.Backend + ", " + tr.Secondary + "]"
+		}
+	}
+	if tr.VIP != "" {
+		out += ", vip " + tr.VIP
+	}
+	fmt.Fprintf(tw, "\nresult\t%s\n", out)
 }
 
 func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {

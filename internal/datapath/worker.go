@@ -141,22 +141,9 @@ func (w *Worker) process(n int, now uint32) {
 		// The entry pointers are used here, before any insert of this
 		// batch can move them, and not kept.
 		for _, p := range chunk {
-			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
+			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g, now) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
-				if e.Backend == pipeline.Denied {
-					// The firewall denied the flow in this generation.
-					p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonFirewallDeny
-					if !p.ICMPError {
-						e.LastSeen = now
-					}
-					w.hit = append(w.hit, p)
-					continue
-				}
-				p.Real = g.Reals[e.Backend]
-				if !p.ICMPError {
-					e.Observe(p.Parsed.TCPFlags, now)
-				}
 				w.hit = append(w.hit, p)
 			} else {
 				w.miss = append(w.miss, p)

@@ -62,6 +62,7 @@ func (Firewall) Process(c *Context, pkts []*Packet) {
 		svc := p.Service
 		action, rule := c.Gen.Filter(svc, &p.Key)
 		c.FirewallHits.Hit(c.Gen, svc, rule)
+		p.Firewall, p.FirewallRule = action, int16(rule)
 		if action == firewall.Allow {
 			continue
 		}
@@ -155,4 +156,27 @@ func (h *FirewallHits) Snapshot() map[RuleKey]uint64 {
 	}
 	h.addTo(m)
 	return m
+}
+
+// Hit applies the memoised results of a flow's entry e to p if e is current
+// in g (computed for this generation) and reports whether it was: the
+// memoised stages are then skipped (Chain.RunCached). A denied flow's
+// packet is dropped (ReasonFirewallDeny); otherwise p goes to the entry's
+// backend, and the entry observes the packet (not an ICMP error's).
+func Hit(p *Packet, e *flow.Entry, g *Generation, now uint32) bool {
+	if e.Gen != g.ID {
+		return false
+	}
+	if e.Backend == Denied {
+		p.Verdict, p.Reason = Drop, ReasonFirewallDeny
+		if !p.ICMPError {
+			e.LastSeen = now
+		}
+		return true
+	}
+	p.Real, p.Why = g.Reals[e.Backend], WhyFlowEntry
+	if !p.ICMPError {
+		e.Observe(p.Parsed.TCPFlags, now)
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/packet"
 )
@@ -90,6 +91,13 @@ type Packet struct {
 	// named a server ID no backend has (it then took a fallback route).
 	QUICRoute         QUICRoute
 	QUICUnknownServer bool
+
+	// What the memoised stages decided, for the flow trace: the firewall's
+	// verdict (0: not filtered) and rule (-1: the default), and the rule by
+	// which balance chose Real.
+	Firewall     firewall.Action
+	FirewallRule int16
+	Why          Why
 
 	Verdict Verdict
 	Reason  Reason

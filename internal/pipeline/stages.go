@@ -14,6 +14,7 @@ func Prepare(p *Packet, g *Generation) bool {
 	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
 	p.QUICRoute, p.QUICUnknownServer = QUICNone, false
+	p.Firewall, p.FirewallRule, p.Why = 0, -1, WhyNoBackend
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
@@ -132,7 +133,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			known = nil
 		}
 		d := c.Gen.Decide(svc, &q, known)
-		p.Real, p.Secondary = d.Real, d.Secondary
+		p.Real, p.Secondary, p.Why = d.Real, d.Secondary, d.Why
 		p.QUICRoute, p.QUICUnknownServer = d.QUICRoute, d.QUICUnknownServer
 		if p.ICMPError {
 			e = nil // routed like the flow it quotes, creating no state

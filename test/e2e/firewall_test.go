@@ -106,6 +106,17 @@ func TestE2EFirewall(t *testing.T) {
 		t.Errorf("vip list: %v\n%s", err, vl)
 	}
 
+	// The trace of a packet from each address says the same, stage by stage.
+	for _, tc := range []struct {
+		src  netip.Addr
+		want string
+	}{{denied, "deny by rule block-client (firewall_deny)"}, {other, "allow by rule default"}} {
+		tr, err := s.Lab.LBs[0].Run(ctx, sluiceBin, "ctl", "flow", "trace", "tcp", netip.AddrPortFrom(tc.src, 40999).String(), netip.AddrPortFrom(s.Opts.VIP4, scenario.HTTPPort).String())
+		if err != nil || !strings.Contains(tr, tc.want) {
+			t.Errorf("flow trace from %s lacks %q: %v\n%s", tc.src, tc.want, err, tr)
+		}
+	}
+
 	// The rule removed: the denied flows are judged again.
 	if err := s.ReloadLB(0, base); err != nil {
 		t.Fatal(err)
