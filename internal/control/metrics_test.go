@@ -104,6 +104,7 @@ sluice_drops_total{reason="kernel_tx_limited"} 0
 sluice_drops_total{reason="no_backend"} 0
 sluice_drops_total{reason="no_headroom"} 0
 sluice_drops_total{reason="no_next_hop"} 9
+sluice_drops_total{reason="no_tenant"} 0
 sluice_drops_total{reason="parse"} 5
 sluice_drops_total{reason="too_big"} 0
 sluice_drops_total{reason="too_big_rate_limited"} 0

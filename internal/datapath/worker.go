@@ -256,6 +256,7 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
+	k.Tenant = p.Key.Tenant
 	w.frags.insert(&k, k.Hash(g.Seed), p.Hash, p.Real.ID, now)
 	if w.held.n == 0 {
 		return

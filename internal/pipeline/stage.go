@@ -52,13 +52,16 @@ const (
 	// ReasonFirewallDeny: the service's firewall denied the packet's flow
 	// (a rule, or the default verdict).
 	ReasonFirewallDeny
+	// ReasonTenant: a VXLAN packet to the node's VTEP address that is
+	// malformed or whose VNI names no tenant.
+	ReasonTenant
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
-	"firewall_deny",
+	"firewall_deny", "no_tenant",
 }
 
 func (r Reason) String() string {

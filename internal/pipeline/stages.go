@@ -19,11 +19,16 @@ func Prepare(p *Packet, g *Generation) bool {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
 	}
+	tenant, ok := classifyTenant(p, g)
+	if !ok {
+		return false
+	}
 	t := &p.Parsed.Tuple
 	if p.Parsed.Frag == packet.LaterFragment {
 		// No ports to classify or hash by: unless the worker finds the
 		// backend its first fragment went to (Key, Hash), it is dropped.
 		FragmentKey(&p.Key, &p.Parsed)
+		p.Key.Tenant = tenant
 		p.Hash = p.Key.Hash(g.Seed)
 		p.Verdict, p.Reason = Drop, ReasonFragment
 		return false
@@ -41,6 +46,7 @@ func Prepare(p *Packet, g *Generation) bool {
 	} else {
 		p.Key.Set(&t.Src, &t.Dst, t.SrcPort, t.DstPort, t.Proto)
 	}
+	p.Key.Tenant = tenant
 	p.Hash = p.Key.Hash(g.Seed)
 	return true
 }
@@ -63,7 +69,9 @@ func FragmentKey(k *flow.Key, p *packet.Parsed) {
 	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), proto)
 }
 
-// Classify finds the service a packet is addressed to. Its result is
+// Classify finds the service a packet is addressed to, among its tenant's
+// (Prepare classified the tenant: a VXLAN packet to the node's VTEP
+// address is its VNI's tenant's, any other the default tenant's). Its result is
 // memoised through the flow entry's backend, which belongs to one service.
 type Classify struct{}
 
@@ -75,7 +83,7 @@ func (Classify) Process(c *Context, pkts []*Packet) {
 		if p.Verdict != Continue {
 			continue
 		}
-		p.Service = c.Gen.Lookup(p.Key.Dst, p.Key.Proto, p.Key.DstPort)
+		p.Service = c.Gen.LookupTenant(p.Key.Tenant, p.Key.Dst, p.Key.Proto, p.Key.DstPort)
 		if p.Service == nil {
 			p.Verdict = Pass
 		}

@@ -1,0 +1,118 @@
+package pipeline
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/packet"
+)
+
+// TenantSpec describes one tenant: its packets arrive as VXLAN with VNI
+// to the node's VTEP address (Spec.VXLAN), and it sees only its own
+// services (ServiceSpec.Tenant).
+type TenantSpec struct {
+	Name string
+	VNI  uint32 // 1 .. 2^24-1
+}
+
+// MaxTenants is the number of tenants a generation holds besides the
+// default one: a tenant's ID is one byte of the flow key.
+const MaxTenants = 255
+
+// tenantClassifier maps a VXLAN packet to the node's VTEP address to its
+// tenant. Immutable once built.
+type tenantClassifier struct {
+	on   bool // a VTEP address is set
+	vtep [16]byte
+	port uint16
+	vnis map[uint32]uint8
+}
+
+// build validates spec's tenants, fills names (ID -> name, [0] the default
+// tenant) and returns the IDs by name ("" -> 0).
+func (tc *tenantClassifier) build(spec Spec, names *[]string) (map[string]uint8, error) {
+	ids := map[string]uint8{"": 0}
+	if len(spec.Tenants) == 0 {
+		return ids, nil
+	}
+	if len(spec.Tenants) > MaxTenants {
+		return nil, fmt.Errorf("%w: %d tenants; at most %d", ErrSpec, len(spec.Tenants), MaxTenants)
+	}
+	if !spec.VXLAN.IsValid() {
+		return nil, fmt.Errorf("%w: tenants need the VXLAN (VTEP) address", ErrSpec)
+	}
+	tc.on, tc.vtep, tc.port = true, spec.VXLAN.As16(), spec.VXLANPort
+	if tc.port == 0 {
+		tc.port = packet.VXLANPort
+	}
+	tc.vnis = make(map[uint32]uint8, len(spec.Tenants))
+	for i, t := range spec.Tenants {
+		if _, dup := ids[t.Name]; dup || t.Name == "" {
+			return nil, fmt.Errorf("%w: tenants[%d]: name %q is empty or repeated", ErrSpec, i, t.Name)
+		}
+		if t.VNI == 0 || t.VNI >= 1<<24 {
+			return nil, fmt.Errorf("%w: tenants[%d]: VNI %d is not 1..16777215", ErrSpec, i, t.VNI)
+		}
+		if _, dup := tc.vnis[t.VNI]; dup {
+			return nil, fmt.Errorf("%w: tenants[%d]: VNI %d is repeated", ErrSpec, i, t.VNI)
+		}
+		id := uint8(i + 1)
+		ids[t.Name], tc.vnis[t.VNI] = id, id
+		*names = append(*names, t.Name)
+	}
+	return ids, nil
+}
+
+// VTEP returns the address and UDP port tenants send VXLAN to; ok false
+// without tenants.
+func (g *Generation) VTEP() (addr netip.Addr, port uint16, ok bool) {
+	tc := &g.tenants
+	return netip.AddrFrom16(tc.vtep).Unmap(), tc.port, tc.on
+}
+
+// TenantByName returns the ID of the named tenant ("" : the default, 0).
+func (g *Generation) TenantByName(name string) (uint8, bool) {
+	for i, n := range g.Tenants {
+		if n == name {
+			return uint8(i), true
+		}
+	}
+	return 0, false
+}
+
+// TenantByVNI returns the tenant of a VNI.
+func (g *Generation) TenantByVNI(vni uint32) (uint8, bool) {
+	id, ok := g.tenants.vnis[vni]
+	return id, ok
+}
+
+// classifyTenant is the tenant step of Prepare, for a parsed frame: a
+// VXLAN packet to the node's VTEP address is decapsulated — p.Off, p.Len
+// and p.Parsed move to its inner frame — and its VNI names the tenant it
+// returns; any other packet is the default tenant's (0). A malformed VXLAN
+// packet, one with a VNI no tenant has, or an inner frame that does not
+// parse is dropped (ok false, p.Verdict set).
+func classifyTenant(p *Packet, g *Generation) (tenant uint8, ok bool) {
+	tc := &g.tenants
+	t := &p.Parsed.Tuple
+	if !tc.on || t.Proto != packet.ProtoUDP || t.DstPort != tc.port || t.Dst != tc.vtep {
+		return 0, true
+	}
+	vni, inner, end, v := p.Parsed.VXLAN(p.Buf[p.Off:p.Off+p.Len], tc.port)
+	if v != packet.VXLANOK {
+		p.Verdict, p.Reason = Drop, ReasonTenant
+		return 0, false
+	}
+	id, known := tc.vnis[vni]
+	if !known {
+		p.Verdict, p.Reason = Drop, ReasonTenant
+		return 0, false
+	}
+	p.Off, p.Len = p.Off+inner, end-inner
+	p.Parsed.Decode(p.Buf[p.Off : p.Off+p.Len])
+	if p.Parsed.Verdict != packet.OK {
+		p.Verdict, p.Reason = Drop, ReasonParse
+		return 0, false
+	}
+	return id, true
+}
