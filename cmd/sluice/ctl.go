@@ -479,6 +479,9 @@ func traceTable(tw *tabwriter.Writer, tr control.FlowTrace) {
 	if tr.TCPFlags != "" {
 		flags = " [" + tr.TCPFlags + "]"
 	}
+	if tr.Tenant != "" {
+		flags += " in tenant " + tr.Tenant + " (VXLAN to the node's VTEP address)"
+	}
 	fmt.Fprintf(tw, "packet\t%s %s -> %s%s (datapath generation %d)\n", tr.Protocol, tr.Src, tr.Dst, flags, tr.DatapathGeneration)
 	for _, e := range tr.Entries {
 		fmt.Fprintf(tw, "flow entry\tworker %d: %s, %s, generation %d, idle %dms\n", e.Worker, e.Backend, e.State, e.Generation, e.AgeMillis)

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -27,6 +28,7 @@ type FlowTrace struct {
 	Src                string `json:"src"`
 	Dst                string `json:"dst"`
 	TCPFlags           string `json:"tcp_flags,omitempty"`
+	Tenant             string `json:"tenant,omitempty"`
 	DatapathGeneration uint32 `json:"datapath_generation"`
 	// Entries are the flow's entries in the workers' tables; ShortCut
 	// says the one the packet meets is current: its memoised results
@@ -51,10 +53,7 @@ var traceFlags = map[string]uint8{"syn": sim.SYN, "ack": sim.ACK, "fin": sim.FIN
 // stages (pipeline.DefaultChain, the worker's chain) on a scratch copy, so
 // its answer is what the packet meets. Nothing live changes. Bad
 // arguments: ErrInvalidQuery.
-func (s *Server) TraceFlow(q TraceQuery) (FlowTrace, error) {
-	if q.Tenant != "" {
-		return FlowTrace{}, fmt.Errorf("%w: tenant %q: no tenants are configured", ErrInvalidQuery, q.Tenant)
-	}
+func (s *Server) TraceFlow(q TraceQuery) (tr FlowTrace, err error) {
 	var proto uint8
 	switch q.Proto {
 	case "tcp":
@@ -69,7 +68,7 @@ func (s *Server) TraceFlow(q TraceQuery) (FlowTrace, error) {
 		return FlowTrace{}, fmt.Errorf("%w: %v -> %v: two address:port of one family are needed", ErrInvalidQuery, q.Src, q.Dst)
 	}
 	f := sim.Frame{Src: src, Dst: dst, Proto: proto}
-	tr := FlowTrace{Protocol: q.Proto, Src: src.String(), Dst: dst.String(), Entries: []FlowEntry{}, Steps: []pipeline.TraceStep{}}
+	tr = FlowTrace{Protocol: q.Proto, Src: src.String(), Dst: dst.String(), Entries: []FlowEntry{}, Steps: []pipeline.TraceStep{}}
 	if proto == packet.ProtoTCP {
 		if q.TCPFlags == "" {
 			q.TCPFlags = "syn"
@@ -89,7 +88,20 @@ func (s *Server) TraceFlow(q TraceQuery) (FlowTrace, error) {
 		return tr, nil
 	}
 	tr.DatapathGeneration = g.ID
+	tenant, ok := g.TenantByName(q.Tenant)
+	if !ok {
+		return FlowTrace{}, fmt.Errorf("%w: tenant %q is not configured", ErrInvalidQuery, q.Tenant)
+	}
+	if tenant != 0 {
+		// The tenant's packet as it arrives: VXLAN with its VNI to the
+		// node's VTEP address, which the datapath decapsulates.
+		if frame, err = vxlanFrame(g, tenant, frame); err != nil {
+			return FlowTrace{}, err
+		}
+		tr.Tenant = q.Tenant
+	}
 	key := flow.MakeKey(proto, src, dst)
+	key.Tenant = tenant
 	hash := key.Hash(g.Seed)
 	now := s.node.FlowClock()
 	// The entry the worker would meet: of several workers' (a flow's
@@ -124,7 +136,7 @@ func (s *Server) TraceFlow(q TraceQuery) (FlowTrace, error) {
 	if p.Verdict == pipeline.Drop {
 		tr.Reason = p.Reason.String()
 	}
-	if svc := g.Lookup(key.Dst, proto, dst.Port()); svc != nil {
+	if svc := g.LookupTenant(tenant, key.Dst, proto, dst.Port()); svc != nil {
 		tr.VIP = svc.Name
 	}
 	if p.Real != nil {
@@ -138,4 +150,39 @@ func (s *Server) TraceFlow(q TraceQuery) (FlowTrace, error) {
 
 func unmapAP(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+}
+
+// vxlanFrame wraps an Ethernet frame in VXLAN with tenant's VNI toward the
+// node's VTEP address (from a documentation source address: the trace's
+// packet is hypothetical).
+func vxlanFrame(g *pipeline.Generation, tenant uint8, inner []byte) ([]byte, error) {
+	vtep, port, _ := g.VTEP()
+	if !vtep.Is4() {
+		return nil, fmt.Errorf("%w: tracing a tenant's packet to an IPv6 VTEP address is not supported", ErrInvalidQuery)
+	}
+	const hdr = 14 + 20 + 8 + 8
+	b := make([]byte, hdr+len(inner))
+	be := binary.BigEndian
+	be.PutUint16(b[12:], 0x0800)
+	ip := b[14:34]
+	ip[0], ip[8], ip[9] = 0x45, 64, packet.ProtoUDP
+	be.PutUint16(ip[2:], uint16(20+8+8+len(inner)))
+	copy(ip[12:16], []byte{192, 0, 2, 1})
+	a := vtep.As4()
+	copy(ip[16:20], a[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(be.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	be.PutUint16(ip[10:], ^uint16(sum))
+	be.PutUint16(b[34:], 49152)
+	be.PutUint16(b[36:], port)
+	be.PutUint16(b[38:], uint16(8+8+len(inner)))
+	b[42] = packet.VXLANFlagI
+	be.PutUint32(b[46:], g.TenantVNI(tenant)<<8)
+	copy(b[hdr:], inner)
+	return b, nil
 }

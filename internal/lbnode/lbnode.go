@@ -576,6 +576,8 @@ func (n *Node) steer(vips []netip.Addr) error {
 	return nil
 }
 
+// vipAddrs returns the addresses the datapath must receive: the VIPs of
+// every tenant and, with tenants, the VTEP address their VXLAN arrives at.
 func vipAddrs(c *config.Config) []netip.Addr {
 	var vips []netip.Addr
 	for _, v := range c.VIPs {
@@ -583,6 +585,9 @@ func vipAddrs(c *config.Config) []netip.Addr {
 		if !slices.Contains(vips, a) {
 			vips = append(vips, a)
 		}
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		vips = append(vips, netip.MustParseAddr(c.VXLAN.Address))
 	}
 	return vips
 }

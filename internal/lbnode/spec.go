@@ -69,6 +69,12 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 	if c.Node.TooBig == config.TooBigDrop {
 		spec.TooBig = pipeline.TooBigDrop
 	}
+	for _, t := range c.Tenants {
+		spec.Tenants = append(spec.Tenants, pipeline.TenantSpec{Name: t.Name, VNI: t.VNI})
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		spec.VXLAN, spec.VXLANPort = netip.MustParseAddr(c.VXLAN.Address), uint16(c.VXLAN.Port)
+	}
 	hops := map[netip.Addr]string{}
 	resolved := map[netip.Addr]nexthop.Hop{}
 	for _, v := range c.VIPs {
@@ -103,7 +109,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			proto = packet.ProtoUDP
 		}
 		s := pipeline.ServiceSpec{
-			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
+			Name: v.Name, Tenant: v.Tenant, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
 			Stateless: v.Affinity == config.AffinityStateless,
 		}

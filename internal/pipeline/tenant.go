@@ -26,6 +26,7 @@ type tenantClassifier struct {
 	vtep [16]byte
 	port uint16
 	vnis map[uint32]uint8
+	vni  []uint32 // by tenant ID ([0]: the default tenant, none)
 }
 
 // build validates spec's tenants, fills names (ID -> name, [0] the default
@@ -46,6 +47,7 @@ func (tc *tenantClassifier) build(spec Spec, names *[]string) (map[string]uint8,
 		tc.port = packet.VXLANPort
 	}
 	tc.vnis = make(map[uint32]uint8, len(spec.Tenants))
+	tc.vni = []uint32{0}
 	for i, t := range spec.Tenants {
 		if _, dup := ids[t.Name]; dup || t.Name == "" {
 			return nil, fmt.Errorf("%w: tenants[%d]: name %q is empty or repeated", ErrSpec, i, t.Name)
@@ -58,6 +60,7 @@ func (tc *tenantClassifier) build(spec Spec, names *[]string) (map[string]uint8,
 		}
 		id := uint8(i + 1)
 		ids[t.Name], tc.vnis[t.VNI] = id, id
+		tc.vni = append(tc.vni, t.VNI)
 		*names = append(*names, t.Name)
 	}
 	return ids, nil
@@ -78,6 +81,14 @@ func (g *Generation) TenantByName(name string) (uint8, bool) {
 		}
 	}
 	return 0, false
+}
+
+// TenantVNI returns the VNI of tenant id (0 for the default tenant).
+func (g *Generation) TenantVNI(id uint8) uint32 {
+	if int(id) < len(g.tenants.vni) {
+		return g.tenants.vni[id]
+	}
+	return 0
 }
 
 // TenantByVNI returns the tenant of a VNI.
