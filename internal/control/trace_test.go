@@ -95,7 +95,12 @@ func (r *traceRig) apply(deny, removed int) {
 	}
 	rng.Firewall = rset
 	dns.Firewall = set
-	g, err := r.b.Build(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{web, rng, dns}})
+	// Tenant a: the same VIP and port as web, its own backends and rules.
+	aWeb := svc("a-web", 6, 80, 0)
+	aWeb.Tenant, aWeb.Backends = "a", aWeb.Backends[:1]
+	aWeb.Firewall = set
+	g, err := r.b.Build(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{web, rng, dns, aWeb},
+		Tenants: []pipeline.TenantSpec{{Name: "a", VNI: 100}}, VXLAN: netip.MustParseAddr("198.18.0.254")})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -152,6 +157,9 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 			q.Proto, q.TCPFlags = "udp", ""
 			q.Dst = netip.AddrPortFrom(traceVIP, uint16(52+rng.IntN(2)))
 		}
+		if rng.IntN(3) == 0 {
+			q.Tenant = "a"
+		}
 		tr, err := r.s.TraceFlow(q)
 		if err != nil {
 			t.Fatal(err)
@@ -162,6 +170,11 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 		}
 		frame := make([]byte, f.Len())
 		f.Encode(frame)
+		if q.Tenant != "" {
+			if frame, err = vxlanFrame(r.dp.Generation(), 1, frame); err != nil {
+				t.Fatal(err)
+			}
+		}
 		got, hit := r.send(frame)
 		want := tr.Verdict
 		switch tr.Verdict {
@@ -171,12 +184,15 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 			want = "drop " + tr.Reason
 		}
 		kinds[tr.Verdict+" "+tr.Reason]++
+		if q.Tenant != "" {
+			kinds["tenant "+tr.VIP+" "+tr.Verdict]++
+		}
 		if got != want || hit != tr.ShortCut {
 			t.Fatalf("packet %d %+v: datapath %q (flow hit %v), trace %q (short cut %v)\n%+v", i, q, got, hit, want, tr.ShortCut, tr.Steps)
 		}
 	}
 	t.Logf("outcomes: %v", kinds)
-	for _, k := range []string{"forward ", "drop firewall_deny", "pass "} {
+	for _, k := range []string{"forward ", "drop firewall_deny", "pass ", "tenant a-web forward", "tenant a-web drop"} {
 		if kinds[k] == 0 {
 			t.Errorf("no packet had outcome %q: %v", k, kinds)
 		}
