@@ -218,6 +218,7 @@ func (s *Server) Status() (gen uint64, last ApplyResult) {
 // VIPStatus is a running VIP and its backends.
 type VIPStatus struct {
 	Name     string `json:"name"`
+	Tenant   string `json:"tenant,omitempty"` // "": the default tenant
 	Address  string `json:"address"`
 	Protocol string `json:"protocol"`
 	Port     uint16 `json:"port"`     // 0 with PortEnd 0: every port
@@ -404,7 +405,7 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	vips := []VIPStatus{}
 	if g != nil {
 		for _, svc := range g.Services {
-			vips = append(vips, vipStatus(svc, &c))
+			vips = append(vips, vipStatus(g, svc, &c))
 		}
 	}
 	st := Stats{
@@ -444,9 +445,10 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	return vips, st
 }
 
-func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
+func vipStatus(g *pipeline.Generation, svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 	v := VIPStatus{
 		Name:     svc.Name,
+		Tenant:   g.TenantName(svc.Tenant),
 		Address:  netip.AddrFrom16(svc.Addr).Unmap().String(),
 		Protocol: protoName(svc.Proto),
 		Port:     svc.PortLo,

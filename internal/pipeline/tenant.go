@@ -73,6 +73,14 @@ func (g *Generation) VTEP() (addr netip.Addr, port uint16, ok bool) {
 	return netip.AddrFrom16(tc.vtep).Unmap(), tc.port, tc.on
 }
 
+// TenantName returns the name of tenant id ("": the default tenant).
+func (g *Generation) TenantName(id uint8) string {
+	if int(id) < len(g.Tenants) {
+		return g.Tenants[id]
+	}
+	return ""
+}
+
 // TenantByName returns the ID of the named tenant ("" : the default, 0).
 func (g *Generation) TenantByName(name string) (uint8, bool) {
 	for i, n := range g.Tenants {
