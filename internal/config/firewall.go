@@ -97,10 +97,10 @@ func (f *Firewall) parse() ([]firewall.Rule, firewall.Action, []error) {
 			bad(p+".proto", fr.Proto, "is not tcp, udp, icmp, icmpv6 or a protocol number (1-255)")
 		}
 		if r.DstPorts, err = portRange(fr.Ports); err != nil {
-			bad(p+".ports", fr.Ports, "is not a port or a range lo-hi (1-65535)")
+			bad(p+".ports", fr.Ports, "is not a port or a range lo-hi (1-65535, or 0-hi)")
 		}
 		if r.SrcPorts, err = portRange(fr.SrcPorts); err != nil {
-			bad(p+".src_ports", fr.SrcPorts, "is not a port or a range lo-hi (1-65535)")
+			bad(p+".src_ports", fr.SrcPorts, "is not a port or a range lo-hi (1-65535, or 0-hi)")
 		}
 		if (fr.Ports != "" || fr.SrcPorts != "") && r.Proto != 0 && r.Proto != 6 && r.Proto != 17 {
 			bad(p+".ports", fr.Ports+fr.SrcPorts, "needs proto tcp or udp (or none)")
@@ -166,7 +166,7 @@ func portRange(s string) (firewall.PortRange, error) {
 	}
 	l, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
 	h, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
-	if err1 != nil || err2 != nil || l == 0 || h < l {
+	if err1 != nil || err2 != nil || h == 0 || h < l { // port 0 alone would read as "any"
 		return firewall.PortRange{}, errors.New("bad port range")
 	}
 	return firewall.PortRange{Lo: uint16(l), Hi: uint16(h)}, nil
