@@ -141,9 +141,16 @@ func (w *Worker) process(n int, now uint32) {
 		// The entry pointers are used here, before any insert of this
 		// batch can move them, and not kept.
 		for _, p := range chunk {
-			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g, now) {
+			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
+				switch {
+				case p.ICMPError:
+				case p.Verdict == pipeline.Drop: // denied: stays short-lived
+					e.LastSeen = now
+				default:
+					e.Observe(p.Parsed.TCPFlags, now)
+				}
 				w.hit = append(w.hit, p)
 			} else {
 				w.miss = append(w.miss, p)

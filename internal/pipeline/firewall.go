@@ -162,21 +162,18 @@ func (h *FirewallHits) Snapshot() map[RuleKey]uint64 {
 // in g (computed for this generation) and reports whether it was: the
 // memoised stages are then skipped (Chain.RunCached). A denied flow's
 // packet is dropped (ReasonFirewallDeny); otherwise p goes to the entry's
-// backend, and the entry observes the packet (not an ICMP error's).
-func Hit(p *Packet, e *flow.Entry, g *Generation, now uint32) bool {
+// backend. The caller then refreshes the entry with the packet, unless it
+// is an ICMP error: a denied flow's entry only takes the time (it stays
+// short-lived), any other observes the TCP flags (Entry.Observe). Small
+// enough to be inlined in the worker.
+func Hit(p *Packet, e *flow.Entry, g *Generation) bool {
 	if e.Gen != g.ID {
 		return false
 	}
 	if e.Backend == Denied {
 		p.Verdict, p.Reason = Drop, ReasonFirewallDeny
-		if !p.ICMPError {
-			e.LastSeen = now
-		}
 		return true
 	}
 	p.Real, p.Why = g.Reals[e.Backend], WhyFlowEntry
-	if !p.ICMPError {
-		e.Observe(p.Parsed.TCPFlags, now)
-	}
 	return true
 }

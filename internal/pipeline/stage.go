@@ -96,8 +96,10 @@ type Packet struct {
 	QUICUnknownServer bool
 
 	// What the memoised stages decided, for the flow trace: the firewall's
-	// verdict (0: not filtered) and rule (-1: the default), and the rule by
-	// which balance chose Real.
+	// verdict and rule (-1: the default), and the rule by which balance
+	// chose Real. Written by the stages that decide them and not reset
+	// between packets (the packet path never reads them): meaningful only
+	// on a fresh Packet, as TraceFrame uses.
 	Firewall     firewall.Action
 	FirewallRule int16
 	Why          Why

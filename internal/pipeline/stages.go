@@ -14,14 +14,16 @@ func Prepare(p *Packet, g *Generation) bool {
 	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
 	p.QUICRoute, p.QUICUnknownServer = QUICNone, false
-	p.Firewall, p.FirewallRule, p.Why = 0, -1, WhyNoBackend
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
 	}
-	tenant, ok := classifyTenant(p, g)
-	if !ok {
-		return false
+	var tenant uint8
+	if g.tenants.on { // only then may a packet be a tenant's VXLAN
+		var ok bool
+		if tenant, ok = classifyTenant(p, g); !ok {
+			return false
+		}
 	}
 	t := &p.Parsed.Tuple
 	if p.Parsed.Frag == packet.LaterFragment {

@@ -73,7 +73,7 @@ func TraceFrame(chain *Chain, g *Generation, frame []byte, live *flow.Entry, now
 	switch {
 	case e == nil:
 		step("flow lookup", "flow table", "miss", "no entry: every stage runs")
-	case Hit(p, e, g, now):
+	case Hit(p, e, g):
 		tr.Hit = true
 		stages = chain.perPacket
 		what := "backend " + realName(p.Real)
