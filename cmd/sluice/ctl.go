@@ -480,7 +480,7 @@ func traceTable(tw *tabwriter.Writer, tr control.FlowTrace) {
 		flags = " [" + tr.TCPFlags + "]"
 	}
 	if tr.Tenant != "" {
-		flags += " in tenant " + tr.Tenant + " (VXLAN to the node's VTEP address)"
+		flags += " in tenant " + tr.Tenant
 	}
 	fmt.Fprintf(tw, "packet\t%s %s -> %s%s (datapath generation %d)\n", tr.Protocol, tr.Src, tr.Dst, flags, tr.DatapathGeneration)
 	for _, e := range tr.Entries {

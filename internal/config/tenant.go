@@ -7,10 +7,13 @@ import (
 	"github.com/sluicelb/sluice/internal/packet"
 )
 
-// Tenant is one tenant: its traffic arrives as VXLAN with VNI.
+// Tenant is one tenant: its traffic arrives as VXLAN with VNI to the
+// VTEP address, or tagged with VLAN (the outermost 802.1Q tag); at least
+// one of the two.
 type Tenant struct {
 	Name string `yaml:"name"`
-	VNI  uint32 `yaml:"vni"` // 1..16777215
+	VNI  uint32 `yaml:"vni,omitempty"`  // 1..16777215
+	VLAN int    `yaml:"vlan,omitempty"` // 1..4094
 }
 
 // VXLAN is where tenants send their VXLAN traffic: the node's VTEP
@@ -28,6 +31,7 @@ const MaxTenants = 255
 func validateTenants(c *Config, bad func(path string, value any, reason string)) map[string]bool {
 	names := map[string]bool{}
 	vnis := map[uint32]int{}
+	vlans := map[int]int{}
 	if len(c.Tenants) > MaxTenants {
 		bad("tenants", len(c.Tenants), fmt.Sprintf("tenants; at most %d", MaxTenants))
 	}
@@ -40,17 +44,32 @@ func validateTenants(c *Config, bad func(path string, value any, reason string))
 			bad(p+".name", t.Name, "is repeated")
 		}
 		names[t.Name] = true
-		if t.VNI == 0 || t.VNI >= 1<<24 {
+		switch {
+		case t.VNI == 0 && t.VLAN == 0:
+			bad(p+".vni", nil, "or vlan is required (how the tenant's packets are recognised)")
+		case t.VNI >= 1<<24:
 			bad(p+".vni", t.VNI, "is not between 1 and 16777215")
-		} else if j, dup := vnis[t.VNI]; dup {
-			bad(p+".vni", t.VNI, fmt.Sprintf("is also the VNI of tenants[%d]", j))
-		} else {
+		case t.VNI == 0:
+		default:
+			if j, dup := vnis[t.VNI]; dup {
+				bad(p+".vni", t.VNI, fmt.Sprintf("is also the VNI of tenants[%d]", j))
+			}
 			vnis[t.VNI] = i
+		}
+		switch {
+		case t.VLAN < 0 || t.VLAN > 4094:
+			bad(p+".vlan", t.VLAN, "is not between 1 and 4094")
+		case t.VLAN == 0:
+		default:
+			if j, dup := vlans[t.VLAN]; dup {
+				bad(p+".vlan", t.VLAN, fmt.Sprintf("is also the VLAN of tenants[%d]", j))
+			}
+			vlans[t.VLAN] = i
 		}
 	}
 	switch x := c.VXLAN; {
-	case x == nil && len(c.Tenants) > 0:
-		bad("vxlan.address", nil, "is required with tenants (the VTEP address tenants send VXLAN to)")
+	case x == nil && len(vnis) > 0:
+		bad("vxlan.address", nil, "is required with tenants that have a vni (the VTEP address they send VXLAN to)")
 	case x != nil:
 		a, err := netip.ParseAddr(x.Address)
 		if err != nil || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {

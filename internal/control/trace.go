@@ -92,12 +92,19 @@ func (s *Server) TraceFlow(q TraceQuery) (tr FlowTrace, err error) {
 	if !ok {
 		return FlowTrace{}, fmt.Errorf("%w: tenant %q is not configured", ErrInvalidQuery, q.Tenant)
 	}
-	if tenant != 0 {
+	switch {
+	case tenant == 0:
+	case g.TenantVNI(tenant) != 0:
 		// The tenant's packet as it arrives: VXLAN with its VNI to the
 		// node's VTEP address, which the datapath decapsulates.
 		if frame, err = vxlanFrame(g, tenant, frame); err != nil {
 			return FlowTrace{}, err
 		}
+		tr.Tenant = q.Tenant
+	default:
+		// Tagged with the tenant's VLAN.
+		vid := g.TenantVLAN(tenant)
+		frame = append(frame[:12:12], append([]byte{0x81, 0x00, byte(vid >> 8), byte(vid)}, frame[12:]...)...)
 		tr.Tenant = q.Tenant
 	}
 	key := flow.MakeKey(proto, src, dst)

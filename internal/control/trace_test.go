@@ -99,8 +99,11 @@ func (r *traceRig) apply(deny, removed int) {
 	aWeb := svc("a-web", 6, 80, 0)
 	aWeb.Tenant, aWeb.Backends = "a", aWeb.Backends[:1]
 	aWeb.Firewall = set
-	g, err := r.b.Build(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{web, rng, dns, aWeb},
-		Tenants: []pipeline.TenantSpec{{Name: "a", VNI: 100}}, VXLAN: netip.MustParseAddr("198.18.0.254")})
+	// Tenant v, by VLAN 30: web on the same VIP too.
+	vWeb := svc("v-web", 6, 80, 0)
+	vWeb.Tenant, vWeb.Backends = "v", vWeb.Backends[1:]
+	g, err := r.b.Build(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{web, rng, dns, aWeb, vWeb},
+		Tenants: []pipeline.TenantSpec{{Name: "a", VNI: 100}, {Name: "v", VLAN: 30}}, VXLAN: netip.MustParseAddr("198.18.0.254")})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -157,9 +160,7 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 			q.Proto, q.TCPFlags = "udp", ""
 			q.Dst = netip.AddrPortFrom(traceVIP, uint16(52+rng.IntN(2)))
 		}
-		if rng.IntN(3) == 0 {
-			q.Tenant = "a"
-		}
+		q.Tenant = []string{"", "", "a", "v"}[rng.IntN(4)]
 		tr, err := r.s.TraceFlow(q)
 		if err != nil {
 			t.Fatal(err)
@@ -170,10 +171,13 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 		}
 		frame := make([]byte, f.Len())
 		f.Encode(frame)
-		if q.Tenant != "" {
+		switch q.Tenant {
+		case "a":
 			if frame, err = vxlanFrame(r.dp.Generation(), 1, frame); err != nil {
 				t.Fatal(err)
 			}
+		case "v": // an 802.1Q tag with VLAN 30, written independently
+			frame = append(frame[:12:12], append([]byte{0x81, 0x00, 0, 30}, frame[12:]...)...)
 		}
 		got, hit := r.send(frame)
 		want := tr.Verdict
@@ -192,7 +196,7 @@ func TestTraceAgreesWithDatapath(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", kinds)
-	for _, k := range []string{"forward ", "drop firewall_deny", "pass ", "tenant a-web forward", "tenant a-web drop"} {
+	for _, k := range []string{"forward ", "drop firewall_deny", "pass ", "tenant a-web forward", "tenant a-web drop", "tenant v-web forward"} {
 		if kinds[k] == 0 {
 			t.Errorf("no packet had outcome %q: %v", k, kinds)
 		}

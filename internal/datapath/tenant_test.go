@@ -122,3 +122,48 @@ func contains(as []netip.Addr, a netip.Addr) bool {
 	}
 	return false
 }
+
+// tagged inserts an 802.1Q tag with VLAN ID vid into an Ethernet frame.
+func tagged(frame []byte, vid uint16) []byte {
+	out := make([]byte, 0, len(frame)+4)
+	out = append(out, frame[:12]...)
+	out = binary.BigEndian.AppendUint16(out, 0x8100)
+	out = binary.BigEndian.AppendUint16(out, vid&0xfff)
+	return append(out, frame[12:]...)
+}
+
+// A tenant classified by the ingress VLAN tag (golden frames: the lab's
+// kernel cannot make 802.1Q devices): tagged with its VLAN the packet
+// reaches its service, untagged or with another VLAN the default tenant's.
+func TestTenantByVLAN(t *testing.T) {
+	r := newRig(t, 1024)
+	spec := tenantSpec()
+	spec.Tenants = append(spec.Tenants, pipeline.TenantSpec{Name: "c", VLAN: 30})
+	bes := backends4(6)
+	c := service(vip4, bes[5:6], nil)
+	c.Name, c.Tenant = "c-web", "c"
+	spec.Services = append(spec.Services, c)
+	r.apply(spec)
+	syn := tcpFrame(netip.MustParseAddrPort("10.30.0.2:40000"), vip4, sim.SYN)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  []netip.Addr
+	}{
+		{"vlan 30", tagged(syn, 30), bes[5:6]},
+		{"vlan 31", tagged(syn, 31), bes[:3]},
+		{"untagged", syn, bes[:3]},
+		{"vxlan 100", vxlanFrame(syn, 100), bes[3:4]},
+	} {
+		out := r.send(tc.frame)
+		if len(out) != 1 || !contains(tc.want, backendOf(t, out[0])) {
+			t.Fatalf("%s: %d frames out, want one to %v", tc.name, len(out), tc.want)
+		}
+		if d := decode(t, out[0]); string(d.inner) != string(syn[14:]) {
+			t.Fatalf("%s: inner packet differs", tc.name)
+		}
+	}
+	if n := r.counters().Flows.Len; n != 3 {
+		t.Fatalf("%d flows, want 3 (tenant c, the default tenant, tenant a)", n)
+	}
+}
