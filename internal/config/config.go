@@ -27,8 +27,13 @@ import (
 
 // Config is a node's configuration.
 type Config struct {
-	Node Node  `yaml:"node"`
-	VIPs []VIP `yaml:"vips"`
+	Node Node `yaml:"node"`
+	// Tenants share the node: each sends its traffic as VXLAN with its
+	// VNI to the node's VTEP address (VXLAN) and sees only its own VIPs
+	// (VIP.Tenant), which may reuse other tenants' addresses.
+	Tenants []Tenant `yaml:"tenants,omitempty"`
+	VXLAN   *VXLAN   `yaml:"vxlan,omitempty"`
+	VIPs    []VIP    `yaml:"vips"`
 }
 
 // Node holds the settings of this LB node.
@@ -141,6 +146,12 @@ type VIP struct {
 	// QUIC routes the VIP's QUIC packets by connection ID (UDP only); the
 	// backends' server IDs are Backend.ServerID.
 	QUIC *QUIC `yaml:"quic,omitempty"`
+	// Tenant is the name of the tenant the VIP belongs to (Config.Tenants);
+	// empty: the default tenant (traffic that is not a tenant's VXLAN).
+	Tenant string `yaml:"tenant,omitempty"`
+	// Firewall filters the VIP's flows by ordered allow/deny rules; none:
+	// every flow is allowed.
+	Firewall *Firewall `yaml:"firewall,omitempty"`
 }
 
 // Health is a VIP's health check, run against each of its backends. A
@@ -287,6 +298,7 @@ func (c *Config) setDefaults() {
 	if g := n.BGP; g != nil && g.ShutdownGrace == 0 {
 		g.ShutdownGrace = 2 * time.Second
 	}
+	setVXLANDefaults(c)
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Forwarding == "" && v.Encap != "" {
@@ -305,6 +317,9 @@ func (c *Config) setDefaults() {
 			v.DrainPeriod = DefaultDrainPeriod
 		}
 		setQUICDefaults(v)
+		if v.Firewall != nil && v.Firewall.Default == "" {
+			v.Firewall.Default = FirewallAllow
+		}
 		for j := range v.Backends {
 			b := &v.Backends[j]
 			if b.Weight == nil {
@@ -414,9 +429,11 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]int{}
 	type svcKey struct {
-		addr  netip.Addr
-		proto string
+		addr   netip.Addr
+		proto  string
+		tenant string
 	}
+	tenants := validateTenants(c, bad)
 	ports := map[svcKey][][3]int{} // lo, hi, index
 	inFlight := map[int]int{}      // VIP index -> its filling or draining backend (second chance)
 	for i, v := range c.VIPs {
@@ -448,7 +465,7 @@ func (c *Config) Validate() error {
 			hi = lo
 		}
 		if addr.IsValid() {
-			k := svcKey{addr, v.Protocol}
+			k := svcKey{addr, v.Protocol, v.Tenant}
 			for _, o := range ports[k] {
 				if lo <= o[1] && o[0] <= hi || lo == 0 && hi == 0 || o[0] == 0 && o[1] == 0 {
 					bad(p+".port", v.Port, fmt.Sprintf("overlaps vips[%d] (%s %s)", o[2], v.Address, v.Protocol))
@@ -481,6 +498,10 @@ func (c *Config) Validate() error {
 			bad(p+".second_chance", true, "needs forwarding gue (the hop list travels in the GUE header)")
 		}
 		validateQUIC(p, &v, bad)
+		validateFirewall(p, &v, bad)
+		if v.Tenant != "" && !tenants[v.Tenant] {
+			bad(p+".tenant", v.Tenant, "is not one of tenants[].name")
+		}
 		if h := v.Health; h != nil {
 			hp := p + ".health"
 			switch h.Type {

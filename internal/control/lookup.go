@@ -126,6 +126,7 @@ func (s *Server) LookupFlow(q FlowQuery) (FlowLookup, error) {
 	}
 	dst := netip.AddrPortFrom(vaddr, dport)
 	key := flow.MakeKey(svc.Proto, src, dst)
+	key.Tenant = svc.Tenant // the VIP's tenant's flow
 	if !(svc.PortLo == 0 && svc.PortHi == 0) && (dport < svc.PortLo || dport > svc.PortHi) {
 		return FlowLookup{}, fmt.Errorf("%w: vip %q does not serve port %d", ErrInvalidQuery, q.VIP, dport)
 	}

@@ -57,6 +57,7 @@ var (
 	descNATInUse   = desc("nat_ports_in_use", "Full-NAT SNAT ports held by live flows.")
 	descNATCap     = desc("nat_ports_capacity", "Full-NAT SNAT ports of the node (TCP and UDP, every address).")
 	descNATExhaust = desc("nat_exhausted_total", "New full-NAT flows refused because no SNAT port was free.")
+	descFWHits     = desc("firewall_rule_hits_total", "Flows a VIP's firewall rule decided (rule: its name or index; default: no rule matched), counted on a flow's first packet in each configuration.", "vip", "rule")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -66,7 +67,7 @@ func Descs() []*prometheus.Desc {
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
 		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
-		descDrops, descParseDrops, descQUICRouted, descQUICStray,
+		descDrops, descParseDrops, descQUICRouted, descQUICStray, descFWHits,
 		descNATPackets, descNATBinds, descNATRelease, descNATInUse, descNATCap, descNATExhaust,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
@@ -140,6 +141,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descNATInUse, float64(st.NAT.PortsInUse))
 	gauge(descNATCap, float64(st.NAT.PortsCapacity))
 	counter(descNATExhaust, st.NAT.Exhausted)
+	for vip, rules := range st.FirewallRuleHits {
+		for rule, n := range rules {
+			counter(descFWHits, n, vip, rule)
+		}
+	}
 	for _, v := range vips {
 		counter(descVIPPackets, v.Packets, v.Name)
 		counter(descVIPBytes, v.Bytes, v.Name)

@@ -149,12 +149,15 @@ func (w *Worker) process(n int, now uint32) {
 				natReplies++
 				continue
 			}
-			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
+			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
-				p.Real = g.Reals[e.Backend]
 				p.NATAddr, p.NATPort = e.NATAddr, e.NATPort
-				if !p.ICMPError {
+				switch {
+				case p.ICMPError:
+				case p.Verdict == pipeline.Drop: // denied: stays short-lived
+					e.LastSeen = now
+				default:
 					e.Observe(p.Parsed.TCPFlags, now)
 				}
 				w.hit = append(w.hit, p)
@@ -272,6 +275,7 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
+	k.Tenant = p.Key.Tenant
 	w.frags.insert(&k, k.Hash(g.Seed), p.Hash, p.Real.ID, now)
 	if w.held.n == 0 {
 		return
@@ -367,6 +371,7 @@ func (w *Worker) Snapshot() Counters {
 		if w.ctx.NAT != nil {
 			c.NAT = w.ctx.NAT.Snapshot()
 		}
+		c.Firewall = w.ctx.FirewallHits.Snapshot()
 	})
 	return c
 }

@@ -14,7 +14,7 @@ import (
 // through the pointer that Lookup or Insert returns, until the next Insert,
 // Delete or Reap on the same table; Key must not be changed.
 type Entry struct {
-	Key   Key   // offset 0, 37 bytes (38 with Key's own padding)
+	Key   Key   // offset 0, 38 bytes (the tenant in what was padding)
 	State State // offset 38
 	// psl is the probe sequence length: 1 + the distance from the entry's
 	// home slot, or 0 for an empty slot. One byte that was padding gives the
@@ -172,7 +172,7 @@ func (t *Table) home(hash uint64) uint32 {
 // the call to the generated struct equality function (a call also spills
 // the probe loop's registers).
 func keyEqual(a, b *Key) bool {
-	return a.Src == b.Src && a.Dst == b.Dst && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort && a.Proto == b.Proto
+	return a.Src == b.Src && a.Dst == b.Dst && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort && a.Proto == b.Proto && a.Tenant == b.Tenant
 }
 
 // Len returns the number of entries present.

@@ -580,7 +580,8 @@ func (n *Node) steer(vips []netip.Addr) error {
 }
 
 // vipAddrs returns the destinations the links must deliver to the
-// datapath: the VIPs and the SNAT addresses (full-NAT replies).
+// datapath: the VIPs of every tenant, the SNAT addresses (full-NAT
+// replies) and, with tenants, the VTEP address their VXLAN arrives at.
 func vipAddrs(c *config.Config) []netip.Addr {
 	var vips []netip.Addr
 	for _, v := range c.VIPs {
@@ -593,6 +594,9 @@ func vipAddrs(c *config.Config) []netip.Addr {
 		if !slices.Contains(vips, a) {
 			vips = append(vips, a)
 		}
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		vips = append(vips, netip.MustParseAddr(c.VXLAN.Address))
 	}
 	return vips
 }

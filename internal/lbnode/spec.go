@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/nexthop"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -69,6 +70,12 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 	if c.Node.TooBig == config.TooBigDrop {
 		spec.TooBig = pipeline.TooBigDrop
 	}
+	for _, t := range c.Tenants {
+		spec.Tenants = append(spec.Tenants, pipeline.TenantSpec{Name: t.Name, VNI: t.VNI, VLAN: uint16(t.VLAN)})
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		spec.VXLAN, spec.VXLANPort = netip.MustParseAddr(c.VXLAN.Address), uint16(c.VXLAN.Port)
+	}
 	hops := map[netip.Addr]string{}
 	resolved := map[netip.Addr]nexthop.Hop{}
 	for _, v := range c.VIPs {
@@ -103,7 +110,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			proto = packet.ProtoUDP
 		}
 		s := pipeline.ServiceSpec{
-			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
+			Name: v.Name, Tenant: v.Tenant, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
 			Stateless: v.Affinity == config.AffinityStateless,
 			NAT:       v.Forwarding == config.ForwardingNAT,
@@ -131,6 +138,14 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		}
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)
+		}
+		if v.Firewall != nil {
+			set, err := v.Firewall.Compile()
+			if err != nil { // validated: not expected; fail closed
+				n.log.Error("firewall rules do not compile; the VIP denies every flow", "vip", v.Name, "err", err)
+				set, _ = firewall.Compile(nil, firewall.Deny)
+			}
+			s.Firewall = set
 		}
 		spec.Services = append(spec.Services, s)
 	}
