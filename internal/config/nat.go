@@ -110,6 +110,12 @@ func validateNATVIP(c *Config, p string, v *VIP, families [2]bool, bad func(path
 	if !a.Is4() {
 		fam, name = 1, "IPv6"
 	}
+	if vip, err := netip.ParseAddr(v.Address); err == nil && vip.Is4() != a.Is4() {
+		bad(p+".forwarding", v.Forwarding, fmt.Sprintf("needs backends of the VIP's address family (the VIP is %s, backends are %s)", vip, name))
+	}
+	if v.Tenant != "" {
+		bad(p+".forwarding", v.Forwarding, "serves the default tenant only (replies do not return into a tenant's network)")
+	}
 	if !families[fam] {
 		bad("node.snat", c.Node.SNAT, fmt.Sprintf("has no %s address for %s (forwarding nat to %s backends)", name, p, name))
 	}

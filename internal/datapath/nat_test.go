@@ -216,7 +216,7 @@ func TestNATPortsReleased(t *testing.T) {
 func natFlows(t testing.TB, r *rig, n uint32, vip netip.AddrPort, clients sim.Clients) (fwd, rep [][]byte) {
 	for i := range n {
 		f := natFrame(clientMAC, clients.FlowSrc(i), vip, sim.ACK)
-		out := r.send(f)
+		out := r.send(natFrame(clientMAC, clients.FlowSrc(i), vip, sim.SYN)) // only a SYN binds
 		if len(out) != 1 {
 			t.Fatalf("flow %d not forwarded: %v", i, r.counters().Drops)
 		}
@@ -235,8 +235,18 @@ func TestZeroAllocsNAT(t *testing.T) {
 	g := r.apply(pipeline.Spec{Seed: 1, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(4), nil)}})
 	fwd, rep := natFlows(t, r, flows, vip4, clients4)
 	frames := append(fwd, rep...)
-	var k int
+	// The second datapath first sees each flow's SYN (only a SYN binds),
+	// then the established packets and replies, round and round.
+	var syns [][]byte
+	for i := range uint32(flows) {
+		syns = append(syns, natFrame(clientMAC, clients4.FlowSrc(i), vip4, sim.SYN))
+	}
+	var k, sk int
 	l := mem.New(mem.Config{BatchSize: 64, Source: func(buf []byte) int {
+		if sk < len(syns) {
+			sk++
+			return copy(buf, syns[sk-1])
+		}
 		f := frames[k]
 		if k++; k == len(frames) {
 			k = 0
@@ -251,7 +261,7 @@ func TestZeroAllocsNAT(t *testing.T) {
 	}
 	dp.Apply(g)
 	w := dp.Workers()[0]
-	for range 2 * flows / 64 { // the forward packets create the flows
+	for range 3 * flows / 64 { // the SYNs create the flows
 		w.Poll()
 	}
 	// Replies now find their bindings: the ports are allocated in the same
@@ -407,7 +417,7 @@ func TestNATRescheduled(t *testing.T) {
 	spec := pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, bes, nil)}}
 	r.apply(spec)
 	client := clients4.FlowSrc(3)
-	out := r.send(natFrame(clientMAC, client, vip4, sim.ACK))
+	out := r.send(natFrame(clientMAC, client, vip4, sim.SYN))
 	if len(out) != 1 {
 		t.Fatal("not forwarded")
 	}
@@ -483,4 +493,44 @@ func FuzzWorkerNAT(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A TCP packet that is not a SYN gets no SNAT port (a spoofed ACK flood
+// cannot exhaust the pool), and once a flow's backend has left the
+// generation its binding still admits replies from that backend only.
+func TestNATBindsOnSYNAndChecksReplySource(t *testing.T) {
+	r := newNATRig(t, 1024, nat.Layout{})
+	bes := backends4(2)
+	spec := pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, bes, nil)}}
+	r.apply(spec)
+	for i := range uint32(50) {
+		if out := r.send(natFrame(clientMAC, clients4.FlowSrc(i), vip4, sim.ACK)); len(out) != 0 {
+			t.Fatalf("an ACK without a flow was forwarded")
+		}
+	}
+	if c := r.counters(); c.NAT.Bound != 0 || c.NAT.InUse != 0 {
+		t.Fatalf("ACKs bound ports: %+v", c.NAT)
+	}
+	client := clients4.FlowSrc(77)
+	out := r.send(natFrame(clientMAC, client, vip4, sim.SYN))
+	if len(out) != 1 {
+		t.Fatal("SYN not forwarded")
+	}
+	fw := seeNAT(t, out[0])
+	// Remove the flow's backend: the flow keeps its binding until its next
+	// packet; a stranger's packet to the SNAT port is not translated.
+	var rest []netip.Addr
+	for _, b := range bes {
+		if b != fw.dst.Addr() {
+			rest = append(rest, b)
+		}
+	}
+	r.apply(pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, rest, nil)}})
+	stranger := netip.MustParseAddrPort("203.0.113.66:80")
+	if out := r.send(natFrame(backMAC, stranger, fw.src, sim.RST)); len(out) != 0 {
+		t.Fatal("a stranger's packet to the SNAT port of a flow whose backend left was translated to the client")
+	}
+	if out := r.send(natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK)); len(out) != 1 {
+		t.Fatal("the binding's own backend is no longer translated")
+	}
 }

@@ -332,9 +332,12 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) (err error) {
 }
 
 // Config returns the running configuration; the caller must not modify it.
-// nil once the node has stopped.
+// Once the node has stopped it is the last one that ran.
 func (n *Node) Config() (c *config.Config) {
-	n.do(context.Background(), func() { c = n.st.cfg })
+	if n.do(context.Background(), func() { c = n.st.cfg }) != nil {
+		<-n.stopped
+		c = n.st.cfg // serve has returned: nothing writes it any more
+	}
 	return c
 }
 

@@ -39,6 +39,11 @@ type RealNAT struct {
 
 // checkNATService checks what a full-NAT service needs.
 func checkNATService(ss *ServiceSpec, snat []netip.Addr) error {
+	for _, b := range ss.Backends {
+		if b.Tunnel.Dst.Is4() != ss.Addr.Is4() {
+			return fmt.Errorf("full-NAT backend %s is not of the VIP's address family", b.Tunnel.Dst)
+		}
+	}
 	switch {
 	case ss.Port == 0 || ss.PortEnd != 0 && ss.PortEnd != ss.Port:
 		return errors.New("full-NAT needs a single port (the backends' port)")
@@ -46,6 +51,8 @@ func checkNATService(ss *ServiceSpec, snat []netip.Addr) error {
 		return errors.New("full-NAT needs flow entries (not stateless, not QUIC)")
 	case ss.SecondChance:
 		return errors.New("full-NAT has no second chance (no hop list without a tunnel)")
+	case ss.Tenant != "":
+		return errors.New("full-NAT serves the default tenant only (replies do not return into a tenant's network)")
 	case len(snat) == 0:
 		return errors.New("full-NAT needs SNAT addresses")
 	case len(snat) > nat.MaxAddrs:
@@ -160,7 +167,10 @@ func (s *NATState) Removed(e *flow.Entry) {
 	}
 	var k flow.Key
 	h := s.replyKey(&k, e.Key.Proto, e.NATAddr, e.NATPort)
-	if s.Rev.Delete(&k, h) && s.Pool.Release(e.Key.Proto, int(e.NATAddr), e.NATPort) {
+	deleted := s.Rev.Delete(&k, h)
+	// The port goes back whatever the reverse table said: a binding that
+	// was missing must not leak its port too.
+	if s.Pool.Release(e.Key.Proto, int(e.NATAddr), e.NATPort) && deleted {
 		s.Counters.Released++
 	}
 }
@@ -204,18 +214,18 @@ func natReply(c *Context, s *NATState, p *Packet) {
 		p.Verdict, p.Reason = Drop, ReasonNATNoBinding
 		return
 	}
-	r := (*Real)(nil)
-	if int(b.Backend) < len(c.Gen.Reals) {
-		r = c.Gen.Reals[b.Backend]
-	}
-	if r != nil && r.NAT != nil && (r.NAT.Addr != p.Key.Src || r.NAT.Port != p.Key.SrcPort) {
-		p.Verdict, p.Reason = Drop, ReasonNATNoBinding // not from the flow's backend
+	if b.BackendAddr != p.Key.Src || b.BackendPort != p.Key.SrcPort {
+		// Not from the backend the binding was made for (recorded in the
+		// binding: a backend that left the generation is checked too).
+		p.Verdict, p.Reason = Drop, ReasonNATNoBinding
 		return
 	}
 	cl := &b.Client
 	if !p.ICMPError {
-		if e := c.Flows.Lookup(cl, cl.Hash(c.Gen.Seed)); e != nil {
-			e.Observe(p.Parsed.TCPFlags, c.Now) // the backend's FIN or RST closes the flow too
+		// The backend's FIN or RST closes the flow too; a half-open flow's
+		// retransmitted SYN-ACKs do not keep it alive.
+		if e := c.Flows.Lookup(cl, cl.Hash(c.Gen.Seed)); e != nil && e.State != flow.StateSYN {
+			e.Observe(p.Parsed.TCPFlags, c.Now)
 		}
 	}
 	buf := p.Buf
@@ -291,12 +301,20 @@ func (NATBind) Process(c *Context, pkts []*Packet) {
 				var k flow.Key
 				if b := s.Rev.Lookup(&k, s.replyKey(&k, p.Key.Proto, e.NATAddr, e.NATPort)); b != nil && b.Backend != e.Backend {
 					b.Backend = e.Backend
+					b.BackendAddr, b.BackendPort = p.Real.NAT.Addr, p.Real.NAT.Port
 					s.Counters.BackendChanged++
 				}
 			}
 			continue
 		case p.ICMPError:
 			p.Verdict, p.Reason = Drop, ReasonICMP
+			continue
+		case p.Key.Proto == packet.ProtoTCP && !p.Parsed.IsTCPSYN():
+			// Only a SYN starts a connection the backend can know: a
+			// mid-flow packet without a binding (or a spoofed ACK) gets no
+			// port.
+			c.Flows.Delete(&p.Key, p.Hash)
+			p.Verdict, p.Reason = Drop, ReasonNATNoBinding
 			continue
 		}
 		ai, port, ok := s.Pool.AllocateFamily(p.Key.Proto, p.Parsed.Tuple.IPVersion == 6)
@@ -308,7 +326,7 @@ func (NATBind) Process(c *Context, pkts []*Packet) {
 		}
 		var k flow.Key
 		h := s.replyKey(&k, p.Key.Proto, uint8(ai), port)
-		b := nat.Binding{Client: p.Key, Backend: e.Backend}
+		b := nat.Binding{Client: p.Key, Backend: e.Backend, BackendAddr: p.Real.NAT.Addr, BackendPort: p.Real.NAT.Port}
 		copy(b.Return[:], p.Buf[p.Off+6:p.Off+12])
 		if !s.Rev.Insert(&k, h, b) {
 			// Cannot happen with a table of Pool.Cap: a bug, refused cleanly.
