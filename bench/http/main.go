@@ -38,7 +38,7 @@ var (
 	conns    = flag.Int("c", 64, "wrk connections")
 	binary   = flag.String("sluice", "", "sluice binary (default: build ./cmd/sluice into a temporary directory)")
 	prefix   = flag.String("prefix", "", "lab namespace prefix (default bh<pid>-)")
-	targets  = flag.String("targets", "direct,sluice,nft,haproxy", "targets to measure, in this order")
+	targets  = flag.String("targets", "direct,sluice,sluice-nat,nft,haproxy", "targets to measure, in this order (sluice-nat: Sluice with forwarding: nat)")
 )
 
 // result is one wrk measurement.
@@ -125,6 +125,17 @@ func run() (err error) {
 				}
 				measure("sluice", mode, vipURL)
 			}
+		case "sluice-nat":
+			for _, mode := range modes {
+				if err := b.natUp(mode); err != nil {
+					results = append(results, failedAll("sluice full-NAT", mode, variants, err)...)
+					continue
+				}
+				measure("sluice full-NAT", mode, vipURL)
+			}
+			if err := b.natDown(); err != nil {
+				return err
+			}
 		case "nft":
 			b.SluiceDown()
 			if err := b.NFTUp(); err != nil {
@@ -154,7 +165,40 @@ func run() (err error) {
 	return ctx.Err()
 }
 
-type bench struct{ *labbench.Bench }
+type bench struct {
+	*labbench.Bench
+	nat6 bool // the backends serve HTTP on their IPv6 addresses too
+}
+
+// natUp restarts the LB node with every VIP in full-NAT (the scenario's
+// NAT configuration: the node's SNAT addresses, forwarding: nat) and
+// routes the SNAT addresses to it; the backends' plain HTTP servers (on
+// their own addresses) answer, not the agents.
+func (b *bench) natUp(mode string) error {
+	s := b.Scenario
+	if !b.nat6 {
+		for _, be := range s.Lab.Backends {
+			if _, err := be.Start(b.Ctx, b.Bin, "lab", "http-serve", "--name", fmt.Sprintf("be%d", be.Index),
+				"--listen", netip.AddrPortFrom(be.Addr6, 80).String()); err != nil {
+				return err
+			}
+		}
+		b.nat6 = true
+	}
+	if err := s.Lab.RouteSNAT(true); err != nil {
+		return err
+	}
+	s.Opts.NAT = true
+	return b.SluiceUp(mode, true)
+}
+
+// natDown stops the full-NAT LB node and goes back to the scenario's
+// encapsulating configuration.
+func (b *bench) natDown() error {
+	b.SluiceDown()
+	b.Scenario.Opts.NAT = false
+	return b.Scenario.Lab.RouteSNAT(false)
+}
 
 func failedAll(target, mode string, variants []string, err error) []result {
 	var rs []result

@@ -128,7 +128,8 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	vipAdd.Flags().StringVar(&nv.Protocol, "protocol", "tcp", "tcp or udp")
 	vipAdd.Flags().IntVar(&nv.Port, "port", 0, "port (0 with --port-end 0: every port)")
 	vipAdd.Flags().IntVar(&nv.PortEnd, "port-end", 0, "end of a port range")
-	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "gue (default) or ipip")
+	vipAdd.Flags().StringVar(&nv.Forwarding, "forwarding", "", "gue (default), ipip or nat (full-NAT: needs node.snat)")
+	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "the old name of --forwarding: gue or ipip")
 	vipAdd.Flags().Uint32Var(&nv.MaglevSize, "maglev-size", 0, "Maglev table size (a prime; 0: default)")
 	vipAdd.Flags().StringArrayVar(&nvBackends, "backend", nil, "backend IP[=WEIGHT] (repeatable; weight default 1)")
 	vip.AddCommand(vipAdd, &cobra.Command{
@@ -286,6 +287,32 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	lookup.Flags().BoolVar(&lkSYN, "syn", false, "a TCP SYN (default: a packet in the middle of the flow)")
 	lookup.Flags().StringVar(&lkPayload, "payload", "", "the start of the UDP payload in hex (for a QUIC VIP: the QUIC header whose connection ID routes it)")
 	flowCmd.AddCommand(lookup)
+	var trTenant, trFlags string
+	trace := &cobra.Command{
+		Use:   "trace [--tenant T] [--flags syn|ack|fin|rst] tcp|udp SRC_IP:PORT DST_IP:PORT",
+		Short: "Run a hypothetical packet through the live stages and show each stage's input and decision",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			tq := control.TraceQuery{Tenant: trTenant, Proto: args[0], TCPFlags: trFlags}
+			for i, ap := range []*netip.AddrPort{&tq.Src, &tq.Dst} {
+				if *ap, err = netip.ParseAddrPort(args[1+i]); err != nil {
+					return fmt.Errorf("%q: not IP:port ([IPv6]:port)", args[1+i])
+				}
+			}
+			tr, err := c.TraceFlow(cmd.Context(), tq)
+			if err != nil {
+				return err
+			}
+			return emit(cmd.OutOrStdout(), tr, func(tw *tabwriter.Writer) { traceTable(tw, tr) })
+		},
+	}
+	trace.Flags().StringVar(&trTenant, "tenant", "", "the tenant the packet arrives from (default: the default tenant)")
+	trace.Flags().StringVar(&trFlags, "flags", "", "TCP flags of the packet: syn (default), ack, fin or rst")
+	flowCmd.AddCommand(trace)
 
 	stats := &cobra.Command{
 		Use:   "stats",
@@ -426,6 +453,61 @@ func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 				v.Name, v.Address, v.Protocol, ports, fp, b.Address, b.Weight, b.State, b.Packets, b.Bytes)
 		}
 	}
+	firewallTable(tw, vips)
+}
+
+// firewallTable lists the VIPs' firewall rules, in order, with their hits.
+func firewallTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
+	header := false
+	for _, v := range vips {
+		f := v.Firewall
+		if f == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "\nFIREWALL VIP\tRULE\tACTION\tMATCH\tFLOWS")
+			header = true
+		}
+		for _, r := range f.Rules {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", v.Name, r.Rule, r.Action, r.Match, r.Hits)
+		}
+		fmt.Fprintf(tw, "%s\tdefault\t%s\tany\t%d\n", v.Name, f.Default, f.DefaultHits)
+	}
+}
+
+func traceTable(tw *tabwriter.Writer, tr control.FlowTrace) {
+	flags := ""
+	if tr.TCPFlags != "" {
+		flags = " [" + tr.TCPFlags + "]"
+	}
+	if tr.Tenant != "" {
+		flags += " in tenant " + tr.Tenant
+	}
+	fmt.Fprintf(tw, "packet\t%s %s -> %s%s (datapath generation %d)\n", tr.Protocol, tr.Src, tr.Dst, flags, tr.DatapathGeneration)
+	for _, e := range tr.Entries {
+		fmt.Fprintf(tw, "flow entry\tworker %d: %s, %s, generation %d, idle %dms\n", e.Worker, e.Backend, e.State, e.Generation, e.AgeMillis)
+	}
+	if tr.ShortCut {
+		fmt.Fprintln(tw, "short cut\tyes: a current entry stands in for classify, firewall and balance")
+	}
+	fmt.Fprintln(tw, "\nSTAGE\tINPUT\tDECISION\tREASON")
+	for _, s := range tr.Steps {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Stage, s.Input, s.Decision, s.Reason)
+	}
+	out := tr.Verdict
+	switch {
+	case tr.Reason != "":
+		out += " (" + tr.Reason + ")"
+	case tr.Backend != "":
+		out += " to " + tr.Backend
+		if tr.Secondary != "" {
+			out += ", hop list [" + tr.Backend + ", " + tr.Secondary + "]"
+		}
+	}
+	if tr.VIP != "" {
+		out += ", vip " + tr.VIP
+	}
+	fmt.Fprintf(tw, "\nresult\t%s\n", out)
 }
 
 func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {
@@ -490,6 +572,10 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 		{"kernel tx", st.Spilled}, {"kernel tx errors", st.SpillErrors},
 		{"fragments followed", st.Fragments.Followed}, {"fragments held", st.Fragments.Held},
 		{"fragments released", st.Fragments.Released},
+		{"nat translated", st.NAT.Translated}, {"nat replies", st.NAT.Replies},
+		{"nat icmp to client", st.NAT.ICMPToClient}, {"nat icmp to backend", st.NAT.ICMPToBackend},
+		{"nat ports in use", fmt.Sprintf("%d of %d", st.NAT.PortsInUse, st.NAT.PortsCapacity)},
+		{"nat ports exhausted", st.NAT.Exhausted},
 	} {
 		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
 	}
@@ -500,6 +586,19 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 	for _, k := range sortedKeys(st.ParseDrops) {
 		if st.ParseDrops[k] > 0 {
 			fmt.Fprintf(tw, "parse/%s\t%d\n", k, st.ParseDrops[k])
+		}
+	}
+	if len(st.FirewallRuleHits) > 0 {
+		fmt.Fprintln(tw, "\nFIREWALL VIP\tRULE\tFLOWS")
+		vips := make([]string, 0, len(st.FirewallRuleHits))
+		for v := range st.FirewallRuleHits {
+			vips = append(vips, v)
+		}
+		slices.Sort(vips)
+		for _, v := range vips {
+			for _, r := range sortedKeys(st.FirewallRuleHits[v]) {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", v, r, st.FirewallRuleHits[v][r])
+			}
 		}
 	}
 }

@@ -49,9 +49,9 @@ func newLBCmd() *cobra.Command {
 			}
 			defer srv.Close()
 			log.Info("admin API listening", "addr", srv.Addr)
-			go ctl.Run(cmd.Context(), log) // completes second-chance backend transitions
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			go ctl.Run(ctx, log) // completes second-chance backend transitions
 			sigs := make(chan os.Signal, 1)
 			signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGHUP)
 			defer signal.Stop(sigs)

@@ -32,7 +32,7 @@ func TestLBCheckGood(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", path, err, out)
 	}
-	if !strings.HasPrefix(out, path+": OK: 3 VIP(s), 7 backend(s), interfaces eth0 (io auto), BGP with 1 peer(s); not checked: the interfaces") ||
+	if !strings.HasPrefix(out, path+": OK: 4 VIP(s), 9 backend(s), interfaces eth0 (io auto), BGP with 1 peer(s); not checked: the interfaces") ||
 		strings.Count(out, "\n") != 1 {
 		t.Errorf("summary:\n%s", out)
 	}

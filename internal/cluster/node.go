@@ -474,7 +474,7 @@ func (n *Node) send(to netip.AddrPort, m *Msg) {
 }
 
 func (n *Node) sendOne(to netip.AddrPort, w *Writer) {
-	if err := n.cfg.Transport.Send(to, w.Seal(n.codec)); err != nil {
+	if err := n.cfg.Transport.Send(to, w.Seal(n.codec, to)); err != nil {
 		n.st.SendErr++
 	}
 	n.st.DatagramsOut++
@@ -508,7 +508,7 @@ func (n *Node) datagram(d Datagram) {
 		n.st.DropNotMember++
 		return
 	}
-	h, msgs, err := n.codec.Open(d.Data)
+	h, msgs, err := n.codec.Open(d.Data, n.self)
 	if err != nil {
 		if errors.Is(err, ErrAuth) {
 			n.st.DropAuth++
@@ -519,7 +519,7 @@ func (n *Node) datagram(d Datagram) {
 	}
 	r := n.replay[d.From]
 	if r == nil {
-		r = &Replay{}
+		r = NewReplay(n.nowMs)
 		n.replay[d.From] = r
 	}
 	if !r.Check(&h, n.nowMs) {

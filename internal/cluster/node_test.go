@@ -374,11 +374,11 @@ func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
 	var w Writer
 	w.Begin(1, 1, uint64(time.Now().UnixMilli()))
 	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
-	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec([32]byte{9}))))
+	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec([32]byte{9}), n2.Addr())))
 	// The right key but other chain parameters (replicas 3): refused too.
 	w.Begin(1, 2, uint64(time.Now().UnixMilli()))
 	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
-	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 3})))))
+	inject(nodeAddr(1), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 3})), n2.Addr())))
 	// Altered: a captured datagram with one byte changed.
 	alt := bytes.Clone(old[len(old)-1])
 	alt[headerLen+10] ^= 0xff
@@ -386,7 +386,7 @@ func TestNodeDropsReplayForgeryAndStrangers(t *testing.T) {
 	// A stranger with the right key (a configured key but not a member).
 	w.Begin(2, 1, uint64(time.Now().UnixMilli()))
 	w.Add(&Msg{Type: MsgInsert, Aux: FlagRepair, Entry: MakeEntry(testFlow(0), Value{Service: 1, Backend: 666, Expire: 4e9})})
-	inject(netip.MustParseAddrPort("10.9.9.9:7946"), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 2})))))
+	inject(netip.MustParseAddrPort("10.9.9.9:7946"), bytes.Clone(w.Seal(NewCodec(paramKey(Config{AuthKey: testKey, Shards: 16, Replicas: 2})), n2.Addr())))
 	deadline := time.Now().Add(2 * time.Second)
 	var after Stats
 	for time.Now().Before(deadline) {

@@ -163,15 +163,23 @@ func NewCodec(authKey [32]byte) *Codec {
 	return &Codec{mac: hmac.New(sha256.New, authKey[:])}
 }
 
-func (c *Codec) tag(b []byte) []byte {
+// tag is the truncated HMAC over the receiver's address and port, then the
+// datagram: a datagram sealed for one node fails authentication at any
+// other, so traffic captured on its way to one member cannot be replayed
+// to another (whose replay window has not seen its sequence numbers).
+func (c *Codec) tag(to netip.AddrPort, b []byte) []byte {
 	c.mac.Reset()
+	a := to.Addr().Unmap().As16()
+	c.mac.Write(a[:])
+	c.mac.Write([]byte{byte(to.Port() >> 8), byte(to.Port())})
 	c.mac.Write(b)
 	return c.mac.Sum(c.sum[:0])[:tagLen]
 }
 
-// Open checks a datagram's length, version and tag and returns its header
-// and the message bytes. It does not check replay (see Replay).
-func (c *Codec) Open(b []byte) (Header, []byte, error) {
+// Open checks a datagram's length, version and tag (sealed for self, the
+// receiving node's address) and returns its header and the message bytes.
+// It does not check replay (see Replay).
+func (c *Codec) Open(b []byte, self netip.AddrPort) (Header, []byte, error) {
 	if len(b) < headerLen+tagLen {
 		return Header{}, nil, ErrShort
 	}
@@ -182,7 +190,7 @@ func (c *Codec) Open(b []byte) (Header, []byte, error) {
 		return Header{}, nil, ErrVersion
 	}
 	body := b[:len(b)-tagLen]
-	if !hmac.Equal(c.tag(body), b[len(b)-tagLen:]) {
+	if !hmac.Equal(c.tag(self, body), b[len(b)-tagLen:]) {
 		return Header{}, nil, ErrAuth
 	}
 	if b[1] != 0 {
@@ -331,11 +339,11 @@ func (w *Writer) Add(m *Msg) bool {
 	return true
 }
 
-// Seal writes the count and the tag and returns the datagram, valid until
-// the next Begin.
-func (w *Writer) Seal(c *Codec) []byte {
+// Seal writes the count and the tag for the receiver to and returns the
+// datagram, valid until the next Begin.
+func (w *Writer) Seal(c *Codec, to netip.AddrPort) []byte {
 	binary.BigEndian.PutUint16(w.buf[2:], w.count)
-	w.buf = append(w.buf, c.tag(w.buf)...)
+	w.buf = append(w.buf, c.tag(to, w.buf)...)
 	return w.buf
 }
 
@@ -352,6 +360,26 @@ type Replay struct {
 	bitmap uint64
 	lastMs uint64
 	seen   bool
+	// notBefore: nothing sent before the window was made is accepted, so
+	// a window dropped and made anew (the sender left the view and came
+	// back, or this node restarted) does not readmit captured traffic.
+	notBefore uint64
+}
+
+// ReplayNotBeforeSlackMs is how long before a window is made a datagram may
+// have been sent and still be accepted: the first datagrams of a sender
+// are in flight when the window is made. Nodes' clocks must agree to well
+// within it (NTP); a sender whose clock lags by more is refused for about
+// its lag after each new window.
+const ReplayNotBeforeSlackMs = 1000
+
+// NewReplay returns the window for a sender first heard from at nowMs.
+func NewReplay(nowMs uint64) *Replay {
+	r := &Replay{}
+	if nowMs > ReplayNotBeforeSlackMs {
+		r.notBefore = nowMs - ReplayNotBeforeSlackMs
+	}
+	return r
 }
 
 // ReplayWindowMs is how far a datagram's send time may be from the receiver's
@@ -360,14 +388,14 @@ const ReplayWindowMs = 10_000
 
 // Check accepts or rejects header h received at nowMs and records it.
 func (r *Replay) Check(h *Header, nowMs uint64) bool {
-	if h.TimeMs+ReplayWindowMs < nowMs || h.TimeMs > nowMs+ReplayWindowMs {
+	if h.TimeMs+ReplayWindowMs < nowMs || h.TimeMs > nowMs+ReplayWindowMs || h.TimeMs < r.notBefore {
 		return false
 	}
 	if !r.seen || h.Boot != r.boot {
 		if r.seen && h.TimeMs <= r.lastMs {
 			return false
 		}
-		*r = Replay{boot: h.Boot, max: h.Seq, bitmap: 1, lastMs: h.TimeMs, seen: true}
+		*r = Replay{boot: h.Boot, max: h.Seq, bitmap: 1, lastMs: h.TimeMs, seen: true, notBefore: r.notBefore}
 		return true
 	}
 	switch {

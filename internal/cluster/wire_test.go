@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -29,6 +30,9 @@ func sampleMsgs() []Msg {
 	}
 }
 
+// testTo is the receiver the test datagrams are sealed for.
+var testTo = netip.MustParseAddrPort("198.18.30.12:7947")
+
 func sealed(c *Codec, msgs []Msg) []byte {
 	var w Writer
 	w.Begin(0xdeadbeef, 42, 1_700_000_000_000)
@@ -37,7 +41,7 @@ func sealed(c *Codec, msgs []Msg) []byte {
 			panic("does not fit")
 		}
 	}
-	return w.Seal(c)
+	return w.Seal(c, testTo)
 }
 
 // The encoding of one datagram of every message type is fixed: a change to
@@ -58,7 +62,7 @@ func TestWireGolden(t *testing.T) {
 		t.Fatalf("encoding changed:\n got %s\nwant %s", got, want)
 	}
 	// Decode it back.
-	h, msgs, err := c.Open(b)
+	h, msgs, err := c.Open(b, testTo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +117,7 @@ func TestWireRejects(t *testing.T) {
 		"no messages": {sealed(c, nil), nil},
 	}
 	for name, tc := range cases {
-		_, _, err := c.Open(tc.b)
+		_, _, err := c.Open(tc.b, testTo)
 		if err != tc.want {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
 		}
@@ -182,8 +186,8 @@ func FuzzMessages(f *testing.F) {
 		var w Writer
 		w.Begin(1, 1, 1)
 		w.buf = append(w.buf, in...)
-		d := w.Seal(c)
-		_, msgs, err := c.Open(d)
+		d := w.Seal(c, testTo)
+		_, msgs, err := c.Open(d, testTo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +211,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add(sealed(c, sampleMsgs()))
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		_, msgs, err := c.Open(in)
+		_, msgs, err := c.Open(in, testTo)
 		if err != nil {
 			return
 		}
@@ -229,8 +233,31 @@ func BenchmarkSealOpen(b *testing.B) {
 	b.SetBytes(int64(24 * msgSize[MsgQuery]))
 	for b.Loop() {
 		d := sealed(c, msgs)
-		if _, _, err := c.Open(d); err != nil {
+		if _, _, err := c.Open(d, testTo); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A datagram sealed for one member fails authentication at another, and a
+// replay window made anew refuses what was sent well before it.
+func TestSealedForOneReceiver(t *testing.T) {
+	c := NewCodec(testKey)
+	b := sealed(c, sampleMsgs())
+	if _, _, err := c.Open(b, testTo); err != nil {
+		t.Fatal(err)
+	}
+	other := netip.MustParseAddrPort("198.18.30.13:7947")
+	if _, _, err := c.Open(b, other); !errors.Is(err, ErrAuth) {
+		t.Fatalf("opened at another member: %v", err)
+	}
+	h := Header{Boot: 1, Seq: 5, TimeMs: 1_700_000_000_000}
+	r := NewReplay(h.TimeMs + 5000) // made 5 s after h was sent
+	if r.Check(&h, h.TimeMs+5000) {
+		t.Fatal("a new window accepted a datagram sent 5 s before it was made")
+	}
+	h2 := Header{Boot: 1, Seq: 6, TimeMs: h.TimeMs + 4500}
+	if !r.Check(&h2, h.TimeMs+5000) {
+		t.Fatal("a new window refused a datagram sent just before it was made")
 	}
 }

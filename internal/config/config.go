@@ -27,8 +27,13 @@ import (
 
 // Config is a node's configuration.
 type Config struct {
-	Node Node  `yaml:"node"`
-	VIPs []VIP `yaml:"vips"`
+	Node Node `yaml:"node"`
+	// Tenants share the node: each sends its traffic as VXLAN with its
+	// VNI to the node's VTEP address (VXLAN) and sees only its own VIPs
+	// (VIP.Tenant), which may reuse other tenants' addresses.
+	Tenants []Tenant `yaml:"tenants,omitempty"`
+	VXLAN   *VXLAN   `yaml:"vxlan,omitempty"`
+	VIPs    []VIP    `yaml:"vips"`
 }
 
 // Node holds the settings of this LB node.
@@ -57,10 +62,32 @@ type Node struct {
 	SourceV6  string `yaml:"source_v6"`  // likewise for IPv6
 	AdminAddr string `yaml:"admin_addr"` // admin API and /metrics; default 127.0.0.1:6090
 	BGP       *BGP   `yaml:"bgp"`        // announce the VIPs to routers; none: no announcements
+	// SNAT is the node's SNAT addresses, the source of what full-NAT VIPs
+	// (forwarding: nat) send to their backends: at least one of each
+	// family those VIPs' backends have. They belong to the datapath (not
+	// assigned to an interface; routers route them to this node) and
+	// must be this node's alone.
+	SNAT []string `yaml:"snat,omitempty"`
+	// SNATPorts is the SNAT port range, dealt to the workers in blocks of
+	// 256; default 1024-65535.
+	SNATPorts *PortRange `yaml:"snat_ports,omitempty"`
 	// Cluster makes the node a member of a cluster of LB nodes (see
 	// Cluster); none: the node runs alone.
 	Cluster *Cluster `yaml:"cluster"`
 }
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Lo int `yaml:"lo"`
+	Hi int `yaml:"hi"`
+}
+
+// Forwarding modes of a VIP.
+const (
+	ForwardingGUE  = "gue"  // encapsulated in GUE to the backend's agent
+	ForwardingIPIP = "ipip" // encapsulated in IPIP (IPv4 or IPv6 in IPv6)
+	ForwardingNAT  = "nat"  // full-NAT: rewritten to the backend, from a node.snat address
+)
 
 // BGP configures the node's BGP speaker: it announces each VIP as a host
 // route (/32, /128) with the node as next hop while the node is in service
@@ -98,13 +125,18 @@ type BFD struct {
 
 // VIP is a virtual service.
 type VIP struct {
-	Name         string `yaml:"name"`
-	Address      string `yaml:"address"`
-	Protocol     string `yaml:"protocol"` // tcp | udp
-	Port         int    `yaml:"port"`     // 0 with port_end 0: every port
-	PortEnd      int    `yaml:"port_end"` // optional end of a port range
-	MaglevSize   uint32 `yaml:"maglev_size"`
-	Encap        string `yaml:"encap"`    // gue (default) | ipip
+	Name       string `yaml:"name"`
+	Address    string `yaml:"address"`
+	Protocol   string `yaml:"protocol"` // tcp | udp
+	Port       int    `yaml:"port"`     // 0 with port_end 0: every port
+	PortEnd    int    `yaml:"port_end"` // optional end of a port range
+	MaglevSize uint32 `yaml:"maglev_size"`
+	// Forwarding is how packets reach the backends: gue (default), ipip
+	// or nat (full-NAT: any server, no agent). Encap is its old name,
+	// still read: one alone sets both; both must agree.
+	Forwarding   string `yaml:"forwarding"`
+	Encap        string `yaml:"encap"` // gue | ipip; the old name of forwarding
+	encapOnly    bool   // the document set encap and not forwarding (for error paths)
 	Affinity     string `yaml:"affinity"` // on-change (default) | stateless
 	SecondChance bool   `yaml:"second_chance"`
 	// DrainPeriod is how long a filling or draining backend of a second
@@ -117,6 +149,12 @@ type VIP struct {
 	// QUIC routes the VIP's QUIC packets by connection ID (UDP only); the
 	// backends' server IDs are Backend.ServerID.
 	QUIC *QUIC `yaml:"quic,omitempty"`
+	// Tenant is the name of the tenant the VIP belongs to (Config.Tenants);
+	// empty: the default tenant (traffic that is not a tenant's VXLAN).
+	Tenant string `yaml:"tenant,omitempty"`
+	// Firewall filters the VIP's flows by ordered allow/deny rules; none:
+	// every flow is allowed.
+	Firewall *Firewall `yaml:"firewall,omitempty"`
 }
 
 // Health is a VIP's health check, run against each of its backends. A
@@ -267,13 +305,20 @@ func (c *Config) setDefaults() {
 	if g := n.BGP; g != nil && g.ShutdownGrace == 0 {
 		g.ShutdownGrace = 2 * time.Second
 	}
+	setVXLANDefaults(c)
 	if n.Cluster != nil {
 		n.Cluster.setDefaults()
 	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
+		if v.Forwarding == "" && v.Encap != "" {
+			v.Forwarding, v.encapOnly = v.Encap, true
+		}
+		if v.Forwarding == "" {
+			v.Forwarding = ForwardingGUE
+		}
 		if v.Encap == "" {
-			v.Encap = "gue"
+			v.Encap = v.Forwarding
 		}
 		if v.Affinity == "" {
 			v.Affinity = AffinityOnChange
@@ -282,6 +327,9 @@ func (c *Config) setDefaults() {
 			v.DrainPeriod = DefaultDrainPeriod
 		}
 		setQUICDefaults(v)
+		if v.Firewall != nil && v.Firewall.Default == "" {
+			v.Firewall.Default = FirewallAllow
+		}
 		for j := range v.Backends {
 			b := &v.Backends[j]
 			if b.Weight == nil {
@@ -385,14 +433,18 @@ func (c *Config) Validate() error {
 	}
 	validateCluster(c, bad)
 
+	snatFamilies := validateSNAT(c, bad)
+
 	if len(c.VIPs) == 0 {
 		bad("vips", nil, "at least one VIP is required")
 	}
 	names := map[string]int{}
 	type svcKey struct {
-		addr  netip.Addr
-		proto string
+		addr   netip.Addr
+		proto  string
+		tenant string
 	}
+	tenants := validateTenants(c, bad)
 	ports := map[svcKey][][3]int{} // lo, hi, index
 	inFlight := map[int]int{}      // VIP index -> its filling or draining backend (second chance)
 	for i, v := range c.VIPs {
@@ -424,7 +476,7 @@ func (c *Config) Validate() error {
 			hi = lo
 		}
 		if addr.IsValid() {
-			k := svcKey{addr, v.Protocol}
+			k := svcKey{addr, v.Protocol, v.Tenant}
 			for _, o := range ports[k] {
 				if lo <= o[1] && o[0] <= hi || lo == 0 && hi == 0 || o[0] == 0 && o[1] == 0 {
 					bad(p+".port", v.Port, fmt.Sprintf("overlaps vips[%d] (%s %s)", o[2], v.Address, v.Protocol))
@@ -435,8 +487,16 @@ func (c *Config) Validate() error {
 		if v.MaglevSize != 0 && (v.MaglevSize < 101 || !maglev.IsPrime(v.MaglevSize)) {
 			bad(p+".maglev_size", v.MaglevSize, "is not a prime >= 101")
 		}
-		if v.Encap != "gue" && v.Encap != "ipip" {
+		switch {
+		case v.encapOnly && v.Encap != ForwardingGUE && v.Encap != ForwardingIPIP:
 			bad(p+".encap", v.Encap, "is not gue or ipip")
+		case v.Forwarding != ForwardingGUE && v.Forwarding != ForwardingIPIP && v.Forwarding != ForwardingNAT:
+			bad(p+".forwarding", v.Forwarding, "is not gue, ipip or nat")
+		case v.Encap != v.Forwarding:
+			bad(p+".encap", v.Encap, fmt.Sprintf("differs from forwarding %s (encap is its old name: set one)", v.Forwarding))
+		}
+		if v.Forwarding == ForwardingNAT {
+			validateNATVIP(c, p, &v, snatFamilies, bad)
 		}
 		switch v.Affinity {
 		case AffinityOnChange, AffinityStateless:
@@ -450,10 +510,14 @@ func (c *Config) Validate() error {
 		default:
 			bad(p+".affinity", fmt.Sprintf("%q", v.Affinity), "is not on-change, stateless or always")
 		}
-		if v.SecondChance && v.Encap != "gue" {
-			bad(p+".second_chance", true, "needs encap gue (the hop list travels in the GUE header)")
+		if v.SecondChance && v.Forwarding != ForwardingGUE {
+			bad(p+".second_chance", true, "needs forwarding gue (the hop list travels in the GUE header)")
 		}
 		validateQUIC(p, &v, bad)
+		validateFirewall(p, &v, bad)
+		if v.Tenant != "" && !tenants[v.Tenant] {
+			bad(p+".tenant", v.Tenant, "is not one of tenants[].name")
+		}
 		if h := v.Health; h != nil {
 			hp := p + ".health"
 			switch h.Type {

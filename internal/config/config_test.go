@@ -107,7 +107,7 @@ vips:
 			`vips[0].address: "198.18.0.300" is not a unicast IP address`,
 			`vips[0].protocol: "sctp" is not tcp or udp`,
 			"vips[0].maglev_size: 1000 is not a prime >= 101",
-			"vips[0].second_chance: true needs encap gue",
+			"vips[0].second_chance: true needs forwarding gue",
 			"vips[0].backends[0].weight: -1 is negative",
 			"vips[0].backends[1].address: 198.18.30.11 is also backends[0]",
 			"vips[0].backends[2].address: 2001:db8::5 differs in family from backends[0]",

@@ -41,6 +41,8 @@ var RestartRules = []RestartRule{
 	{"node.source_v6", false, "the backends' tunnel templates are rebuilt"},
 	{"node.admin_addr", true, "the admin API listens from start"},
 	{"node.bgp", true, "the BGP speaker and its sessions are set up at start"},
+	{"node.snat", true, "the workers' SNAT port pools and reply bindings are made at start, and live flows hold ports of the addresses"},
+	{"node.snat_ports", true, "the port layout is dealt to the workers at start, and live flows hold ports of it"},
 	{"node.cluster", true, "the cluster member is started with the node (and keeps the seed it started with)"},
 }
 

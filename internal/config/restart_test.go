@@ -25,6 +25,8 @@ var restartChanges = map[string]func(n *Node){
 	"source_v4":     func(n *Node) { n.SourceV4 = "198.18.0.99" },
 	"source_v6":     func(n *Node) { n.SourceV6 = "2001:db8::99" },
 	"admin_addr":    func(n *Node) { n.AdminAddr = "127.0.0.1:7000" },
+	"snat":          func(n *Node) { n.SNAT = append(n.SNAT, "198.18.40.99") },
+	"snat_ports":    func(n *Node) { n.SNATPorts = &PortRange{Lo: 2048, Hi: 65535} },
 	"bgp": func(n *Node) {
 		n.BGP = &BGP{ASN: 65001, RouterID: "198.18.0.1", ShutdownGrace: time.Second, Peers: []BGPPeer{{Address: "198.18.0.1", ASN: 65000}}}
 	},
@@ -54,7 +56,7 @@ func TestRestartRulesExhaustive(t *testing.T) {
 func TestNeedsRestart(t *testing.T) {
 	want := map[string]bool{ // the rules, written out a second time on purpose
 		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.workers": true,
-		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.cluster": true,
+		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true,
 		"node.gue_port": false, "node.seed": false, "node.mtu": false, "node.too_big": false,
 		"node.icmp_rate": false, "node.fragments": false, "node.source_v4": false, "node.source_v6": false,
 	}

@@ -126,6 +126,7 @@ func (s *Server) LookupFlow(q FlowQuery) (FlowLookup, error) {
 	}
 	dst := netip.AddrPortFrom(vaddr, dport)
 	key := flow.MakeKey(svc.Proto, src, dst)
+	key.Tenant = svc.Tenant // the VIP's tenant's flow
 	if !(svc.PortLo == 0 && svc.PortHi == 0) && (dport < svc.PortLo || dport > svc.PortHi) {
 		return FlowLookup{}, fmt.Errorf("%w: vip %q does not serve port %d", ErrInvalidQuery, q.VIP, dport)
 	}
@@ -202,7 +203,7 @@ func (s *Server) LookupFlow(q FlowQuery) (FlowLookup, error) {
 	default:
 		l.Detail = "no backend in the Maglev table: dropped (no_backend)"
 	}
-	if r := realByName(svc, l.Backend); r != nil && r.Template == nil {
+	if r := realByName(svc, l.Backend); r != nil && !r.Resolved() {
 		l.Detail += "; its next hop is unresolved: dropped (no_next_hop)"
 	}
 	return l, nil

@@ -51,6 +51,13 @@ var (
 	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
 	descQUICRouted = desc("quic_routed_packets_total", "Packets of QUIC VIPs by route: cid (the connection ID's server ID), dcid_hash (an Initial's client-chosen DCID), tuple (fallback).", "route")
 	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
+	descNATPackets = desc("nat_translated_packets_total", "Full-NAT packets rewritten, by direction: forward (to a backend), reply (to a client), icmp_to_client, icmp_to_backend.", "direction")
+	descNATBinds   = desc("nat_bindings_total", "Full-NAT SNAT ports allocated for new flows.")
+	descNATRelease = desc("nat_released_total", "Full-NAT SNAT ports released with their flows.")
+	descNATInUse   = desc("nat_ports_in_use", "Full-NAT SNAT ports held by live flows.")
+	descNATCap     = desc("nat_ports_capacity", "Full-NAT SNAT ports of the node (TCP and UDP, every address).")
+	descNATExhaust = desc("nat_exhausted_total", "New full-NAT flows refused because no SNAT port was free.")
+	descFWHits     = desc("firewall_rule_hits_total", "Flows a VIP's firewall rule decided (rule: its name or index; default: no rule matched), counted on a flow's first packet in each configuration.", "vip", "rule")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -60,7 +67,8 @@ func Descs() []*prometheus.Desc {
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
 		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
-		descDrops, descParseDrops, descQUICRouted, descQUICStray,
+		descDrops, descParseDrops, descQUICRouted, descQUICStray, descFWHits,
+		descNATPackets, descNATBinds, descNATRelease, descNATInUse, descNATCap, descNATExhaust,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
@@ -124,6 +132,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descQUICRouted, v, r)
 	}
 	counter(descQUICStray, st.QUICUnknownServerID)
+	counter(descNATPackets, st.NAT.Translated, "forward")
+	counter(descNATPackets, st.NAT.Replies, "reply")
+	counter(descNATPackets, st.NAT.ICMPToClient, "icmp_to_client")
+	counter(descNATPackets, st.NAT.ICMPToBackend, "icmp_to_backend")
+	counter(descNATBinds, st.NAT.Bindings)
+	counter(descNATRelease, st.NAT.Released)
+	gauge(descNATInUse, float64(st.NAT.PortsInUse))
+	gauge(descNATCap, float64(st.NAT.PortsCapacity))
+	counter(descNATExhaust, st.NAT.Exhausted)
+	for vip, rules := range st.FirewallRuleHits {
+		for rule, n := range rules {
+			counter(descFWHits, n, vip, rule)
+		}
+	}
 	for _, v := range vips {
 		counter(descVIPPackets, v.Packets, v.Name)
 		counter(descVIPBytes, v.Bytes, v.Name)

@@ -96,14 +96,18 @@ sluice_parse_drops_total{verdict="truncated"} 0
 sluice_parse_drops_total{verdict="unsupported_ethertype"} 0
 # HELP sluice_drops_total Packets dropped, by reason (parse is the total of sluice_parse_drops_total).
 # TYPE sluice_drops_total counter
+sluice_drops_total{reason="firewall_deny"} 0
 sluice_drops_total{reason="fragment"} 0
 sluice_drops_total{reason="fragment_timeout"} 0
 sluice_drops_total{reason="icmp_unroutable"} 0
 sluice_drops_total{reason="kernel_tx_limited"} 0
+sluice_drops_total{reason="nat_no_binding"} 0
 sluice_drops_total{reason="no_backend"} 0
 sluice_drops_total{reason="no_headroom"} 0
 sluice_drops_total{reason="no_next_hop"} 9
+sluice_drops_total{reason="no_tenant"} 0
 sluice_drops_total{reason="parse"} 5
+sluice_drops_total{reason="snat_exhausted"} 0
 sluice_drops_total{reason="too_big"} 0
 sluice_drops_total{reason="too_big_rate_limited"} 0
 `), "sluice_config_last_apply_success", "sluice_config_last_apply_timestamp_seconds", "sluice_parse_drops_total", "sluice_drops_total"); err != nil {

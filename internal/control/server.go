@@ -219,6 +219,7 @@ func (s *Server) Status() (gen uint64, last ApplyResult) {
 // VIPStatus is a running VIP and its backends.
 type VIPStatus struct {
 	Name     string `json:"name"`
+	Tenant   string `json:"tenant,omitempty"` // "": the default tenant
 	Address  string `json:"address"`
 	Protocol string `json:"protocol"`
 	Port     uint16 `json:"port"`     // 0 with PortEnd 0: every port
@@ -230,6 +231,26 @@ type VIPStatus struct {
 	// nodes that make the same decisions show the same fingerprint.
 	Fingerprint string          `json:"fingerprint"`
 	Backends    []BackendStatus `json:"backends"`
+	// Firewall is the VIP's rule list with each rule's hits; nil: none.
+	Firewall *FirewallStatus `json:"firewall,omitempty"`
+}
+
+// FirewallStatus is a VIP's rule list as the datapath runs it.
+type FirewallStatus struct {
+	Default string `json:"default"` // allow | deny
+	// DefaultHits counts the flows no rule matched.
+	DefaultHits uint64       `json:"default_hits"`
+	Rules       []RuleStatus `json:"rules"`
+}
+
+// RuleStatus is one firewall rule: its label (name, or index), its
+// verdict, and how many flows it decided (a flow counts once per
+// configuration generation: the verdict is memoised in its entry).
+type RuleStatus struct {
+	Rule   string `json:"rule"`
+	Action string `json:"action"`
+	Match  string `json:"match"` // the rule's fields, as text
+	Hits   uint64 `json:"hits"`
 }
 
 // Backend states.
@@ -300,6 +321,12 @@ type Stats struct {
 	// backend has (they took a fallback route).
 	QUICRouted          map[string]uint64 `json:"quic_routed"`
 	QUICUnknownServerID uint64            `json:"quic_unknown_server_id"`
+	// NAT is full-NAT's work (forwarding: nat), summed over workers.
+	NAT NATStats `json:"nat"`
+	// FirewallRuleHits counts, by VIP and rule label ("default" for the
+	// default verdict), the flows each firewall rule decided; rules of
+	// earlier configurations keep their counts.
+	FirewallRuleHits map[string]map[string]uint64 `json:"firewall_rule_hits"`
 
 	ConfigGeneration   uint64      `json:"config_generation"`
 	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
@@ -381,7 +408,7 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	vips := []VIPStatus{}
 	if g != nil {
 		for _, svc := range g.Services {
-			vips = append(vips, vipStatus(svc, &c))
+			vips = append(vips, vipStatus(g, svc, &c))
 		}
 	}
 	st := Stats{
@@ -407,6 +434,19 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		st.QUICRouted[r.String()] = c.QUIC[r]
 	}
 	st.QUICUnknownServerID = c.QUICUnknownServer
+	st.NAT = NATStats{
+		Translated: c.NAT.Forwarded, Replies: c.NAT.Replies,
+		ICMPToClient: c.NAT.ICMPToClient, ICMPToBackend: c.NAT.ICMPToBackend,
+		Bindings: c.NAT.Bound, PortsInUse: c.NAT.InUse, PortsCapacity: c.NAT.Capacity,
+		Exhausted: c.NAT.Exhausted, Released: c.NAT.Released,
+	}
+	st.FirewallRuleHits = map[string]map[string]uint64{}
+	for k, n := range firewallHits(vips, &c) {
+		if st.FirewallRuleHits[k.VIP] == nil {
+			st.FirewallRuleHits[k.VIP] = map[string]uint64{}
+		}
+		st.FirewallRuleHits[k.VIP][k.Rule] = n
+	}
 	if g != nil {
 		st.DatapathGeneration = g.ID
 	}
@@ -414,9 +454,10 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	return vips, st
 }
 
-func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
+func vipStatus(g *pipeline.Generation, svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 	v := VIPStatus{
 		Name:     svc.Name,
+		Tenant:   g.TenantName(svc.Tenant),
 		Address:  netip.AddrFrom16(svc.Addr).Unmap().String(),
 		Protocol: protoName(svc.Proto),
 		Port:     svc.PortLo,
@@ -426,11 +467,12 @@ func vipStatus(svc *pipeline.Service, c *datapath.Counters) VIPStatus {
 	if svc.Table != nil {
 		v.Fingerprint = fmt.Sprintf("%016x", svc.Table.Fingerprint())
 	}
+	v.Firewall = firewallStatus(svc, c)
 	for _, r := range svc.Reals {
 		if r == nil {
 			continue
 		}
-		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Template != nil}
+		b := BackendStatus{Address: r.Name, Weight: r.Weight, NextHopResolved: r.Resolved()}
 		if int(r.ID) < len(c.Reals) {
 			b.Packets, b.Bytes = c.Reals[r.ID].Packets, c.Reals[r.ID].Bytes
 		}
@@ -457,4 +499,17 @@ func protoName(p uint8) string {
 		return "udp"
 	}
 	return fmt.Sprint(p)
+}
+
+// NATStats count full-NAT translations and SNAT ports.
+type NATStats struct {
+	Translated    uint64 `json:"translated"`      // packets rewritten toward a backend
+	Replies       uint64 `json:"replies"`         // replies rewritten toward a client
+	ICMPToClient  uint64 `json:"icmp_to_client"`  // ICMP errors about forwarded packets, translated
+	ICMPToBackend uint64 `json:"icmp_to_backend"` // ICMP errors about replies, translated
+	Bindings      uint64 `json:"bindings"`        // SNAT ports allocated (new flows)
+	Released      uint64 `json:"released"`        // SNAT ports released with their flows
+	PortsInUse    uint64 `json:"ports_in_use"`    // SNAT ports held now
+	PortsCapacity uint64 `json:"ports_capacity"`  // SNAT ports (TCP and UDP, every address, every worker)
+	Exhausted     uint64 `json:"exhausted"`       // new flows refused: no free port
 }

@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"maps"
+
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -37,6 +39,14 @@ type Counters struct {
 	// a fallback route, counted in QUIC too).
 	QUIC              [pipeline.NumQUICRoutes]uint64
 	QUICUnknownServer uint64
+
+	// NAT counts full-NAT bindings and translations (zero without SNAT
+	// addresses).
+	NAT pipeline.NATCounters
+	// Firewall counts the firewall's evaluations by the rule that decided
+	// (a flow's first packet in each generation; every packet of services
+	// without flow entries), summed over generations. Filled by Snapshot.
+	Firewall map[pipeline.RuleKey]uint64
 }
 
 // RealCounters count what a worker sent to one backend of one service.
@@ -75,6 +85,7 @@ func (c *Counters) Add(o *Counters) {
 		c.QUIC[i] += o.QUIC[i]
 	}
 	c.QUICUnknownServer += o.QUICUnknownServer
+	c.NAT.Add(&o.NAT)
 	for i := range c.Parse {
 		c.Parse[i] += o.Parse[i]
 	}
@@ -92,6 +103,12 @@ func (c *Counters) Add(o *Counters) {
 	f.EvictedIdle += of.EvictedIdle
 	f.EvictedEstablished += of.EvictedEstablished
 	f.InsertFailed += of.InsertFailed
+	if len(o.Firewall) > 0 && c.Firewall == nil {
+		c.Firewall = make(map[pipeline.RuleKey]uint64, len(o.Firewall))
+	}
+	for k, n := range o.Firewall {
+		c.Firewall[k] += n
+	}
 	if len(o.Reals) > len(c.Reals) {
 		c.Reals = append(c.Reals, make([]RealCounters, len(o.Reals)-len(c.Reals))...)
 	}
@@ -104,5 +121,6 @@ func (c *Counters) Add(o *Counters) {
 func (c *Counters) clone() Counters {
 	d := *c
 	d.Reals = append([]RealCounters(nil), c.Reals...)
+	d.Firewall = maps.Clone(c.Firewall)
 	return d
 }

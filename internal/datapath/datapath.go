@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/nat"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -22,6 +24,12 @@ type Config struct {
 	// held fragments); shared by the workers. nil: such packets are
 	// dropped (too_big) and later fragments are not held.
 	Spill link.Spill
+	// SNAT is the node's SNAT addresses (full-NAT services); none: no
+	// worker keeps NAT state. SNATLayout deals their ports to the workers
+	// (its Workers is set to the number of links); zero: 1024-65535 in
+	// blocks of 256.
+	SNAT       []netip.Addr
+	SNATLayout nat.Layout
 	// PublishQueue, when positive, gives every worker a bounded queue of
 	// this many records of the new flows of services that publish them
 	// (pipeline.Service.Publish), drained by the node server
@@ -62,6 +70,9 @@ func New(c Config) (*Datapath, error) {
 			d.publish = append(d.publish, w.ctx.Publish)
 		}
 		d.workers = append(d.workers, w)
+	}
+	if err := setupNAT(d.workers, c.SNAT, c.SNATLayout); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

@@ -135,17 +135,29 @@ func (w *Worker) process(n int, now uint32) {
 			w.later = append(w.later, p) // after this batch's first fragments
 		}
 	}
+	natReplies := 0
 	for j := 0; j < len(w.valid); j += flow.PrefetchChunk {
 		chunk := w.valid[j:min(j+flow.PrefetchChunk, len(w.valid))]
 		w.flows.Prefetch(w.hashes[j : j+len(chunk)])
 		// The entry pointers are used here, before any insert of this
 		// batch can move them, and not kept.
 		for _, p := range chunk {
-			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && e.Gen == g.ID {
+			if w.ctx.NAT != nil && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
+				// A full-NAT reply (or an ICMP error about a packet the
+				// node sent): it has no forward entry; nat_reply takes it.
+				w.miss = append(w.miss, p)
+				natReplies++
+				continue
+			}
+			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
-				p.Real = g.Reals[e.Backend]
-				if !p.ICMPError {
+				p.NATAddr, p.NATPort = e.NATAddr, e.NATPort
+				switch {
+				case p.ICMPError:
+				case p.Verdict == pipeline.Drop: // denied: stays short-lived
+					e.LastSeen = now
+				default:
 					e.Observe(p.Parsed.TCPFlags, now)
 				}
 				w.hit = append(w.hit, p)
@@ -155,7 +167,7 @@ func (w *Worker) process(n int, now uint32) {
 		}
 	}
 	c.FlowHits += uint64(len(w.hit))
-	c.FlowMisses += uint64(len(w.miss))
+	c.FlowMisses += uint64(len(w.miss) - natReplies)
 
 	if len(w.miss) > 0 {
 		w.chain.Run(&w.ctx, w.miss)
@@ -195,6 +207,9 @@ func (w *Worker) process(n int, now uint32) {
 			f.Off, f.Len = p.Off, p.Len
 			w.tx = append(w.tx, f)
 			c.TxBytes += uint64(p.Len)
+			if p.Real == nil { // a full-NAT reply, toward a client
+				break
+			}
 			rc := &c.Reals[p.Real.ID]
 			rc.Packets++
 			rc.Bytes += uint64(p.Len)
@@ -260,6 +275,7 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
+	k.Tenant = p.Key.Tenant
 	w.frags.insert(&k, k.Hash(g.Seed), p.Hash, p.Real.ID, now)
 	if w.held.n == 0 {
 		return
@@ -352,6 +368,10 @@ func (w *Worker) Snapshot() Counters {
 	w.do(func() {
 		c = w.counters.clone()
 		c.Flows = w.flows.Stats()
+		if w.ctx.NAT != nil {
+			c.NAT = w.ctx.NAT.Snapshot()
+		}
+		c.Firewall = w.ctx.FirewallHits.Snapshot()
 	})
 	return c
 }

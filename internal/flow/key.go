@@ -13,10 +13,16 @@ import (
 //
 // For ICMP echo the identifier stands in for both ports; for protocols without
 // ports they are zero.
+//
+// Tenant names the tenant the flow belongs to (0: the default tenant; see
+// pipeline.Generation's tenants): tenants may use the same addresses, and a
+// tenant never meets another's flows. One byte that was padding: a key is
+// 38 bytes, the table's entry stays 52.
 type Key struct {
 	Src, Dst         [16]byte
 	SrcPort, DstPort uint16
 	Proto            uint8
+	Tenant           uint8
 }
 
 // MakeKey builds a key from netip values; it is for tests and the control
@@ -31,7 +37,7 @@ func MakeKey(proto uint8, src, dst netip.AddrPort) Key {
 	}
 }
 
-// Set fills k. It moves the addresses as 8-byte words, the width the
+// Set fills k, in the default tenant (Tenant 0). It moves the addresses as 8-byte words, the width the
 // packet parser writes them with and Hash reads them with, so the CPU
 // forwards the stores to the loads instead of stalling on a wider load that
 // straddles two recent stores.
@@ -41,7 +47,7 @@ func (k *Key) Set(src, dst *[16]byte, srcPort, dstPort uint16, proto uint8) {
 	le.PutUint64(k.Src[8:], le.Uint64(src[8:]))
 	le.PutUint64(k.Dst[0:], le.Uint64(dst[0:]))
 	le.PutUint64(k.Dst[8:], le.Uint64(dst[8:]))
-	k.SrcPort, k.DstPort, k.Proto = srcPort, dstPort, proto
+	k.SrcPort, k.DstPort, k.Proto, k.Tenant = srcPort, dstPort, proto, 0
 }
 
 // SrcAddr returns the source address, unmapped for IPv4.
@@ -81,7 +87,7 @@ func (k *Key) Hash(seed uint64) uint64 {
 	b := binary.LittleEndian.Uint64(k.Src[8:16])
 	c := binary.LittleEndian.Uint64(k.Dst[0:8])
 	d := binary.LittleEndian.Uint64(k.Dst[8:16])
-	e := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32
+	e := uint64(k.SrcPort) | uint64(k.DstPort)<<16 | uint64(k.Proto)<<32 | uint64(k.Tenant)<<40
 	s := seed ^ p0
 	s = mix(a^p1, b^s)
 	s = mix(c^p2, d^s)

@@ -7,14 +7,14 @@ import (
 )
 
 // Entry is one flow's state and memoised pipeline result, stored inline in
-// the table's slot array. It is 52 bytes with no pointers, so the table is one
+// the table's slot array. It is 56 bytes with no pointers, so the table is one
 // pointer-free allocation that the garbage collector never scans.
 //
 // The caller may write State (never StateFree), Backend, Gen and LastSeen
 // through the pointer that Lookup or Insert returns, until the next Insert,
 // Delete or Reap on the same table; Key must not be changed.
 type Entry struct {
-	Key   Key   // offset 0, 37 bytes (38 with Key's own padding)
+	Key   Key   // offset 0, 38 bytes (the tenant in what was padding)
 	State State // offset 38
 	// psl is the probe sequence length: 1 + the distance from the entry's
 	// home slot, or 0 for an empty slot. One byte that was padding gives the
@@ -24,13 +24,20 @@ type Entry struct {
 	Backend  uint32 // offset 40: chosen backend; connection state, survives config changes while the backend lives
 	Gen      uint32 // offset 44: config generation the memoised result was computed for
 	LastSeen uint32 // offset 48: Clock reading of the last packet; compare with wraparound-safe arithmetic
+	// NATPort and NATAddr are a full-NAT flow's binding: the SNAT port
+	// (0: none) and the index of the SNAT address. Connection state, like
+	// Backend; the caller that set them hears of the entry's removal
+	// through OnRemove.
+	NATPort uint16 // offset 52
+	NATAddr uint8  // offset 54
+	_       uint8  // offset 55
 }
 
 // EntrySize is unsafe.Sizeof(Entry{}); the array below fails to compile if
-// the layout drifts from 52 bytes.
+// the layout drifts from 56 bytes.
 const EntrySize = unsafe.Sizeof(Entry{})
 
-var _ = [1]struct{}{}[EntrySize-52]
+var _ = [1]struct{}{}[EntrySize-56]
 
 // Timeouts are the idle timeouts by state: an entry expires when no packet
 // has been observed for longer than the timeout of its state.
@@ -70,7 +77,7 @@ type Stats struct {
 const (
 	MaxCapacity = 1 << 28
 	// loadNum/loadDen is the maximum load factor: slots =
-	// ceil(capacity*6/5), 62.4 bytes per flow at 52 bytes per slot.
+	// ceil(capacity*6/5), 67.2 bytes per flow at 56 bytes per slot.
 	loadNum = 5
 	loadDen = 6
 	// maxPSL is the longest probe sequence an entry may have (psl is one
@@ -110,10 +117,20 @@ type Table struct {
 	cursor uint32 // next slot Reap examines
 	sink   uint32 // keeps the portable prefetch's loads (see prefetchHomes)
 	stats  Stats  // counters only; Len, Capacity and Slots are filled by Stats()
+	// onRemove, if set, hears of every entry leaving the table (OnRemove).
+	onRemove func(*Entry)
 }
 
+// OnRemove makes f hear of every entry that leaves the table, whatever
+// removes it (Delete, Reap, eviction by an insert), just before it goes:
+// the pointer is valid during the call only. f runs on the table's
+// goroutine, inside the removing call, and must not call the table. The
+// full-NAT stage uses it to delete a flow's reply binding and release its
+// SNAT port. Set it before the table is used; nil removes it.
+func (t *Table) OnRemove(f func(*Entry)) { t.onRemove = f }
+
 // NewTable returns an empty table for at most capacity flows. It allocates
-// ceil(capacity*6/5) slots of 52 bytes, about 62.4 bytes per flow. A zero
+// ceil(capacity*6/5) slots of 56 bytes, about 67.2 bytes per flow. A zero
 // field of to takes its DefaultTimeouts value. NewTable panics if capacity is
 // not in [1, MaxCapacity] or a timeout is negative or not below 2^31 ms.
 func NewTable(capacity int, to Timeouts) *Table {
@@ -155,7 +172,7 @@ func (t *Table) home(hash uint64) uint32 {
 // the call to the generated struct equality function (a call also spills
 // the probe loop's registers).
 func keyEqual(a, b *Key) bool {
-	return a.Src == b.Src && a.Dst == b.Dst && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort && a.Proto == b.Proto
+	return a.Src == b.Src && a.Dst == b.Dst && a.SrcPort == b.SrcPort && a.DstPort == b.DstPort && a.Proto == b.Proto && a.Tenant == b.Tenant
 }
 
 // Len returns the number of entries present.
@@ -349,6 +366,9 @@ func incPSL(s []Entry) {
 // by one. No tombstones are left.
 func (t *Table) removeAt(i uint32) {
 	slots := t.slots
+	if t.onRemove != nil {
+		t.onRemove(&slots[i])
+	}
 	n := uint32(len(slots))
 	for {
 		j := i + 1

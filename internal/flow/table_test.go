@@ -25,8 +25,8 @@ const testSeed = 0x5eed
 func testHash(k *Key) uint64 { return k.Hash(testSeed) }
 
 func TestEntryLayout(t *testing.T) {
-	if got := unsafe.Sizeof(Entry{}); got != 52 {
-		t.Errorf("sizeof(Entry) = %d, want 52", got)
+	if got := unsafe.Sizeof(Entry{}); got != 56 {
+		t.Errorf("sizeof(Entry) = %d, want 56", got)
 	}
 	if got := unsafe.Alignof(Entry{}); got != 4 {
 		t.Errorf("alignof(Entry) = %d, want 4", got)
@@ -633,7 +633,7 @@ var testClock = NewClock()
 // keys and measures the heap it holds.
 func TestMemoryPerFlow(t *testing.T) {
 	if testing.Short() {
-		t.Skip("allocates 62 MB")
+		t.Skip("allocates 67 MB")
 	}
 	const flows = 1 << 20
 	var before, after runtime.MemStats
@@ -666,8 +666,11 @@ func TestMemoryPerFlow(t *testing.T) {
 		}
 	}
 	t.Logf("displacement: mean %.2f, max %d", float64(sumDisp)/flows, maxDisp)
-	if perFlow > 64 {
-		t.Errorf("%.2f heap bytes per flow, budget 64", perFlow)
+	// The budget was 64 bytes per flow (52-byte entries); the full-NAT
+	// binding (SNAT port and address index) made the entry 56 bytes, 67.2
+	// bytes per flow at the 5/6 load factor.
+	if perFlow > 68 {
+		t.Errorf("%.2f heap bytes per flow, budget 68", perFlow)
 	}
 	runtime.KeepAlive(tab)
 }

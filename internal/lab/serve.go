@@ -57,7 +57,8 @@ func listenTCP(ctx context.Context, what string, addrs []string) ([]net.Listener
 
 // ServeHTTP serves HTTP on every address in addrs ("198.18.0.10:80",
 // "[2001:db8::10]:80") and answers every request with name and a newline
-// (header X-Backend: name as well); a request with a body (an upload) is
+// (header X-Backend: name as well, and X-Remote-Addr: the client's address
+// and port as the server saw them); a request with a body (an upload) is
 // read to its end and answered with name, a space and the number of bytes
 // received. The sockets are opened before ServeHTTP
 // blocks, in the calling thread's network namespace, with IP_FREEBIND: the
@@ -73,6 +74,9 @@ func ServeHTTP(ctx context.Context, addrs []string, name string) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
 			w.Header().Set("X-Backend", name)
+			// The client as the server saw it (with full-NAT: the LB
+			// node's SNAT address and port).
+			w.Header().Set("X-Remote-Addr", r.RemoteAddr)
 			if r.ContentLength != 0 && r.Body != nil {
 				n, err := io.Copy(io.Discard, r.Body)
 				if err != nil {

@@ -176,7 +176,10 @@ func New(o Options) (*Node, error) {
 		closeAll()
 		return nil, err
 	}
-	dpc := datapath.Config{Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill}
+	dpc := datapath.Config{
+		Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill,
+		SNAT: o.Config.Node.SNATAddrs(), SNATLayout: o.Config.Node.SNATLayout(len(n.links)),
+	}
 	if n.clSetup != nil {
 		dpc.PublishQueue = publishQueue
 	}
@@ -359,9 +362,12 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) (err error) {
 }
 
 // Config returns the running configuration; the caller must not modify it.
-// nil once the node has stopped.
+// Once the node has stopped it is the last one that ran.
 func (n *Node) Config() (c *config.Config) {
-	n.do(context.Background(), func() { c = n.st.cfg })
+	if n.do(context.Background(), func() { c = n.st.cfg }) != nil {
+		<-n.stopped
+		c = n.st.cfg // serve has returned: nothing writes it any more
+	}
 	return c
 }
 
@@ -611,6 +617,9 @@ func (n *Node) steer(vips []netip.Addr) error {
 	return nil
 }
 
+// vipAddrs returns the destinations the links must deliver to the
+// datapath: the VIPs of every tenant, the SNAT addresses (full-NAT
+// replies) and, with tenants, the VTEP address their VXLAN arrives at.
 func vipAddrs(c *config.Config) []netip.Addr {
 	var vips []netip.Addr
 	for _, v := range c.VIPs {
@@ -618,6 +627,14 @@ func vipAddrs(c *config.Config) []netip.Addr {
 		if !slices.Contains(vips, a) {
 			vips = append(vips, a)
 		}
+	}
+	for _, a := range c.Node.SNATAddrs() {
+		if !slices.Contains(vips, a) {
+			vips = append(vips, a)
+		}
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		vips = append(vips, netip.MustParseAddr(c.VXLAN.Address))
 	}
 	return vips
 }

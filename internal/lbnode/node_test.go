@@ -118,7 +118,8 @@ vips:
 	}
 }
 
-// Once stopped, operations answer ErrStopped and reads their zero value.
+// Once stopped, operations answer ErrStopped, Config the last
+// configuration, and other reads their zero value.
 func TestStoppedNode(t *testing.T) {
 	n := testNode(t, mustParse(t, `
 node: {interfaces: [eth0]}
@@ -131,7 +132,7 @@ vips:
 	if err := n.Apply(context.Background(), cfg); err != ErrStopped {
 		t.Fatalf("Apply on a stopped node: %v", err)
 	}
-	if n.Config() != nil || n.SetDraining(true) {
+	if n.Config() != cfg || n.SetDraining(true) {
 		t.Fatal("reads of a stopped node")
 	}
 }

@@ -29,7 +29,7 @@ func (n *Node) Report(w io.Writer) {
 					rc = c.Reals[r.ID]
 				}
 				hop := "resolved"
-				if r.Template == nil {
+				if !r.Resolved() {
 					hop = "UNRESOLVED"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", vip, r.Name, rc.Packets, rc.Bytes, hop)
@@ -44,6 +44,10 @@ func (n *Node) Report(w io.Writer) {
 	}
 	if c.FragmentsFollowed+c.FragmentsHeld > 0 {
 		fmt.Fprintf(w, "fragments followed %d  held %d  released %d\n", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased)
+	}
+	if a := c.NAT; a.Capacity > 0 {
+		fmt.Fprintf(w, "nat translated %d  replies %d  icmp to client %d  to backend %d  ports in use %d of %d  exhausted %d\n",
+			a.Forwarded, a.Replies, a.ICMPToClient, a.ICMPToBackend, a.InUse, a.Capacity, a.Exhausted)
 	}
 	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
 		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",

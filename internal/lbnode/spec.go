@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/nexthop"
 	"github.com/sluicelb/sluice/internal/packet"
@@ -64,9 +65,16 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		MTU:       c.Node.MTU,
 		ICMPRate:  max(c.Node.ICMPRate/max(len(n.links), 1), 1),
 		Fragments: c.Node.Fragments == config.FragmentsForward,
+		SNAT:      c.Node.SNATAddrs(),
 	}
 	if c.Node.TooBig == config.TooBigDrop {
 		spec.TooBig = pipeline.TooBigDrop
+	}
+	for _, t := range c.Tenants {
+		spec.Tenants = append(spec.Tenants, pipeline.TenantSpec{Name: t.Name, VNI: t.VNI, VLAN: uint16(t.VLAN)})
+	}
+	if c.VXLAN != nil && len(c.Tenants) > 0 {
+		spec.VXLAN, spec.VXLANPort = netip.MustParseAddr(c.VXLAN.Address), uint16(c.VXLAN.Port)
 	}
 	hops := map[netip.Addr]string{}
 	resolved := map[netip.Addr]nexthop.Hop{}
@@ -102,12 +110,13 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			proto = packet.ProtoUDP
 		}
 		s := pipeline.ServiceSpec{
-			Name: v.Name, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
+			Name: v.Name, Tenant: v.Tenant, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
 			Stateless: v.Affinity == config.AffinityStateless,
+			NAT:       v.Forwarding == config.ForwardingNAT,
 		}
 		mode := encap.GUE
-		if v.Encap == "ipip" {
+		if v.Forwarding == config.ForwardingIPIP {
 			mode = encap.IPIP
 		}
 		for _, b := range v.Backends {
@@ -129,6 +138,14 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		}
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)
+		}
+		if v.Firewall != nil {
+			set, err := v.Firewall.Compile()
+			if err != nil { // validated: not expected; fail closed
+				n.log.Error("firewall rules do not compile; the VIP denies every flow", "vip", v.Name, "err", err)
+				set, _ = firewall.Compile(nil, firewall.Deny)
+			}
+			s.Firewall = set
 		}
 		n.clusterSpec(&v, &s)
 		spec.Services = append(spec.Services, s)

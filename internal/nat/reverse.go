@@ -14,10 +14,19 @@ import (
 type Binding struct {
 	Client  flow.Key
 	Backend uint32
+	// BackendAddr and BackendPort are where the flow's replies must come
+	// from (16-byte form, IPv4-mapped): a reply from anyone else is not
+	// translated.
+	BackendAddr [16]byte
+	BackendPort uint16
+	// Return is the Ethernet address the flow's replies are sent to: the
+	// source MAC of the packet that created the flow (the router the
+	// client's packets came through).
+	Return [6]byte
 }
 
 // revEntry is one slot: the reply's 5-tuple (B:bp -> S:sp), the binding and
-// the probe sequence length (0: empty). 84 bytes, no pointers.
+// the probe sequence length (0: empty). 108 bytes, no pointers.
 type revEntry struct {
 	reply flow.Key // offset 0, 37 bytes
 	psl   uint8    // offset 37
@@ -28,7 +37,7 @@ type revEntry struct {
 // layout drifts.
 const revEntrySize = unsafe.Sizeof(revEntry{})
 
-var _ = [1]struct{}{}[revEntrySize-84]
+var _ = [1]struct{}{}[revEntrySize-108]
 
 const revMaxPSL = 255
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/maglev"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/quiclb"
@@ -18,6 +19,10 @@ type Real struct {
 	Service  int             // index of the service in Generation.Services
 	Weight   uint32          // 0: draining, receives no new flows
 	Template *encap.Template // nil while the next hop is unresolved: packets are dropped (no_next_hop)
+	// NAT is set for the backends of a full-NAT service (forwarding: nat),
+	// whose packets are rewritten instead of encapsulated; Template is then
+	// nil.
+	NAT *RealNAT
 	// ClusterID is the backend's number in the cluster's entries
 	// (BackendSpec.ClusterID).
 	ClusterID uint32
@@ -27,6 +32,7 @@ type Real struct {
 type Service struct {
 	Index        int
 	Name         string
+	Tenant       uint8    // the tenant's ID (Generation.Tenants); 0: the default tenant
 	Addr         [16]byte // IPv4-mapped for IPv4, as flow.Key stores it
 	Proto        uint8
 	PortLo       uint16 // 0 and PortHi 0: every port
@@ -34,6 +40,10 @@ type Service struct {
 	SecondChance bool  // mid-flow packets without an entry carry [owner, previous owner]
 	Stateless    bool  // no flow entries: every packet goes to its slot's owner
 	QUIC         *QUIC // routing by QUIC connection ID; nil for other services
+	NAT          bool  // full-NAT: backends' packets are rewritten (Real.NAT)
+	// Firewall is the service's rule list (first match wins); nil: every
+	// packet is allowed.
+	Firewall *firewall.Set
 	// Publish queues every new flow of the service on the worker's
 	// PublishQueue (Context.Publish), as ClusterID and the backend's
 	// Real.ClusterID: the node server inserts it into its owner chain.
@@ -64,6 +74,11 @@ type Generation struct {
 	Fragments bool
 	Services  []*Service
 	Reals     []*Real // indexed by Real.ID; nil for IDs not in this generation
+	// Tenants are the tenants' names by ID; Tenants[0] is the default
+	// tenant (""), that of packets not classified into another.
+	Tenants []string
+
+	tenants tenantClassifier
 
 	exact map[serviceKey]*Service // services with a single port
 	wide  map[serviceKey][]*Service
@@ -98,18 +113,25 @@ func (g *Generation) IsServiceAddr(dst [16]byte) bool {
 }
 
 type serviceKey struct {
-	addr  [16]byte
-	port  uint16 // 0 in wide
-	proto uint8
+	addr   [16]byte
+	port   uint16 // 0 in wide
+	proto  uint8
+	tenant uint8
 }
 
-// Lookup returns the service for a destination address, protocol and port,
-// or nil.
+// Lookup returns the default tenant's service for a destination address,
+// protocol and port, or nil.
 func (g *Generation) Lookup(dst [16]byte, proto uint8, port uint16) *Service {
-	if s := g.exact[serviceKey{dst, port, proto}]; s != nil {
+	return g.LookupTenant(0, dst, proto, port)
+}
+
+// LookupTenant returns tenant's service for a destination address,
+// protocol and port, or nil: a tenant sees only its own services.
+func (g *Generation) LookupTenant(tenant uint8, dst [16]byte, proto uint8, port uint16) *Service {
+	if s := g.exact[serviceKey{dst, port, proto, tenant}]; s != nil {
 		return s
 	}
-	for _, s := range g.wide[serviceKey{dst, 0, proto}] {
+	for _, s := range g.wide[serviceKey{dst, 0, proto, tenant}] {
 		if s.PortLo == 0 && s.PortHi == 0 || port >= s.PortLo && port <= s.PortHi {
 			return s
 		}
@@ -140,12 +162,21 @@ type Spec struct {
 	ICMPRate  int // 0: DefaultICMPRate
 	SpillRate int // 0: DefaultSpillRate
 	Fragments bool
-	Services  []ServiceSpec
+	// SNAT is the node's SNAT addresses, in the order of the workers'
+	// nat.Pool: full-NAT services' packets leave from one of them.
+	SNAT     []netip.Addr
+	Services []ServiceSpec
+	// Tenants are classified by the VNI of VXLAN packets sent to VXLAN
+	// (the node's VTEP address) on VXLANPort (0: packet.VXLANPort).
+	Tenants   []TenantSpec
+	VXLAN     netip.Addr
+	VXLANPort uint16
 }
 
 // ServiceSpec describes one service.
 type ServiceSpec struct {
 	Name         string
+	Tenant       string // a TenantSpec's Name; "": the default tenant
 	Addr         netip.Addr
 	Proto        uint8 // packet.ProtoTCP or packet.ProtoUDP
 	Port         uint16
@@ -158,7 +189,15 @@ type ServiceSpec struct {
 	// QUIC routes the service's packets by the server ID in their QUIC
 	// destination connection ID (QUIC-LB), decoded with this codec; nil:
 	// 4-tuple routing. UDP only; such a service keeps no flow entries.
-	QUIC     *quiclb.Codec
+	QUIC *quiclb.Codec
+	// NAT forwards by full-NAT (forwarding: nat): the destination becomes
+	// the backend's address with the service's port, the source one of
+	// Spec.SNAT. It needs a single port, flow entries (not Stateless, not
+	// QUIC) and no second chance. The backends' Tunnel gives the address
+	// and the next hop (MACs, VLAN); its mode and source are ignored.
+	NAT bool
+	// Firewall is the service's compiled rule list; nil: allow everything.
+	Firewall *firewall.Set
 	Backends []BackendSpec
 	// Publish: every new flow entry is queued for the cluster (affinity
 	// always) with ClusterID and the backend's BackendSpec.ClusterID.
@@ -253,6 +292,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		ICMPRate:  spec.ICMPRate,
 		SpillRate: spec.SpillRate,
 		Fragments: spec.Fragments,
+		Tenants:   []string{""},
 		exact:     make(map[serviceKey]*Service),
 		wide:      make(map[serviceKey][]*Service),
 		addrs:     make(map[[16]byte]struct{}),
@@ -267,6 +307,10 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		g.ID = b.gen.ID + 1
 	} else {
 		g.ID = 1
+	}
+	tenantIDs, err := g.tenants.build(spec, &g.Tenants)
+	if err != nil {
+		return nil, err
 	}
 	ids := make(map[realKey]uint32, len(b.ids))
 	nextID := b.nextID
@@ -293,7 +337,11 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		if hi < lo {
 			return nil, errf("port range %d-%d is reversed", lo, hi)
 		}
-		key := serviceKey{addr: ss.Addr.As16(), proto: ss.Proto}
+		tenant, ok := tenantIDs[ss.Tenant]
+		if !ok {
+			return nil, errf("tenant %q is not defined", ss.Tenant)
+		}
+		key := serviceKey{addr: ss.Addr.As16(), proto: ss.Proto, tenant: tenant}
 		wk := key
 		for _, c := range claims[wk] {
 			if lo <= c.hi && c.lo <= hi || lo == 0 && hi == 0 || c.lo == 0 && c.hi == 0 {
@@ -303,9 +351,15 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		claims[wk] = append(claims[wk], claim{lo, hi, ss.Name})
 
 		svc := &Service{
-			Index: si, Name: ss.Name, Addr: key.addr, Proto: ss.Proto,
-			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless,
-			Publish: ss.Publish && !ss.Stateless && ss.QUIC == nil, ClusterID: ss.ClusterID,
+			Index: si, Name: ss.Name, Tenant: tenant, Addr: key.addr, Proto: ss.Proto,
+			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless, NAT: ss.NAT,
+			Firewall: ss.Firewall,
+			Publish:  ss.Publish && !ss.Stateless && ss.QUIC == nil, ClusterID: ss.ClusterID,
+		}
+		if ss.NAT {
+			if err := checkNATService(&ss, spec.SNAT); err != nil {
+				return nil, errf("%v", err)
+			}
 		}
 		if lo == hi && lo != 0 {
 			svc.PortLo, svc.PortHi = lo, lo
@@ -322,7 +376,14 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		byName := make(map[string]*Real, len(ss.Backends))
 		var family netip.Addr
 		for bi, bs := range ss.Backends {
-			tmpl, err := encap.Compile(bs.Tunnel)
+			var rn *RealNAT
+			var tmpl *encap.Template
+			var err error
+			if ss.NAT {
+				rn, err = compileRealNAT(&bs, lo, spec.SNAT)
+			} else {
+				tmpl, err = encap.Compile(bs.Tunnel)
+			}
 			if err != nil {
 				return nil, errf("backends[%d]: %v", bi, err)
 			}
@@ -340,7 +401,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			if byName[name] != nil {
 				return nil, errf("backends[%d]: duplicate backend %q", bi, name)
 			}
-			rk := realKey{service: serviceKey{key.addr, lo, ss.Proto}, portHi: hi, name: name}
+			rk := realKey{service: serviceKey{key.addr, lo, ss.Proto, tenant}, portHi: hi, name: name}
 			id, ok := b.ids[rk]
 			if !ok {
 				if id, ok = ids[rk]; !ok {
@@ -351,7 +412,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			ids[rk] = id
 			cur, prev := bs.weights()
 			inFlight = inFlight || bs.State != BackendActive
-			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, ClusterID: bs.ClusterID}
+			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, NAT: rn, ClusterID: bs.ClusterID}
 			byName[name] = r
 			if bs.State != BackendDraining {
 				// A draining backend is absent from the current table (not
@@ -444,7 +505,7 @@ func (b *Builder) running(svc *Service) *Service {
 		return nil
 	}
 	for _, o := range b.gen.Services {
-		if o.Addr == svc.Addr && o.Proto == svc.Proto && o.PortLo == svc.PortLo && o.PortHi == svc.PortHi {
+		if o.Addr == svc.Addr && o.Proto == svc.Proto && o.PortLo == svc.PortLo && o.PortHi == svc.PortHi && o.Tenant == svc.Tenant {
 			return o
 		}
 	}

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/packet"
 )
@@ -48,12 +49,27 @@ const (
 	// fragmented, or a held fragment) over the worker's rate for that
 	// path (Generation.SpillRate).
 	ReasonSpillLimited
+	// ReasonSNATExhausted: a new full-NAT flow found no free SNAT port of
+	// its family and protocol in the worker's share.
+	ReasonSNATExhausted
+	// ReasonNATNoBinding: a packet to an SNAT address that no live binding
+	// of this worker names (or from another source than its backend), or a
+	// full-NAT packet without a flow entry to hold its binding.
+	ReasonNATNoBinding
+	// ReasonFirewallDeny: the service's firewall denied the packet's flow
+	// (a rule, or the default verdict).
+	ReasonFirewallDeny
+	// ReasonTenant: a VXLAN packet to the node's VTEP address that is
+	// malformed or whose VNI names no tenant.
+	ReasonTenant
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
+	"snat_exhausted", "nat_no_binding",
+	"firewall_deny", "no_tenant",
 }
 
 func (r Reason) String() string {
@@ -87,6 +103,19 @@ type Packet struct {
 	QUICRoute         QUICRoute
 	QUICUnknownServer bool
 
+	// NATAddr and NATPort are a full-NAT flow's binding (SNAT address
+	// index, port), from its entry; NATPort 0 for other packets.
+	NATAddr uint8
+	NATPort uint16
+	// What the memoised stages decided, for the flow trace: the firewall's
+	// verdict and rule (-1: the default), and the rule by which balance
+	// chose Real. Written by the stages that decide them and not reset
+	// between packets (the packet path never reads them): meaningful only
+	// on a fresh Packet, as TraceFrame uses.
+	Firewall     firewall.Action
+	FirewallRule int16
+	Why          Why
+
 	Verdict Verdict
 	Reason  Reason
 }
@@ -99,6 +128,11 @@ type Context struct {
 	// CanSpill says the worker can send Spill packets (it has a
 	// link.Spill); without it they are dropped as ReasonTooBig.
 	CanSpill bool
+	// NAT is the worker's full-NAT state (SNAT ports, reply bindings);
+	// nil on a node without SNAT addresses.
+	NAT *NATState
+	// FirewallHits counts the firewall's verdicts by rule (the worker's).
+	FirewallHits FirewallHits
 	// Publish receives the new flows of services that publish them
 	// (Service.Publish); nil: none are queued.
 	Publish *PublishQueue
@@ -159,8 +193,12 @@ func NewChain(stages ...Stage) *Chain {
 	return c
 }
 
-// DefaultChain is classify -> load balance -> encapsulate.
-func DefaultChain() *Chain { return NewChain(Classify{}, Balance{}, Encapsulate{}) }
+// DefaultChain is NAT replies -> classify -> firewall -> load balance ->
+// NAT binding -> encapsulate (or full-NAT rewrite): the one place the
+// stages are ordered.
+func DefaultChain() *Chain {
+	return NewChain(NATReply{}, Classify{}, Firewall{}, Balance{}, NATBind{}, Encapsulate{})
+}
 
 // Stages returns the stages in order.
 func (c *Chain) Stages() []Stage { return c.all }

@@ -14,15 +14,24 @@ func Prepare(p *Packet, g *Generation) bool {
 	p.Service, p.Real, p.Secondary = nil, nil, nil
 	p.Verdict, p.Reason, p.ICMPError = Continue, ReasonNone, false
 	p.QUICRoute, p.QUICUnknownServer = QUICNone, false
+	p.NATAddr, p.NATPort = 0, 0
 	if p.Parsed.Verdict != packet.OK {
 		p.Verdict, p.Reason = Drop, ReasonParse
 		return false
+	}
+	var tenant uint8
+	if g.tenants.on { // only then may a packet be a tenant's VXLAN
+		var ok bool
+		if tenant, ok = classifyTenant(p, g); !ok {
+			return false
+		}
 	}
 	t := &p.Parsed.Tuple
 	if p.Parsed.Frag == packet.LaterFragment {
 		// No ports to classify or hash by: unless the worker finds the
 		// backend its first fragment went to (Key, Hash), it is dropped.
 		FragmentKey(&p.Key, &p.Parsed)
+		p.Key.Tenant = tenant
 		p.Hash = p.Key.Hash(g.Seed)
 		p.Verdict, p.Reason = Drop, ReasonFragment
 		return false
@@ -40,6 +49,7 @@ func Prepare(p *Packet, g *Generation) bool {
 	} else {
 		p.Key.Set(&t.Src, &t.Dst, t.SrcPort, t.DstPort, t.Proto)
 	}
+	p.Key.Tenant = tenant
 	p.Hash = p.Key.Hash(g.Seed)
 	return true
 }
@@ -62,7 +72,9 @@ func FragmentKey(k *flow.Key, p *packet.Parsed) {
 	k.Set(&t.Src, &t.Dst, uint16(p.FragID>>16), uint16(p.FragID), proto)
 }
 
-// Classify finds the service a packet is addressed to. Its result is
+// Classify finds the service a packet is addressed to, among its tenant's
+// (Prepare classified the tenant: a VXLAN packet to the node's VTEP
+// address is its VNI's tenant's, any other the default tenant's). Its result is
 // memoised through the flow entry's backend, which belongs to one service.
 type Classify struct{}
 
@@ -74,7 +86,7 @@ func (Classify) Process(c *Context, pkts []*Packet) {
 		if p.Verdict != Continue {
 			continue
 		}
-		p.Service = c.Gen.Lookup(p.Key.Dst, p.Key.Proto, p.Key.DstPort)
+		p.Service = c.Gen.LookupTenant(p.Key.Tenant, p.Key.Dst, p.Key.Proto, p.Key.DstPort)
 		if p.Service == nil {
 			p.Verdict = Pass
 		}
@@ -117,12 +129,22 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		default:
 			e, found = c.Flows.LookupOrInsert(&p.Key, p.Hash, c.Now)
 		}
+		if found && e.Backend == Denied {
+			// The firewall denied the flow in an earlier generation and
+			// allows it now: a flow without a backend yet.
+			found = false
+			if midFlow && !p.ICMPError {
+				// Looked up, not inserted: balance inserts it if it should.
+				c.Flows.Delete(&p.Key, p.Hash)
+				e = nil
+			}
+		}
 		known := e
 		if !found {
 			known = nil
 		}
 		d := c.Gen.Decide(svc, &q, known)
-		p.Real, p.Secondary = d.Real, d.Secondary
+		p.Real, p.Secondary, p.Why = d.Real, d.Secondary, d.Why
 		p.QUICRoute, p.QUICUnknownServer = d.QUICRoute, d.QUICUnknownServer
 		if p.ICMPError {
 			e = nil // routed like the flow it quotes, creating no state
@@ -188,6 +210,10 @@ func (Encapsulate) Memoised() bool { return false }
 func (Encapsulate) Process(c *Context, pkts []*Packet) {
 	for _, p := range pkts {
 		if p.Verdict != Continue {
+			continue
+		}
+		if p.Real.NAT != nil {
+			natForward(c, p)
 			continue
 		}
 		t := p.Real.Template

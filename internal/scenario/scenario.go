@@ -82,6 +82,14 @@ type Options struct {
 	// Node is added to every LB node's node section: YAML lines indented
 	// by two spaces ("  too_big: drop\n").
 	Node string
+	// NAT runs the backends as plain servers: the HTTP server and the UDP
+	// echo on each backend's own addresses, no agent and no VIP. The VIPs
+	// are configured with forwarding NATForwarding (default nat), each LB
+	// node with its SNAT addresses (lab.Node.SNAT4, SNAT6), and the router
+	// routes those to their nodes (lab.RouteSNAT; a control run removes
+	// them).
+	NAT           bool
+	NATForwarding string
 	// Cluster makes the LB nodes one cluster (node.cluster): each binds
 	// its service-segment address (ClusterBind), its peers are the other
 	// LB nodes, the key is ClusterKey.
@@ -156,6 +164,12 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	}()
 	vip4, vip6 := o.VIP4.String(), o.VIP6.String()
 	for _, be := range l.Backends {
+		if o.NAT {
+			if err := s.startPlain(ctx, be); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		args := append([]string{"agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080"}, s.AgentTrustArgs()...)
 		if o.AgentMetrics {
 			args = append(args, "--metrics-addr", AgentMetricsAddr)
@@ -199,6 +213,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		}
 	case o.BGP:
 		if s.BIRD, err = l.StartBIRD(ctx, lab.BIRDOptions{Dir: dir, BFD: o.BFD}); err != nil {
+			return nil, err
+		}
+	}
+	if o.NAT {
+		if err := l.RouteSNAT(true); err != nil {
 			return nil, err
 		}
 	}
@@ -267,6 +286,10 @@ func (s *Scenario) ConfigFor(i int) string {
 	}
 	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
 	b.WriteString(s.Opts.Node)
+	if s.Opts.NAT {
+		n := s.Lab.LBs[i]
+		fmt.Fprintf(&b, "  snat: [%q, %q]\n", n.SNAT4(), n.SNAT6())
+	}
 	s.clusterConfig(&b, i)
 	if s.Opts.BGP {
 		n := s.Lab.LBs[i]
@@ -295,6 +318,13 @@ func (s *Scenario) ConfigFor(i int) string {
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
 		stream := svc.name == "stream4"
+		if s.Opts.NAT {
+			fw := s.Opts.NATForwarding
+			if fw == "" {
+				fw = "nat"
+			}
+			fmt.Fprintf(&b, "    forwarding: %s\n", fw)
+		}
 		if s.Opts.Affinity != "" && !stream {
 			fmt.Fprintf(&b, "    affinity: %s\n", s.Opts.Affinity)
 		}
@@ -491,4 +521,33 @@ func (s *Scenario) WaitNextHops(ctx context.Context, vip netip.Addr, timeout tim
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startPlain starts the HTTP server and the UDP echo on a backend's own
+// addresses (full-NAT backends: no agent, no VIP).
+func (s *Scenario) startPlain(ctx context.Context, be *lab.Node) error {
+	// Replies to the SNAT addresses go through the router, always: a
+	// redirect straight to the LB node would outlive the router's route
+	// (and hide its removal from a control run).
+	for _, k := range []string{"net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.default.accept_redirects",
+		"net.ipv4.conf." + be.Ifname + ".accept_redirects", "net.ipv6.conf.all.accept_redirects",
+		"net.ipv6.conf." + be.Ifname + ".accept_redirects"} {
+		if out, err := be.Run(ctx, "sysctl", "-qw", k+"=0"); err != nil {
+			return fmt.Errorf("%s: sysctl %s: %v: %s", be.Name, k, err, out)
+		}
+	}
+	name := fmt.Sprintf("be%d", be.Index)
+	p, err := be.Start(ctx, s.Opts.Binary, "lab", "http-serve", "--name", name,
+		"--listen", netip.AddrPortFrom(be.Addr4, HTTPPort).String(), "--listen", netip.AddrPortFrom(be.Addr6, HTTPPort).String())
+	if err != nil {
+		return fmt.Errorf("http server on %s: %w", be.Name, err)
+	}
+	s.Servers = append(s.Servers, p)
+	p, err = be.Start(ctx, s.Opts.Binary, "lab", "udp-echo", "--name", name,
+		"--listen", netip.AddrPortFrom(be.Addr4, UDPPort).String(), "--listen", netip.AddrPortFrom(be.Addr6, UDPPort).String())
+	if err != nil {
+		return fmt.Errorf("udp echo on %s: %w", be.Name, err)
+	}
+	s.Servers = append(s.Servers, p)
+	return nil
 }

@@ -22,6 +22,11 @@
 //	                 control.FlowLookup: where the flow's next packet goes
 //	                 and why; 404 unknown VIP, 400 {"code": "invalid_query"}
 //
+//	GET /v1/flows/trace?proto=tcp|udp&src=IP:PORT&dst=IP:PORT[&flags=syn|ack|fin|rst][&tenant=T]
+//	                 control.FlowTrace: a hypothetical packet through the
+//	                 live stages, each stage's input and decision; 400
+//	                 {"code": "invalid_query"}
+//
 //	GET /v1/stats    control.Stats
 //	GET /metrics     Prometheus text format
 //
@@ -236,6 +241,27 @@ func Handler(s *control.Server) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, l)
+	})
+	mux.HandleFunc("GET /v1/flows/trace", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		tq := control.TraceQuery{Tenant: q.Get("tenant"), Proto: q.Get("proto"), TCPFlags: q.Get("flags")}
+		for _, f := range []struct {
+			name string
+			ap   *netip.AddrPort
+		}{{"src", &tq.Src}, {"dst", &tq.Dst}} {
+			ap, err := netip.ParseAddrPort(q.Get(f.name))
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("%w: %s %q is not IP:port", control.ErrInvalidQuery, f.name, q.Get(f.name)))
+				return
+			}
+			*f.ap = ap
+		}
+		tr, err := s.TraceFlow(tq)
+		if err != nil {
+			writeError(w, statusOf(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, tr)
 	})
 	mux.HandleFunc("GET /v1/quic/decode", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -195,6 +195,19 @@ func (c *Client) LookupFlow(ctx context.Context, fq control.FlowQuery) (l contro
 	return l, err
 }
 
+// TraceFlow runs a hypothetical packet through the live stages.
+func (c *Client) TraceFlow(ctx context.Context, tq control.TraceQuery) (tr control.FlowTrace, err error) {
+	q := url.Values{"proto": {tq.Proto}, "src": {tq.Src.String()}, "dst": {tq.Dst.String()}}
+	if tq.TCPFlags != "" {
+		q.Set("flags", tq.TCPFlags)
+	}
+	if tq.Tenant != "" {
+		q.Set("tenant", tq.Tenant)
+	}
+	_, err = c.do(ctx, http.MethodGet, "/v1/flows/trace?"+q.Encode(), nil, &tr)
+	return tr, err
+}
+
 // DecodeQUICCID decodes a connection ID (hex) with the QUIC-LB
 // configuration of the VIP vip and names the backend it routes to.
 func (c *Client) DecodeQUICCID(ctx context.Context, vip, cid string) (d control.CIDDecode, err error) {

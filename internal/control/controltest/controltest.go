@@ -200,6 +200,13 @@ func generation(cfg *config.Config, id uint32) *pipeline.Generation {
 		}
 		ss := pipeline.ServiceSpec{Name: v.Name, Addr: netip.MustParseAddr(v.Address), Proto: proto,
 			Port: uint16(v.Port), PortEnd: uint16(v.PortEnd), M: 251}
+		if v.Firewall != nil {
+			set, err := v.Firewall.Compile()
+			if err != nil {
+				panic(err)
+			}
+			ss.Firewall = set
+		}
 		for _, b := range v.Backends {
 			a := netip.MustParseAddr(b.Address)
 			src := netip.MustParseAddr("10.9.9.9")

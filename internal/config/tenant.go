@@ -1,0 +1,95 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/sluicelb/sluice/internal/packet"
+)
+
+// Tenant is one tenant: its traffic arrives as VXLAN with VNI to the
+// VTEP address, or tagged with VLAN (the outermost 802.1Q tag); at least
+// one of the two.
+type Tenant struct {
+	Name string `yaml:"name"`
+	VNI  uint32 `yaml:"vni,omitempty"`  // 1..16777215
+	VLAN int    `yaml:"vlan,omitempty"` // 1..4094
+}
+
+// VXLAN is where tenants send their VXLAN traffic: the node's VTEP
+// address, which the routers must route to the LB nodes like a VIP (the
+// node steers it to its datapath as it steers the VIPs), and the port.
+type VXLAN struct {
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"` // default 4789
+}
+
+// MaxTenants bounds tenants[] (a tenant is one byte of the flow key).
+const MaxTenants = 255
+
+// validateTenants checks tenants[] and vxlan, and returns the tenant names.
+func validateTenants(c *Config, bad func(path string, value any, reason string)) map[string]bool {
+	names := map[string]bool{}
+	vnis := map[uint32]int{}
+	vlans := map[int]int{}
+	if len(c.Tenants) > MaxTenants {
+		bad("tenants", len(c.Tenants), fmt.Sprintf("tenants; at most %d", MaxTenants))
+	}
+	for i, t := range c.Tenants {
+		p := fmt.Sprintf("tenants[%d]", i)
+		switch {
+		case t.Name == "":
+			bad(p+".name", nil, "is required")
+		case names[t.Name]:
+			bad(p+".name", t.Name, "is repeated")
+		}
+		names[t.Name] = true
+		switch {
+		case t.VNI == 0 && t.VLAN == 0:
+			bad(p+".vni", nil, "or vlan is required (how the tenant's packets are recognised)")
+		case t.VNI >= 1<<24:
+			bad(p+".vni", t.VNI, "is not between 1 and 16777215")
+		case t.VNI == 0:
+		default:
+			if j, dup := vnis[t.VNI]; dup {
+				bad(p+".vni", t.VNI, fmt.Sprintf("is also the VNI of tenants[%d]", j))
+			}
+			vnis[t.VNI] = i
+		}
+		switch {
+		case t.VLAN < 0 || t.VLAN > 4094:
+			bad(p+".vlan", t.VLAN, "is not between 1 and 4094")
+		case t.VLAN == 0:
+		default:
+			if j, dup := vlans[t.VLAN]; dup {
+				bad(p+".vlan", t.VLAN, fmt.Sprintf("is also the VLAN of tenants[%d]", j))
+			}
+			vlans[t.VLAN] = i
+		}
+	}
+	switch x := c.VXLAN; {
+	case x == nil && len(vnis) > 0:
+		bad("vxlan.address", nil, "is required with tenants that have a vni (the VTEP address they send VXLAN to)")
+	case x != nil:
+		a, err := netip.ParseAddr(x.Address)
+		if err != nil || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+			bad("vxlan.address", fmt.Sprintf("%q", x.Address), "is not a unicast IP address")
+		}
+		if x.Port < 1 || x.Port > 65535 {
+			bad("vxlan.port", x.Port, "is not a port (1-65535)")
+		}
+		for i, v := range c.VIPs {
+			if va, err := netip.ParseAddr(v.Address); err == nil && va == a {
+				bad("vxlan.address", x.Address, fmt.Sprintf("is also the address of vips[%d]", i))
+			}
+		}
+	}
+	return names
+}
+
+// setVXLANDefaults fills in the VXLAN port.
+func setVXLANDefaults(c *Config) {
+	if c.VXLAN != nil && c.VXLAN.Port == 0 {
+		c.VXLAN.Port = packet.VXLANPort
+	}
+}

@@ -1,0 +1,536 @@
+package datapath_test
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/nat"
+	"github.com/sluicelb/sluice/internal/pipeline"
+	"github.com/sluicelb/sluice/internal/sim"
+)
+
+var (
+	snat4     = netip.MustParseAddr("198.18.40.11")
+	snat6     = netip.MustParseAddr("2001:db8:40::11")
+	clientMAC = [6]byte{0x02, 0, 0, 0, 0, 0xc1} // the router the clients' packets come through
+	backMAC   = [6]byte{0x02, 0, 0, 0, 0, 0xb1} // a backend
+)
+
+// natService is service() with full-NAT forwarding.
+func natService(vip netip.AddrPort, backends []netip.Addr, weights map[netip.Addr]uint32) pipeline.ServiceSpec {
+	s := service(vip, backends, weights)
+	s.NAT = true
+	return s
+}
+
+func newNATRig(t testing.TB, capacity int, layout nat.Layout) *rig {
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: capacity,
+		SNAT: []netip.Addr{snat4, snat6}, SNATLayout: layout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	return r
+}
+
+// natFrame is a TCP frame from the MAC src to the node.
+func natFrame(srcMAC [6]byte, src, dst netip.AddrPort, flags uint8) []byte {
+	f := sim.Frame{SrcMAC: srcMAC, DstMAC: lbMAC, Src: src, Dst: dst, Proto: 6, TCPFlags: flags, Payload: 20}
+	b := make([]byte, f.Len())
+	f.Encode(b)
+	return b
+}
+
+// natSeen is a plain (not encapsulated) TCP frame as gopacket sees it, with
+// its checksums verified independently.
+type natSeen struct {
+	srcMAC, dstMAC [6]byte
+	src, dst       netip.AddrPort
+}
+
+func seeNAT(t testing.TB, frame []byte) natSeen {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	eth := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if !ok {
+		t.Fatalf("no TCP layer in % x", frame)
+	}
+	var s natSeen
+	copy(s.srcMAC[:], eth.SrcMAC)
+	copy(s.dstMAC[:], eth.DstMAC)
+	var src, dst netip.Addr
+	want := tcp.Checksum
+	switch ip := pkt.NetworkLayer().(type) {
+	case *layers.IPv4:
+		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
+		hc := ip.Checksum
+		raw := slices.Clone(frame[14:34])
+		raw[10], raw[11] = 0, 0
+		if got := ^foldSum(raw); got != hc {
+			t.Errorf("IPv4 header checksum %#04x, want %#04x", hc, got)
+		}
+		tcp.SetNetworkLayerForChecksum(ip)
+	case *layers.IPv6:
+		src, _ = netip.AddrFromSlice(ip.SrcIP)
+		dst, _ = netip.AddrFromSlice(ip.DstIP)
+		tcp.SetNetworkLayerForChecksum(ip)
+	default:
+		t.Fatalf("no IP layer in % x", frame)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, tcp, gopacket.Payload(tcp.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	if got := u16(buf.Bytes()[16:]); got != want {
+		t.Errorf("TCP checksum %#04x, want %#04x", want, got)
+	}
+	s.src = netip.AddrPortFrom(src, uint16(tcp.SrcPort))
+	s.dst = netip.AddrPortFrom(dst, uint16(tcp.DstPort))
+	return s
+}
+
+func foldSum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for s > 0xffff {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+// TestNATForwardAndReply: a full-NAT flow leaves as SNAT:sp -> backend:vp
+// toward the backend's next hop, and the backend's reply to SNAT:sp goes
+// back to the client as VIP:vp -> client:cp toward the MAC the flow's first
+// packet came from, over IPv4 and IPv6. A reply to a port no flow holds, or
+// from another host than the flow's backend, is dropped.
+func TestNATForwardAndReply(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+		snat     netip.Addr
+	}{
+		{"ipv4", vip4, clients4, backends4(3), snat4},
+		{"ipv6", vip6, clients6, backends6(3), snat6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newNATRig(t, 1024, nat.Layout{})
+			r.apply(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(tc.vip, tc.backends, nil)}})
+			ports := map[uint16]bool{}
+			for i := range uint32(20) {
+				client := tc.clients.FlowSrc(i)
+				out := r.send(natFrame(clientMAC, client, tc.vip, sim.SYN))
+				if len(out) != 1 {
+					t.Fatalf("flow %d: %d frames out, %+v", i, len(out), r.counters().Drops)
+				}
+				fw := seeNAT(t, out[0])
+				if fw.src.Addr() != tc.snat || fw.dstMAC != hopMAC || fw.srcMAC != lbMAC ||
+					!slices.Contains(tc.backends, fw.dst.Addr()) || fw.dst.Port() != tc.vip.Port() {
+					t.Fatalf("flow %d forwarded as %+v", i, fw)
+				}
+				if fw.src.Port() < 1024 || ports[fw.src.Port()] {
+					t.Fatalf("flow %d: SNAT port %d (seen: %v)", i, fw.src.Port(), ports[fw.src.Port()])
+				}
+				ports[fw.src.Port()] = true
+				// A later packet of the flow: same rewrite, from the entry.
+				out = r.send(natFrame(clientMAC, client, tc.vip, sim.ACK))
+				if len(out) != 1 || seeNAT(t, out[0]) != fw {
+					t.Fatalf("flow %d: second packet %d frames", i, len(out))
+				}
+				// The reply.
+				out = r.send(natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK))
+				if len(out) != 1 {
+					t.Fatalf("flow %d: reply: %d frames out, drops %v", i, len(out), r.counters().Drops)
+				}
+				rp := seeNAT(t, out[0])
+				want := natSeen{srcMAC: lbMAC, dstMAC: clientMAC, src: tc.vip, dst: client}
+				if rp != want {
+					t.Fatalf("flow %d: reply %+v, want %+v", i, rp, want)
+				}
+				// Not from the flow's backend, or to a port no flow holds.
+				other := netip.AddrPortFrom(tc.clients.FlowSrc(999).Addr(), fw.dst.Port())
+				if out := r.send(natFrame(backMAC, other, fw.src, sim.ACK)); len(out) != 0 {
+					t.Fatalf("a reply from %v was translated", other)
+				}
+			}
+			if out := r.send(natFrame(backMAC, netip.AddrPortFrom(tc.backends[0], tc.vip.Port()), netip.AddrPortFrom(tc.snat, 1), sim.ACK)); len(out) != 0 {
+				t.Fatal("a reply to an unbound port was translated")
+			}
+			c := r.counters()
+			if c.NAT.Bound != 20 || c.NAT.Replies != 20 || c.NAT.Forwarded != 40 || c.NAT.InUse != 20 ||
+				c.Drops[pipeline.ReasonNATNoBinding] != 21 {
+				t.Fatalf("counters %+v, drops %v", c.NAT, c.Drops)
+			}
+		})
+	}
+}
+
+// TestNATPortsReleased: a worker's SNAT ports run out (new flows dropped,
+// snat_exhausted), and come back when their flows' entries are removed.
+func TestNATPortsReleased(t *testing.T) {
+	r := newNATRig(t, 1024, nat.Layout{Lo: 2000, Hi: 2002, Shift: 0}) // 3 ports a protocol and address
+	spec := pipeline.Spec{SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(2), nil)}}
+	r.apply(spec)
+	var frames [][]byte
+	for i := range uint32(4) {
+		frames = append(frames, natFrame(clientMAC, clients4.FlowSrc(i), vip4, sim.SYN))
+	}
+	if out := r.send(frames...); len(out) != 3 {
+		t.Fatalf("%d of 4 flows forwarded with 3 ports", len(out))
+	}
+	c := r.counters()
+	if c.Drops[pipeline.ReasonSNATExhausted] != 1 || c.NAT.Exhausted != 1 || c.NAT.InUse != 3 || c.Flows.Len != 3 {
+		t.Fatalf("exhaustion: drops %v, nat %+v, flows %d", c.Drops, c.NAT, c.Flows.Len)
+	}
+	// Without backends the flows' entries are deleted; their ports return.
+	drained := spec
+	drained.Services = []pipeline.ServiceSpec{natService(vip4, nil, nil)}
+	r.apply(drained)
+	r.send(frames[:3]...)
+	c = r.counters()
+	if c.NAT.InUse != 0 || c.NAT.Released != 3 || c.Flows.Len != 0 {
+		t.Fatalf("after the flows went: nat %+v, flows %d", c.NAT, c.Flows.Len)
+	}
+	r.apply(spec)
+	if out := r.send(frames[3]); len(out) != 1 {
+		t.Fatalf("the fourth flow still has no port: %v", r.counters().Drops)
+	}
+}
+
+// natFlows creates n full-NAT flows through a rig and returns, for each,
+// a client packet and the backend's reply to it.
+func natFlows(t testing.TB, r *rig, n uint32, vip netip.AddrPort, clients sim.Clients) (fwd, rep [][]byte) {
+	for i := range n {
+		f := natFrame(clientMAC, clients.FlowSrc(i), vip, sim.ACK)
+		out := r.send(natFrame(clientMAC, clients.FlowSrc(i), vip, sim.SYN)) // only a SYN binds
+		if len(out) != 1 {
+			t.Fatalf("flow %d not forwarded: %v", i, r.counters().Drops)
+		}
+		s := seeNAT(t, out[0])
+		fwd = append(fwd, f)
+		rep = append(rep, natFrame(backMAC, s.dst, s.src, sim.ACK))
+	}
+	return fwd, rep
+}
+
+// TestZeroAllocsNAT: the full-NAT established path and the reply path
+// allocate nothing.
+func TestZeroAllocsNAT(t *testing.T) {
+	const flows = 256
+	r := newNATRig(t, 4096, nat.Layout{})
+	g := r.apply(pipeline.Spec{Seed: 1, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(4), nil)}})
+	fwd, rep := natFlows(t, r, flows, vip4, clients4)
+	frames := append(fwd, rep...)
+	// The second datapath first sees each flow's SYN (only a SYN binds),
+	// then the established packets and replies, round and round.
+	var syns [][]byte
+	for i := range uint32(flows) {
+		syns = append(syns, natFrame(clientMAC, clients4.FlowSrc(i), vip4, sim.SYN))
+	}
+	var k, sk int
+	l := mem.New(mem.Config{BatchSize: 64, Source: func(buf []byte) int {
+		if sk < len(syns) {
+			sk++
+			return copy(buf, syns[sk-1])
+		}
+		f := frames[k]
+		if k++; k == len(frames) {
+			k = 0
+		}
+		return copy(buf, f)
+	}})
+	// A second datapath over the source link with the same flows: the
+	// frames come from the source (no allocation), what leaves is dropped.
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{l}, FlowCapacity: 4096, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	w := dp.Workers()[0]
+	for range 3 * flows / 64 { // the SYNs create the flows
+		w.Poll()
+	}
+	// Replies now find their bindings: the ports are allocated in the same
+	// order by both datapaths' first workers.
+	if n := testing.AllocsPerRun(200, func() { w.Poll() }); n != 0 {
+		t.Fatalf("Poll allocates %.1f times per batch", n)
+	}
+	c := w.Snapshot()
+	if c.NAT.Replies == 0 || c.NAT.Forwarded == 0 || c.Dropped() != 0 || c.TxPackets != c.RxPackets {
+		t.Fatalf("nat %+v drops %v rx %d tx %d", c.NAT, c.Drops, c.RxPackets, c.TxPackets)
+	}
+}
+
+// icmpAbout builds an ICMP error from src to dst quoting the IP packet of
+// frame (its first 28 / 48 bytes and 8 of TCP): fragmentation needed
+// (IPv4) or packet too big (IPv6), MTU 1400.
+func icmpAbout(t testing.TB, srcMAC [6]byte, src, dst netip.Addr, frame []byte) []byte {
+	t.Helper()
+	quote := frame[14:]
+	eth := &layers.Ethernet{SrcMAC: srcMAC[:], DstMAC: lbMAC[:]}
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}
+	var err error
+	if src.Is4() {
+		quote = quote[:28]
+		eth.EthernetType = layers.EthernetTypeIPv4
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload(quote))
+	} else {
+		quote = quote[:48]
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(2, 0)}
+		icmp.SetNetworkLayerForChecksum(ip)
+		err = gopacket.SerializeLayers(buf, opts, eth, ip, icmp, gopacket.Payload([]byte{0, 0, 0x05, 0x78}), gopacket.Payload(quote))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Clone(buf.Bytes())
+}
+
+// seeICMP returns an ICMP error's outer addresses and the addresses and
+// ports of the packet it quotes, and checks the ICMP checksum.
+func seeICMP(t testing.TB, frame []byte) (src, dst netip.Addr, quoted natSeen) {
+	t.Helper()
+	pkt := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+	var payload []byte
+	switch ip := pkt.NetworkLayer().(type) {
+	case *layers.IPv4:
+		src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+		dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
+		if foldSum(ip.Payload) != 0xffff {
+			t.Errorf("ICMPv4 checksum wrong")
+		}
+		payload = ip.Payload[8:]
+	case *layers.IPv6:
+		src, _ = netip.AddrFromSlice(ip.SrcIP)
+		dst, _ = netip.AddrFromSlice(ip.DstIP)
+		payload = ip.Payload[8:]
+	default:
+		t.Fatalf("no IP layer in % x", frame)
+	}
+	var q gopacket.Packet
+	if src.Is4() {
+		q = gopacket.NewPacket(payload, layers.LayerTypeIPv4, gopacket.Default)
+	} else {
+		q = gopacket.NewPacket(payload, layers.LayerTypeIPv6, gopacket.Default)
+	}
+	var qs, qd netip.Addr
+	switch ip := q.NetworkLayer().(type) {
+	case *layers.IPv4:
+		qs, _ = netip.AddrFromSlice(ip.SrcIP.To4())
+		qd, _ = netip.AddrFromSlice(ip.DstIP.To4())
+	case *layers.IPv6:
+		qs, _ = netip.AddrFromSlice(ip.SrcIP)
+		qd, _ = netip.AddrFromSlice(ip.DstIP)
+	}
+	l4 := q.NetworkLayer().LayerPayload()
+	quoted.src = netip.AddrPortFrom(qs, u16(l4[0:]))
+	quoted.dst = netip.AddrPortFrom(qd, u16(l4[2:]))
+	return src, dst, quoted
+}
+
+// TestNATICMPErrors: an ICMP error about a packet the node sent to a
+// backend (addressed to the SNAT address) reaches the client from the VIP,
+// quoting the packet the client sent; one about a reply (addressed to the
+// VIP) reaches the backend from the SNAT address, quoting the packet the
+// backend sent. Both families.
+func TestNATICMPErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+		snat     netip.Addr
+		router   netip.Addr
+	}{
+		{"ipv4", vip4, clients4, backends4(2), snat4, netip.MustParseAddr("198.18.30.1")},
+		{"ipv6", vip6, clients6, backends6(2), snat6, netip.MustParseAddr("2001:db8:30::1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newNATRig(t, 1024, nat.Layout{})
+			r.apply(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(tc.vip, tc.backends, nil)}})
+			client := tc.clients.FlowSrc(1)
+			out := r.send(natFrame(clientMAC, client, tc.vip, sim.SYN))
+			if len(out) != 1 {
+				t.Fatalf("not forwarded: %v", r.counters().Drops)
+			}
+			fwdFrame := out[0]
+			fw := seeNAT(t, fwdFrame)
+			out = r.send(natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK))
+			if len(out) != 1 {
+				t.Fatalf("reply not translated: %v", r.counters().Drops)
+			}
+			replyFrame := out[0]
+
+			// Toward the backend, too big: to the client from the VIP.
+			out = r.send(icmpAbout(t, backMAC, tc.router, tc.snat, fwdFrame))
+			if len(out) != 1 {
+				t.Fatalf("error to the SNAT address not translated: %v", r.counters().Drops)
+			}
+			src, dst, q := seeICMP(t, out[0])
+			if src != tc.vip.Addr() || dst != client.Addr() || q.src != client || q.dst != tc.vip {
+				t.Fatalf("to the client: %v -> %v quoting %v -> %v", src, dst, q.src, q.dst)
+			}
+			if mac := [6]byte(out[0][0:6]); mac != clientMAC {
+				t.Fatalf("to the client via %x, want %x", mac, clientMAC)
+			}
+			// About a reply, to the VIP: to the backend from SNAT.
+			out = r.send(icmpAbout(t, clientMAC, tc.router, tc.vip.Addr(), replyFrame))
+			if len(out) != 1 {
+				t.Fatalf("error to the VIP not translated: %v", r.counters().Drops)
+			}
+			src, dst, q = seeICMP(t, out[0])
+			if src != tc.snat || dst != fw.dst.Addr() || q.src != fw.dst || q.dst != fw.src {
+				t.Fatalf("to the backend: %v -> %v quoting %v -> %v", src, dst, q.src, q.dst)
+			}
+			if c := r.counters(); c.NAT.ICMPToClient != 1 || c.NAT.ICMPToBackend != 1 {
+				t.Fatalf("counters %+v", c.NAT)
+			}
+		})
+	}
+}
+
+// TestNATRescheduled: a flow whose backend leaves the service moves to
+// another backend with its SNAT port; the binding follows, so the new
+// backend's replies are translated and the old one's are not.
+func TestNATRescheduled(t *testing.T) {
+	r := newNATRig(t, 1024, nat.Layout{})
+	bes := backends4(2)
+	spec := pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, bes, nil)}}
+	r.apply(spec)
+	client := clients4.FlowSrc(3)
+	out := r.send(natFrame(clientMAC, client, vip4, sim.SYN))
+	if len(out) != 1 {
+		t.Fatal("not forwarded")
+	}
+	before := seeNAT(t, out[0])
+	var rest []netip.Addr
+	for _, b := range bes {
+		if b != before.dst.Addr() {
+			rest = append(rest, b)
+		}
+	}
+	spec.Services = []pipeline.ServiceSpec{natService(vip4, rest, nil)}
+	r.apply(spec)
+	out = r.send(natFrame(clientMAC, client, vip4, sim.ACK))
+	if len(out) != 1 {
+		t.Fatal("not forwarded after the change")
+	}
+	after := seeNAT(t, out[0])
+	if after.dst.Addr() != rest[0] || after.src != before.src {
+		t.Fatalf("after the change: %v -> %v, before %v -> %v", after.src, after.dst, before.src, before.dst)
+	}
+	if out := r.send(natFrame(backMAC, before.dst, before.src, sim.ACK)); len(out) != 0 {
+		t.Fatal("a reply from the old backend was translated")
+	}
+	if out := r.send(natFrame(backMAC, after.dst, after.src, sim.ACK)); len(out) != 1 {
+		t.Fatalf("the new backend's reply was not translated: %v", r.counters().Drops)
+	}
+	if c := r.counters(); c.NAT.BackendChanged != 1 || c.NAT.InUse != 1 {
+		t.Fatalf("counters %+v", c.NAT)
+	}
+}
+
+// FuzzWorkerNAT feeds arbitrary frames through a worker with full-NAT
+// services on both families and live flows: it must never panic, every
+// frame is accounted for exactly once, and what leaves is either from an
+// SNAT address to a backend or from a VIP (a reply or a translated error).
+func FuzzWorkerNAT(f *testing.F) {
+	r := newNATRig(f, 256, nat.Layout{})
+	b4, b6 := backends4(2), backends6(2)
+	r.apply(pipeline.Spec{SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, b4, nil), natService(vip6, b6, nil)}})
+	for _, tc := range []struct {
+		vip     netip.AddrPort
+		clients sim.Clients
+	}{{vip4, clients4}, {vip6, clients6}} {
+		fwd, rep := natFlows(f, r, 4, tc.vip, tc.clients)
+		f.Add(fwd[0])
+		f.Add(rep[0])
+		out := r.send(fwd[1])
+		f.Add(icmpAbout(f, backMAC, tc.clients.FlowSrc(99).Addr(), seeNAT(f, out[0]).src.Addr(), out[0]))
+	}
+	f.Add([]byte{})
+	from := map[netip.Addr]bool{snat4: true, snat6: true, vip4.Addr(): true, vip6.Addr(): true}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		r.t = t
+		before := r.counters()
+		out := r.send(frame)
+		after := r.counters()
+		rx := after.RxPackets - before.RxPackets
+		tx := after.TxPackets - before.TxPackets
+		passed := after.Passed - before.Passed
+		dropped := after.Dropped() - before.Dropped()
+		if rx != 1 || tx+passed+dropped != 1 || int(tx) != len(out) {
+			t.Fatalf("rx %d tx %d passed %d dropped %d out %d", rx, tx, passed, dropped, len(out))
+		}
+		for _, o := range out {
+			pkt := gopacket.NewPacket(o, layers.LayerTypeEthernet, gopacket.Default)
+			nl := pkt.NetworkLayer()
+			if nl == nil {
+				t.Fatalf("sent a frame without an IP header: % x", o)
+			}
+			src, _ := netip.AddrFromSlice(nl.NetworkFlow().Src().Raw())
+			if !from[src.Unmap()] {
+				t.Fatalf("sent a packet from %v", src)
+			}
+		}
+	})
+}
+
+// A TCP packet that is not a SYN gets no SNAT port (a spoofed ACK flood
+// cannot exhaust the pool), and once a flow's backend has left the
+// generation its binding still admits replies from that backend only.
+func TestNATBindsOnSYNAndChecksReplySource(t *testing.T) {
+	r := newNATRig(t, 1024, nat.Layout{})
+	bes := backends4(2)
+	spec := pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, bes, nil)}}
+	r.apply(spec)
+	for i := range uint32(50) {
+		if out := r.send(natFrame(clientMAC, clients4.FlowSrc(i), vip4, sim.ACK)); len(out) != 0 {
+			t.Fatalf("an ACK without a flow was forwarded")
+		}
+	}
+	if c := r.counters(); c.NAT.Bound != 0 || c.NAT.InUse != 0 {
+		t.Fatalf("ACKs bound ports: %+v", c.NAT)
+	}
+	client := clients4.FlowSrc(77)
+	out := r.send(natFrame(clientMAC, client, vip4, sim.SYN))
+	if len(out) != 1 {
+		t.Fatal("SYN not forwarded")
+	}
+	fw := seeNAT(t, out[0])
+	// Remove the flow's backend: the flow keeps its binding until its next
+	// packet; a stranger's packet to the SNAT port is not translated.
+	var rest []netip.Addr
+	for _, b := range bes {
+		if b != fw.dst.Addr() {
+			rest = append(rest, b)
+		}
+	}
+	r.apply(pipeline.Spec{SNAT: []netip.Addr{snat4}, Services: []pipeline.ServiceSpec{natService(vip4, rest, nil)}})
+	stranger := netip.MustParseAddrPort("203.0.113.66:80")
+	if out := r.send(natFrame(backMAC, stranger, fw.src, sim.RST)); len(out) != 0 {
+		t.Fatal("a stranger's packet to the SNAT port of a flow whose backend left was translated to the client")
+	}
+	if out := r.send(natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK)); len(out) != 1 {
+		t.Fatal("the binding's own backend is no longer translated")
+	}
+}

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/sluicelb/sluice/internal/scenario"
+)
+
+// Full-NAT (forwarding: nat): the backends run plain servers on their own
+// addresses, with no agent and no VIP. Through AF_PACKET and AF_XDP, over
+// IPv4 and IPv6: 300 connections through the VIP are answered by every
+// backend, each of which sees the LB node's SNAT address as the client; a
+// 2 MB upload goes through (nothing is added to the packets, so nothing
+// outgrows the MTU). Control run: without the router's routes to the SNAT
+// addresses the replies never reach the node and connections fail; with
+// them back they succeed again. After a reload that removes a backend,
+// long-lived connections to the others keep working.
+func TestE2EFullNAT(t *testing.T) {
+	for _, io := range ioModes {
+		t.Run(io, func(t *testing.T) {
+			s := start(t, scenario.Options{IO: io, NAT: true})
+			ctx := t.Context()
+			lb := s.Lab.LBs[0]
+			snat := map[bool]netip.Addr{true: lb.SNAT4(), false: lb.SNAT6()}
+			upload := filepath.Join(t.TempDir(), "upload")
+			if err := os.WriteFile(upload, bytes.Repeat([]byte("sluice full-NAT "), 2<<20/16), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, vip := range s.VIPs() {
+				const n = 300
+				names, err := s.Curl(ctx, vip, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				count := map[string]int{}
+				for _, name := range names {
+					count[name]++
+				}
+				t.Logf("%s: %d connections: %v", vip, n, count)
+				for _, be := range []string{"be1", "be2", "be3"} {
+					if count[be] == 0 {
+						t.Errorf("%s: backend %s served none of %d connections: %v", vip, be, n, count)
+					}
+				}
+				// What the backend saw: the SNAT address, a port of the layout.
+				url := "http://" + netip.AddrPortFrom(vip, scenario.HTTPPort).String() + "/"
+				out, err := s.Lab.Client.Run(ctx, "curl", "-sS", "--max-time", "3", "-D", "-", "-o", "/dev/null", url)
+				if err != nil {
+					t.Fatalf("curl %s: %v: %s", url, err, out)
+				}
+				m := regexp.MustCompile(`(?i)X-Remote-Addr: (\S+)`).FindStringSubmatch(out)
+				if m == nil {
+					t.Fatalf("no X-Remote-Addr in the answer:\n%s", out)
+				}
+				seen, err := netip.ParseAddrPort(m[1])
+				if err != nil || seen.Addr() != snat[vip.Is4()] || seen.Port() < 1024 {
+					t.Fatalf("the backend saw the client as %s, want %s:1024-65535", m[1], snat[vip.Is4()])
+				}
+				t.Logf("%s: the backend saw %s", vip, seen)
+				// A 2 MB upload.
+				out, err = s.Lab.Client.Run(ctx, "curl", "-sS", "--max-time", "10", "--data-binary", "@"+upload, url)
+				if err != nil {
+					t.Fatalf("upload to %s: %v: %s", url, err, out)
+				}
+				if f := strings.Fields(out); len(f) != 2 || f[1] != fmt.Sprint(2<<20) {
+					t.Fatalf("upload to %s: answer %q, want \"beN %d\"", url, out, 2<<20)
+				}
+			}
+
+			// UDP: each flow stays on one backend, replies come from the VIP.
+			for _, vip := range s.VIPs() {
+				dst := netip.AddrPortFrom(vip, scenario.UDPPort)
+				seen := map[string]int{}
+				err := s.Lab.Client.Do(func() error {
+					for flow := range 20 {
+						c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+						if err != nil {
+							return err
+						}
+						var first string
+						for i := range 3 {
+							name, from, err := exchange(c, fmt.Sprintf("flow%d-%d", flow, i))
+							if err != nil || from.Addr().Unmap() != vip || from.Port() != scenario.UDPPort || i > 0 && name != first {
+								c.Close()
+								return fmt.Errorf("flow %d: %q from %v, first %q: %v", flow, name, from, first, err)
+							}
+							first = name
+						}
+						seen[first]++
+						c.Close()
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatalf("UDP %s: %v", dst, err)
+				}
+				t.Logf("UDP %s: 20 flows: %v", dst, seen)
+			}
+
+			// Control run: without the router's routes to the SNAT
+			// addresses the backends' replies go nowhere.
+			if err := s.Lab.RouteSNAT(false); err != nil {
+				t.Fatal(err)
+			}
+			for _, vip := range s.VIPs() {
+				if names, err := s.Curl(ctx, vip, 3); err == nil {
+					t.Fatalf("control: %s answered without routes to the SNAT addresses: %v", vip, names)
+				}
+			}
+			if err := s.Lab.RouteSNAT(true); err != nil {
+				t.Fatal(err)
+			}
+			for _, vip := range s.VIPs() {
+				if _, err := s.Curl(ctx, vip, 30); err != nil {
+					t.Fatalf("with the routes back: %v", err)
+				}
+			}
+
+			// A reload that removes be3 from both HTTP services: long-lived
+			// connections to be1 and be2 keep working.
+			var conns []*keepAlive
+			for _, vip := range s.VIPs() {
+				conns = append(conns, openKeepAlive(t, s, vip, 20)...)
+			}
+			cfg := s.Config()
+			be3 := s.Lab.Backends[2]
+			removed := strings.ReplaceAll(cfg, fmt.Sprintf("      - address: %q\n", be3.Addr4), "")
+			removed = strings.ReplaceAll(removed, fmt.Sprintf("      - address: %q\n", be3.Addr6), "")
+			if removed == cfg {
+				t.Fatal("be3 not found in the configuration")
+			}
+			if err := s.ReloadLB(0, removed); err != nil {
+				t.Fatal(err)
+			}
+			waitLog(t, s, "reload applied")
+			kept := 0
+			for i, k := range conns {
+				if k.backend == "be3" {
+					continue
+				}
+				for range 3 {
+					if b, err := k.get(); err != nil || b != k.backend {
+						t.Fatalf("after removing be3, conn %d on %s: got %q, %v", i, k.backend, b, err)
+					}
+				}
+				kept++
+			}
+			for _, k := range conns {
+				k.c.Close()
+			}
+			if kept == 0 {
+				t.Fatal("no long-lived connection on be1 or be2")
+			}
+			for _, vip := range s.VIPs() {
+				names, err := s.Curl(ctx, vip, 30)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, n := range names {
+					if n == "be3" {
+						t.Fatalf("%s: a new connection reached the removed backend", vip)
+					}
+				}
+			}
+			t.Logf("%d long-lived connections to be1 and be2 kept working across the reload", kept)
+
+			rep := lbReport(s)
+			t.Logf("LB report:\n%s", rep)
+			if !strings.Contains(rep, "tx errors 0") {
+				t.Errorf("LB report:\n%s", rep)
+			}
+		})
+	}
+}
