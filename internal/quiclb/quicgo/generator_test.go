@@ -208,8 +208,11 @@ func TestQUICHandshake(t *testing.T) {
 					decodes("server SCID", scid)
 				}
 			}
-			if short == 0 || long == 0 || serverSCIDs == 0 {
-				t.Errorf("saw %d short and %d long client packets to server CIDs and %d server long headers; want some of each",
+			// Only a datagram's first packet is looked at: the client may
+			// coalesce its 1-RTT packets behind a Handshake packet, so the
+			// split between long and short varies with timing.
+			if short+long == 0 || serverSCIDs == 0 {
+				t.Errorf("saw %d short and %d long client packets to server CIDs and %d server long headers; want some client packets and server long headers",
 					short, long, serverSCIDs)
 			}
 
