@@ -142,7 +142,7 @@ func (w *Worker) process(n int, now uint32) {
 		// The entry pointers are used here, before any insert of this
 		// batch can move them, and not kept.
 		for _, p := range chunk {
-			if w.ctx.NAT != nil && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
+			if w.ctx.NAT != nil && p.Key.Tenant == 0 && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
 				// A full-NAT reply (or an ICMP error about a packet the
 				// node sent): it has no forward entry; nat_reply takes it.
 				w.miss = append(w.miss, p)

@@ -80,6 +80,12 @@ func (Firewall) Process(c *Context, pkts []*Packet) {
 		if p.Key.Proto != packet.ProtoTCP {
 			e.State = flow.StateUDP
 		}
+		if e.NATPort != 0 && c.NAT != nil {
+			// A full-NAT flow now denied: its binding and port go, so the
+			// backend's replies are no longer translated to the client.
+			c.NAT.Removed(e)
+			e.NATAddr, e.NATPort = 0, 0
+		}
 		e.Backend, e.Gen, e.LastSeen = Denied, c.Gen.ID, c.Now
 	}
 }

@@ -197,7 +197,9 @@ func (NATReply) Process(c *Context, pkts []*Packet) {
 		return
 	}
 	for _, p := range pkts {
-		if p.Verdict != Continue || s.addrIndex(&p.Key.Dst) < 0 {
+		// Full-NAT serves the default tenant only: a tenant's packet to an
+		// SNAT address is not a reply of any binding.
+		if p.Verdict != Continue || p.Key.Tenant != 0 || s.addrIndex(&p.Key.Dst) < 0 {
 			continue
 		}
 		natReply(c, s, p)
