@@ -3,16 +3,12 @@ package firewall
 import (
 	"errors"
 	"fmt"
-	"go/parser"
-	"go/token"
 	"math/rand/v2"
 	"net/netip"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/sluicelb/sluice/internal/fielderr"
+	"github.com/sluicelb/sluice/internal/importtest"
 	"github.com/sluicelb/sluice/internal/packet"
 )
 
@@ -338,26 +334,6 @@ func BenchmarkMatch(b *testing.B) {
 // TestImports keeps firewall a datapath package: the standard library,
 // internal/packet and internal/fielderr.
 func TestImports(t *testing.T) {
-	allowed := map[string]bool{"encoding/binary": true, "errors": true, "fmt": true, "math/bits": true,
-		"net/netip": true, "slices": true, "github.com/sluicelb/sluice/internal/packet": true,
-		"github.com/sluicelb/sluice/internal/fielderr": true}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if !allowed[path] {
-				t.Errorf("%s imports %q; firewall may import only %v", name, path, allowed)
-			}
-		}
-	}
+	importtest.Only(t, "firewall", "encoding/binary", "errors", "fmt", "math/bits", "net/netip", "slices",
+		"github.com/sluicelb/sluice/internal/packet", "github.com/sluicelb/sluice/internal/fielderr")
 }

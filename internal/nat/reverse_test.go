@@ -1,16 +1,12 @@
 package nat
 
 import (
-	"go/parser"
-	"go/token"
 	"math/rand/v2"
 	"net/netip"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/importtest"
 )
 
 const seed = 0x5eed
@@ -229,25 +225,6 @@ func BenchmarkReverse(b *testing.B) {
 // library, internal/flow and internal/fielderr, nothing of the control
 // plane.
 func TestImports(t *testing.T) {
-	allowed := map[string]bool{"errors": true, "fmt": true, "net/netip": true, "unsafe": true,
-		"github.com/sluicelb/sluice/internal/flow": true, "github.com/sluicelb/sluice/internal/fielderr": true}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if !allowed[path] {
-				t.Errorf("%s imports %q; nat may import only %v", name, path, allowed)
-			}
-		}
-	}
+	importtest.Only(t, "nat", "errors", "fmt", "net/netip", "unsafe",
+		"github.com/sluicelb/sluice/internal/flow", "github.com/sluicelb/sluice/internal/fielderr")
 }
