@@ -109,6 +109,24 @@ func (r *rig) send(frames ...[]byte) [][]byte {
 
 func (r *rig) counters() datapath.Counters { return r.dp.Counters() }
 
+// sendAccounted sends one frame and fails t unless it is counted once: as
+// received, and as exactly one of transmitted (each frame sent out),
+// passed or dropped. It returns the frames sent out.
+func (r *rig) sendAccounted(t *testing.T, frame []byte) [][]byte {
+	t.Helper()
+	before := r.counters()
+	out := r.send(frame)
+	after := r.counters()
+	rx := after.RxPackets - before.RxPackets
+	tx := after.TxPackets - before.TxPackets
+	passed := after.Passed - before.Passed
+	dropped := after.Dropped() - before.Dropped()
+	if rx != 1 || tx+passed+dropped != 1 || int(tx) != len(out) {
+		t.Fatalf("rx %d tx %d passed %d dropped %d out %d", rx, tx, passed, dropped, len(out))
+	}
+	return out
+}
+
 func tcpFrame(src, dst netip.AddrPort, flags uint8) []byte {
 	f := sim.Frame{SrcMAC: hopMAC, DstMAC: lbMAC, Src: src, Dst: dst, Proto: 6, TCPFlags: flags, Payload: 20}
 	b := make([]byte, f.Len())
