@@ -6,7 +6,8 @@
 // rewriting it in place and moving its start into the headroom) or by Release
 // (drop it). This is the shape AF_XDP needs (frames live in the UMEM and go
 // from the RX ring to the TX ring without a copy), and it costs the other
-// links nothing.
+// links nothing. A link that also implements Injector lends empty frames
+// (Alloc) under the same rule, for packets the caller builds itself.
 package link
 
 import "errors"
@@ -50,6 +51,31 @@ type Link interface {
 	Release(frames []Frame)
 	// Close stops the link; pending and later Recv calls return ErrClosed.
 	Close() error
+}
+
+// Injector is a Link that can also lend an empty frame, for a packet the
+// caller builds itself (typically a copy of a packet it took out of an
+// earlier frame and held back).
+//
+// Alloc fills *f with a free buffer of the link: f.Off is Headroom(), f.Len
+// is 0 and f.Buf extends at least to the largest packet the link receives
+// (len(f.Buf)-f.Off bytes may be written). It reports false, leaving *f
+// unchanged, when no buffer is free for Alloc or the link is closed. Alloc
+// lends from a small reserve of buffers (its size is part of the link's
+// configuration) that is kept apart from the buffers Recv receives into, so
+// building packets never leaves Recv without buffers: whenever every frame
+// lent out (by Recv or Alloc) has been given back, Recv can fill a whole
+// batch, and Alloc can lend the whole reserve.
+//
+// The caller writes the packet into f.Buf[f.Off:], sets f.Len (and may lower
+// f.Off into the headroom, as for a received frame) and gives the frame back
+// exactly once, by Send or Release, like a frame lent by Recv; Handle must
+// not be changed. Alloc is called by the worker goroutine that uses the Link;
+// it never blocks and never allocates.
+type Injector interface {
+	Link
+	// Alloc lends an empty frame; see Injector.
+	Alloc(f *Frame) bool
 }
 
 // Spill sends datagrams through the kernel's IP stack: what the datapath

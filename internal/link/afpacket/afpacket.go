@@ -50,6 +50,11 @@ type Config struct {
 	// cannot take are dropped and counted in Stats.SendErrors instead of
 	// being queued. Off by default.
 	QdiscBypass bool
+	// Reserve is the number of buffers that only Alloc lends, in addition
+	// to Recv's 2 x BatchSize, so that frames the caller builds never take
+	// the buffers Recv needs. Default 64; negative: none (Alloc always
+	// reports false).
+	Reserve int
 }
 
 // Stats are a link's counters since New. They only grow.
@@ -58,6 +63,8 @@ type Stats struct {
 	Sent       uint64 // frames the kernel accepted for transmission
 	SendErrors uint64 // frames given to Send that were not transmitted
 	Released   uint64 // frames given back by Release
+	Allocs     uint64 // empty frames lent by Alloc (they are counted in Sent or Released too)
+	AllocEmpty uint64 // Alloc calls that found every reserve buffer lent out
 	// Oversize counts received frames longer than Config.FrameSize; they
 	// are dropped (the kernel truncates them to the buffer; Recv does not
 	// deliver truncated frames).
@@ -94,8 +101,9 @@ const sizeofAuxdata = int(unsafe.Sizeof(unix.TpacketAuxdata{}))
 // transmitted with sendmmsg(2) straight from them. Every buffer is
 // Headroom + 4 + FrameSize bytes; the kernel writes a received frame at
 // offset Headroom+4, and the 4 spare bytes take a VLAN tag that Recv puts
-// back. There are 2 x BatchSize buffers, so a caller may hold one batch while
-// it receives the next.
+// back. There are 2 x BatchSize buffers for Recv, so a caller may hold one
+// batch while it receives the next, and Config.Reserve more that only Alloc
+// lends.
 type Link struct {
 	// immutable after New
 	ifname                     string
@@ -104,31 +112,34 @@ type Link struct {
 	poll                       time.Duration
 	file                       *os.File        // the socket, non-blocking, in Go's netpoller
 	rc                         syscall.RawConn // file's
-	bufs                       [][]byte        // one per buffer, all in one slab
+	bufs                       [][]byte        // one per buffer, all in one slab: Recv's, then the reserve
+	nrecv                      int             // bufs[:nrecv] are Recv's, bufs[nrecv:] Alloc's
 	recvFn, sendFn             func(fd uintptr) bool
 
 	// owned by the goroutine that calls Recv, Send and Release
-	free   []int32 // indexes of buffers not lent out (a stack)
-	lent   []bool  // by buffer index: lent out by Recv, not yet given back
-	cand   []int32 // buffers offered to the current recvmmsg, by message
-	rxMsgs []unix.Mmsghdr
-	rxIov  []unix.Iovec
-	rxCtl  []byte // ctlSize bytes per message
-	rxWant int
-	rxGot  int
-	rxErr  unix.Errno
-	rxWait bool // recvFn lets the netpoller wait on EAGAIN
-	txMsgs []unix.Mmsghdr
-	txIov  []unix.Iovec
-	txNext int // next message to transmit
-	txEnd  int
-	txSent int
-	txFail int
-	txErr  unix.Errno // first error of this Send
-	txWait bool       // sendFn lets the netpoller wait on EAGAIN
+	free    []int32 // indexes of Recv's buffers not lent out (a stack)
+	reserve []int32 // indexes of Alloc's buffers not lent out (a stack)
+	lent    []bool  // by buffer index: lent out by Recv or Alloc, not yet given back
+	cand    []int32 // buffers offered to the current recvmmsg, by message
+	rxMsgs  []unix.Mmsghdr
+	rxIov   []unix.Iovec
+	rxCtl   []byte // ctlSize bytes per message
+	rxWant  int
+	rxGot   int
+	rxErr   unix.Errno
+	rxWait  bool // recvFn lets the netpoller wait on EAGAIN
+	txMsgs  []unix.Mmsghdr
+	txIov   []unix.Iovec
+	txNext  int // next message to transmit
+	txEnd   int
+	txSent  int
+	txFail  int
+	txErr   unix.Errno // first error of this Send
+	txWait  bool       // sendFn lets the netpoller wait on EAGAIN
 
 	// written by the worker goroutine, read by Stats from any goroutine
 	received, sent, sendErrors, released, oversize, partialCsum atomic.Uint64
+	allocs, allocEmpty                                          atomic.Uint64
 
 	closed atomic.Bool
 
@@ -140,7 +151,7 @@ type Link struct {
 	filterMu sync.Mutex // serialises SetFilter and ClearFilter
 }
 
-var _ link.Link = (*Link)(nil)
+var _ link.Injector = (*Link)(nil)
 
 // New opens an AF_PACKET socket bound to the Ethernet interface ifname in the
 // calling thread's network namespace (lock the goroutine to its thread when
@@ -165,6 +176,12 @@ func New(ifname string, c Config) (*Link, error) {
 	}
 	if c.SocketBuffer <= 0 {
 		c.SocketBuffer = 4 << 20
+	}
+	switch {
+	case c.Reserve == 0:
+		c.Reserve = 64
+	case c.Reserve < 0:
+		c.Reserve = 0
 	}
 	if c.FrameSize < 14 {
 		return nil, fmt.Errorf("afpacket: FrameSize %d is smaller than an Ethernet header", c.FrameSize)
@@ -250,25 +267,33 @@ func New(ifname string, c Config) (*Link, error) {
 	}
 
 	n := 2 * c.BatchSize
+	total := n + c.Reserve
 	size := c.Headroom + vlanRoom + c.FrameSize
 	l := &Link{
 		ifname: ifname, ifindex: ifindex,
 		batch: c.BatchSize, headroom: c.Headroom, frameSize: c.FrameSize, poll: c.Poll,
 		file: file, rc: rc,
-		bufs:   make([][]byte, n),
-		free:   make([]int32, n),
-		lent:   make([]bool, n),
-		cand:   make([]int32, c.BatchSize),
-		rxMsgs: make([]unix.Mmsghdr, c.BatchSize),
-		rxIov:  make([]unix.Iovec, c.BatchSize),
-		rxCtl:  make([]byte, c.BatchSize*ctlSize),
-		txMsgs: make([]unix.Mmsghdr, c.BatchSize),
-		txIov:  make([]unix.Iovec, c.BatchSize),
+		bufs:    make([][]byte, total),
+		nrecv:   n,
+		free:    make([]int32, n),
+		reserve: make([]int32, c.Reserve),
+		lent:    make([]bool, total),
+		cand:    make([]int32, c.BatchSize),
+		rxMsgs:  make([]unix.Mmsghdr, c.BatchSize),
+		rxIov:   make([]unix.Iovec, c.BatchSize),
+		rxCtl:   make([]byte, c.BatchSize*ctlSize),
+		txMsgs:  make([]unix.Mmsghdr, c.BatchSize),
+		txIov:   make([]unix.Iovec, c.BatchSize),
 	}
-	slab := make([]byte, n*size)
+	slab := make([]byte, total*size)
 	for i := range l.bufs {
 		l.bufs[i] = slab[i*size : (i+1)*size : (i+1)*size]
+	}
+	for i := range l.free {
 		l.free[i] = int32(n - 1 - i)
+	}
+	for i := range l.reserve {
+		l.reserve[i] = int32(total - 1 - i)
 	}
 	for i := range l.rxMsgs {
 		l.rxIov[i].SetLen(c.FrameSize)
@@ -440,6 +465,29 @@ func (l *Link) auxdata(i int) *unix.TpacketAuxdata {
 	return (*unix.TpacketAuxdata)(unsafe.Pointer(&ctl[unix.CmsgLen(0)]))
 }
 
+// Alloc implements link.Injector: it lends an empty buffer of the reserve
+// (Config.Reserve buffers that Recv never uses) as f, with Off ==
+// Headroom(), Len 0 and FrameSize+4 bytes of room behind Off. The caller
+// writes a complete Ethernet frame there, as Send expects, and gives the
+// frame back by Send or Release. Alloc reports false, leaving f unchanged,
+// when every reserve buffer is lent out (counted in Stats.AllocEmpty) or the
+// link is closed. It belongs to the worker goroutine, like Recv.
+func (l *Link) Alloc(f *link.Frame) bool {
+	if l.closed.Load() {
+		return false
+	}
+	if len(l.reserve) == 0 {
+		l.allocEmpty.Add(1)
+		return false
+	}
+	idx := l.reserve[len(l.reserve)-1]
+	l.reserve = l.reserve[:len(l.reserve)-1]
+	l.lent[idx] = true
+	*f = link.Frame{Buf: l.bufs[idx], Off: l.headroom, Len: 0, Handle: uint64(idx)}
+	l.allocs.Add(1)
+	return true
+}
+
 // Send implements link.Link. It transmits each frame's Bytes() as one
 // Ethernet frame, as is: the frame must start with the destination MAC
 // address, must not include an FCS, and may be at most the interface's MTU
@@ -455,8 +503,8 @@ func (l *Link) auxdata(i int) *unix.TpacketAuxdata {
 // socket's send buffer stays full for Poll. After Close it transmits nothing
 // and returns ErrClosed.
 //
-// Send panics when a frame was not lent by this link's Recv or was already
-// given back: two owners of one buffer would corrupt packets silently.
+// Send panics when a frame was not lent by this link's Recv or Alloc or was
+// already given back: two owners of one buffer would corrupt packets silently.
 func (l *Link) Send(frames []link.Frame) (int, error) {
 	if l.closed.Load() {
 		for i := range frames {
@@ -553,7 +601,7 @@ func (l *Link) sendmmsg(fd uintptr) bool {
 }
 
 // Release implements link.Link. It panics when a frame was not lent by this
-// link's Recv or was already given back.
+// link's Recv or Alloc or was already given back.
 func (l *Link) Release(frames []link.Frame) {
 	for i := range frames {
 		l.giveBack(&frames[i])
@@ -561,14 +609,19 @@ func (l *Link) Release(frames []link.Frame) {
 	l.released.Add(uint64(len(frames)))
 }
 
-// giveBack returns the frame's buffer to the free stack.
+// giveBack returns the frame's buffer to the stack it came from: Recv's
+// free stack or the reserve.
 func (l *Link) giveBack(f *link.Frame) {
 	idx := f.Handle
 	if idx >= uint64(len(l.bufs)) || !l.lent[idx] {
 		panic(fmt.Sprintf("afpacket: frame with handle %d given back twice or not lent by this link", idx))
 	}
 	l.lent[idx] = false
-	l.free = append(l.free, int32(idx))
+	if idx >= uint64(l.nrecv) {
+		l.reserve = append(l.reserve, int32(idx))
+	} else {
+		l.free = append(l.free, int32(idx))
+	}
 }
 
 // Close implements link.Link. It may be called from any goroutine: a Recv
@@ -657,6 +710,8 @@ func (l *Link) Stats() Stats {
 		Sent:            l.sent.Load(),
 		SendErrors:      l.sendErrors.Load(),
 		Released:        l.released.Load(),
+		Allocs:          l.allocs.Load(),
+		AllocEmpty:      l.allocEmpty.Load(),
 		Oversize:        l.oversize.Load(),
 		PartialChecksum: l.partialCsum.Load(),
 		KernelDrops:     drops,

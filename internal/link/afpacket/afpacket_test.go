@@ -152,8 +152,8 @@ func TestRecvSend(t *testing.T) {
 	expectFrames(t, rawFrames(t, peer), sendWant, nil, 5*time.Second, 0)
 
 	// Every buffer is free again: a full set can be lent out.
-	if len(l.free) != len(l.bufs) {
-		t.Errorf("%d of %d buffers free after everything was given back", len(l.free), len(l.bufs))
+	if len(l.free)+len(l.reserve) != len(l.bufs) {
+		t.Errorf("%d of %d buffers free after everything was given back", len(l.free)+len(l.reserve), len(l.bufs))
 	}
 }
 
@@ -329,8 +329,8 @@ func TestClose(t *testing.T) {
 	if n, err := l.Send(held); n != 0 || !errors.Is(err, link.ErrClosed) {
 		t.Errorf("Send after Close = %d, %v", n, err)
 	}
-	if len(l.free) != len(l.bufs) {
-		t.Errorf("Send after Close kept frames: %d of %d buffers free", len(l.free), len(l.bufs))
+	if len(l.free)+len(l.reserve) != len(l.bufs) {
+		t.Errorf("Send after Close kept frames: %d of %d buffers free", len(l.free)+len(l.reserve), len(l.bufs))
 	}
 	if err := l.SetFilter(nil); !errors.Is(err, link.ErrClosed) {
 		t.Errorf("SetFilter after Close: %v", err)
@@ -371,8 +371,8 @@ func TestOversize(t *testing.T) {
 		t.Errorf("stats %+v (before %+v): want 2 more Oversize, 3 more Received", st, before)
 	}
 	// The dropped frames' buffers were not lost.
-	if len(l.free) != len(l.bufs) {
-		t.Errorf("%d of %d buffers free", len(l.free), len(l.bufs))
+	if len(l.free)+len(l.reserve) != len(l.bufs) {
+		t.Errorf("%d of %d buffers free", len(l.free)+len(l.reserve), len(l.bufs))
 	}
 }
 
@@ -410,8 +410,8 @@ func TestSendErrors(t *testing.T) {
 	if st := l.Stats(); st.Sent != 2 || st.SendErrors != 2 {
 		t.Errorf("stats %+v: want Sent 2, SendErrors 2", st)
 	}
-	if len(l.free) != len(l.bufs) {
-		t.Errorf("%d of %d buffers free after Send", len(l.free), len(l.bufs))
+	if len(l.free)+len(l.reserve) != len(l.bufs) {
+		t.Errorf("%d of %d buffers free after Send", len(l.free)+len(l.reserve), len(l.bufs))
 	}
 	expectFrames(t, rawFrames(t, peer), want, nil, 3*time.Second, 0)
 }

@@ -35,6 +35,12 @@
 // this link); when all buffers are lent out Recv returns ErrLeak. A frame's
 // bytes are valid from Recv until it is given back.
 //
+// The link is also a link.Injector: Config.Reserve further buffers (64 by
+// default) are lent only by Alloc, as empty frames for packets the caller
+// builds itself, and go back to the reserve when given back by Send or
+// Release. Recv never uses them, so frames held from Alloc never make Recv
+// run short, and Alloc reports false when the reserve is lent out.
+//
 // Length rules: a received frame is the Ethernet frame from the destination
 // MAC address on, without FCS. The kernel moves the outer VLAN tag of a
 // received frame into metadata; Recv puts it back into the frame (into the 4
@@ -48,6 +54,6 @@
 //
 // # Concurrency
 //
-// Recv, Send and Release belong to one worker goroutine. Close, SetFilter,
+// Recv, Alloc, Send and Release belong to one worker goroutine. Close, SetFilter,
 // ClearFilter and Stats may be called from any goroutine.
 package afpacket

@@ -59,18 +59,24 @@ type Config struct {
 	// XDP_PACKET_HEADROOM (256) bytes; a larger value registers the rest as
 	// UMEM headroom. At most 2048, so that 2048 bytes remain for the packet.
 	Headroom  int
-	NumFrames int           // UMEM frames of FrameSize bytes; default 4096, at least 2*BatchSize
+	NumFrames int           // UMEM frames of FrameSize bytes; default 4096, at least 2*BatchSize+ReserveFrames
 	Mode      Mode          // Auto (native, then generic), Native or Generic
 	Poll      time.Duration // Recv returns (0, nil) after this long idle; default 10ms
+	// ReserveFrames is the number of UMEM frames kept out of the fill ring
+	// for Alloc to lend, so that frames the caller builds never take the
+	// frames the kernel receives into. Default 64; negative: none (Alloc
+	// always reports false).
+	ReserveFrames int
 }
 
 // Frame states. Every UMEM frame is in exactly one.
 const (
-	stKernel uint8 = iota // in the fill ring, inside the kernel, or on the RX ring
-	stLent                // lent to the caller by Recv
-	stTx                  // on the TX ring or transmitted and not yet completed
-	stSpare               // owned by the link, waiting for room in the fill ring
-	stGone                // returned after Close
+	stKernel  uint8 = iota // in the fill ring, inside the kernel, or on the RX ring
+	stLent                 // lent to the caller by Recv or Alloc
+	stTx                   // on the TX ring or transmitted and not yet completed
+	stSpare                // owned by the link, waiting for room in the fill ring
+	stReserve              // owned by the link, kept out of the fill ring for Alloc
+	stGone                 // returned after Close
 )
 
 // Link is an AF_XDP socket on one queue of one interface, with the XDP
@@ -82,6 +88,7 @@ type Link struct {
 	batch        int
 	headroom     int
 	numFrames    int
+	reserveSize  int // Config.ReserveFrames
 	pollTimeout  unix.Timespec
 	shortTimeout unix.Timespec // while TX descriptors wait for a kick
 	att          *attachment
@@ -94,6 +101,7 @@ type Link struct {
 	umem        []byte // NumFrames*FrameSize bytes, anonymous mapping
 	state       []uint8
 	spare       []uint64 // frames waiting for room in the fill ring
+	reserve     []uint64 // frames kept for Alloc (a stack), at most reserveSize
 	lent, txOut int
 	pollFds     [2]unix.PollFd
 	pollTs      unix.Timespec // ppoll's timeout, which the kernel overwrites
@@ -113,11 +121,12 @@ type Link struct {
 	// counters, written by the worker once per call, read by Stats
 	ctr struct {
 		rx, tx, fillEmpty, txRingFull, invalid, kicks, stalls, kickErrs atomic.Uint64
-		lent, txOut, spare                                              atomic.Int64
+		allocs, allocEmpty                                              atomic.Uint64
+		lent, txOut, spare, reserve                                     atomic.Int64
 	}
 }
 
-var _ link.Link = (*Link)(nil)
+var _ link.Injector = (*Link)(nil)
 
 // New opens an AF_XDP link on queue c.Queue of ifname in the calling
 // thread's network namespace (a caller that switched namespaces must have
@@ -147,7 +156,7 @@ func New(ifname string, c Config) (_ *Link, err error) {
 		return nil, err
 	}
 	l := &Link{
-		ifname: ifname, queue: c.Queue, batch: c.BatchSize, numFrames: c.NumFrames,
+		ifname: ifname, queue: c.Queue, batch: c.BatchSize, numFrames: c.NumFrames, reserveSize: c.ReserveFrames,
 		headroom: max(c.Headroom, xdpPacketHeadroom), att: att, efd: -1,
 		pollTimeout:  unix.NsecToTimespec(c.Poll.Nanoseconds()),
 		shortTimeout: unix.NsecToTimespec(min(c.Poll, time.Millisecond).Nanoseconds()),
@@ -175,16 +184,24 @@ func New(ifname string, c Config) (_ *Link, err error) {
 	}
 	l.pollFds = [2]unix.PollFd{{Fd: int32(l.s.fd), Events: unix.POLLIN}, {Fd: int32(l.efd), Events: unix.POLLIN}}
 
-	// Every frame starts in the fill ring. The rings are at least
-	// NumFrames long, so the fill ring always has room for every frame
-	// that comes back, and the TX and completion rings never overflow.
+	// Every frame starts in the fill ring, except the last ReserveFrames,
+	// which start in the reserve. The rings are at least NumFrames long, so
+	// the fill ring always has room for every frame that comes back, and
+	// the TX and completion rings never overflow.
+	fillN := c.NumFrames - c.ReserveFrames
 	l.state = make([]uint8, c.NumFrames)
 	l.spare = make([]uint64, 0, c.NumFrames)
-	for i := range c.NumFrames {
+	l.reserve = make([]uint64, 0, c.ReserveFrames)
+	for i := range fillN {
 		l.s.fill.addrs[i] = uint64(i) * FrameSize
 	}
-	l.s.fill.prod = uint32(c.NumFrames)
-	l.fillTotal = uint32(c.NumFrames)
+	for i := c.NumFrames - 1; i >= fillN; i-- {
+		l.state[i] = stReserve
+		l.reserve = append(l.reserve, uint64(i))
+	}
+	l.ctr.reserve.Store(int64(len(l.reserve)))
+	l.s.fill.prod = uint32(fillN)
+	l.fillTotal = uint32(fillN)
 	l.s.fill.publish()
 
 	if err := att.insert(c.Queue, l.s.fd); err != nil {
@@ -207,14 +224,20 @@ func (c *Config) defaults() error {
 		c.Poll = 10 * time.Millisecond
 	}
 	switch {
+	case c.ReserveFrames == 0:
+		c.ReserveFrames = 64
+	case c.ReserveFrames < 0:
+		c.ReserveFrames = 0
+	}
+	switch {
 	case c.Queue < 0:
 		return fmt.Errorf("afxdp: Queue %d: must be >= 0", c.Queue)
 	case c.BatchSize < 1 || c.BatchSize > 4096:
 		return fmt.Errorf("afxdp: BatchSize %d: must be in 1..4096", c.BatchSize)
 	case c.Headroom < 0 || c.Headroom > FrameSize/2:
 		return fmt.Errorf("afxdp: Headroom %d: must be in 0..%d", c.Headroom, FrameSize/2)
-	case c.NumFrames < 2*c.BatchSize || c.NumFrames > 1<<20:
-		return fmt.Errorf("afxdp: NumFrames %d: must be in %d..%d (2*BatchSize..1M)", c.NumFrames, 2*c.BatchSize, 1<<20)
+	case c.NumFrames < 2*c.BatchSize+c.ReserveFrames || c.NumFrames > 1<<20:
+		return fmt.Errorf("afxdp: NumFrames %d: must be in %d..%d (2*BatchSize+ReserveFrames..1M)", c.NumFrames, 2*c.BatchSize+c.ReserveFrames, 1<<20)
 	case c.Poll < 0:
 		return fmt.Errorf("afxdp: Poll %v: must be >= 0", c.Poll)
 	case c.Mode < Auto || c.Mode > Generic:
@@ -350,8 +373,9 @@ func (l *Link) wait() {
 	}
 }
 
-// service reclaims completed transmissions into the fill ring, retries
-// frames waiting for room in it, and kicks descriptors still on the TX ring.
+// service reclaims completed transmissions (into the reserve while it is
+// short, otherwise the fill ring), retries frames waiting for room in the
+// fill ring, and kicks descriptors still on the TX ring.
 func (l *Link) service() {
 	l.reclaim()
 	if l.txOut > 0 && l.s.tx.queued() > 0 {
@@ -359,7 +383,8 @@ func (l *Link) service() {
 	}
 }
 
-// reclaim moves completed TX frames to the fill ring.
+// reclaim moves completed TX frames to the reserve (while it is short) or
+// the fill ring.
 func (l *Link) reclaim() {
 	comp := &l.s.comp
 	n := comp.available(comp.size)
@@ -371,7 +396,7 @@ func (l *Link) reclaim() {
 			continue
 		}
 		l.txOut--
-		l.toFill(idx)
+		l.recycle(idx)
 	}
 	if n > 0 {
 		comp.release(n)
@@ -381,6 +406,19 @@ func (l *Link) reclaim() {
 		l.refillSpare()
 	}
 	l.publishFill()
+}
+
+// recycle takes back frame idx, which came back from the caller or from
+// transmission: it refills the reserve while that is below its size, and
+// otherwise goes to the fill ring.
+func (l *Link) recycle(idx uint64) {
+	if len(l.reserve) < l.reserveSize {
+		l.state[idx] = stReserve
+		l.reserve = append(l.reserve, idx)
+		l.ctr.reserve.Store(int64(len(l.reserve)))
+		return
+	}
+	l.toFill(idx)
 }
 
 // toFill gives frame idx back to the kernel for receiving.
@@ -433,11 +471,12 @@ func (l *Link) take(f *link.Frame) (uint64, bool) {
 }
 
 // Send implements link.Link. Each frame goes on the TX ring as the
-// descriptor (Handle+Off, Len): Off may be lower than Recv set it (headers
-// prepended into the headroom) and Off+Len must not pass FrameSize. The
-// kernel is kicked (sendto) while the TX ring holds descriptors; copy mode
-// transmits a bounded number per kick. Frames come back to the fill ring
-// when the kernel reports their completion. Frames that are invalid or find
+// descriptor (Handle+Off, Len): Off may be lower than Recv or Alloc set it
+// (headers prepended into the headroom) and Off+Len must not pass
+// FrameSize. The kernel is kicked (sendto) while the TX ring holds
+// descriptors; copy mode transmits a bounded number per kick. Frames come
+// back to the reserve (while it is short) or the fill ring when the kernel
+// reports their completion. Frames that are invalid or find
 // the TX ring full are dropped (counted in Stats) and not counted in sent.
 func (l *Link) Send(frames []link.Frame) (int, error) {
 	l.mu.Lock()
@@ -458,12 +497,12 @@ func (l *Link) Send(frames []link.Frame) (int, error) {
 		}
 		if f.Off < 0 || f.Len <= 0 || f.Off+f.Len > FrameSize {
 			l.ctr.invalid.Add(1)
-			l.toFill(idx)
+			l.recycle(idx)
 			continue
 		}
 		if sent == free {
 			l.ctr.txRingFull.Add(1)
-			l.toFill(idx)
+			l.recycle(idx)
 			continue
 		}
 		d := &tx.descs[tx.prod&tx.mask]
@@ -520,7 +559,8 @@ func (l *Link) kick() {
 	}
 }
 
-// Release implements link.Link: the frames go back to the fill ring.
+// Release implements link.Link: the frames go back to the reserve (while it
+// is short) or the fill ring.
 func (l *Link) Release(frames []link.Frame) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -530,11 +570,52 @@ func (l *Link) Release(frames []link.Frame) {
 	}
 	for i := range frames {
 		if idx, ok := l.take(&frames[i]); ok {
-			l.toFill(idx)
+			l.recycle(idx)
 		}
 	}
 	l.ctr.lent.Store(int64(l.lent))
 	l.publishFill()
+}
+
+// Alloc implements link.Injector: it lends an empty frame of the reserve
+// (Config.ReserveFrames frames kept out of the fill ring): Buf is the whole
+// FrameSize UMEM frame, Off == Headroom(), Len 0 and Handle the frame's UMEM
+// address, exactly as for a received frame. The caller writes a complete
+// Ethernet frame at Off (it may prepend into the headroom) and gives the
+// frame back by Send or Release. Frames that come back, whether from Alloc
+// or Recv, refill the reserve first while it is short, then the fill ring.
+//
+// When the reserve is empty, Alloc first reclaims completed transmissions;
+// it reports false, leaving f unchanged, when the reserve is still empty
+// (counted in Stats.AllocEmpty) or the link is closed.
+func (l *Link) Alloc(f *link.Frame) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed.Load() {
+		return false
+	}
+	if len(l.reserve) == 0 && l.txOut > 0 && l.reserveSize > 0 {
+		l.reclaim()
+	}
+	if len(l.reserve) == 0 {
+		l.ctr.allocEmpty.Add(1)
+		return false
+	}
+	idx := l.reserve[len(l.reserve)-1]
+	l.reserve = l.reserve[:len(l.reserve)-1]
+	l.state[idx] = stLent
+	l.lent++
+	base := idx * FrameSize
+	*f = link.Frame{
+		Buf:    l.umem[base : base+FrameSize : base+FrameSize],
+		Off:    l.headroom,
+		Len:    0,
+		Handle: base,
+	}
+	l.ctr.allocs.Add(1)
+	l.ctr.lent.Store(int64(l.lent))
+	l.ctr.reserve.Store(int64(len(l.reserve)))
+	return true
 }
 
 // returnAfterClose takes back frames after Close; the UMEM is unmapped when
@@ -607,6 +688,8 @@ type Stats struct {
 	FillRingEmpty uint64 // idle Recv calls that found the fill ring empty: the kernel had no frame to receive into
 	TxRingFull    uint64 // frames Send dropped because the TX ring was full
 	Invalid       uint64 // frames given to Send or Release that were not lent out, or with Off/Len outside the frame
+	Allocs        uint64 // empty frames Alloc lent (they are counted in TxFrames when sent)
+	AllocEmpty    uint64 // Alloc calls that found the reserve empty
 	Kicks         uint64 // sendto calls that drove transmission
 	TxStalls      uint64 // kicks after which the TX ring did not shrink (retried on the next call)
 	KickErrors    uint64 // kicks that failed with an unexpected error
@@ -625,13 +708,14 @@ type XDPStatistics struct {
 }
 
 // FrameCounts says where the UMEM frames are. Kernel + Lent + TxInFlight +
-// Spare == Total at all times.
+// Spare + Reserve == Total at all times.
 type FrameCounts struct {
 	Total      int
 	Kernel     int // in the fill ring, being received, or on the RX ring
-	Lent       int // lent to the caller by Recv
+	Lent       int // lent to the caller by Recv or Alloc
 	TxInFlight int // given to Send and not yet completed
 	Spare      int // waiting for room in the fill ring
+	Reserve    int // kept out of the fill ring for Alloc
 }
 
 // Stats returns the counters. Safe to call from any goroutine, also after
@@ -646,12 +730,15 @@ func (l *Link) Stats() Stats {
 		Kicks:         l.ctr.kicks.Load(),
 		TxStalls:      l.ctr.stalls.Load(),
 		KickErrors:    l.ctr.kickErrs.Load(),
+		Allocs:        l.ctr.allocs.Load(),
+		AllocEmpty:    l.ctr.allocEmpty.Load(),
 	}
 	s.Frames.Total = l.numFrames
 	s.Frames.Lent = int(l.ctr.lent.Load())
 	s.Frames.TxInFlight = int(l.ctr.txOut.Load())
 	s.Frames.Spare = int(l.ctr.spare.Load())
-	s.Frames.Kernel = s.Frames.Total - s.Frames.Lent - s.Frames.TxInFlight - s.Frames.Spare
+	s.Frames.Reserve = int(l.ctr.reserve.Load())
+	s.Frames.Kernel = s.Frames.Total - s.Frames.Lent - s.Frames.TxInFlight - s.Frames.Spare - s.Frames.Reserve
 	l.fdMu.RLock()
 	st := l.lastXDP
 	if !l.closed.Load() && l.s.fd >= 0 {

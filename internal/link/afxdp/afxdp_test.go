@@ -22,22 +22,31 @@ var modes = []Mode{Native, Generic}
 // checkFrames verifies, on the goroutine that owns l, that every frame is in
 // exactly one state and that the per-state counts match the counters kept
 // by the ring operations: frames in the kernel == frames put on the fill
-// ring - frames taken from the RX ring, lent == l.lent, on TX == l.txOut.
+// ring - frames taken from the RX ring, lent == l.lent, on TX == l.txOut,
+// spare and reserve == the lengths of their stacks (the reserve at most its
+// size).
 func checkFrames(l *Link) error {
 	var n [stGone + 1]int
 	for _, s := range l.state {
 		n[s]++
 	}
 	if n[stKernel] != int(l.fillTotal-l.rxTotal) || n[stLent] != l.lent || n[stTx] != l.txOut ||
-		n[stSpare] != len(l.spare) || n[stGone] != 0 {
-		return fmt.Errorf("frames: kernel %d (fill-rx %d) lent %d (%d) tx %d (%d) spare %d (%d) gone %d",
-			n[stKernel], l.fillTotal-l.rxTotal, n[stLent], l.lent, n[stTx], l.txOut, n[stSpare], len(l.spare), n[stGone])
+		n[stSpare] != len(l.spare) || n[stReserve] != len(l.reserve) || len(l.reserve) > l.reserveSize || n[stGone] != 0 {
+		return fmt.Errorf("frames: kernel %d (fill-rx %d) lent %d (%d) tx %d (%d) spare %d (%d) reserve %d (%d of %d) gone %d",
+			n[stKernel], l.fillTotal-l.rxTotal, n[stLent], l.lent, n[stTx], l.txOut, n[stSpare], len(l.spare),
+			n[stReserve], len(l.reserve), l.reserveSize, n[stGone])
+	}
+	for _, idx := range l.reserve {
+		if l.state[idx] != stReserve {
+			return fmt.Errorf("frame %d in the reserve is in state %d", idx, l.state[idx])
+		}
 	}
 	return nil
 }
 
 // settle services l until every transmitted frame has completed and is
-// back in the fill ring, then checks the frame accounting. It must run on
+// back in the reserve or the fill ring, then checks the frame accounting:
+// the reserve is full and every other frame is in the kernel. It must run on
 // the goroutine that owns l (or after it stopped).
 func settle(t *testing.T, l *Link) {
 	t.Helper()
@@ -49,8 +58,8 @@ func settle(t *testing.T, l *Link) {
 	if err := checkFrames(l); err != nil {
 		t.Error(err)
 	}
-	if f := l.Stats().Frames; f.Kernel != f.Total {
-		t.Errorf("after settling: %+v, want every frame in the kernel", f)
+	if f := l.Stats().Frames; f.Reserve != l.reserveSize || f.Kernel != f.Total-l.reserveSize {
+		t.Errorf("after settling: %+v, want a full reserve of %d and every other frame in the kernel", f, l.reserveSize)
 	}
 }
 
@@ -85,6 +94,8 @@ func TestNewErrors(t *testing.T) {
 	}
 	for _, c := range []Config{
 		{BatchSize: -1}, {Headroom: 4000}, {NumFrames: 10}, {Queue: -1}, {Mode: 7}, {Poll: -time.Second},
+		// Two batches and the reserve must fit.
+		{NumFrames: 2*64 + 63}, {BatchSize: 8, NumFrames: 40, ReserveFrames: 25},
 	} {
 		if _, err := New("lo", c); err == nil || errors.Is(err, ErrNoInterface) {
 			t.Errorf("New(%+v) = %v, want a config error", c, err)

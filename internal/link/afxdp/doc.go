@@ -52,15 +52,25 @@
 // ignored and counted in Stats.Invalid (frames of two links cannot be told
 // apart: never mix them).
 //
+// The link is also a link.Injector: Config.ReserveFrames frames (64 by
+// default) are kept out of the fill ring, and Alloc lends them as empty
+// frames (Off == Headroom(), Len 0) for packets the caller builds itself;
+// they go back by Send or Release like received frames. A frame that comes
+// back, from the caller or from a completed transmission, refills the
+// reserve first while it is short, and otherwise goes to the fill ring.
+// NumFrames must be at least 2*BatchSize+ReserveFrames, so that with every
+// frame given back the kernel has two batches to receive into.
+//
 // Every frame is in exactly one place: the kernel (fill ring, being
-// received, RX ring), lent to the caller, in transmission (TX ring, or sent
-// and not yet completed), or spare. All four rings are at least NumFrames
-// long, so the fill ring always has room for every frame that comes back
-// and the TX and completion rings never overflow. Every Recv and Send first
-// moves completed transmissions from the completion ring back to the fill
+// received, RX ring), lent to the caller (by Recv or Alloc), in
+// transmission (TX ring, or sent and not yet completed), spare, or in the
+// reserve. All four rings are at least NumFrames long, so the fill ring
+// always has room for every frame that comes back and the TX and completion
+// rings never overflow. Every Recv and Send first moves completed
+// transmissions from the completion ring back to the reserve or the fill
 // ring, so the fill ring runs dry only while the caller holds frames
-// (Stats.FillRingEmpty, Stats.XDP.RxFillRingEmptyDescs). Recv, Send and
-// Release do not allocate.
+// (Stats.FillRingEmpty, Stats.XDP.RxFillRingEmptyDescs). Recv, Alloc, Send
+// and Release do not allocate.
 //
 // # Transmission
 //
@@ -82,7 +92,7 @@
 //
 // # Concurrency and lifetime
 //
-// Recv, Send and Release belong to one worker goroutine. Close, SetVIPs,
+// Recv, Alloc, Send and Release belong to one worker goroutine. Close, SetVIPs,
 // Stats, AttachMode, NativeError, ZeroCopy and ProgramID may be called from
 // any goroutine. Close waits for a Recv, Send or Release in progress,
 // detaches (or leaves the XSKMAP of the shared program) and closes the

@@ -1,7 +1,8 @@
 // Package mem is an in-memory link for tests, benchmarks and the simulator.
 // It drives the datapath through exactly the same worker code as the real
 // links: frames are copied into link-owned buffers with headroom, as a NIC
-// would place them, and sent frames are handed to a sink function.
+// would place them, and sent frames are handed to a sink function. Frames
+// lent by Alloc (link.Injector) come from a separate reserve of buffers.
 package mem
 
 import (
@@ -29,17 +30,27 @@ type Config struct {
 	Poll      time.Duration // how long Recv waits when idle; default 10ms
 	Source    Source        // if nil, frames come from Inject
 	Sink      Sink          // if nil, sent frames are discarded (and counted)
+	// Reserve is the number of buffers that Alloc lends, apart from the
+	// 2*BatchSize that Recv uses. Default 64; negative: none (Alloc always
+	// reports false).
+	Reserve int
 }
 
-// Link is an in-memory link.Link.
+// Link is an in-memory link.Link and link.Injector. It has 2 x BatchSize
+// buffers for Recv and Config.Reserve more that only Alloc lends.
 type Link struct {
 	// immutable after New
 	batch, headroom, frameSize int
 	poll                       time.Duration
 	source                     Source
 	sink                       Sink
-	bufs                       [][]byte // one buffer per in-flight frame
-	free                       []int    // owned by the worker goroutine
+	bufs                       [][]byte // Recv's buffers, then the reserve's
+	nrecv                      int      // bufs[:nrecv] are Recv's, bufs[nrecv:] Alloc's
+
+	// owned by the worker goroutine
+	free    []int // Recv's buffers not lent out (a stack)
+	reserve []int // Alloc's buffers not lent out (a stack)
+	allocs  uint64
 
 	closedFlag atomic.Bool // Close has run (read without mu by Source links)
 
@@ -53,7 +64,7 @@ type Link struct {
 	released uint64
 }
 
-var _ link.Link = (*Link)(nil)
+var _ link.Injector = (*Link)(nil)
 
 // New returns a link with the given configuration.
 func New(c Config) *Link {
@@ -69,6 +80,12 @@ func New(c Config) *Link {
 	if c.Poll <= 0 {
 		c.Poll = 10 * time.Millisecond
 	}
+	switch {
+	case c.Reserve == 0:
+		c.Reserve = 64
+	case c.Reserve < 0:
+		c.Reserve = 0
+	}
 	l := &Link{
 		batch: c.BatchSize, headroom: c.Headroom, frameSize: c.FrameSize,
 		poll: c.Poll, source: c.Source, sink: c.Sink,
@@ -77,12 +94,23 @@ func New(c Config) *Link {
 	// Two batches of buffers: one lent out while the next is received is
 	// never needed by a run-to-completion worker, but it makes misuse (a
 	// frame not given back) show up as ErrLeak rather than as corruption.
+	// The reserve is a separate set of buffers, so that frames Alloc lends
+	// never take Recv's.
 	n := 2 * c.BatchSize
-	l.bufs = make([][]byte, n)
+	l.nrecv = n
+	l.bufs = make([][]byte, n+c.Reserve)
 	l.free = make([]int, n)
+	l.reserve = make([]int, c.Reserve)
+	size := c.Headroom + c.FrameSize
+	slab := make([]byte, len(l.bufs)*size)
 	for i := range l.bufs {
-		l.bufs[i] = make([]byte, c.Headroom+c.FrameSize)
+		l.bufs[i] = slab[i*size : (i+1)*size : (i+1)*size]
+	}
+	for i := range l.free {
 		l.free[i] = n - 1 - i
+	}
+	for i := range l.reserve {
+		l.reserve[i] = len(l.bufs) - 1 - i
 	}
 	return l
 }
@@ -177,13 +205,37 @@ func (l *Link) lend(f *link.Frame, size int) {
 	*f = link.Frame{Buf: l.bufs[idx], Off: l.headroom, Len: size, Handle: uint64(idx)}
 }
 
+// Alloc implements link.Injector: it lends an empty frame from the
+// reserve (Config.Reserve buffers), with Off == Headroom(), Len 0 and room
+// for FrameSize bytes behind Off. It reports false when every reserve buffer
+// is lent out or the link is closed.
+func (l *Link) Alloc(f *link.Frame) bool {
+	if len(l.reserve) == 0 || l.closedFlag.Load() {
+		return false
+	}
+	idx := l.reserve[len(l.reserve)-1]
+	l.reserve = l.reserve[:len(l.reserve)-1]
+	*f = link.Frame{Buf: l.bufs[idx], Off: l.headroom, Len: 0, Handle: uint64(idx)}
+	l.allocs++
+	return true
+}
+
+// giveBack returns the frame's buffer to the stack it came from.
+func (l *Link) giveBack(f *link.Frame) {
+	if idx := int(f.Handle); idx >= l.nrecv {
+		l.reserve = append(l.reserve, idx)
+	} else {
+		l.free = append(l.free, idx)
+	}
+}
+
 // Send implements link.Link.
 func (l *Link) Send(frames []link.Frame) (int, error) {
 	for i := range frames {
 		if l.sink != nil {
 			l.sink(frames[i].Bytes())
 		}
-		l.free = append(l.free, int(frames[i].Handle))
+		l.giveBack(&frames[i])
 	}
 	l.sent += uint64(len(frames))
 	return len(frames), nil
@@ -192,7 +244,7 @@ func (l *Link) Send(frames []link.Frame) (int, error) {
 // Release implements link.Link.
 func (l *Link) Release(frames []link.Frame) {
 	for i := range frames {
-		l.free = append(l.free, int(frames[i].Handle))
+		l.giveBack(&frames[i])
 	}
 	l.released += uint64(len(frames))
 }
@@ -217,3 +269,7 @@ func (l *Link) Counts() (received, sent, released uint64) {
 	defer l.mu.Unlock()
 	return l.received, l.sent, l.released
 }
+
+// Allocs returns how many frames Alloc lent. Like Counts, it is for the
+// goroutine that uses the link, or after it stopped.
+func (l *Link) Allocs() uint64 { return l.allocs }
