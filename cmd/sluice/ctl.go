@@ -385,7 +385,7 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	cfg := &cobra.Command{Use: "config", Short: "The running configuration"}
 	cfg.AddCommand(&cobra.Command{
 		Use:   "get",
-		Short: "Print the running configuration (YAML, defaults filled in)",
+		Short: "Print the running configuration (YAML, defaults filled in, secrets shown as " + config.Redacted + ": apply keeps the running ones)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client()

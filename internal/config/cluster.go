@@ -66,6 +66,12 @@ func BackendID(vip, backend string) uint32 {
 }
 
 func (c *Cluster) setDefaults() {
+	if len(c.Peers) == 0 {
+		// One spelling of "no peers" (the YAML of a running configuration
+		// says peers: []), so that a document read back compares equal
+		// to the running one (NeedsRestart).
+		c.Peers = nil
+	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultClusterReplicas
 	}

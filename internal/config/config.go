@@ -249,8 +249,18 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes and validates a document, filling in defaults.
-func Parse(b []byte) (*Config, error) {
+// Parse decodes and validates a document, filling in defaults. A document
+// whose secrets are the placeholder Redacted is rejected (naming each such
+// field): a file or a document of the operator's holds its real secrets.
+func Parse(b []byte) (*Config, error) { return ParseRestoring(b, nil) }
+
+// ParseRestoring is Parse for a document that may hold the placeholder
+// Redacted in place of secrets, such as the redacted running configuration
+// read from the admin API and edited: each placeholder takes the secret of
+// the same field in running (Config.RestoreSecrets) before validation. A
+// placeholder with no running secret to keep is a problem of the document,
+// listed with the others.
+func ParseRestoring(b []byte, running *Config) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -264,10 +274,29 @@ func Parse(b []byte) (*Config, error) {
 		return nil, errors.New("more than one YAML document")
 	}
 	c.setDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
+	rerr := c.RestoreSecrets(running)
+	verr := c.Validate()
+	if rerr == nil && verr == nil {
+		return &c, nil
 	}
-	return &c, nil
+	// Every problem, the placeholders first; a field holding one is not
+	// reported again as a malformed key.
+	var errs Errors
+	if rerr != nil {
+		errs = append(errs, rerr.(Errors)...)
+	}
+	flagged := c.placeholders()
+	if ve, ok := verr.(Errors); ok {
+		for _, e := range ve {
+			if fe, ok := e.(*FieldError); ok && flagged[fe.Path] {
+				continue
+			}
+			errs = append(errs, e)
+		}
+	} else if verr != nil {
+		errs = append(errs, verr)
+	}
+	return nil, errs
 }
 
 func (c *Config) setDefaults() {

@@ -54,7 +54,7 @@ func (s *Server) edit(ctx context.Context, fn func(*config.Config) error) (Apply
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	return s.apply(ctx, doc)
+	return s.apply(ctx, doc, true)
 }
 
 // cloneConfig copies what the edits change: the VIP list and each VIP's

@@ -155,10 +155,12 @@ func New(node Node) *Server {
 	return &Server{node: node, now: time.Now, gen: 1}
 }
 
-// GetConfig returns the running configuration as YAML, defaults filled in;
-// PutConfig accepts it back unchanged.
+// GetConfig returns the running configuration as YAML, defaults filled in
+// and every secret (the cluster key, the VIPs' QUIC-LB keys) replaced by
+// config.Redacted (config.Config.Redacted); PutConfig accepts it back
+// unchanged, keeping the running secrets.
 func (s *Server) GetConfig() ([]byte, error) {
-	return yaml.Marshal(s.node.Config())
+	return yaml.Marshal(s.node.Config().Redacted())
 }
 
 // PutConfig parses and validates doc, then applies it. If the document
@@ -167,25 +169,41 @@ func (s *Server) GetConfig() ([]byte, error) {
 // error is returned (ErrNeedsRestart for a change only a restart can
 // make). Either way the running configuration is unchanged and the refusal
 // is recorded as the last apply result.
+//
+// A secret given as the placeholder config.Redacted (as GetConfig shows it)
+// keeps the running secret of the same field: the cluster key, or the
+// QUIC-LB key of the running VIP of the same name. Where there is none to
+// keep (a new VIP, a cluster section the running configuration lacks) the
+// placeholder is a problem of the document, naming the field.
 func (s *Server) PutConfig(ctx context.Context, doc []byte) (ApplyResult, error) {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	return s.apply(ctx, doc)
+	return s.apply(ctx, doc, true)
 }
 
 // ApplyFile reads the configuration file at path and applies it as
-// PutConfig does (a reload: it counts as a generation and an apply result).
+// PutConfig does (a reload: it counts as a generation and an apply result),
+// except that the file must hold its real secrets: the placeholder
+// config.Redacted in it is a problem of the document (config.Load's rule
+// at start).
 func (s *Server) ApplyFile(ctx context.Context, path string) (ApplyResult, error) {
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		return ApplyResult{}, err
 	}
-	return s.PutConfig(ctx, doc)
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.apply(ctx, doc, false)
 }
 
-// apply is PutConfig with applyMu held.
-func (s *Server) apply(ctx context.Context, doc []byte) (ApplyResult, error) {
-	cfg, err := config.Parse(doc)
+// apply is PutConfig (restore: placeholders keep the running secrets) or
+// ApplyFile with applyMu held.
+func (s *Server) apply(ctx context.Context, doc []byte, restore bool) (ApplyResult, error) {
+	var running *config.Config
+	if restore {
+		running = s.node.Config()
+	}
+	cfg, err := config.ParseRestoring(doc, running)
 	if err != nil {
 		err = configError(err)
 	} else {

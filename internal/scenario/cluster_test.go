@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -34,5 +35,43 @@ func TestConfigCluster(t *testing.T) {
 	s.Opts.Affinity = config.AffinityAlways
 	if c, err = config.Parse([]byte(s.ConfigFor(0))); err != nil || c.VIPs[0].Affinity != config.AffinityAlways {
 		t.Fatalf("affinity always: %v", err)
+	}
+}
+
+// Options.Affinity applies to stream4 as well; without second chance a
+// backend goes from absent straight to active, which validates.
+func TestConfigStreamAffinity(t *testing.T) {
+	l := &lab.Lab{}
+	for i := 1; i <= 2; i++ {
+		l.LBs = append(l.LBs, &lab.Node{Index: i, Addr4: netip.AddrFrom4([4]byte{198, 18, 30, byte(10 + i)}), Addr6: netip.MustParseAddr("2001:db8:30::11")})
+	}
+	for i := 1; i <= 3; i++ {
+		l.Backends = append(l.Backends, &lab.Node{Index: i, Addr4: netip.AddrFrom4([4]byte{198, 18, 30, byte(100 + i)}), Addr6: netip.MustParseAddr(fmt.Sprintf("2001:db8:30::%d", 100+i))})
+	}
+	s := &Scenario{Lab: l, Opts: Options{IO: "afpacket", XDPMode: "auto", VIP4: netip.MustParseAddr("198.18.0.10"), VIP6: netip.MustParseAddr("2001:db8::10"),
+		Cluster: true, Affinity: config.AffinityAlways, Streams: true, StreamStates: []string{"", "", "absent"}}}
+	stream4 := func() config.VIP {
+		t.Helper()
+		c, err := config.Parse([]byte(s.ConfigFor(0)))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, s.ConfigFor(0))
+		}
+		for _, v := range c.VIPs {
+			if v.Affinity != config.AffinityAlways {
+				t.Errorf("vip %s: affinity %s, want always", v.Name, v.Affinity)
+			}
+			if v.Name == "stream4" {
+				return v
+			}
+		}
+		t.Fatal("no stream4")
+		return config.VIP{}
+	}
+	if v := stream4(); len(v.Backends) != 2 || v.SecondChance {
+		t.Fatalf("stream4 with be3 absent: %+v", v)
+	}
+	s.Opts.StreamStates = []string{"", "", ""}
+	if v := stream4(); len(v.Backends) != 3 {
+		t.Fatalf("stream4 with be3 active: %+v", v)
 	}
 }

@@ -94,8 +94,8 @@ type Options struct {
 	// its service-segment address (ClusterBind), its peers are the other
 	// LB nodes, the key is ClusterKey.
 	Cluster bool
-	// Affinity, when set, is the affinity of the HTTP and UDP services
-	// (always needs Cluster).
+	// Affinity, when set, is the affinity of the HTTP and UDP services and
+	// of stream4 (always needs Cluster; quic4 keeps no flow entries).
 	Affinity string
 }
 
@@ -325,7 +325,7 @@ func (s *Scenario) ConfigFor(i int) string {
 			}
 			fmt.Fprintf(&b, "    forwarding: %s\n", fw)
 		}
-		if s.Opts.Affinity != "" && !stream {
+		if s.Opts.Affinity != "" {
 			fmt.Fprintf(&b, "    affinity: %s\n", s.Opts.Affinity)
 		}
 		if stream && s.Opts.SecondChance {

@@ -130,8 +130,12 @@ func (n *Node) Peers() []announce.PeerStatus {
 }
 
 // New returns a Node running Initial.
-func New() *Node {
-	cfg, err := config.Parse([]byte(Initial))
+func New() *Node { return NewConfig(Initial) }
+
+// NewConfig returns a Node running the configuration doc (which must
+// validate), such as Initial with a cluster section.
+func NewConfig(doc string) *Node {
+	cfg, err := config.Parse([]byte(doc))
 	if err != nil {
 		panic(err)
 	}
