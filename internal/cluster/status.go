@@ -27,6 +27,28 @@ type MemberStatus struct {
 	// every retry), rejected (no running member, or its queue full), and
 	// dropped by the workers (their bounded queue full).
 	Published, PublishCommitted, PublishFailed, PublishRejected, PublishDropped uint64
+	// Ask is the node's query path: its workers' questions about flows
+	// they had no entry for.
+	Ask AskCounts
+}
+
+// AskCounts counts a node's questions to the owner chains: what its
+// workers asked and how the flows were decided, and what its publisher did
+// with the questions.
+type AskCounts struct {
+	Asked     uint64 `json:"asked"`     // flows asked about
+	Answered  uint64 `json:"answered"`  // decided by their chain's answer
+	Moved     uint64 `json:"moved"`     // ... naming another backend than the node's own decision
+	Corrected uint64 `json:"corrected"` // published entries the chain's committed answer changed
+	Timeouts  uint64 `json:"timeouts"`  // decided locally: no answer in time
+	Failed    uint64 `json:"failed"`    // decided locally: the chain could not answer
+	Unknown   uint64 `json:"unknown"`   // decided locally: the answer named a backend the node lacks
+	Busy      uint64 `json:"busy"`      // decided locally at once: the worker's questions full
+	Held      uint64 `json:"held"`      // packets held while their flow was asked about
+	Released  uint64 `json:"released"`  // held packets sent once decided
+	Dropped   uint64 `json:"dropped"`   // packets that could not be held or sent (chain_hold)
+	Submitted uint64 `json:"submitted"` // questions the publisher submitted to the member
+	Rejected  uint64 `json:"rejected"`  // ... that found no running member or a full queue
 }
 
 // ChainsDigest is a digest of every shard's chain for a member set: members

@@ -56,7 +56,10 @@ type ClusterStatus struct {
 	// every retry), rejected (no running member or its queue full), dropped
 	// by the workers (their queue full).
 	Publish ClusterPublish `json:"publish"`
-	Stats   cluster.Stats  `json:"stats"`
+	// Ask counts the query path: flows the workers had no entry for and
+	// asked their chains about, and how they were decided.
+	Ask   cluster.AskCounts `json:"ask"`
+	Stats cluster.Stats     `json:"stats"`
 }
 
 // ClusterMember is one member: configured (this node and its peers)
@@ -104,6 +107,7 @@ func (s *Server) ClusterStatus() ClusterStatus {
 			"not_member": r.Stats.DropNotMember, "malformed": r.Stats.DropMalformed},
 		Publish: ClusterPublish{Submitted: ms.Published, Committed: ms.PublishCommitted, Failed: ms.PublishFailed,
 			Rejected: ms.PublishRejected, Dropped: ms.PublishDropped},
+		Ask: ms.Ask,
 	}
 	if len(ms.Configured) > 0 {
 		st.Self = ms.Configured[0].String()
@@ -151,11 +155,15 @@ var (
 	descClRequests = desc("cluster_requests_total", "Requests submitted to the member by this node, by outcome (answered, timeout, rejected).", "outcome")
 	descClViews    = desc("cluster_views_total", "Membership views the member applied.")
 	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, committed on their chain, failed (not committed after every retry), rejected (no running member or its queue full), dropped (a worker's publish queue full).", "outcome")
+	descClAsk      = desc("cluster_ask_flows_total", "Flows the workers had no entry for and asked their owner chain about (asked), and how they were decided: by the chain's answer (answered; moved: it named another backend than the node's own decision), or locally (timeout, failed, unknown_backend, busy: the worker could not ask).", "outcome")
+	descClAskPkts  = desc("cluster_ask_packets_total", "Packets held while their flow's chain was asked (held), sent once it was decided (released), dropped (could not be held or sent).", "outcome")
+	descClCorrect  = desc("cluster_corrected_entries_total", "Flow entries of new flows this node published that the chain's committed answer changed (another node had inserted the flow first).")
 )
 
 var clusterDescs = []*prometheus.Desc{
 	descClRunning, descClReady, descClMembers, descClShards, descClEntries, descClCap, descClByVIP,
 	descClSyncPend, descClSynced, descClNoSource, descClSyncEnt, descClDrops, descClRequests, descClViews, descClPublish,
+	descClAsk, descClAskPkts, descClCorrect,
 }
 
 // collectCluster sends the cluster metrics; none when the node runs alone.
@@ -198,4 +206,16 @@ func (c collector) collectCluster(ch chan<- prometheus.Metric) {
 	counter(descClPublish, st.Publish.Failed, "failed")
 	counter(descClPublish, st.Publish.Rejected, "rejected")
 	counter(descClPublish, st.Publish.Dropped, "dropped")
+	a := &st.Ask
+	counter(descClAsk, a.Asked, "asked")
+	counter(descClAsk, a.Answered, "answered")
+	counter(descClAsk, a.Moved, "moved")
+	counter(descClAsk, a.Timeouts, "timeout")
+	counter(descClAsk, a.Failed, "failed")
+	counter(descClAsk, a.Unknown, "unknown_backend")
+	counter(descClAsk, a.Busy, "busy")
+	counter(descClAskPkts, a.Held, "held")
+	counter(descClAskPkts, a.Released, "released")
+	counter(descClAskPkts, a.Dropped, "dropped")
+	counter(descClCorrect, a.Corrected)
 }

@@ -96,6 +96,7 @@ sluice_parse_drops_total{verdict="truncated"} 0
 sluice_parse_drops_total{verdict="unsupported_ethertype"} 0
 # HELP sluice_drops_total Packets dropped, by reason (parse is the total of sluice_parse_drops_total).
 # TYPE sluice_drops_total counter
+sluice_drops_total{reason="chain_hold"} 0
 sluice_drops_total{reason="firewall_deny"} 0
 sluice_drops_total{reason="fragment"} 0
 sluice_drops_total{reason="fragment_timeout"} 0

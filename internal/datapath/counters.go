@@ -40,6 +40,10 @@ type Counters struct {
 	QUIC              [pipeline.NumQUICRoutes]uint64
 	QUICUnknownServer uint64
 
+	// Chain counts the flows this worker asked the cluster's owner chains
+	// about (zero without a cluster).
+	Chain ChainCounters
+
 	// NAT counts full-NAT bindings and translations (zero without SNAT
 	// addresses).
 	NAT pipeline.NATCounters
@@ -47,6 +51,46 @@ type Counters struct {
 	// (a flow's first packet in each generation; every packet of services
 	// without flow entries), summed over generations. Filled by Snapshot.
 	Firewall map[pipeline.RuleKey]uint64
+}
+
+// ChainCounters count a worker's questions to the owner chains: flows
+// asked about, packets held meanwhile and sent once answered, and how the
+// flows were decided.
+type ChainCounters struct {
+	Asked    uint64 // flows asked about (queries queued for the cluster member)
+	Held     uint64 // packets held while their flow's chain was asked
+	Released uint64 // held packets sent once their flow was decided
+	Answered uint64 // flows decided by their chain's answer
+	// Moved counts answers naming another backend than this node's own
+	// decision (the flow was known elsewhere): connections that a local
+	// decision would have broken.
+	Moved uint64
+	// Corrected counts entries this worker created (a new flow it
+	// published) that the chain's committed answer changed: another node
+	// had inserted the flow first.
+	Corrected uint64
+	// Timeouts counts flows decided locally because no answer came in
+	// time; Failed because the chain could not answer (no member, no
+	// reachable tail); Unknown because the answer named a backend this
+	// node does not have in the service.
+	Timeouts, Failed, Unknown uint64
+	// Busy counts packets decided locally because the worker could not
+	// ask (its table of flows being asked about, or its queue, full).
+	Busy uint64
+}
+
+// Add adds o to c.
+func (c *ChainCounters) Add(o *ChainCounters) {
+	c.Asked += o.Asked
+	c.Held += o.Held
+	c.Released += o.Released
+	c.Answered += o.Answered
+	c.Moved += o.Moved
+	c.Corrected += o.Corrected
+	c.Timeouts += o.Timeouts
+	c.Failed += o.Failed
+	c.Unknown += o.Unknown
+	c.Busy += o.Busy
 }
 
 // RealCounters count what a worker sent to one backend of one service.
@@ -86,6 +130,7 @@ func (c *Counters) Add(o *Counters) {
 	}
 	c.QUICUnknownServer += o.QUICUnknownServer
 	c.NAT.Add(&o.NAT)
+	c.Chain.Add(&o.Chain)
 	for i := range c.Parse {
 		c.Parse[i] += o.Parse[i]
 	}

@@ -31,9 +31,12 @@ type Config struct {
 	SNAT       []netip.Addr
 	SNATLayout nat.Layout
 	// PublishQueue, when positive, gives every worker a bounded queue of
-	// this many records of the new flows of services that publish them
-	// (pipeline.Service.Publish), drained by the node server
-	// (Datapath.PublishQueues). 0: no queues, nothing is published.
+	// this many records for the node's cluster member — the new flows of
+	// chained services (pipeline.Service.Chain) and the flows it asks their
+	// chains about — drained by the node server (Datapath.PublishQueues),
+	// and a queue of as many of the chains' answers, filled by the node
+	// server (Datapath.AnswerQueues). 0: no queues, nothing is published
+	// nor asked.
 	PublishQueue int
 }
 
@@ -43,6 +46,7 @@ type Datapath struct {
 	workers []*Worker
 	clock   *flow.Clock
 	publish []*pipeline.PublishQueue // one per worker with Config.PublishQueue
+	answers []*pipeline.AnswerQueue  // one per worker with Config.PublishQueue
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -67,7 +71,11 @@ func New(c Config) (*Datapath, error) {
 		w := newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts), c.Spill)
 		if c.PublishQueue > 0 {
 			w.ctx.Publish = pipeline.NewPublishQueue(c.PublishQueue)
+			answers := pipeline.NewAnswerQueue(c.PublishQueue)
+			w.ask = newAsker(w, w.ctx.Publish, answers)
+			w.ctx.Ask = w.ask
 			d.publish = append(d.publish, w.ctx.Publish)
+			d.answers = append(d.answers, answers)
 		}
 		d.workers = append(d.workers, w)
 	}
@@ -86,6 +94,11 @@ func (d *Datapath) Generation() *pipeline.Generation { return d.gen.Load() }
 // PublishQueues returns the workers' publish queues (Config.PublishQueue),
 // one per worker, for a single consumer; none without them.
 func (d *Datapath) PublishQueues() []*pipeline.PublishQueue { return d.publish }
+
+// AnswerQueues returns the workers' queues of chain answers
+// (Config.PublishQueue), one per worker, in the order of PublishQueues, for
+// a single producer; none without them.
+func (d *Datapath) AnswerQueues() []*pipeline.AnswerQueue { return d.answers }
 
 // Workers returns the workers, one per link.
 func (d *Datapath) Workers() []*Worker { return d.workers }

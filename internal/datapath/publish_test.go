@@ -29,7 +29,7 @@ func TestPublishNewFlows(t *testing.T) {
 	}
 	bes := backends4(3)
 	pub := service(vip4, bes, nil)
-	pub.Publish, pub.ClusterID = true, 0x1234
+	pub.Chain, pub.ClusterID = pipeline.ChainAlways, 0x1234
 	for i := range pub.Backends {
 		pub.Backends[i].ClusterID = 1000 + uint32(i)
 	}

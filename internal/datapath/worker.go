@@ -25,7 +25,8 @@ type Worker struct {
 	chain *pipeline.Chain
 	gen   *atomic.Pointer[pipeline.Generation]
 	clock *flow.Clock
-	spill link.Spill // nil: no spilling (ReasonTooBig), no held fragments
+	spill link.Spill    // nil: no spilling (ReasonTooBig), no held fragments
+	inj   link.Injector // the link, if it lends frames for held packets
 
 	// Owned by the worker goroutine.
 	flows    *flow.Table
@@ -49,6 +50,9 @@ type Worker struct {
 	spillBudget pipeline.TokenBucket // packets through the kernel
 	heldPkt     pipeline.Packet      // a held fragment on its way out
 	heldPkts    [1]*pipeline.Packet  // &heldPkt, for the chain
+	// ask holds the packets of flows whose owner chain is asked (nil
+	// without a cluster).
+	ask *asker
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -78,6 +82,7 @@ func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.
 	}
 	w.ctx.Flows = flows
 	w.ctx.CanSpill = spill != nil
+	w.inj, _ = l.(link.Injector)
 	w.heldPkts[0] = &w.heldPkt
 	return w
 }
@@ -95,6 +100,11 @@ func (w *Worker) Poll() (int, error) {
 		w.counters.Drops[pipeline.ReasonFragmentTimeout] += uint64(w.held.expire(now))
 	}
 	w.frags.sweepSets(fragSweep, now)
+	if w.ask != nil {
+		if g := w.gen.Load(); g != nil {
+			w.ask.serve(g, now)
+		}
+	}
 	if n == 0 {
 		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
 		return 0, err

@@ -133,6 +133,7 @@ func (n *Node) ClusterStatus() (st cluster.MemberStatus, ok bool) {
 		st.Report, st.Running = cl.Report()
 	}
 	st.Published, st.PublishCommitted, st.PublishFailed, st.PublishRejected, st.PublishDropped = n.publishCounts()
+	st.Ask = n.askCounts()
 	return st, true
 }
 
@@ -143,15 +144,22 @@ const publishQueue = 4096
 // publishEvery is how often the publisher drains the workers' queues.
 const publishEvery = time.Millisecond
 
-// clusterSpec gives s (VIP v's service) its cluster numbers and, for an
-// affinity-always VIP on a node with a cluster, makes it publish its new
-// flows. It runs on serve, as part of spec.
+// clusterSpec gives s (VIP v's service) its cluster numbers and, on a
+// node with a cluster, says which of its flows use their owner chains:
+// every flow of an affinity-always VIP, the flows of the slots that a
+// backend change moved of an on-change VIP (pipeline.ChainUse). It runs on
+// serve, as part of spec.
 func (n *Node) clusterSpec(v *config.VIP, s *pipeline.ServiceSpec) {
 	if n.clSetup == nil {
 		return
 	}
 	s.ClusterID = config.ServiceID(v.Name)
-	s.Publish = v.Affinity == config.AffinityAlways
+	switch v.Affinity {
+	case config.AffinityAlways:
+		s.Chain = pipeline.ChainAlways
+	case config.AffinityOnChange:
+		s.Chain = pipeline.ChainChanged
+	}
 	for i := range s.Backends {
 		s.Backends[i].ClusterID = config.BackendID(v.Name, s.Backends[i].Tunnel.Dst.String())
 	}
@@ -160,6 +168,8 @@ func (n *Node) clusterSpec(v *config.VIP, s *pipeline.ServiceSpec) {
 // Publishing retries: a publish that the cluster could not commit (the
 // chain's head still syncing while the views change, a lost datagram) is
 // submitted again after a growing delay, up to publishRetries times.
+// Questions (a worker holding a flow's packets) are not retried: the worker
+// decides locally when the first answer is not an answer.
 const (
 	publishRetries    = 8
 	publishRetryDelay = 50 * time.Millisecond
@@ -167,9 +177,12 @@ const (
 	publishPending    = 4096 // retries waiting at once; beyond: failed
 )
 
-// publisher drains the workers' publish queues into the cluster member and
-// retries what the cluster could not commit. It runs on its own goroutine
-// (publishFlows), never on the packet path.
+// publisher carries the workers' records to the cluster member — new flows
+// to publish (OpPublish) and flows to ask about (OpQuery) — and the
+// member's answers back to the worker that asked, or that published a flow
+// the chain had from another node. It retries the publishes the cluster
+// could not commit. It runs on its own goroutine (publishFlows), never on
+// the packet path.
 type publisher struct {
 	n     *Node
 	reply chan cluster.Answer
@@ -177,19 +190,41 @@ type publisher struct {
 }
 
 type pubRetry struct {
-	at    time.Time
-	key   flow.Key
-	v     cluster.Value
-	tries uint64
+	at  time.Time
+	key flow.Key
+	v   cluster.Value
+	tag pubTag
+}
+
+// pubTag is what the publisher needs back with an answer, packed into
+// cluster.Request.Tag: the worker's index, whether the record was a
+// question, the publish attempt, and the worker's proposed backend.
+type pubTag struct {
+	worker   uint16
+	ask      bool
+	tries    uint8
+	proposal uint32
+}
+
+func (t pubTag) pack() uint64 {
+	var ask uint64
+	if t.ask {
+		ask = 1
+	}
+	return uint64(t.proposal)<<32 | uint64(t.worker)<<16 | ask<<8 | uint64(t.tries)
+}
+
+func unpackTag(v uint64) pubTag {
+	return pubTag{proposal: uint32(v >> 32), worker: uint16(v >> 16), ask: v>>8&1 == 1, tries: uint8(v)}
 }
 
 func (n *Node) newPublisher() *publisher {
-	return &publisher{n: n, reply: make(chan cluster.Answer, publishPending)}
+	return &publisher{n: n, reply: make(chan cluster.Answer, 4*publishPending)}
 }
 
 // publishFlows runs the publisher every publishEvery until ctx ends. It
 // never blocks the workers: they drop and count what does not fit their
-// queue.
+// queues.
 func (n *Node) publishFlows(ctx context.Context) {
 	p := n.newPublisher()
 	t := time.NewTicker(publishEvery)
@@ -205,22 +240,43 @@ func (n *Node) publishFlows(ctx context.Context) {
 	}
 }
 
-// step submits every queued record to the cluster member as an OpPublish
-// (insert at the head of the flow's chain; the first insert of a flow
-// wins), handles the answers, and resubmits the retries that are due.
-// Records that find no running member or a full request queue are counted
-// as rejected.
+// step submits every queued record to the cluster member — a new flow as
+// an OpPublish (insert at the head of the flow's chain; the first insert of
+// a flow wins), a question as an OpQuery (the tail answers) — routes the
+// answers, and resubmits the publish retries that are due. Records that
+// find no running member or a full request queue are counted as rejected
+// (a question is then answered "no answer" at once: its worker decides
+// locally).
 func (p *publisher) step(now time.Time) {
 	n := p.n
 	cl := n.clNode.Load()
-	submit := func(k *flow.Key, v cluster.Value, tries uint64) bool {
-		return cl != nil && cl.Submit(cluster.Request{Op: cluster.OpPublish, Key: *k, Value: v, Tag: tries, Reply: p.reply})
+	answers := n.dp.AnswerQueues()
+	submit := func(k *flow.Key, v cluster.Value, t pubTag) bool {
+		op := cluster.OpPublish
+		if t.ask {
+			op = cluster.OpQuery
+		}
+		return cl != nil && cl.Submit(cluster.Request{Op: op, Key: *k, Value: v, Tag: t.pack(), Reply: p.reply})
 	}
-	for _, q := range n.dp.PublishQueues() {
+	tell := func(worker uint16, a *pipeline.ChainAnswer) {
+		if int(worker) < len(answers) {
+			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
+		}
+	}
+	for w, q := range n.dp.PublishQueues() {
 		q.Drain(func(r *pipeline.Publish) {
-			if submit(&r.Key, cluster.Value{Service: r.Service, Backend: r.Backend}, 0) {
-				n.pubSubmitted.Add(1)
-			} else {
+			t := pubTag{worker: uint16(w), ask: r.Ask, proposal: r.Backend}
+			switch {
+			case submit(&r.Key, cluster.Value{Service: r.Service, Backend: r.Backend}, t):
+				if r.Ask {
+					n.askSubmitted.Add(1)
+				} else {
+					n.pubSubmitted.Add(1)
+				}
+			case r.Ask:
+				n.askRejected.Add(1)
+				tell(t.worker, &pipeline.ChainAnswer{Key: r.Key})
+			default:
 				n.pubRejected.Add(1)
 			}
 		})
@@ -229,14 +285,29 @@ answers:
 	for {
 		select {
 		case a := <-p.reply:
+			t := unpackTag(a.Tag)
+			ok := a.Status == cluster.StatusOK
 			switch {
-			case a.Status == cluster.StatusOK:
+			case t.ask:
+				if ok {
+					n.askAnswered.Add(1)
+				} else {
+					n.askFailed.Add(1)
+				}
+				tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
+			case ok:
 				n.pubCommitted.Add(1)
-			case a.Tag >= publishRetries || len(p.retry) >= publishPending:
+				if a.Value.Backend != t.proposal {
+					// The chain had the flow from another node first: the
+					// worker's entry takes the committed backend.
+					tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+				}
+			case t.tries >= publishRetries || len(p.retry) >= publishPending:
 				n.pubFailed.Add(1)
 			default:
-				d := min(publishRetryDelay<<a.Tag, publishRetryMax)
-				p.retry = append(p.retry, pubRetry{at: now.Add(d), key: a.Key, v: cluster.Value{Service: a.Value.Service, Backend: a.Value.Backend}, tries: a.Tag + 1})
+				d := min(publishRetryDelay<<t.tries, publishRetryMax)
+				t.tries++
+				p.retry = append(p.retry, pubRetry{at: now.Add(d), key: a.Key, v: cluster.Value{Service: a.Value.Service, Backend: t.proposal}, tag: t})
 			}
 		default:
 			break answers
@@ -247,7 +318,7 @@ answers:
 		switch {
 		case now.Before(r.at):
 			kept = append(kept, r)
-		case !submit(&r.key, r.v, r.tries):
+		case !submit(&r.key, r.v, r.tag):
 			n.pubFailed.Add(1)
 		}
 	}
@@ -264,4 +335,17 @@ func (n *Node) publishCounts() (submitted, committed, failed, rejected, dropped 
 		dropped += d
 	}
 	return n.pubSubmitted.Load(), n.pubCommitted.Load(), n.pubFailed.Load(), n.pubRejected.Load(), dropped
+}
+
+// askCounts returns the query path's counters: the workers' (summed) and
+// the publisher's.
+func (n *Node) askCounts() cluster.AskCounts {
+	c := n.dp.Counters()
+	ch := &c.Chain
+	return cluster.AskCounts{
+		Asked: ch.Asked, Answered: ch.Answered, Moved: ch.Moved, Corrected: ch.Corrected,
+		Timeouts: ch.Timeouts, Failed: ch.Failed, Unknown: ch.Unknown, Busy: ch.Busy,
+		Held: ch.Held, Released: ch.Released, Dropped: c.Drops[pipeline.ReasonChainHold],
+		Submitted: n.askSubmitted.Load(), Rejected: n.askRejected.Load(),
+	}
 }

@@ -153,8 +153,8 @@ func TestPublishAlwaysReachesTheChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	svcs := dp.Generation().Services
-	if !svcs[2].Publish || svcs[0].Publish || svcs[2].ClusterID != config.ServiceID("always") {
-		t.Fatalf("publish flags %v %v, id %#x", svcs[0].Publish, svcs[2].Publish, svcs[2].ClusterID)
+	if svcs[2].Chain != pipeline.ChainAlways || svcs[0].Chain == pipeline.ChainAlways || svcs[2].ClusterID != config.ServiceID("always") {
+		t.Fatalf("chain use %v %v, id %#x", svcs[0].Chain, svcs[2].Chain, svcs[2].ClusterID)
 	}
 
 	// Three cluster members over the in-memory transport.

@@ -78,7 +78,11 @@ type Node struct {
 	// while drained); the publisher reads it and counts.
 	clNode                    atomic.Pointer[cluster.Node]
 	pubSubmitted, pubRejected atomic.Uint64
-	pubCommitted, pubFailed   atomic.Uint64
+	// The workers' questions to the owner chains: submitted to the member,
+	// answered, not answered (no member reachable in time, or the chain
+	// not ready), rejected (no running member, or its queue full).
+	askSubmitted, askAnswered, askFailed, askRejected atomic.Uint64
+	pubCommitted, pubFailed                           atomic.Uint64
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve

@@ -44,10 +44,13 @@ type Service struct {
 	// Firewall is the service's rule list (first match wins); nil: every
 	// packet is allowed.
 	Firewall *firewall.Set
-	// Publish queues every new flow of the service on the worker's
+	// Chain says which of the service's flows use the cluster's owner
+	// chains (ChainUse): their new flows are queued on the worker's
 	// PublishQueue (Context.Publish), as ClusterID and the backend's
-	// Real.ClusterID: the node server inserts it into its owner chain.
-	Publish   bool
+	// Real.ClusterID, for the node server to insert into their chains, and
+	// a packet without an entry is held while the chain is asked
+	// (Context.Ask).
+	Chain     ChainUse
 	ClusterID uint16
 	Table     *maglev.Table
 	Reals     []*Real // indexed like Table.Backends()
@@ -199,10 +202,61 @@ type ServiceSpec struct {
 	// Firewall is the service's compiled rule list; nil: allow everything.
 	Firewall *firewall.Set
 	Backends []BackendSpec
-	// Publish: every new flow entry is queued for the cluster (affinity
-	// always) with ClusterID and the backend's BackendSpec.ClusterID.
-	Publish   bool
+	// Chain: which flows use the cluster's owner chains (ChainUse), with
+	// ClusterID and the backends' BackendSpec.ClusterID. Ignored for
+	// stateless, QUIC and full-NAT services.
+	Chain     ChainUse
 	ClusterID uint16
+}
+
+// ChainUse says which of a service's flows use the cluster's owner chains.
+type ChainUse uint8
+
+const (
+	// ChainNever: every decision is the node's own (no cluster, a
+	// stateless or QUIC service).
+	ChainNever ChainUse = iota
+	// ChainAlways (affinity always): every new flow is published to its
+	// chain, and a packet without an entry asks the chain.
+	ChainAlways
+	// ChainChanged (affinity on-change): only the flows of slots whose
+	// owner changed (their previous owner in the Maglev table differs):
+	// published when new, asked about when a packet has no entry.
+	ChainChanged
+)
+
+// chain is the service's ChainUse: never for stateless and QUIC services
+// (no flow entries; QUIC routes by connection ID) and full-NAT ones (their
+// entries hold a binding of this node's SNAT ports).
+func (ss *ServiceSpec) chain() ChainUse {
+	if ss.Stateless || ss.QUIC != nil || ss.NAT {
+		return ChainNever
+	}
+	return ss.Chain
+}
+
+// Chained reports whether a flow of svc with key hash hash uses the
+// cluster's owner chain (Service.Chain).
+func (svc *Service) Chained(hash uint64) bool {
+	switch svc.Chain {
+	case ChainAlways:
+		return true
+	case ChainChanged:
+		owner, prev := svc.Table.Slot(hash)
+		return prev != owner && prev != maglev.NoBackend
+	}
+	return false
+}
+
+// RealByClusterID returns the backend of svc whose Real.ClusterID is id, or
+// nil (a backend that left the service, or none of its own).
+func (svc *Service) RealByClusterID(id uint32) *Real {
+	for _, r := range svc.Reals {
+		if r != nil && r.ClusterID == id {
+			return r
+		}
+	}
+	return nil
 }
 
 // BackendSpec describes one backend of a service.
@@ -354,7 +408,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			Index: si, Name: ss.Name, Tenant: tenant, Addr: key.addr, Proto: ss.Proto,
 			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless, NAT: ss.NAT,
 			Firewall: ss.Firewall,
-			Publish:  ss.Publish && !ss.Stateless && ss.QUIC == nil, ClusterID: ss.ClusterID,
+			Chain:    ss.chain(), ClusterID: ss.ClusterID,
 		}
 		if ss.NAT {
 			if err := checkNATService(&ss, spec.SNAT); err != nil {

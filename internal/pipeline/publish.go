@@ -6,46 +6,75 @@ import (
 	"github.com/sluicelb/sluice/internal/flow"
 )
 
-// Publish is a new flow of a service that publishes its flows (affinity
-// always): the node server inserts it into the flow's owner chain. Service
-// and Backend are the cluster's numbers (Service.ClusterID,
-// Real.ClusterID), the same on every node.
+// Publish is a record a worker queues for the node's cluster member. Without
+// Ask it is a new flow of a service that publishes its flows (affinity
+// always, or a changing slot of an on-change service): the node server
+// inserts it into the flow's owner chain. With Ask it is a flow the worker
+// has no entry for and whose packets it holds: the node server asks the
+// flow's chain (the tail answers its entry, or commits Backend, the
+// worker's own decision, as the flow's) and returns the answer on the
+// worker's ChainAnswer queue. Service and Backend are the cluster's
+// numbers (Service.ClusterID, Real.ClusterID), the same on every node.
 type Publish struct {
 	Key     flow.Key
 	Service uint16
+	Ask     bool
 	Backend uint32
 }
 
-// PublishQueue is a bounded single-producer, single-consumer ring of
-// Publish records: the worker that owns it pushes (Push never blocks nor
-// allocates; a full ring drops the record and counts it) and one consumer
-// goroutine drains it (Drain).
-type PublishQueue struct {
-	buf  []Publish
+// ChainAnswer is the owner chain's answer about a flow, for the worker that
+// asked (Publish.Ask) or published it. OK: Backend (a Real.ClusterID) is
+// the flow's committed backend; otherwise the chain could not answer in
+// time and the worker decides locally.
+type ChainAnswer struct {
+	Key     flow.Key
+	Backend uint32
+	OK      bool
+}
+
+// Ring is a bounded single-producer, single-consumer queue: one goroutine
+// pushes (Push never blocks nor allocates; a full ring drops the record and
+// counts it) and one other goroutine drains it (Drain).
+type Ring[T any] struct {
+	buf  []T
 	mask uint64
 	_    [64]byte
 	tail atomic.Uint64 // next slot to write; written by the producer
 	_    [56]byte
 	head atomic.Uint64 // next slot to read; written by the consumer
 	_    [56]byte
-	// Pushed and Dropped count records queued and records dropped because
+	// pushed and dropped count records queued and records dropped because
 	// the ring was full; written by the producer.
 	pushed, dropped atomic.Uint64
 }
 
-// NewPublishQueue returns a queue holding up to n records (rounded up to a
-// power of two, at least 2).
-func NewPublishQueue(n int) *PublishQueue {
+// PublishQueue is a worker's queue of records for the cluster member: the
+// worker produces, the node server consumes.
+type PublishQueue = Ring[Publish]
+
+// AnswerQueue is a worker's queue of its chains' answers: the node server
+// produces, the worker consumes.
+type AnswerQueue = Ring[ChainAnswer]
+
+// NewRing returns a ring holding up to n records (rounded up to a power of
+// two, at least 2).
+func NewRing[T any](n int) *Ring[T] {
 	size := 2
 	for size < n {
 		size <<= 1
 	}
-	return &PublishQueue{buf: make([]Publish, size), mask: uint64(size - 1)}
+	return &Ring[T]{buf: make([]T, size), mask: uint64(size - 1)}
 }
 
-// Push queues *p; false (and counted) when the queue is full. Only the
+// NewPublishQueue returns a PublishQueue of n records (NewRing).
+func NewPublishQueue(n int) *PublishQueue { return NewRing[Publish](n) }
+
+// NewAnswerQueue returns an AnswerQueue of n records (NewRing).
+func NewAnswerQueue(n int) *AnswerQueue { return NewRing[ChainAnswer](n) }
+
+// Push queues *p; false (and counted) when the ring is full. Only the
 // producer calls it.
-func (q *PublishQueue) Push(p *Publish) bool {
+func (q *Ring[T]) Push(p *T) bool {
 	t := q.tail.Load()
 	if t-q.head.Load() > q.mask {
 		q.dropped.Add(1)
@@ -59,7 +88,7 @@ func (q *PublishQueue) Push(p *Publish) bool {
 
 // Drain calls fn for every queued record, oldest first, and returns how many
 // it took. Only the consumer calls it; fn must not keep the pointer.
-func (q *PublishQueue) Drain(fn func(*Publish)) int {
+func (q *Ring[T]) Drain(fn func(*T)) int {
 	h, t := q.head.Load(), q.tail.Load()
 	for i := h; i != t; i++ {
 		fn(&q.buf[i&q.mask])
@@ -68,7 +97,10 @@ func (q *PublishQueue) Drain(fn func(*Publish)) int {
 	return int(t - h)
 }
 
-// Counts returns the records pushed and dropped (full queue) so far.
-func (q *PublishQueue) Counts() (pushed, dropped uint64) {
+// Len returns how many records are queued (a snapshot).
+func (q *Ring[T]) Len() int { return int(q.tail.Load() - q.head.Load()) }
+
+// Counts returns the records pushed and dropped (full ring) so far.
+func (q *Ring[T]) Counts() (pushed, dropped uint64) {
 	return q.pushed.Load(), q.dropped.Load()
 }

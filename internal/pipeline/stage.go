@@ -22,7 +22,8 @@ const (
 	// IP stack (link.Spill), which fragments it.
 	Spill
 	// Held: a later fragment that arrived before its datagram's first
-	// fragment; the worker keeps a copy until the first one decides.
+	// fragment, or a packet of a flow whose owner chain is asked
+	// (Context.Ask); the worker keeps a copy until its backend is known.
 	Held
 )
 
@@ -62,6 +63,11 @@ const (
 	// ReasonTenant: a VXLAN packet to the node's VTEP address that is
 	// malformed or whose VNI names no tenant.
 	ReasonTenant
+	// ReasonChainHold: a packet of a flow whose owner chain was asked
+	// that could not be held (the flow's or the worker's hold full, or a
+	// packet too long to copy), or not sent once the chain answered (no
+	// frame to send it in).
+	ReasonChainHold
 	NumReasons
 )
 
@@ -69,7 +75,7 @@ var reasonNames = [NumReasons]string{
 	"none", "parse", "no_backend", "fragment", "icmp_unroutable", "no_headroom", "too_big", "no_next_hop",
 	"too_big_rate_limited", "fragment_timeout", "kernel_tx_limited",
 	"snat_exhausted", "nat_no_binding",
-	"firewall_deny", "no_tenant",
+	"firewall_deny", "no_tenant", "chain_hold",
 }
 
 func (r Reason) String() string {
@@ -133,11 +139,24 @@ type Context struct {
 	NAT *NATState
 	// FirewallHits counts the firewall's verdicts by rule (the worker's).
 	FirewallHits FirewallHits
-	// Publish receives the new flows of services that publish them
-	// (Service.Publish); nil: none are queued.
+	// Publish receives the new flows of services whose flows use the
+	// cluster's owner chains (Service.Chained); nil: none are queued.
 	Publish *PublishQueue
+	// Ask holds the packets of chained flows this worker has no entry for
+	// while their chain is asked; nil: such packets are decided locally.
+	Ask Asker
 
 	icmp TokenBucket // ICMP "too big" answers
+}
+
+// Asker holds the packets of flows a worker asks the cluster about.
+type Asker interface {
+	// Ask holds a copy of p, a packet of svc whose flow has no entry here
+	// and uses the owner chain, until the chain answers which backend the
+	// flow has (proposal: this node's own decision, which the chain
+	// commits if it has none). It reports false when it cannot (its
+	// queues are full): the caller then decides locally.
+	Ask(p *Packet, svc *Service, proposal *Real) bool
 }
 
 // TokenBucket allows rate events per second in bursts of rate/10+1. It

@@ -98,7 +98,10 @@ func (Classify) Process(c *Context, pkts []*Packet) {
 // finishing with one packet's entry before it inserts the next (an insert
 // may move entries: see flow.Table). ICMP errors, QUIC and stateless
 // services create no entries; a mid-flow packet of a second-chance
-// service gets one only when its slot has no secondary.
+// service gets one only when its slot has no secondary. A packet of a
+// chained flow (Service.Chained) that has no entry and does not start a
+// TCP connection is held while the flow's owner chain is asked
+// (Context.Ask): the worker creates the entry with the chain's answer.
 type Balance struct{}
 
 func (Balance) Name() string   { return "balance" }
@@ -117,10 +120,14 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		// second chance its entry is only created once the slot has no
 		// secondary.
 		midFlow := svc.SecondChance && !q.SYN
+		// A packet of a chained flow without an entry here, unless it
+		// starts a TCP connection, asks the flow's owner chain (which may
+		// know the flow from another node) before an entry is created.
+		ask := c.Ask != nil && !q.SYN && !p.ICMPError && svc.Chained(p.Hash)
 		var e *flow.Entry // the flow's entry: found, or inserted here
 		found := false
 		switch {
-		case p.ICMPError, midFlow && svc.QUIC == nil && !svc.Stateless:
+		case p.ICMPError, (midFlow || ask) && svc.QUIC == nil && !svc.Stateless:
 			e = c.Flows.Lookup(&p.Key, p.Hash)
 			found = e != nil
 		case svc.QUIC != nil:
@@ -161,7 +168,11 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			e.Observe(flags, c.Now)
 			continue
 		}
-		if !found && midFlow && svc.QUIC == nil && !svc.Stateless && !p.ICMPError {
+		if !found && ask && c.Ask.Ask(p, svc, d.Real) {
+			p.Verdict = Held // the worker sends it once the chain answers
+			continue
+		}
+		if !found && (midFlow || ask) && svc.QUIC == nil && !svc.Stateless && !p.ICMPError {
 			if d.Why == WhySecondChance {
 				// Undecided here: the owner's agent keeps the packet if it
 				// has the connection, else hands it to the previous owner.
@@ -187,7 +198,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		e.Backend = p.Real.ID
 		e.Gen = c.Gen.ID
 		e.Observe(flags, c.Now)
-		if !found && svc.Publish && c.Publish != nil {
+		if !found && c.Publish != nil && svc.Chained(p.Hash) {
 			c.Publish.Push(&Publish{Key: p.Key, Service: svc.ClusterID, Backend: p.Real.ClusterID})
 		}
 	}
