@@ -210,6 +210,15 @@ const (
 	AffinityAlways = "always"
 )
 
+// LifeCycle reports whether v's backends may fill and drain (states
+// filling and draining, completed on their own after v.DrainPeriod): their
+// slots' previous owners keep their connections, through second chance, or
+// through the cluster's owner chains (node.cluster with affinity
+// on-change publishes the flows of the slots that change owner).
+func (c *Config) LifeCycle(v *VIP) bool {
+	return v.SecondChance || (c.Node.Cluster != nil && v.Affinity == AffinityOnChange)
+}
+
 // EffectiveWeight is the weight the Maglev table uses: 0 while draining.
 func (b *Backend) EffectiveWeight() int {
 	if b.State == StateDraining || b.Weight == nil {
@@ -608,8 +617,11 @@ func (c *Config) Validate() error {
 			switch b.State {
 			case StateActive, StateDraining:
 			case StateFilling:
-				if !v.SecondChance {
-					bad(bp+".state", b.State, "needs second_chance (a filling backend hands connections it does not own to the previous owner)")
+				// The previous owners keep their connections through second
+				// chance, or through the cluster's owner chains (on-change
+				// publishes the flows of the slots that change owner).
+				if !c.LifeCycle(&v) {
+					bad(bp+".state", b.State, "needs second_chance, or node.cluster with affinity on-change (a filling backend's slots keep their connections on their previous owners)")
 				}
 			default:
 				bad(bp+".state", fmt.Sprintf("%q", b.State), "is not active, draining or filling")

@@ -69,8 +69,9 @@ func (s *Server) dueTransitions(now time.Time) []dueTransition {
 	}
 	seen := map[string]bool{}
 	var due []dueTransition
-	for _, v := range cfg.VIPs {
-		if !v.SecondChance {
+	for i := range cfg.VIPs {
+		v := &cfg.VIPs[i]
+		if !cfg.LifeCycle(v) {
 			continue
 		}
 		for _, b := range v.Backends {

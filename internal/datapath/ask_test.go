@@ -173,8 +173,9 @@ func TestAskCorrectsPublishedEntry(t *testing.T) {
 	}
 }
 
-// On-change: only the flows of slots whose owner changed are chained; a
-// flow on an unchanged slot is decided at once.
+// On-change: only while a backend change is in flight, and only the flows
+// of slots whose owner it changes, are chained; other flows are decided at
+// once.
 func TestAskOnlyChangedSlots(t *testing.T) {
 	c := newChainRig(t, pipeline.ChainChanged)
 	for i := range uint32(50) {
@@ -185,13 +186,14 @@ func TestAskOnlyChangedSlots(t *testing.T) {
 	if n := len(c.records()); n != 0 {
 		t.Fatalf("%d records without a change", n)
 	}
-	// Add a fourth backend: the slots it takes changed owner.
+	// A fourth backend fills: the slots it takes changed owner.
 	bes := backends4(4)
 	s := service(vip4, bes, nil)
 	s.Chain, s.ClusterID = pipeline.ChainChanged, 0x77
 	for i := range s.Backends {
 		s.Backends[i].ClusterID = 1000 + uint32(i)
 	}
+	s.Backends[3].State = pipeline.BackendFilling
 	g := c.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{s}})
 	held, sent := 0, 0
 	for i := range uint32(200) {
@@ -213,6 +215,14 @@ func TestAskOnlyChangedSlots(t *testing.T) {
 	}
 	if n := len(c.records()); n != held {
 		t.Fatalf("%d questions for %d held flows", n, held)
+	}
+	// The change completes: nothing is chained any more.
+	s.Backends[3].State = pipeline.BackendActive
+	c.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{s}})
+	for i := range uint32(200) {
+		if out := c.send(tcpFrame(clients4.FlowSrc(5000+i), vip4, sim.ACK)); len(out) != 1 {
+			t.Fatal("a packet was held after the change completed")
+		}
 	}
 }
 

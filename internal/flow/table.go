@@ -403,6 +403,17 @@ func (t *Table) index(e *Entry) uint32 {
 	return uint32((uintptr(unsafe.Pointer(e)) - uintptr(unsafe.Pointer(&t.slots[0]))) / EntrySize)
 }
 
+// Range calls fn for every entry in slot order (expired entries the reaper
+// has not removed yet included) until fn returns false. fn must not change
+// the table nor keep the pointer.
+func (t *Table) Range(fn func(*Entry) bool) {
+	for i := range t.slots {
+		if e := &t.slots[i]; e.psl != 0 && !fn(e) {
+			return
+		}
+	}
+}
+
 // Reap examines up to n slots from an internal cursor that wraps around the
 // table, deletes the expired entries among them and returns how many it
 // deleted (counted in Expired). Calling it with a small n after every batch

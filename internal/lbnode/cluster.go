@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/cluster"
@@ -184,10 +185,16 @@ const (
 // could not commit. It runs on its own goroutine (publishFlows), never on
 // the packet path.
 type publisher struct {
-	n     *Node
-	reply chan cluster.Answer
-	retry []pubRetry
+	n       *Node
+	reply   chan cluster.Answer
+	retry   []pubRetry
+	backlog []backlogRecord // on-change entries still to submit
+	drops   []uint16        // services whose chain entries are still to drop
 }
+
+// backlogPerStep bounds the on-change entries submitted per step, so that
+// the workers' records and the answers keep moving.
+const backlogPerStep = 2048
 
 type pubRetry struct {
 	at  time.Time
@@ -263,6 +270,37 @@ func (p *publisher) step(now time.Time) {
 			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
 		}
 	}
+	if republish, drop := n.chainWork.take(); len(republish)+len(drop) > 0 {
+		if len(republish) > 0 {
+			b := n.collect(republish)
+			p.backlog = append(p.backlog, b...)
+			n.log.Info("cluster: publishing the entries of changed slots", "entries", len(b))
+		}
+		p.drops = append(p.drops, drop...)
+	}
+	keptDrops := p.drops[:0]
+	for _, id := range p.drops {
+		if cl == nil || !cl.Submit(cluster.Request{Op: cluster.OpDropService, Value: cluster.Value{Service: id}}) {
+			if cl != nil {
+				keptDrops = append(keptDrops, id) // the member's queue is full: next step
+			}
+		}
+	}
+	p.drops = keptDrops
+	sent := 0
+	for sent < len(p.backlog) && sent < backlogPerStep {
+		b := &p.backlog[sent]
+		if cl == nil || !submit(&b.rec.Key, cluster.Value{Service: b.rec.Service, Backend: b.rec.Backend}, pubTag{worker: b.worker, proposal: b.rec.Backend}) {
+			break
+		}
+		n.pubSubmitted.Add(1)
+		sent++
+	}
+	if cl == nil {
+		n.pubRejected.Add(uint64(len(p.backlog)))
+		sent = len(p.backlog)
+	}
+	p.backlog = p.backlog[:copy(p.backlog, p.backlog[sent:])]
 	for w, q := range n.dp.PublishQueues() {
 		q.Drain(func(r *pipeline.Publish) {
 			t := pubTag{worker: uint16(w), ask: r.Ask, proposal: r.Backend}
@@ -348,4 +386,131 @@ func (n *Node) askCounts() cluster.AskCounts {
 		Held: ch.Held, Released: ch.Released, Dropped: c.Drops[pipeline.ReasonChainHold],
 		Submitted: n.askSubmitted.Load(), Rejected: n.askRejected.Load(),
 	}
+}
+
+// On-change services (pipeline.ChainChanged) keep no cluster state in
+// steady state. When a backend change starts on one — a backend filling or
+// draining (pipeline.Service.InFlight, derived from the configured states,
+// so the same on every node) — every node publishes the entries it holds
+// for flows in the slots that change owner (the workers publish the new
+// flows there themselves, and ask about the packets without an entry).
+// When it completes (its drain period passed: no backend filling or
+// draining) every node drops the service's chain entries from its own copy
+// (cluster.OpDropService), as every member does on the same event. A
+// change made without the life cycle (a backend added active, removed) is
+// not covered: the slots' previous owners keep nothing for it.
+
+// chainWork is the publisher's pending work for on-change services, set by
+// serve (chainChanges) and taken by the publisher.
+type chainWork struct {
+	mu        sync.Mutex
+	republish map[uint16]bool // services whose entries to publish
+	drop      map[uint16]bool // services whose chain entries to drop
+}
+
+// chainChanges notes, after generation g is applied, the on-change
+// services whose backend change started (or changed again) and those whose
+// change completed or that left, for the publisher. It runs on serve.
+func (n *Node) chainChanges(g *pipeline.Generation) {
+	if n.clSetup == nil {
+		return
+	}
+	if n.st.changing == nil {
+		n.st.changing = map[uint16]uint64{}
+	}
+	w := &n.chainWork
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.republish == nil {
+		w.republish, w.drop = map[uint16]bool{}, map[uint16]bool{}
+	}
+	seen := map[uint16]bool{}
+	for _, svc := range g.Services {
+		if svc.Chain != pipeline.ChainChanged || svc.Table == nil {
+			continue
+		}
+		id := svc.ClusterID
+		seen[id] = true
+		fp, was := n.st.changing[id]
+		owners := svc.Table.OwnersFingerprint()
+		switch {
+		case svc.InFlight && (!was || fp != owners):
+			w.republish[id], w.drop[id] = true, false
+			n.log.Info("cluster: backend change started, publishing the flows of the slots it moves", "vip", svc.Name)
+		case !svc.InFlight && was:
+			w.republish[id], w.drop[id] = false, true
+			n.log.Info("cluster: backend change completed, dropping its chain entries", "vip", svc.Name)
+		}
+		if svc.InFlight {
+			n.st.changing[id] = owners
+		} else {
+			delete(n.st.changing, id)
+		}
+	}
+	for id := range n.st.changing {
+		if !seen[id] {
+			delete(n.st.changing, id)
+			w.republish[id], w.drop[id] = false, true
+		}
+	}
+}
+
+// take returns and clears the pending work.
+func (w *chainWork) take() (republish, drop []uint16) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, ok := range w.republish {
+		if ok {
+			republish = append(republish, id)
+		}
+	}
+	for id, ok := range w.drop {
+		if ok {
+			drop = append(drop, id)
+		}
+	}
+	clear(w.republish)
+	clear(w.drop)
+	return republish, drop
+}
+
+// backlogRecord is an entry to publish for an on-change service, with the
+// worker whose entry it is (a committed answer naming another backend
+// corrects it there).
+type backlogRecord struct {
+	worker uint16
+	rec    pipeline.Publish
+}
+
+// collect reads the workers' tables (between their batches) for the
+// entries of the services ids whose flows are in slots that changed owner.
+func (n *Node) collect(ids []uint16) []backlogRecord {
+	g := n.dp.Generation()
+	if g == nil {
+		return nil
+	}
+	want := map[uint16]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	now := n.dp.Now()
+	var out []backlogRecord
+	n.dp.QueryFlows(func(worker int, t *flow.Table) {
+		t.Range(func(e *flow.Entry) bool {
+			if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
+				return true
+			}
+			r := g.Reals[e.Backend]
+			if r == nil {
+				return true
+			}
+			svc := g.Services[r.Service]
+			if !want[svc.ClusterID] || svc.Chain != pipeline.ChainChanged || !svc.Chained(e.Key.Hash(g.Seed)) {
+				return true
+			}
+			out = append(out, backlogRecord{worker: uint16(worker), rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
+			return true
+		})
+	})
+	return out
 }

@@ -82,6 +82,10 @@ type Node struct {
 	// answered, not answered (no member reachable in time, or the chain
 	// not ready), rejected (no running member, or its queue full).
 	askSubmitted, askAnswered, askFailed, askRejected atomic.Uint64
+	// chainWork is what the publisher is to do for on-change services
+	// (chainChanges): publish the entries of a change that started, drop
+	// the chain entries of one that completed.
+	chainWork chainWork
 	pubCommitted, pubFailed                           atomic.Uint64
 
 	ops     chan op       // operations for serve
@@ -102,6 +106,10 @@ type state struct {
 	transitions map[string]*[numStates]uint64 // per check key, transitions counted by target state
 	draining    bool                          // node drain: every VIP withdrawn
 	cl          *cluster.Started              // the running cluster member; nil alone or while drained
+	// changing: the on-change services (by cluster number) with a backend
+	// change in flight, and the fingerprint of their Maglev owners
+	// (chainChanges).
+	changing map[uint16]uint64
 }
 
 // numStates is the number of health.State values (Unknown, Up, Down).
@@ -500,6 +508,7 @@ func (n *Node) swap(spec pipeline.Spec, hops map[netip.Addr]string) error {
 	}
 	n.st.hops = hops
 	n.dp.Apply(g)
+	n.chainChanges(g)
 	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
 	n.announceSet()
 	return nil

@@ -411,6 +411,23 @@ func (t *Table) Fingerprint() uint64 {
 	return t.fp
 }
 
+// OwnersFingerprint is a digest of every slot's owner (by name) alone:
+// tables that give every slot the same owner have the same, whatever their
+// previous owners. It is computed on every call.
+func (t *Table) OwnersFingerprint() uint64 {
+	last := uint16(len(t.backends))
+	d := make([]uint64, len(t.backends)+1)
+	for i, b := range t.backends {
+		d[i] = nameDigest(b.Name)
+	}
+	d[last] = nameDigest("")
+	h := mix64(uint64(t.m) ^ t.seed)
+	for _, o := range t.owner {
+		h = mix64(h ^ d[min(o, last)])
+	}
+	return h
+}
+
 func (t *Table) fingerprint() uint64 {
 	// Digests by index; NoBackend maps to the extra last entry.
 	last := uint16(len(t.backends))

@@ -52,7 +52,11 @@ type Service struct {
 	// (Context.Ask).
 	Chain     ChainUse
 	ClusterID uint16
-	Table     *maglev.Table
+	// InFlight: a backend of the service is filling or draining (a change
+	// in its life cycle, derived from the states alone, so the same on
+	// every node).
+	InFlight bool
+	Table    *maglev.Table
 	Reals     []*Real // indexed like Table.Backends()
 }
 
@@ -219,8 +223,9 @@ const (
 	// ChainAlways (affinity always): every new flow is published to its
 	// chain, and a packet without an entry asks the chain.
 	ChainAlways
-	// ChainChanged (affinity on-change): only the flows of slots whose
-	// owner changed (their previous owner in the Maglev table differs):
+	// ChainChanged (affinity on-change): while a backend change is in
+	// flight (Service.InFlight), the flows of the slots whose owner it
+	// changes (their previous owner in the Maglev table differs):
 	// published when new, asked about when a packet has no entry.
 	ChainChanged
 )
@@ -242,6 +247,9 @@ func (svc *Service) Chained(hash uint64) bool {
 	case ChainAlways:
 		return true
 	case ChainChanged:
+		if !svc.InFlight {
+			return false
+		}
 		owner, prev := svc.Table.Slot(hash)
 		return prev != owner && prev != maglev.NoBackend
 	}
@@ -482,6 +490,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			}
 		}
 		opts := maglev.Options{M: ss.M, Seed: spec.Seed}
+		svc.InFlight = inFlight
 		table, err := b.tables(svc, members, prevMembers, inFlight, opts)
 		if err != nil {
 			return nil, errf("maglev: %v", err)
