@@ -85,8 +85,8 @@ type Node struct {
 	// chainWork is what the publisher is to do for on-change services
 	// (chainChanges): publish the entries of a change that started, drop
 	// the chain entries of one that completed.
-	chainWork chainWork
-	pubCommitted, pubFailed                           atomic.Uint64
+	chainWork               chainWork
+	pubCommitted, pubFailed atomic.Uint64
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve

@@ -57,7 +57,7 @@ type Service struct {
 	// every node).
 	InFlight bool
 	Table    *maglev.Table
-	Reals     []*Real // indexed like Table.Backends()
+	Reals    []*Real // indexed like Table.Backends()
 }
 
 // Generation is one immutable configuration of the datapath.
