@@ -221,7 +221,7 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 			c.Moved++
 		}
 		if local {
-			real = d.Real
+			real = svc.ChainProposal(hash, d.Real) // what the chain would have committed
 		}
 		if real != nil && real == d.Real && d.Why == pipeline.WhySecondChance {
 			// The slot's owner, which second chance covers: the hop list,

@@ -213,8 +213,18 @@ func TestAskOnlyChangedSlots(t *testing.T) {
 	if held == 0 || sent == 0 {
 		t.Fatalf("held %d sent %d: want both", held, sent)
 	}
-	if n := len(c.records()); n != held {
-		t.Fatalf("%d questions for %d held flows", n, held)
+	recs := c.records()
+	if len(recs) != held {
+		t.Fatalf("%d questions for %d held flows", len(recs), held)
+	}
+	// A mid-flow packet most likely belongs to a flow from before the
+	// change: the question proposes the slot's previous owner.
+	svc := g.Services[0]
+	for _, r := range recs {
+		_, prev := svc.Table.Slot(r.Key.Hash(g.Seed))
+		if want := svc.Reals[prev].ClusterID; r.Backend != want || !r.Ask {
+			t.Fatalf("question %+v, want the previous owner %d proposed", r, want)
+		}
 	}
 	// The change completes: nothing is chained any more.
 	s.Backends[3].State = pipeline.BackendActive

@@ -256,6 +256,23 @@ func (svc *Service) Chained(hash uint64) bool {
 	return false
 }
 
+// ChainProposal is the backend a node proposes to a chained flow's chain
+// for a packet without an entry that does not start a connection, given
+// its own decision d: for an on-change service, the slot's previous owner
+// while it is in the service (the flow most likely started before the
+// change: had it started after, its first packet's node would have
+// published it), else d.
+func (svc *Service) ChainProposal(hash uint64, d *Real) *Real {
+	if svc.Chain != ChainChanged {
+		return d
+	}
+	owner, prev := svc.Table.Slot(hash)
+	if prev == owner || prev == maglev.NoBackend || int(prev) >= len(svc.Reals) || svc.Reals[prev] == nil {
+		return d
+	}
+	return svc.Reals[prev]
+}
+
 // RealByClusterID returns the backend of svc whose Real.ClusterID is id, or
 // nil (a backend that left the service, or none of its own).
 func (svc *Service) RealByClusterID(id uint32) *Real {

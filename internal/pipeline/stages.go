@@ -168,7 +168,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			e.Observe(flags, c.Now)
 			continue
 		}
-		if !found && ask && c.Ask.Ask(p, svc, d.Real) {
+		if !found && ask && c.Ask.Ask(p, svc, svc.ChainProposal(p.Hash, d.Real)) {
 			p.Verdict = Held // the worker sends it once the chain answers
 			continue
 		}
