@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/flow"
 )
@@ -12,6 +13,10 @@ import (
 const (
 	DefaultShards   = 4096
 	DefaultReplicas = 2
+	// DefaultTTL is how long an entry lives after its last insert
+	// (Config.TTL): a flow that outlives it is published again (an insert
+	// of an existing entry extends its expiry).
+	DefaultTTL = 120 * time.Second
 	// MaxMembers bounds the members a view may hold (chain entries are
 	// uint16 member indexes).
 	MaxMembers = 1 << 15

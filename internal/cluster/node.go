@@ -70,7 +70,7 @@ func (c *Config) defaults() error {
 	def(&c.SyncWindow, 8)
 	def(&c.SyncBatch, 24)
 	def(&c.SyncRate, 500000)
-	defd(&c.TTL, 120*time.Second)
+	defd(&c.TTL, DefaultTTL)
 	defd(&c.QueryTimeout, 25*time.Millisecond)
 	defd(&c.RetryDelay, 2*time.Millisecond)
 	defd(&c.Tick, 2*time.Millisecond)

@@ -27,6 +27,9 @@ type MemberStatus struct {
 	// every retry), rejected (no running member, or its queue full), and
 	// dropped by the workers (their bounded queue full).
 	Published, PublishCommitted, PublishFailed, PublishRejected, PublishDropped uint64
+	// PublishRefreshed counts long flows published again (their entries'
+	// expiry extended) and committed.
+	PublishRefreshed uint64
 	// Ask is the node's query path: its workers' questions about flows
 	// they had no entry for.
 	Ask AskCounts

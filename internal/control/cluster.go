@@ -74,6 +74,9 @@ type ClusterMember struct {
 // ClusterPublish counts the publish path's records.
 type ClusterPublish struct {
 	Submitted uint64 `json:"submitted"`
+	// Refreshed counts long flows published again and committed (not in
+	// Submitted).
+	Refreshed uint64 `json:"refreshed"`
 	Committed uint64 `json:"committed"`
 	Failed    uint64 `json:"failed"`
 	Rejected  uint64 `json:"rejected"`
@@ -106,7 +109,7 @@ func (s *Server) ClusterStatus() ClusterStatus {
 		Drops: map[string]uint64{"auth": r.Stats.DropAuth, "replay": r.Stats.DropReplay,
 			"not_member": r.Stats.DropNotMember, "malformed": r.Stats.DropMalformed},
 		Publish: ClusterPublish{Submitted: ms.Published, Committed: ms.PublishCommitted, Failed: ms.PublishFailed,
-			Rejected: ms.PublishRejected, Dropped: ms.PublishDropped},
+			Rejected: ms.PublishRejected, Dropped: ms.PublishDropped, Refreshed: ms.PublishRefreshed},
 		Ask: ms.Ask,
 	}
 	if len(ms.Configured) > 0 {
@@ -154,7 +157,7 @@ var (
 	descClDrops    = desc("cluster_protocol_drops_total", "Cluster datagrams dropped, by reason (auth, replay, not_member, malformed).", "reason")
 	descClRequests = desc("cluster_requests_total", "Requests submitted to the member by this node, by outcome (answered, timeout, rejected).", "outcome")
 	descClViews    = desc("cluster_views_total", "Membership views the member applied.")
-	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, committed on their chain, failed (not committed after every retry), rejected (no running member or its queue full), dropped (a worker's publish queue full).", "outcome")
+	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, committed on their chain, failed (not committed after every retry), rejected (no running member or its queue full), dropped (a worker's publish queue full); refreshed: long flows published again to extend their entries' expiry.", "outcome")
 	descClAsk      = desc("cluster_ask_flows_total", "Flows the workers had no entry for and asked their owner chain about (asked), and how they were decided: by the chain's answer (answered; moved: it named another backend than the node's own decision), or locally (timeout, failed, unknown_backend, busy: the worker could not ask).", "outcome")
 	descClAskPkts  = desc("cluster_ask_packets_total", "Packets held while their flow's chain was asked (held), sent once it was decided (released), dropped (could not be held or sent).", "outcome")
 	descClCorrect  = desc("cluster_corrected_entries_total", "Flow entries of new flows this node published that the chain's committed answer changed (another node had inserted the flow first).")
@@ -206,6 +209,7 @@ func (c collector) collectCluster(ch chan<- prometheus.Metric) {
 	counter(descClPublish, st.Publish.Failed, "failed")
 	counter(descClPublish, st.Publish.Rejected, "rejected")
 	counter(descClPublish, st.Publish.Dropped, "dropped")
+	counter(descClPublish, st.Publish.Refreshed, "refreshed")
 	a := &st.Ask
 	counter(descClAsk, a.Asked, "asked")
 	counter(descClAsk, a.Answered, "answered")

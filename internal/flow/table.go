@@ -414,6 +414,26 @@ func (t *Table) Range(fn func(*Entry) bool) {
 	}
 }
 
+// RangeSlots calls fn for the entries of up to n slots from slot start
+// (wrapping around the table), and returns the slot after the last one
+// examined: a caller may walk the table a slice at a time. fn must not
+// change the table nor keep the pointer.
+func (t *Table) RangeSlots(start, n int, fn func(*Entry)) int {
+	if len(t.slots) == 0 {
+		return 0
+	}
+	i := start % len(t.slots)
+	for ; n > 0; n-- {
+		if e := &t.slots[i]; e.psl != 0 {
+			fn(e)
+		}
+		if i++; i == len(t.slots) {
+			i = 0
+		}
+	}
+	return i
+}
+
 // Reap examines up to n slots from an internal cursor that wraps around the
 // table, deletes the expired entries among them and returns how many it
 // deleted (counted in Expired). Calling it with a small n after every batch

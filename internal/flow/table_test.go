@@ -3,6 +3,7 @@ package flow
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"runtime"
 	"testing"
 	"time"
@@ -694,4 +695,37 @@ func ExampleTable() {
 	e.Observe(tcpACK, now)
 	fmt.Println(e.Backend, e.State, flows.Len())
 	// Output: 7 established 1
+}
+
+// RangeSlots walks the table a slice at a time: slices that cover every
+// slot once visit every entry once, whatever the slice size.
+func TestRangeSlots(t *testing.T) {
+	tb := NewTable(1000, DefaultTimeouts())
+	for i := range 700 {
+		k := MakeKey(6, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 1000), netip.MustParseAddrPort("198.18.0.10:80"))
+		tb.Insert(&k, k.Hash(1), 1)
+	}
+	slots := tb.Stats().Slots
+	for _, slice := range []int{1, 7, 100, slots, 3 * slots} {
+		seen := map[Key]int{}
+		next, walked := 5, 0
+		for walked < slots {
+			n := min(slice, slots-walked)
+			next = tb.RangeSlots(next, n, func(e *Entry) { seen[e.Key]++ })
+			walked += n
+		}
+		if len(seen) != 700 || next != 5 {
+			t.Fatalf("slice %d: %d entries seen, cursor back at %d", slice, len(seen), next)
+		}
+		for k, c := range seen {
+			if c != 1 {
+				t.Fatalf("slice %d: %v seen %d times", slice, k, c)
+			}
+		}
+	}
+	var n int
+	tb.Range(func(*Entry) bool { n++; return n < 10 })
+	if n != 10 {
+		t.Fatalf("Range went on after false: %d", n)
+	}
 }

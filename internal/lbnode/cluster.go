@@ -134,6 +134,7 @@ func (n *Node) ClusterStatus() (st cluster.MemberStatus, ok bool) {
 		st.Report, st.Running = cl.Report()
 	}
 	st.Published, st.PublishCommitted, st.PublishFailed, st.PublishRejected, st.PublishDropped = n.publishCounts()
+	st.PublishRefreshed = n.pubRefreshed.Load()
 	st.Ask = n.askCounts()
 	return st, true
 }
@@ -188,9 +189,23 @@ type publisher struct {
 	n       *Node
 	reply   chan cluster.Answer
 	retry   []pubRetry
-	backlog []backlogRecord // on-change entries still to submit
+	backlog []backlogRecord // on-change entries and refreshes still to submit
 	drops   []uint16        // services whose chain entries are still to drop
+	// The refresh walk: the next slot of each worker's flow table, and
+	// when the last slice was walked.
+	cursors     []int
+	lastRefresh time.Time
 }
+
+// Refreshing long flows: a chain entry expires cluster.DefaultTTL after
+// its last insert, so every chained flow that is still in a worker's table
+// is published again (which extends its entry's expiry) at least every
+// refreshPeriod. The publisher walks each table a slice at a time, every
+// refreshEvery, between the worker's batches.
+const (
+	refreshPeriod = cluster.DefaultTTL / 3
+	refreshEvery  = time.Second
+)
 
 // backlogPerStep bounds the on-change entries submitted per step, so that
 // the workers' records and the answers keep moving.
@@ -209,20 +224,24 @@ type pubRetry struct {
 type pubTag struct {
 	worker   uint16
 	ask      bool
+	refresh  bool // a long flow published again (refreshFlows)
 	tries    uint8
 	proposal uint32
 }
 
 func (t pubTag) pack() uint64 {
-	var ask uint64
+	var flags uint64
 	if t.ask {
-		ask = 1
+		flags |= 1
 	}
-	return uint64(t.proposal)<<32 | uint64(t.worker)<<16 | ask<<8 | uint64(t.tries)
+	if t.refresh {
+		flags |= 2
+	}
+	return uint64(t.proposal)<<32 | uint64(t.worker)<<16 | flags<<8 | uint64(t.tries)
 }
 
 func unpackTag(v uint64) pubTag {
-	return pubTag{proposal: uint32(v >> 32), worker: uint16(v >> 16), ask: v>>8&1 == 1, tries: uint8(v)}
+	return pubTag{proposal: uint32(v >> 32), worker: uint16(v >> 16), ask: v>>8&1 == 1, refresh: v>>8&2 == 2, tries: uint8(v)}
 }
 
 func (n *Node) newPublisher() *publisher {
@@ -270,6 +289,10 @@ func (p *publisher) step(now time.Time) {
 			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
 		}
 	}
+	if now.Sub(p.lastRefresh) >= refreshEvery && len(p.backlog) < backlogPerStep*refreshBacklogSteps {
+		p.lastRefresh = now
+		p.refreshFlows()
+	}
 	if republish, drop := n.chainWork.take(); len(republish)+len(drop) > 0 {
 		if len(republish) > 0 {
 			b := n.collect(republish)
@@ -290,14 +313,20 @@ func (p *publisher) step(now time.Time) {
 	sent := 0
 	for sent < len(p.backlog) && sent < backlogPerStep {
 		b := &p.backlog[sent]
-		if cl == nil || !submit(&b.rec.Key, cluster.Value{Service: b.rec.Service, Backend: b.rec.Backend}, pubTag{worker: b.worker, proposal: b.rec.Backend}) {
+		if cl == nil || !submit(&b.rec.Key, cluster.Value{Service: b.rec.Service, Backend: b.rec.Backend}, pubTag{worker: b.worker, refresh: b.refresh, proposal: b.rec.Backend}) {
 			break
 		}
-		n.pubSubmitted.Add(1)
+		if !b.refresh {
+			n.pubSubmitted.Add(1)
+		}
 		sent++
 	}
 	if cl == nil {
-		n.pubRejected.Add(uint64(len(p.backlog)))
+		for _, b := range p.backlog {
+			if !b.refresh {
+				n.pubRejected.Add(1)
+			}
+		}
 		sent = len(p.backlog)
 	}
 	p.backlog = p.backlog[:copy(p.backlog, p.backlog[sent:])]
@@ -333,6 +362,12 @@ answers:
 					n.askFailed.Add(1)
 				}
 				tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
+			case ok && t.refresh:
+				n.pubRefreshed.Add(1)
+				if a.Value.Backend != t.proposal {
+					tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+				}
+			case t.refresh: // not retried: the next pass publishes it again
 			case ok:
 				n.pubCommitted.Add(1)
 				if a.Value.Backend != t.proposal {
@@ -478,8 +513,9 @@ func (w *chainWork) take() (republish, drop []uint16) {
 // worker whose entry it is (a committed answer naming another backend
 // corrects it there).
 type backlogRecord struct {
-	worker uint16
-	rec    pipeline.Publish
+	worker  uint16
+	refresh bool // a long flow published again (refreshFlows)
+	rec     pipeline.Publish
 }
 
 // collect reads the workers' tables (between their batches) for the
@@ -513,4 +549,40 @@ func (n *Node) collect(ids []uint16) []backlogRecord {
 		})
 	})
 	return out
+}
+
+// refreshBacklogSteps: no refresh slice is walked while the backlog holds
+// more than this many steps' worth of records.
+const refreshBacklogSteps = 16
+
+// refreshFlows walks the next slice of every worker's flow table and
+// queues the live entries of chained flows to be published again.
+func (p *publisher) refreshFlows() {
+	n := p.n
+	g := n.dp.Generation()
+	if g == nil || n.clNode.Load() == nil {
+		return
+	}
+	now := n.dp.Now()
+	n.dp.QueryFlows(func(worker int, t *flow.Table) {
+		for len(p.cursors) <= worker {
+			p.cursors = append(p.cursors, 0)
+		}
+		slice := int(int64(t.Stats().Slots)*int64(refreshEvery)/int64(refreshPeriod)) + 1
+		p.cursors[worker] = t.RangeSlots(p.cursors[worker], slice, func(e *flow.Entry) {
+			if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
+				return
+			}
+			r := g.Reals[e.Backend]
+			if r == nil {
+				return
+			}
+			svc := g.Services[r.Service]
+			if svc.Chain == pipeline.ChainNever || !svc.Chained(e.Key.Hash(g.Seed)) {
+				return
+			}
+			p.backlog = append(p.backlog, backlogRecord{worker: uint16(worker), refresh: true,
+				rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
+		})
+	})
 }

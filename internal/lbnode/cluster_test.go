@@ -289,4 +289,34 @@ func TestPublishAlwaysReachesTheChain(t *testing.T) {
 	if !ok {
 		t.Fatal("the retried flow is not on its tail")
 	}
+
+	// Refresh: one walk over every slice of the table queues each live
+	// flow of the VIP (the 5 + 40 above) to be published again, and the
+	// chain commits them without counting them as new flows.
+	p.backlog = p.backlog[:0]
+	for range int(refreshPeriod/refreshEvery) + 1 {
+		p.refreshFlows()
+	}
+	seen := map[flow.Key]bool{}
+	for _, b := range p.backlog {
+		if !b.refresh || b.rec.Service != config.ServiceID("always") {
+			t.Fatalf("refresh record %+v", b)
+		}
+		seen[b.rec.Key] = true
+	}
+	if len(seen) != 5+flows {
+		t.Fatalf("the refresh walk queued %d flows, want %d", len(seen), 5+flows)
+	}
+	sub, _, _, _, _ := n.publishCounts()
+	for deadline := time.Now().Add(5 * time.Second); n.pubRefreshed.Load() < uint64(5+flows); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d refreshes committed, want %d", n.pubRefreshed.Load(), 5+flows)
+		}
+		p.lastRefresh = time.Now() // no new walk
+		p.step(time.Now())
+		time.Sleep(time.Millisecond)
+	}
+	if sub2, _, _, _, _ := n.publishCounts(); sub2 != sub {
+		t.Fatalf("refreshes counted as new flows: %d -> %d", sub, sub2)
+	}
 }

@@ -87,6 +87,7 @@ type Node struct {
 	// the chain entries of one that completed.
 	chainWork               chainWork
 	pubCommitted, pubFailed atomic.Uint64
+	pubRefreshed            atomic.Uint64 // long flows published again (refreshFlows) and committed
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve
