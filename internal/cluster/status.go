@@ -52,6 +52,12 @@ type AskCounts struct {
 	Dropped   uint64 `json:"dropped"`   // packets that could not be held or sent (chain_hold)
 	Submitted uint64 `json:"submitted"` // questions the publisher submitted to the member
 	Rejected  uint64 `json:"rejected"`  // ... that found no running member or a full queue
+	// WaitBounds and Wait: the asked flows by how long their packets were
+	// held, in milliseconds: Wait[i] those that waited at most
+	// WaitBounds[i], the last those that waited longer; WaitSum the sum.
+	WaitBounds []uint32 `json:"wait_bounds_ms"`
+	Wait       []uint64 `json:"wait"`
+	WaitSum    uint64   `json:"wait_sum_ms"`
 }
 
 // ChainsDigest is a digest of every shard's chain for a member set: members

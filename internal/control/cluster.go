@@ -160,13 +160,14 @@ var (
 	descClPublish  = desc("cluster_publish_total", "New flows of affinity-always VIPs, by outcome: submitted to the member, committed on their chain, failed (not committed after every retry), rejected (no running member or its queue full), dropped (a worker's publish queue full); refreshed: long flows published again to extend their entries' expiry.", "outcome")
 	descClAsk      = desc("cluster_ask_flows_total", "Flows the workers had no entry for and asked their owner chain about (asked), and how they were decided: by the chain's answer (answered; moved: it named another backend than the node's own decision), or locally (timeout, failed, unknown_backend, busy: the worker could not ask).", "outcome")
 	descClAskPkts  = desc("cluster_ask_packets_total", "Packets held while their flow's chain was asked (held), sent once it was decided (released), dropped (could not be held or sent).", "outcome")
+	descClAskWait  = desc("cluster_ask_wait_seconds", "How long the packets of asked flows were held until the flow was decided (the chain's answer, or the local decision on timeout).")
 	descClCorrect  = desc("cluster_corrected_entries_total", "Flow entries of new flows this node published that the chain's committed answer changed (another node had inserted the flow first).")
 )
 
 var clusterDescs = []*prometheus.Desc{
 	descClRunning, descClReady, descClMembers, descClShards, descClEntries, descClCap, descClByVIP,
 	descClSyncPend, descClSynced, descClNoSource, descClSyncEnt, descClDrops, descClRequests, descClViews, descClPublish,
-	descClAsk, descClAskPkts, descClCorrect,
+	descClAsk, descClAskPkts, descClCorrect, descClAskWait,
 }
 
 // collectCluster sends the cluster metrics; none when the node runs alone.
@@ -222,4 +223,14 @@ func (c collector) collectCluster(ch chan<- prometheus.Metric) {
 	counter(descClAskPkts, a.Released, "released")
 	counter(descClAskPkts, a.Dropped, "dropped")
 	counter(descClCorrect, a.Corrected)
+	if len(a.Wait) == len(a.WaitBounds)+1 {
+		buckets := map[float64]uint64{}
+		var cum, total uint64
+		for i, b := range a.WaitBounds {
+			cum += a.Wait[i]
+			buckets[float64(b)/1000] = cum
+		}
+		total = cum + a.Wait[len(a.WaitBounds)]
+		ch <- prometheus.MustNewConstHistogram(descClAskWait, total, float64(a.WaitSum)/1000, buckets)
+	}
 }

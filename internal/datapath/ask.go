@@ -58,6 +58,7 @@ type asker struct {
 	out     *pipeline.PublishQueue
 	answers *pipeline.AnswerQueue
 	timeout uint32 // ms
+	notify  func() // Config.AskNotify; nil: none
 
 	sets    [askSets][askWays]askFlow
 	bufs    [][]byte // askHeldMax copies: holdHeadroom + askFrameMax bytes each
@@ -120,6 +121,9 @@ func (a *asker) Ask(p *pipeline.Packet, svc *pipeline.Service, proposal *pipelin
 		f.key, f.at, f.live, f.n = p.Key, a.w.ctx.Now, true, 0
 		a.pending++
 		c.Asked++
+		if a.notify != nil {
+			a.notify()
+		}
 	}
 	if f.n == askPerFlow || len(a.free) == 0 || p.Len > askFrameMax {
 		p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonChainHold
@@ -243,6 +247,13 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 			}
 		}
 	}
+	wait := now - f.at
+	b := 0
+	for b < len(AskWaitBounds) && wait > AskWaitBounds[b] {
+		b++
+	}
+	c.Wait[b]++
+	c.WaitSum += uint64(wait)
 	for _, i := range f.held[:f.n] {
 		if real != nil {
 			a.release(i, real, secondary, g, now)

@@ -104,6 +104,14 @@ func TestAskHoldsUntilTheChainAnswers(t *testing.T) {
 		t.Fatalf("a later packet: %d sent, to %v", len(out), backendOf(t, out[0]))
 	}
 	ch := c.counters().Chain
+	var waited uint64
+	for _, n := range ch.Wait {
+		waited += n
+	}
+	if waited != 1 {
+		t.Fatalf("%d flows in the wait histogram, want 1: %v", waited, ch.Wait)
+	}
+	ch.Wait, ch.WaitSum = [len(datapath.AskWaitBounds) + 1]uint64{}, 0
 	if ch != (datapath.ChainCounters{Asked: 1, Held: 2, Released: 2, Answered: 1, Moved: 1}) {
 		t.Fatalf("counters %+v", ch)
 	}

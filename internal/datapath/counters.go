@@ -77,7 +77,17 @@ type ChainCounters struct {
 	// Busy counts packets decided locally because the worker could not
 	// ask (its table of flows being asked about, or its queue, full).
 	Busy uint64
+	// Wait counts the asked flows by how long their packets were held
+	// (from the question to the decision, in flow-clock milliseconds):
+	// Wait[i] those that waited at most AskWaitBounds[i] ms, the last
+	// those that waited longer; WaitSum is the sum of the waits in ms.
+	Wait    [len(AskWaitBounds) + 1]uint64
+	WaitSum uint64
 }
+
+// AskWaitBounds are the upper bounds, in milliseconds, of the buckets of
+// ChainCounters.Wait.
+var AskWaitBounds = [...]uint32{0, 1, 2, 5, 10, 25, 50, 100}
 
 // Add adds o to c.
 func (c *ChainCounters) Add(o *ChainCounters) {
@@ -91,6 +101,10 @@ func (c *ChainCounters) Add(o *ChainCounters) {
 	c.Failed += o.Failed
 	c.Unknown += o.Unknown
 	c.Busy += o.Busy
+	for i := range c.Wait {
+		c.Wait[i] += o.Wait[i]
+	}
+	c.WaitSum += o.WaitSum
 }
 
 // RealCounters count what a worker sent to one backend of one service.

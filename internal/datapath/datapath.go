@@ -38,6 +38,10 @@ type Config struct {
 	// server (Datapath.AnswerQueues). 0: no queues, nothing is published
 	// nor asked.
 	PublishQueue int
+	// AskNotify, when set, is called by a worker that queued a question
+	// (a flow it holds packets for): it must not block. The node server
+	// uses it to take the question at once rather than at its next tick.
+	AskNotify func()
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -73,6 +77,7 @@ func New(c Config) (*Datapath, error) {
 			w.ctx.Publish = pipeline.NewPublishQueue(c.PublishQueue)
 			answers := pipeline.NewAnswerQueue(c.PublishQueue)
 			w.ask = newAsker(w, w.ctx.Publish, answers)
+			w.ask.notify = c.AskNotify
 			w.ctx.Ask = w.ask
 			d.publish = append(d.publish, w.ctx.Publish)
 			d.answers = append(d.answers, answers)

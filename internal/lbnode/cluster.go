@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
+	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -262,6 +263,10 @@ func (n *Node) publishFlows(ctx context.Context) {
 			return
 		case now := <-t.C:
 			p.step(now)
+		case <-n.askWake:
+			p.step(time.Now()) // a worker queued a question
+		case a := <-p.reply:
+			p.answer(&a, time.Now())
 		}
 	}
 }
@@ -352,36 +357,7 @@ answers:
 	for {
 		select {
 		case a := <-p.reply:
-			t := unpackTag(a.Tag)
-			ok := a.Status == cluster.StatusOK
-			switch {
-			case t.ask:
-				if ok {
-					n.askAnswered.Add(1)
-				} else {
-					n.askFailed.Add(1)
-				}
-				tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
-			case ok && t.refresh:
-				n.pubRefreshed.Add(1)
-				if a.Value.Backend != t.proposal {
-					tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
-				}
-			case t.refresh: // not retried: the next pass publishes it again
-			case ok:
-				n.pubCommitted.Add(1)
-				if a.Value.Backend != t.proposal {
-					// The chain had the flow from another node first: the
-					// worker's entry takes the committed backend.
-					tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
-				}
-			case t.tries >= publishRetries || len(p.retry) >= publishPending:
-				n.pubFailed.Add(1)
-			default:
-				d := min(publishRetryDelay<<t.tries, publishRetryMax)
-				t.tries++
-				p.retry = append(p.retry, pubRetry{at: now.Add(d), key: a.Key, v: cluster.Value{Service: a.Value.Service, Backend: t.proposal}, tag: t})
-			}
+			p.answer(&a, now)
 		default:
 			break answers
 		}
@@ -420,6 +396,7 @@ func (n *Node) askCounts() cluster.AskCounts {
 		Timeouts: ch.Timeouts, Failed: ch.Failed, Unknown: ch.Unknown, Busy: ch.Busy,
 		Held: ch.Held, Released: ch.Released, Dropped: c.Drops[pipeline.ReasonChainHold],
 		Submitted: n.askSubmitted.Load(), Rejected: n.askRejected.Load(),
+		WaitBounds: datapath.AskWaitBounds[:], Wait: ch.Wait[:], WaitSum: ch.WaitSum,
 	}
 }
 
@@ -585,4 +562,48 @@ func (p *publisher) refreshFlows() {
 				rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
 		})
 	})
+}
+
+// answer routes the member's answer a: a question's answer to the worker
+// that asked, a committed publish naming another backend than the worker's
+// to that worker (its entry is corrected), a publish not committed to the
+// retries.
+func (p *publisher) answer(a *cluster.Answer, now time.Time) {
+	n := p.n
+	answers := n.dp.AnswerQueues()
+	tell := func(worker uint16, a *pipeline.ChainAnswer) {
+		if int(worker) < len(answers) {
+			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
+		}
+	}
+	t := unpackTag(a.Tag)
+	ok := a.Status == cluster.StatusOK
+	switch {
+	case t.ask:
+		if ok {
+			n.askAnswered.Add(1)
+		} else {
+			n.askFailed.Add(1)
+		}
+		tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
+	case ok && t.refresh:
+		n.pubRefreshed.Add(1)
+		if a.Value.Backend != t.proposal {
+			tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+		}
+	case t.refresh: // not retried: the next pass publishes it again
+	case ok:
+		n.pubCommitted.Add(1)
+		if a.Value.Backend != t.proposal {
+			// The chain had the flow from another node first: the
+			// worker's entry takes the committed backend.
+			tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+		}
+	case t.tries >= publishRetries || len(p.retry) >= publishPending:
+		n.pubFailed.Add(1)
+	default:
+		d := min(publishRetryDelay<<t.tries, publishRetryMax)
+		t.tries++
+		p.retry = append(p.retry, pubRetry{at: now.Add(d), key: a.Key, v: cluster.Value{Service: a.Value.Service, Backend: t.proposal}, tag: t})
+	}
 }

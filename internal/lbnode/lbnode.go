@@ -87,7 +87,10 @@ type Node struct {
 	// the chain entries of one that completed.
 	chainWork               chainWork
 	pubCommitted, pubFailed atomic.Uint64
-	pubRefreshed            atomic.Uint64 // long flows published again (refreshFlows) and committed
+	// askWake: a worker queued a question (Config.AskNotify); the
+	// publisher takes it at once.
+	askWake      chan struct{}
+	pubRefreshed atomic.Uint64 // long flows published again (refreshFlows) and committed
 
 	ops     chan op       // operations for serve
 	quit    chan struct{} // closed to stop serve
@@ -195,6 +198,13 @@ func New(o Options) (*Node, error) {
 	}
 	if n.clSetup != nil {
 		dpc.PublishQueue = publishQueue
+		n.askWake = make(chan struct{}, 1)
+		dpc.AskNotify = func() {
+			select {
+			case n.askWake <- struct{}{}:
+			default:
+			}
+		}
 	}
 	n.dp, err = datapath.New(dpc)
 	if err != nil {
