@@ -6,9 +6,24 @@
 # UDP echo between two sockets); memory per replicated entry (baseline: a Go
 # map of the same entries). Then the 64-node simulation.
 #
+# With --lab (root; the lab's tools from make deps) it runs instead the
+# owner-chains scenario in network namespaces: three LB nodes behind BIRD,
+# 300 long-lived connections, two backends added while an LB node is killed,
+# and reports how long the moved flows' first packets were held for their
+# chains' answers, against the same schedule without the cluster
+# (connections broken).
+#
 # Usage: bench/cluster/run.sh [count] [flows]   (default 3 runs, 1000000 flows)
+#        bench/cluster/run.sh --lab [count]      (default 3 runs)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ "${1:-}" = --lab ]; then
+	for i in $(seq "${2:-3}"); do
+		go test -count=1 -v -timeout 10m -run '^TestE2EOwnerChains(ControlNoCluster)?$' ./test/e2e |
+			grep -E 'held-packet wait|asked their chains|without the cluster:|broken per phase|^--- '
+	done
+	exit 0
+fi
 count=${1:-3}
 flows=${2:-1000000}
 out=$(mktemp)

@@ -249,9 +249,25 @@ func TestE2EOwnerChains(t *testing.T) {
 	s := chainsLab(t, true)
 	res := chainsRun(t, s)
 	if sts, err := clusterStatuses(t.Context(), s, 0, 2); err == nil {
+		var wait []uint64
+		var sum, flows uint64
 		for k, st := range sts {
 			st.Members = nil
 			t.Logf("lb%d cluster status at the end: %s", []int{1, 3}[k], strings.TrimSpace(fmt.Sprintf("%+v", st)))
+			for i, n := range st.Ask.Wait {
+				if len(wait) <= i {
+					wait = append(wait, 0)
+				}
+				wait[i] += n
+				flows += n
+			}
+			sum += st.Ask.WaitSum
+		}
+		if flows > 0 && len(sts[0].Ask.WaitBounds) > 0 {
+			// The held-packet wait: what a moved flow's first packet
+			// waits for its chain's answer (bench/cluster/run.sh --lab).
+			t.Logf("held-packet wait: %d flows, mean %.2f ms, buckets (ms, upper bounds %v, then more): %v",
+				flows, float64(sum)/float64(flows), sts[0].Ask.WaitBounds, wait)
 		}
 	}
 	if b := res.broken[2]; b != 0 || res.stalled != 0 {
