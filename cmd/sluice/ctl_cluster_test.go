@@ -37,7 +37,7 @@ func TestCtlClusterStatus(t *testing.T) {
 	for _, want := range []string{
 		"cluster ready", "alive 1", "shards head 64, middle 0, tail 64", "entries 3 of 1024",
 		"10.0.0.1:7946 (self) alive yes", "10.0.0.2:7946 down yes", "web 3",
-		"published 0 new flows, 0 committed, 0 failed, 0 rejected, 0 dropped (affinity always)",
+		"published 0 new flows, 0 committed, 0 failed, 0 rejected, 0 dropped; 0 refreshed",
 	} {
 		if !slices.Contains(lines, want) {
 			t.Errorf("no %q in\n%s", want, out)
