@@ -1,11 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // ErrNeedsRestart is what a running node answers to a configuration that
@@ -59,7 +62,7 @@ func NeedsRestart(a, b *Node) error {
 			continue
 		}
 		fa, fb := va.Field(i).Interface(), vb.Field(i).Interface()
-		if reflect.DeepEqual(fa, fb) {
+		if reflect.DeepEqual(fa, fb) || sameYAML(fa, fb) {
 			continue
 		}
 		if va.Field(i).Kind() == reflect.Pointer {
@@ -68,6 +71,19 @@ func NeedsRestart(a, b *Node) error {
 		return fmt.Errorf("%s: %v -> %v (%s) %w", name, fa, fb, RestartRules[j].Why, ErrNeedsRestart)
 	}
 	return nil
+}
+
+// sameYAML reports whether a and b write the same YAML: settings that
+// differ only where the document cannot tell them apart (a nil list and an
+// empty one, as after the admin API's edits write the running
+// configuration out and read it back) are the same setting.
+func sameYAML(a, b any) bool {
+	ya, err := yaml.Marshal(a)
+	if err != nil {
+		return false
+	}
+	yb, err := yaml.Marshal(b)
+	return err == nil && bytes.Equal(ya, yb)
 }
 
 // yamlName is the YAML key of a struct field.

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // restartChanges changes one Node field to another valid value, per YAML
@@ -106,4 +108,44 @@ vips:
 		t.Fatal(err)
 	}
 	return c
+}
+
+// The running configuration written out and read back (the admin API's
+// edits, the backend transitions) needs no restart: settings left out
+// (no communities, no snat) come back as empty lists, the same setting.
+func TestNeedsRestartRoundTrip(t *testing.T) {
+	doc := `node:
+  interfaces: [eth0]
+  bgp:
+    asn: 65001
+    router_id: 198.18.30.12
+    peers:
+      - {address: 198.18.30.1, asn: 65000, bfd: {min_rx: 100ms, min_tx: 100ms, multiplier: 3}}
+vips:
+  - name: a
+    address: "198.18.0.10"
+    protocol: tcp
+    port: 80
+    backends:
+      - address: "198.18.30.101"
+`
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if err := NeedsRestart(&c.Node, &back.Node); err != nil {
+		t.Fatalf("written out and read back: %v\n%s", err, out)
+	}
+	back.Node.BGP.Communities = []string{"65001:1"}
+	if err := NeedsRestart(&c.Node, &back.Node); !errors.Is(err, ErrNeedsRestart) {
+		t.Fatalf("communities changed: %v, want ErrNeedsRestart", err)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/lab"
 )
 
@@ -56,11 +57,18 @@ type Options struct {
 	// "stream4" service on StreamPort of the IPv4 VIP.
 	Streams bool
 	// SecondChance turns second chance on for stream4 (with a drain period
-	// of an hour: tests move the backend states themselves).
+	// of an hour unless DrainPeriod is set: tests move the backend states
+	// themselves).
 	SecondChance bool
+	// DrainPeriod, when set, is stream4's drain_period (with or without
+	// second chance): a filling or draining backend's change completes on
+	// its own after it.
+	DrainPeriod time.Duration
 	// StreamStates gives backend j of stream4 the state StreamStates[j]:
 	// "" or "active", "filling", "draining", or "absent" (not listed).
-	// Tests change it, then ReloadLB every node with ConfigFor.
+	// "filling" is written as active unless stream4 has a backend life
+	// cycle (LifeCycle). Tests change it, then ReloadLB every node with
+	// ConfigFor.
 	StreamStates []string
 	// AgentMetrics makes every agent serve Prometheus metrics on
 	// AgentMetricsAddr in its namespace.
@@ -329,7 +337,12 @@ func (s *Scenario) ConfigFor(i int) string {
 			fmt.Fprintf(&b, "    affinity: %s\n", s.Opts.Affinity)
 		}
 		if stream && s.Opts.SecondChance {
-			b.WriteString("    second_chance: true\n    drain_period: 1h\n")
+			b.WriteString("    second_chance: true\n")
+		}
+		if d := s.Opts.DrainPeriod; stream && d > 0 {
+			fmt.Fprintf(&b, "    drain_period: %s\n", d)
+		} else if stream && s.Opts.SecondChance {
+			b.WriteString("    drain_period: 1h\n")
 		}
 		b.WriteString("    backends:\n")
 		for j, be := range s.Lab.Backends {
@@ -344,8 +357,8 @@ func (s *Scenario) ConfigFor(i int) string {
 			switch {
 			case state == "absent":
 				continue
-			case state == "filling" && !s.Opts.SecondChance:
-				state = "" // without second chance a new backend is active at once
+			case state == "filling" && !s.LifeCycle():
+				state = "" // without a life cycle a new backend is active at once
 			}
 			if state != "" {
 				fmt.Fprintf(&b, "      - {address: %q, state: %s}\n", a, state)
@@ -358,6 +371,15 @@ func (s *Scenario) ConfigFor(i int) string {
 		s.quicConfig(&b)
 	}
 	return b.String()
+}
+
+// LifeCycle reports whether stream4's backends may be filling or draining
+// (config.Config.LifeCycle): with second chance, or in a cluster with
+// affinity on-change (the default), whose owner chains keep the
+// connections of the slots that change owner.
+func (s *Scenario) LifeCycle() bool {
+	on := s.Opts.Affinity == "" || s.Opts.Affinity == config.AffinityOnChange
+	return s.Opts.SecondChance || (s.Opts.Cluster && on)
 }
 
 // RouterSessions returns the router's BGP sessions as its daemon shows
