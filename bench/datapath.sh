@@ -15,7 +15,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 go test -run='^$' -benchmem -count="$count" -benchtime=2000000x \
-	-bench='^(BenchmarkForwardEstablished|BenchmarkForwardEstablishedHot|BenchmarkForwardSYN|BenchmarkBaselineLink)$' \
+	-bench='^(BenchmarkForwardEstablished|BenchmarkForwardEstablishedHot|BenchmarkForwardEstablishedChained|BenchmarkForwardSYN|BenchmarkBaselineLink)$' \
 	./internal/datapath | tee -a "$out" >/dev/null
 go test -run='^$' -benchmem -count="$count" -bench='^BenchmarkParse$' ./internal/packet | tee -a "$out" >/dev/null
 go test -run='^$' -benchmem -count="$count" -bench='^BenchmarkMaglevBuild$' ./internal/maglev | tee -a "$out" >/dev/null

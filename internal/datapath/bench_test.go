@@ -14,13 +14,28 @@ import (
 
 // benchRig is one worker forwarding to 100 backends of vip4, fed by src.
 func benchRig(tb testing.TB, capacity int, src mem.Source) (*datapath.Datapath, *datapath.Worker) {
+	return benchRigChain(tb, capacity, src, pipeline.ChainNever)
+}
+
+// benchRigChain is benchRig with the service's flows using the cluster's
+// owner chains as use says (and the worker's queues to the node server).
+func benchRigChain(tb testing.TB, capacity int, src mem.Source, use pipeline.ChainUse) (*datapath.Datapath, *datapath.Worker) {
 	tb.Helper()
 	l := mem.New(mem.Config{Source: src, BatchSize: 64})
-	dp, err := datapath.New(datapath.Config{Links: []link.Link{l}, FlowCapacity: capacity})
+	dc := datapath.Config{Links: []link.Link{l}, FlowCapacity: capacity}
+	svc := service(vip4, backends4(100), nil)
+	if use != pipeline.ChainNever {
+		dc.PublishQueue = 4096
+		svc.Chain, svc.ClusterID = use, 1
+		for i := range svc.Backends {
+			svc.Backends[i].ClusterID = uint32(i)
+		}
+	}
+	dp, err := datapath.New(dc)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 1, MTU: 1500, Services: []pipeline.ServiceSpec{service(vip4, backends4(100), nil)}})
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 1, MTU: 1500, Services: []pipeline.ServiceSpec{svc}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,19 +77,39 @@ func BenchmarkForwardEstablishedHot(b *testing.B) {
 	benchEstablished(b, 1024)
 }
 
+// BenchmarkForwardEstablishedChained is BenchmarkForwardEstablished on a
+// node in a cluster, the service's flows in their owner chains (affinity
+// always): an established flow's packets hit its entry and never reach
+// the cluster, so it costs what BenchmarkForwardEstablished costs.
+func BenchmarkForwardEstablishedChained(b *testing.B) {
+	benchEstablishedChain(b, benchFlows, pipeline.ChainAlways)
+}
+
 func benchEstablished(b *testing.B, flows int) {
+	benchEstablishedChain(b, flows, pipeline.ChainNever)
+}
+
+func benchEstablishedChain(b *testing.B, flows int, use pipeline.ChainUse) {
 	order := rand.New(rand.NewPCG(3, 4)).Perm(flows)
 	p := sim.NewPatcher(sim.Frame{Dst: vip4, Proto: 6, TCPFlags: sim.ACK, Payload: 64}, clients4)
 	var k int
-	_, w := benchRig(b, flows, func(buf []byte) int {
+	flags := uint8(sim.ACK) // one packet per flow creates its entry
+	if use != pipeline.ChainNever {
+		flags = sim.SYN // a chained flow's ACK without an entry would ask its chain
+	}
+	_, w := benchRigChain(b, flows, func(buf []byte) int {
 		i := order[k]
 		k++
 		if k == len(order) {
 			k = 0
 		}
-		return p.Write(buf, uint32(i), sim.ACK)
-	})
+		return p.Write(buf, uint32(i), flags)
+	}, use)
 	run(b, w, flows) // one packet per flow creates every entry
+	if flags == sim.SYN {
+		flags = sim.ACK
+		run(b, w, flows) // and its ACK establishes it
+	}
 	if n := w.Flows().Len(); n != flows {
 		b.Fatalf("table holds %d flows, want %d", n, flows)
 	}
