@@ -69,11 +69,14 @@ func (w logWriter) Write(b []byte) (int, error) {
 }
 
 // startCluster starts the member if the node has one and it is not
-// running. It runs on serve (or in New, before serve starts).
+// running. It runs on serve (or in New, before serve starts); a leave still
+// in progress (stopCluster) ends first, since the new member binds the same
+// sockets.
 func (n *Node) startCluster() error {
 	if n.clSetup == nil || n.st.cl != nil {
 		return nil
 	}
+	n.waitLeft()
 	cl, err := cluster.Start(*n.clSetup)
 	if err != nil {
 		return fmt.Errorf("node.cluster: %w", err)
@@ -84,18 +87,32 @@ func (n *Node) startCluster() error {
 	return nil
 }
 
-// stopCluster leaves the cluster gracefully and stops the member. It runs
-// on serve.
+// stopCluster makes the member leave the cluster gracefully and stop. It
+// runs on serve, which it does not hold up: the node is out of the cluster
+// at once (no questions, no publishing; status shows it not running) while
+// the leave (memberlist's, bounded by its timeout) runs on its own
+// goroutine. waitLeft waits for it.
 func (n *Node) stopCluster() {
-	if n.st.cl == nil {
+	cl := n.st.cl
+	if cl == nil {
 		return
 	}
 	n.clNode.Store(nil)
-	if err := n.st.cl.Stop(); err != nil {
-		n.log.Warn("cluster: stop", "err", err)
-	}
 	n.st.cl = nil
-	n.log.Info("cluster: left")
+	n.clLeaving.Lock() // unlocked by the leaving goroutine
+	go func() {
+		defer n.clLeaving.Unlock()
+		if err := cl.Stop(); err != nil {
+			n.log.Warn("cluster: stop", "err", err)
+		}
+		n.log.Info("cluster: left")
+	}()
+}
+
+// waitLeft waits until a leave started by stopCluster has ended.
+func (n *Node) waitLeft() {
+	n.clLeaving.Lock()
+	defer n.clLeaving.Unlock()
 }
 
 // ClusterStatus returns the state of the node's cluster member; ok is

@@ -24,6 +24,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,7 +77,10 @@ type Node struct {
 
 	// The publish path: serve stores the running member (nil alone or
 	// while drained); the publisher reads it and counts.
-	clNode                    atomic.Pointer[cluster.Node]
+	clNode atomic.Pointer[cluster.Node]
+	// clLeaving is held while a member leaves the cluster (stopCluster),
+	// off the serve goroutine.
+	clLeaving                 sync.Mutex
 	pubSubmitted, pubRejected atomic.Uint64
 	// The workers' questions to the owner chains: submitted to the member,
 	// answered, not answered (no member reachable in time, or the chain
@@ -309,6 +313,7 @@ func (n *Node) Run(ctx context.Context) error {
 	<-announceDone
 	<-publishDone
 	n.do(context.Background(), n.stopCluster) // leave the cluster gracefully
+	n.waitLeft()
 	if announceErr != nil {
 		err = errors.Join(err, fmt.Errorf("bgp: %w", announceErr))
 	}
