@@ -216,7 +216,8 @@ const (
 // through the cluster's owner chains (node.cluster with affinity
 // on-change publishes the flows of the slots that change owner).
 func (c *Config) LifeCycle(v *VIP) bool {
-	return v.SecondChance || (c.Node.Cluster != nil && v.Affinity == AffinityOnChange)
+	// (Full-NAT and QUIC VIPs keep no chain state: see pipeline.ChainUse.)
+	return v.SecondChance || (c.Node.Cluster != nil && v.Affinity == AffinityOnChange && v.Forwarding != ForwardingNAT && v.QUIC == nil)
 }
 
 // EffectiveWeight is the weight the Maglev table uses: 0 while draining.

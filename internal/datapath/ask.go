@@ -32,7 +32,6 @@ const (
 	askHeldMax  = 256  // packets held per worker
 	askPerFlow  = 8    // packets held per flow
 	askFrameMax = 2048 // longer packets are not held (dropped; the sender retransmits)
-	askSweep    = 64   // sets checked for timeouts per poll
 	askSeed     = 0x9e3779b97f4a7c15
 	// AskTimeout is how long, in milliseconds, a worker waits for a
 	// chain's answer before it decides locally (the cluster member's own
@@ -44,6 +43,7 @@ const (
 // askFlow is a flow whose chain was asked, with the packets held for it.
 type askFlow struct {
 	key  flow.Key
+	gen  uint32 // the generation whose stages (the firewall) let the packets through
 	at   uint32 // flow clock when asked
 	live bool
 	n    uint8              // packets held
@@ -118,7 +118,7 @@ func (a *asker) Ask(p *pipeline.Packet, svc *pipeline.Service, proposal *pipelin
 			c.Busy++
 			return false
 		}
-		f.key, f.at, f.live, f.n = p.Key, a.w.ctx.Now, true, 0
+		f.key, f.gen, f.at, f.live, f.n = p.Key, a.w.ctx.Gen.ID, a.w.ctx.Now, true, 0
 		a.pending++
 		c.Asked++
 		if a.notify != nil {
@@ -152,7 +152,7 @@ func (a *asker) serve(g *pipeline.Generation, now uint32) {
 		a.answers.Drain(func(r *pipeline.ChainAnswer) { a.answer(r, g, now) })
 	}
 	if a.pending > 0 {
-		for range askSweep {
+		for range askSets { // 1024 small records, while any is pending
 			s := &a.sets[a.sweep]
 			for i := range s {
 				if f := &s[i]; f.live && now-f.at >= a.timeout {
@@ -227,9 +227,10 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 		if local {
 			real = svc.ChainProposal(hash, d.Real) // what the chain would have committed
 		}
-		if real != nil && real == d.Real && d.Why == pipeline.WhySecondChance {
-			// The slot's owner, which second chance covers: the hop list,
-			// and no entry while the slot has a secondary (as balance).
+		if local && real != nil && real == d.Real && d.Why == pipeline.WhySecondChance {
+			// Decided here: the slot's owner, which second chance covers:
+			// the hop list, and no entry while the slot has a secondary (as
+			// balance). An answer is the chain's: it makes the entry.
 			secondary = d.Secondary
 		}
 		if real != nil && secondary == nil && !svc.Stateless {
@@ -240,7 +241,10 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 						e.State = flow.StateEstablished
 					}
 				}
-				e.Backend, e.Gen, e.LastSeen = real.ID, g.ID, now
+				// The entry is current only if the generation that let the
+				// packets through still is: otherwise the flow's next packet
+				// runs every stage (the firewall of g) and finds the entry.
+				e.Backend, e.Gen, e.LastSeen = real.ID, f.gen, now
 				if local && svc.Chained(hash) && w.ctx.Publish != nil {
 					w.ctx.Publish.Push(&pipeline.Publish{Key: f.key, Service: svc.ClusterID, Backend: real.ClusterID})
 				}
@@ -254,9 +258,10 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 	}
 	c.Wait[b]++
 	c.WaitSum += uint64(wait)
+	stale := f.gen != g.ID // the held packets passed an older generation's stages
 	for _, i := range f.held[:f.n] {
 		if real != nil {
-			a.release(i, real, secondary, g, now)
+			a.release(i, real, secondary, g, now, stale)
 		} else {
 			w.counters.Drops[pipeline.ReasonNoBackend]++
 		}
@@ -269,13 +274,24 @@ func (a *asker) decide(f *askFlow, r *pipeline.ChainAnswer, g *pipeline.Generati
 // release sends held packet i to real (with the hop list [real, secondary]
 // if secondary is set): through a frame the link lends (link.Injector), or
 // through the kernel (link.Spill) for GUE.
-func (a *asker) release(i uint16, real, secondary *pipeline.Real, g *pipeline.Generation, now uint32) {
+func (a *asker) release(i uint16, real, secondary *pipeline.Real, g *pipeline.Generation, now uint32, stale bool) {
 	w := a.w
 	q := &a.pkt
 	q.Buf, q.Off, q.Len = a.bufs[i], holdHeadroom, a.lens[i]
 	if !pipeline.Prepare(q, g) {
 		w.counters.Drops[q.Reason]++
 		return
+	}
+	if stale {
+		// A generation applied while the packet was held may deny it: its
+		// firewall decides before the packet leaves.
+		if q.Service = g.LookupTenant(q.Key.Tenant, q.Key.Dst, q.Key.Proto, q.Key.DstPort); q.Service != nil {
+			pipeline.Firewall{}.Process(&w.ctx, a.pkts[:])
+		}
+		if q.Verdict != pipeline.Continue {
+			w.counters.Drops[q.Reason]++
+			return
+		}
 	}
 	q.Real, q.Secondary = real, secondary
 	if e := w.flows.Lookup(&q.Key, q.Hash); e != nil && e.Backend == real.ID {

@@ -115,6 +115,16 @@ func TestAskHoldsUntilTheChainAnswers(t *testing.T) {
 	if ch != (datapath.ChainCounters{Asked: 1, Held: 2, Released: 2, Answered: 1, Moved: 1}) {
 		t.Fatalf("counters %+v", ch)
 	}
+	// A flow's hold is bounded: past askPerFlow packets they are dropped
+	// and counted.
+	full := clients4.FlowSrc(9)
+	for range 10 {
+		c.send(tcpFrame(full, vip4, sim.ACK))
+	}
+	if got := c.counters(); got.Drops[pipeline.ReasonChainHold] != 2 || got.Chain.Held != 2+8 {
+		t.Fatalf("10 packets of one flow: held %d, dropped %d; want 8 and 2", got.Chain.Held-2, got.Drops[pipeline.ReasonChainHold])
+	}
+	c.records()
 	// A SYN starts a flow: decided here and published, never asked.
 	syn := clients4.FlowSrc(2)
 	if out := c.send(tcpFrame(syn, vip4, sim.SYN)); len(out) != 1 {

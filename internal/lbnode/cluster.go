@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -316,12 +317,18 @@ func (p *publisher) step(now time.Time) {
 		p.refreshFlows()
 	}
 	if republish, drop := n.chainWork.take(); len(republish)+len(drop) > 0 {
+		for _, id := range drop {
+			// What is still queued of the completed change must not be
+			// inserted again after the drop.
+			p.backlog = slices.DeleteFunc(p.backlog, func(b backlogRecord) bool { return b.rec.Service == id })
+			p.retry = slices.DeleteFunc(p.retry, func(r pubRetry) bool { return r.v.Service == id })
+		}
+		p.drops = append(p.drops, drop...) // submitted below, before the backlog
 		if len(republish) > 0 {
 			b := n.collect(republish)
 			p.backlog = append(p.backlog, b...)
 			n.log.Info("cluster: publishing the entries of changed slots", "entries", len(b))
 		}
-		p.drops = append(p.drops, drop...)
 	}
 	keptDrops := p.drops[:0]
 	for _, id := range p.drops {
@@ -333,7 +340,7 @@ func (p *publisher) step(now time.Time) {
 	}
 	p.drops = keptDrops
 	sent := 0
-	for sent < len(p.backlog) && sent < backlogPerStep {
+	for len(p.drops) == 0 && sent < len(p.backlog) && sent < backlogPerStep {
 		b := &p.backlog[sent]
 		if cl == nil || !submit(&b.rec.Key, cluster.Value{Service: b.rec.Service, Backend: b.rec.Backend}, pubTag{worker: b.worker, refresh: b.refresh, proposal: b.rec.Backend}) {
 			break
@@ -464,7 +471,9 @@ func (n *Node) chainChanges(g *pipeline.Generation) {
 		owners := svc.Table.OwnersFingerprint()
 		switch {
 		case svc.InFlight && (!was || fp != owners):
-			w.republish[id], w.drop[id] = true, false
+			// (A drop still pending, of a change that completed before
+			// this one started, stays: the publisher drops first.)
+			w.republish[id] = true
 			n.log.Info("cluster: backend change started, publishing the flows of the slots it moves", "vip", svc.Name)
 		case !svc.InFlight && was:
 			w.republish[id], w.drop[id] = false, true
@@ -525,25 +534,38 @@ func (n *Node) collect(ids []uint16) []backlogRecord {
 	}
 	now := n.dp.Now()
 	var out []backlogRecord
-	n.dp.QueryFlows(func(worker int, t *flow.Table) {
-		t.Range(func(e *flow.Entry) bool {
-			if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
-				return true
+	// A slice of each table at a time: every worker forwards its batches
+	// between two slices.
+	for start, more := 0, true; more; start += collectSlice {
+		more = false
+		n.dp.QueryFlows(func(worker int, t *flow.Table) {
+			slots := t.Stats().Slots
+			if start >= slots {
+				return
 			}
-			r := g.Reals[e.Backend]
-			if r == nil {
-				return true
-			}
-			svc := g.Services[r.Service]
-			if !want[svc.ClusterID] || svc.Chain != pipeline.ChainChanged || !svc.Chained(e.Key.Hash(g.Seed)) {
-				return true
-			}
-			out = append(out, backlogRecord{worker: uint16(worker), rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
-			return true
+			more = true
+			t.RangeSlots(start, min(collectSlice, slots-start), func(e *flow.Entry) {
+				if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
+					return
+				}
+				r := g.Reals[e.Backend]
+				if r == nil {
+					return
+				}
+				svc := g.Services[r.Service]
+				if !want[svc.ClusterID] || svc.Chain != pipeline.ChainChanged || !svc.Chained(e.Key.Hash(g.Seed)) {
+					return
+				}
+				out = append(out, backlogRecord{worker: uint16(worker), rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
+			})
 		})
-	})
+	}
 	return out
 }
+
+// collectSlice is how many slots of a worker's table collect reads at once
+// (between two of its batches).
+const collectSlice = 1 << 16
 
 // refreshBacklogSteps: no refresh slice is walked while the backlog holds
 // more than this many steps' worth of records.

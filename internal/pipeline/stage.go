@@ -155,7 +155,9 @@ type Asker interface {
 	// and uses the owner chain, until the chain answers which backend the
 	// flow has (proposal: this node's own decision, which the chain
 	// commits if it has none). It reports false when it cannot (its
-	// queues are full): the caller then decides locally.
+	// queues are full): the caller then decides locally. When it takes the
+	// packet it sets its verdict: Held, or Drop when the flow is being
+	// asked about but the packet cannot be held.
 	Ask(p *Packet, svc *Service, proposal *Real) bool
 }
 

@@ -123,7 +123,9 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 		// A packet of a chained flow without an entry here, unless it
 		// starts a TCP connection, asks the flow's owner chain (which may
 		// know the flow from another node) before an entry is created.
-		ask := c.Ask != nil && !q.SYN && !p.ICMPError && svc.Chained(p.Hash)
+		// (Not a first fragment: its later fragments follow the decision
+		// it takes now, in this batch.)
+		ask := c.Ask != nil && !q.SYN && !p.ICMPError && p.Parsed.Frag == packet.NotFragment && svc.Chained(p.Hash)
 		var e *flow.Entry // the flow's entry: found, or inserted here
 		found := false
 		switch {
@@ -140,7 +142,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			// The firewall denied the flow in an earlier generation and
 			// allows it now: a flow without a backend yet.
 			found = false
-			if midFlow && !p.ICMPError {
+			if (midFlow || ask) && !p.ICMPError {
 				// Looked up, not inserted: balance inserts it if it should.
 				c.Flows.Delete(&p.Key, p.Hash)
 				e = nil
@@ -169,8 +171,7 @@ func (Balance) Process(c *Context, pkts []*Packet) {
 			continue
 		}
 		if !found && ask && c.Ask.Ask(p, svc, svc.ChainProposal(p.Hash, d.Real)) {
-			p.Verdict = Held // the worker sends it once the chain answers
-			continue
+			continue // held (the worker sends it once the chain answers), or dropped
 		}
 		if !found && (midFlow || ask) && svc.QUIC == nil && !svc.Stateless && !p.ICMPError {
 			if d.Why == WhySecondChance {
