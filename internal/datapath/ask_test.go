@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/mem"
@@ -305,5 +306,38 @@ func TestAskAllocs(t *testing.T) {
 	}
 	if ch := c.counters().Chain; ch.Asked != runs+1 || ch.Released < runs || sent < runs {
 		t.Fatalf("counters %+v, %d sent", ch, sent)
+	}
+}
+
+// A generation applied while a flow's packets are held may deny the flow:
+// its firewall judges the held packets before they leave, and the flow's
+// entry stays stale, so that its next packet runs every stage.
+func TestAskHeldPacketsMeetTheNewFirewall(t *testing.T) {
+	c := newChainRig(t, pipeline.ChainAlways)
+	spec := func(def firewall.Action) pipeline.Spec {
+		s := service(vip4, c.bes, nil)
+		s.Chain, s.ClusterID = pipeline.ChainAlways, 0x77
+		for i := range s.Backends {
+			s.Backends[i].ClusterID = 1000 + uint32(i)
+		}
+		s.Firewall = mustSet(t, def)
+		return pipeline.Spec{Services: []pipeline.ServiceSpec{s}}
+	}
+	c.apply(spec(firewall.Allow))
+	src := clients4.FlowSrc(21)
+	if out := c.send(tcpFrame(src, vip4, sim.ACK)); len(out) != 0 {
+		t.Fatal("not held")
+	}
+	c.records()
+	c.apply(spec(firewall.Deny))
+	c.answers.Push(&pipeline.ChainAnswer{Key: flow.MakeKey(6, src, vip4), Backend: 1000, OK: true})
+	if out := c.idle(); len(out) != 0 {
+		t.Fatalf("%d held packets left after the new firewall denied their flow", len(out))
+	}
+	if got := c.counters(); got.Drops[pipeline.ReasonFirewallDeny] != 1 || got.Chain.Released != 0 {
+		t.Fatalf("drops %v released %d", got.Drops, got.Chain.Released)
+	}
+	if out := c.send(tcpFrame(src, vip4, sim.ACK)); len(out) != 0 {
+		t.Fatal("the flow's next packet got through the new firewall")
 	}
 }
