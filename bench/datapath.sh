@@ -37,8 +37,8 @@ END {
 	base = median(v["BenchmarkBaselineLink"])
 	printf "\n%-34s %10s %12s %11s %7s\n", "benchmark", "median ns", "datapath ns", "x baseline", "allocs"
 	printf "%-34s %10.1f %12s %11s %7s\n", "BenchmarkBaselineLink", base, "-", "1.00", allocs["BenchmarkBaselineLink"]
-	split("BenchmarkForwardEstablishedHot BenchmarkForwardEstablished BenchmarkForwardSYN", fwd, " ")
-	for (k = 1; k <= 3; k++) {
+	split("BenchmarkForwardEstablishedHot BenchmarkForwardEstablished BenchmarkForwardEstablishedChained BenchmarkForwardSYN", fwd, " ")
+	for (k = 1; k <= 4; k++) {
 		n = fwd[k]; m = median(v[n])
 		printf "%-34s %10.1f %12.1f %11.2f %7s\n", n, m, m - base, m / base, allocs[n]
 	}
