@@ -184,10 +184,14 @@ func (a *asker) answer(r *pipeline.ChainAnswer, g *pipeline.Generation, now uint
 		return
 	}
 	e := w.flows.Lookup(&r.Key, r.Key.Hash(g.Seed))
-	if e == nil || e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || g.Reals[e.Backend] == nil {
+	if e == nil {
 		return
 	}
-	svc := g.Services[g.Reals[e.Backend].Service]
+	had := g.RealByID(e.Backend)
+	if had == nil {
+		return
+	}
+	svc := g.Services[had.Service]
 	if real := svc.RealByClusterID(r.Backend); real != nil && real.ID != e.Backend {
 		e.Backend = real.ID
 		w.counters.Chain.Corrected++

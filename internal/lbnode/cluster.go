@@ -299,18 +299,12 @@ func (n *Node) publishFlows(ctx context.Context) {
 func (p *publisher) step(now time.Time) {
 	n := p.n
 	cl := n.clNode.Load()
-	answers := n.dp.AnswerQueues()
 	submit := func(k *flow.Key, v cluster.Value, t pubTag) bool {
 		op := cluster.OpPublish
 		if t.ask {
 			op = cluster.OpQuery
 		}
 		return cl != nil && cl.Submit(cluster.Request{Op: op, Key: *k, Value: v, Tag: t.pack(), Reply: p.reply})
-	}
-	tell := func(worker uint16, a *pipeline.ChainAnswer) {
-		if int(worker) < len(answers) {
-			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
-		}
 	}
 	if now.Sub(p.lastRefresh) >= refreshEvery && len(p.backlog) < backlogPerStep*refreshBacklogSteps {
 		p.lastRefresh = now
@@ -371,7 +365,7 @@ func (p *publisher) step(now time.Time) {
 				}
 			case r.Ask:
 				n.askRejected.Add(1)
-				tell(t.worker, &pipeline.ChainAnswer{Key: r.Key})
+				p.tell(t.worker, &pipeline.ChainAnswer{Key: r.Key})
 			default:
 				n.pubRejected.Add(1)
 			}
@@ -545,22 +539,28 @@ func (n *Node) collect(ids []uint16) []backlogRecord {
 			}
 			more = true
 			t.RangeSlots(start, min(collectSlice, slots-start), func(e *flow.Entry) {
-				if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
-					return
+				if rec, svc, ok := chainedEntry(g, t, e, now); ok && want[svc.ClusterID] && svc.Chain == pipeline.ChainChanged {
+					out = append(out, backlogRecord{worker: uint16(worker), rec: rec})
 				}
-				r := g.Reals[e.Backend]
-				if r == nil {
-					return
-				}
-				svc := g.Services[r.Service]
-				if !want[svc.ClusterID] || svc.Chain != pipeline.ChainChanged || !svc.Chained(e.Key.Hash(g.Seed)) {
-					return
-				}
-				out = append(out, backlogRecord{worker: uint16(worker), rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
 			})
 		})
 	}
 	return out
+}
+
+// chainedEntry returns the record that publishes e, a worker's entry of t
+// (read between its batches), with its service, if e is live and its flow
+// uses its owner chain in g.
+func chainedEntry(g *pipeline.Generation, t *flow.Table, e *flow.Entry, now uint32) (pipeline.Publish, *pipeline.Service, bool) {
+	r := g.RealByID(e.Backend)
+	if r == nil || t.Expired(e, now) {
+		return pipeline.Publish{}, nil, false
+	}
+	svc := g.Services[r.Service]
+	if !svc.Chained(e.Key.Hash(g.Seed)) {
+		return pipeline.Publish{}, nil, false
+	}
+	return pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}, svc, true
 }
 
 // collectSlice is how many slots of a worker's table collect reads at once
@@ -586,21 +586,19 @@ func (p *publisher) refreshFlows() {
 		}
 		slice := int(int64(t.Stats().Slots)*int64(refreshEvery)/int64(refreshPeriod)) + 1
 		p.cursors[worker] = t.RangeSlots(p.cursors[worker], slice, func(e *flow.Entry) {
-			if e.Backend == pipeline.Denied || int(e.Backend) >= len(g.Reals) || t.Expired(e, now) {
-				return
+			if rec, _, ok := chainedEntry(g, t, e, now); ok {
+				p.backlog = append(p.backlog, backlogRecord{worker: uint16(worker), refresh: true, rec: rec})
 			}
-			r := g.Reals[e.Backend]
-			if r == nil {
-				return
-			}
-			svc := g.Services[r.Service]
-			if svc.Chain == pipeline.ChainNever || !svc.Chained(e.Key.Hash(g.Seed)) {
-				return
-			}
-			p.backlog = append(p.backlog, backlogRecord{worker: uint16(worker), refresh: true,
-				rec: pipeline.Publish{Key: e.Key, Service: svc.ClusterID, Backend: r.ClusterID}})
 		})
 	})
+}
+
+// tell queues a on worker's answer queue; a full queue drops it (counted):
+// the worker then times out.
+func (p *publisher) tell(worker uint16, a *pipeline.ChainAnswer) {
+	if answers := p.n.dp.AnswerQueues(); int(worker) < len(answers) {
+		answers[worker].Push(a)
+	}
 }
 
 // answer routes the member's answer a: a question's answer to the worker
@@ -609,12 +607,6 @@ func (p *publisher) refreshFlows() {
 // retries.
 func (p *publisher) answer(a *cluster.Answer, now time.Time) {
 	n := p.n
-	answers := n.dp.AnswerQueues()
-	tell := func(worker uint16, a *pipeline.ChainAnswer) {
-		if int(worker) < len(answers) {
-			answers[worker].Push(a) // a full queue drops it (counted): the worker times out
-		}
-	}
 	t := unpackTag(a.Tag)
 	ok := a.Status == cluster.StatusOK
 	switch {
@@ -624,11 +616,11 @@ func (p *publisher) answer(a *cluster.Answer, now time.Time) {
 		} else {
 			n.askFailed.Add(1)
 		}
-		tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
+		p.tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: ok})
 	case ok && t.refresh:
 		n.pubRefreshed.Add(1)
 		if a.Value.Backend != t.proposal {
-			tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+			p.tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
 		}
 	case t.refresh: // not retried: the next pass publishes it again
 	case ok:
@@ -636,7 +628,7 @@ func (p *publisher) answer(a *cluster.Answer, now time.Time) {
 		if a.Value.Backend != t.proposal {
 			// The chain had the flow from another node first: the
 			// worker's entry takes the committed backend.
-			tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
+			p.tell(t.worker, &pipeline.ChainAnswer{Key: a.Key, Backend: a.Value.Backend, OK: true})
 		}
 	case t.tries >= publishRetries || len(p.retry) >= publishPending:
 		n.pubFailed.Add(1)

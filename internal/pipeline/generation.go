@@ -150,6 +150,15 @@ func (g *Generation) LookupTenant(tenant uint8, dst [16]byte, proto uint8, port 
 // else nil: the rule by which a flow entry's backend is still in service.
 func (g *Generation) Real(id uint32, svc *Service) *Real { return g.real(id, svc) }
 
+// RealByID returns the backend a flow entry's Backend names, in whichever
+// service it is (Real.Service); nil for Denied or an ID not in g.
+func (g *Generation) RealByID(id uint32) *Real {
+	if int(id) < len(g.Reals) {
+		return g.Reals[id]
+	}
+	return nil
+}
+
 // real returns the backend with the given ID if it belongs to svc in g.
 func (g *Generation) real(id uint32, svc *Service) *Real {
 	if int(id) < len(g.Reals) {

@@ -83,7 +83,7 @@ func TraceFrame(chain *Chain, g *Generation, frame []byte, live *flow.Entry, now
 		step("flow lookup", "flow table", "hit",
 			fmt.Sprintf("entry current in generation %d (%s): %s; classify, firewall and balance are skipped", e.Gen, e.State, what))
 	default:
-		was := "backend " + realName(g.realByID(e.Backend))
+		was := "backend " + realName(g.RealByID(e.Backend))
 		if e.Backend == Denied {
 			was = "denied by the firewall"
 		}
@@ -101,13 +101,6 @@ func TraceFrame(chain *Chain, g *Generation, frame []byte, live *flow.Entry, now
 		step(s.Name(), input, verdictName(p.Verdict), stageReason(s, p, n))
 	}
 	return tr
-}
-
-func (g *Generation) realByID(id uint32) *Real {
-	if int(id) < len(g.Reals) {
-		return g.Reals[id]
-	}
-	return nil
 }
 
 func realName(r *Real) string {

@@ -92,8 +92,8 @@ func (r *chainsResult) count(asked, moved uint64) {
 	r.moved = max(r.moved, moved)
 }
 
-// vipFingerprint returns LB node i's table fingerprint of the VIP name.
-func vipFingerprint(t *testing.T, s *scenario.Scenario, i int, name string) string {
+// vipStatus returns LB node i's status of the VIP name (`ctl vip list`).
+func vipStatus(t *testing.T, s *scenario.Scenario, i int, name string) control.VIPStatus {
 	t.Helper()
 	j, err := s.Lab.LBs[i].Run(t.Context(), sluiceBin, "ctl", "vip", "list", "-o", "json")
 	if err != nil {
@@ -105,11 +105,17 @@ func vipFingerprint(t *testing.T, s *scenario.Scenario, i int, name string) stri
 	}
 	for _, v := range vips {
 		if v.Name == name {
-			return v.Fingerprint
+			return v
 		}
 	}
 	t.Fatalf("lb%d: no vip %s", i+1, name)
-	return ""
+	return control.VIPStatus{}
+}
+
+// vipFingerprint returns LB node i's table fingerprint of the VIP name.
+func vipFingerprint(t *testing.T, s *scenario.Scenario, i int, name string) string {
+	t.Helper()
+	return vipStatus(t, s, i, name).Fingerprint
 }
 
 // chainsResult is what chainsRun measured.

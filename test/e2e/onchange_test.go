@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"encoding/json"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
@@ -30,25 +28,11 @@ func stream4Entries(t *testing.T, s *scenario.Scenario, lbs ...int) (per []int, 
 // address.
 func backendStates(t *testing.T, s *scenario.Scenario, i int, name string) map[string]string {
 	t.Helper()
-	j, err := s.Lab.LBs[i].Run(t.Context(), sluiceBin, "ctl", "vip", "list", "-o", "json")
-	if err != nil {
-		t.Fatalf("lb%d: vip list: %v\n%s", i+1, err, j)
+	st := map[string]string{}
+	for _, b := range vipStatus(t, s, i, name).Backends {
+		st[b.Address] = b.State
 	}
-	var vips []control.VIPStatus
-	if err := json.Unmarshal([]byte(j), &vips); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vips {
-		if v.Name == name {
-			st := map[string]string{}
-			for _, b := range v.Backends {
-				st[b.Address] = b.State
-			}
-			return st
-		}
-	}
-	t.Fatalf("lb%d: no vip %s", i+1, name)
-	return nil
+	return st
 }
 
 // Three LB nodes in a cluster, stream4 with affinity on-change (the
