@@ -313,10 +313,20 @@ type Stats struct {
 	SpillErrors    uint64 `json:"kernel_tx_errors"`
 	// Later fragments sent after their datagram's first fragment
 	// (followed), held until it arrived (held), and then sent (released).
+	// In a cluster: later fragments without a local first fragment handed
+	// to their datagram's owner node (to_owner, this node included), first
+	// fragments' decisions sent to it (decisions), and what this node's
+	// relay received as an owner (relay_fragments, relay_decisions) or
+	// refused from a source that is not a member (relay_rejected).
 	Fragments struct {
-		Followed uint64 `json:"followed"`
-		Held     uint64 `json:"held"`
-		Released uint64 `json:"released"`
+		Followed       uint64 `json:"followed"`
+		Held           uint64 `json:"held"`
+		Released       uint64 `json:"released"`
+		ToOwner        uint64 `json:"to_owner"`
+		Decisions      uint64 `json:"decisions"`
+		RelayFragments uint64 `json:"relay_fragments"`
+		RelayDecisions uint64 `json:"relay_decisions"`
+		RelayRejected  uint64 `json:"relay_rejected"`
 	} `json:"fragments"`
 	// The flow tables, summed over workers.
 	FlowEntries   int    `json:"flow_entries"`
@@ -438,6 +448,8 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		FlowInsertFailed: c.Flows.InsertFailed,
 	}
 	st.Fragments.Followed, st.Fragments.Held, st.Fragments.Released = c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased
+	st.Fragments.ToOwner, st.Fragments.Decisions = c.FragmentsToOwner, c.FragmentDecisions
+	st.Fragments.RelayFragments, st.Fragments.RelayDecisions, st.Fragments.RelayRejected = c.RelayFragments, c.RelayDecisions, c.RelayRejected
 	st.FlowEvictions.HalfOpen = c.Flows.EvictedHalfOpen
 	st.FlowEvictions.Idle = c.Flows.EvictedIdle
 	st.FlowEvictions.Established = c.Flows.EvictedEstablished

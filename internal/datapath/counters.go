@@ -26,9 +26,17 @@ type Counters struct {
 	// Later fragments: sent after their datagram's first fragment
 	// (Followed), held until it came (Held), then sent (Released).
 	FragmentsFollowed, FragmentsHeld, FragmentsReleased uint64
-	Parse                                               [packet.NumVerdicts]uint64
-	Drops                                               [pipeline.NumReasons]uint64
-	Reals                                               []RealCounters // by pipeline.Real.ID
+	// Fragments across the nodes of a cluster (zero without one): later
+	// fragments without a local first fragment handed to their datagram's
+	// owner node (FragmentsToOwner, this node included), first fragments'
+	// decisions sent to it (FragmentDecisions); and what the node's
+	// relay, the owner's side, received: later fragments, decisions, and
+	// datagrams from sources that are not members (RelayRejected).
+	FragmentsToOwner, FragmentDecisions            uint64
+	RelayFragments, RelayDecisions, RelayRejected uint64
+	Parse                                          [packet.NumVerdicts]uint64
+	Drops                                          [pipeline.NumReasons]uint64
+	Reals                                          []RealCounters // by pipeline.Real.ID
 	// Flows is the worker's flow table: size and lifetime counters (new
 	// flows are Flows.Inserts), read on the worker goroutine with the rest.
 	Flows flow.Stats
@@ -139,6 +147,11 @@ func (c *Counters) Add(o *Counters) {
 	c.FragmentsFollowed += o.FragmentsFollowed
 	c.FragmentsHeld += o.FragmentsHeld
 	c.FragmentsReleased += o.FragmentsReleased
+	c.FragmentsToOwner += o.FragmentsToOwner
+	c.FragmentDecisions += o.FragmentDecisions
+	c.RelayFragments += o.RelayFragments
+	c.RelayDecisions += o.RelayDecisions
+	c.RelayRejected += o.RelayRejected
 	for i := range c.QUIC {
 		c.QUIC[i] += o.QUIC[i]
 	}
