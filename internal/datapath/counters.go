@@ -32,11 +32,11 @@ type Counters struct {
 	// decisions sent to it (FragmentDecisions); and what the node's
 	// relay, the owner's side, received: later fragments, decisions, and
 	// datagrams from sources that are not members (RelayRejected).
-	FragmentsToOwner, FragmentDecisions            uint64
+	FragmentsToOwner, FragmentDecisions           uint64
 	RelayFragments, RelayDecisions, RelayRejected uint64
-	Parse                                          [packet.NumVerdicts]uint64
-	Drops                                          [pipeline.NumReasons]uint64
-	Reals                                          []RealCounters // by pipeline.Real.ID
+	Parse                                         [packet.NumVerdicts]uint64
+	Drops                                         [pipeline.NumReasons]uint64
+	Reals                                         []RealCounters // by pipeline.Real.ID
 	// Flows is the worker's flow table: size and lifetime counters (new
 	// flows are Flows.Inserts), read on the worker goroutine with the rest.
 	Flows flow.Stats
