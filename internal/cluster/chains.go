@@ -179,12 +179,13 @@ func (c *Chains) ChainAddrs(dst []netip.AddrPort, s int) []netip.AddrPort {
 	return dst
 }
 
-// FragmentShard returns the shard of an IP datagram's fragments: a hash of
-// (src, dst, proto, ID), which every fragment carries (the ports are only in
-// the first). A node that receives a fragment without its first fragment
-// sends it to the head of this shard's chain, which holds the first
-// fragment's decision (design §3.5; not wired into the datapath yet).
-func FragmentShard(src, dst [16]byte, proto uint8, id uint32, seed uint64, shards int) int {
-	k := flow.Key{Src: src, Dst: dst, SrcPort: uint16(id >> 16), DstPort: uint16(id), Proto: proto}
-	return shardOfHash(k.Hash(seed^0x6672616773), shards) // "frags"
+// FragmentOwner returns the member that handles the fragments of the IP
+// datagram k names (pipeline.FragmentKey: source, destination, protocol,
+// and the identification in the port fields — what every fragment
+// carries, where only the first has the ports): the head of the
+// datagram's shard, hashed apart from flow shards. The node that decides a
+// datagram's first fragment tells it the decision, and a node with later
+// fragments it cannot match sends them to it. ok is false with no members.
+func (c *Chains) FragmentOwner(k *flow.Key, seed uint64) (netip.AddrPort, bool) {
+	return c.Head(shardOfHash(k.Hash(seed^0x6672616773), c.shards)) // "frags"
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/sluicelb/sluice/internal/flow"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -130,19 +131,31 @@ func BenchmarkNewChains64(b *testing.B) {
 	}
 }
 
-func TestFragmentShard(t *testing.T) {
+func TestFragmentOwner(t *testing.T) {
+	ms := members(8)
+	c := NewChains(5, 4096, 2, ms)
 	src := netip.MustParseAddr("198.18.0.1").As16()
 	dst := netip.MustParseAddr("198.18.0.10").As16()
-	a := FragmentShard(src, dst, 17, 0x1234, 5, 4096)
-	if a != FragmentShard(src, dst, 17, 0x1234, 5, 4096) || a < 0 || a >= 4096 {
-		t.Fatal("not a pure function into [0, shards)")
+	key := func(id uint32) *flow.Key {
+		return &flow.Key{Src: src, Dst: dst, SrcPort: uint16(id >> 16), DstPort: uint16(id), Proto: 17}
 	}
-	seen := map[int]bool{}
-	for id := uint32(0); id < 1000; id++ {
-		seen[FragmentShard(src, dst, 17, id, 5, 4096)] = true
+	a, ok := c.FragmentOwner(key(0x1234), 5)
+	if b, _ := NewChains(5, 4096, 2, ms).FragmentOwner(key(0x1234), 5); !ok || a != b {
+		t.Fatal("not a pure function of the membership")
 	}
-	if len(seen) < 800 {
-		t.Fatalf("IDs of one address pair spread over %d shards only", len(seen))
+	per := map[netip.AddrPort]int{}
+	for id := uint32(0); id < 8000; id++ {
+		o, _ := c.FragmentOwner(key(id), 5)
+		per[o]++
+	}
+	// The IDs of one address pair spread over every member.
+	for _, m := range ms {
+		if per[m] < 700 || per[m] > 1300 {
+			t.Fatalf("owners of 8000 datagrams over 8 members: %v", per)
+		}
+	}
+	if _, ok := NewChains(5, 4096, 2, nil).FragmentOwner(key(1), 5); ok {
+		t.Fatal("an owner without members")
 	}
 }
 

@@ -158,8 +158,9 @@ type Node struct {
 	boot uint32
 	done chan struct{} // closed when Run returns
 
-	stats atomic.Pointer[Stats] // published copy, refreshed by Run
-	ready atomic.Bool           // a view with self in it, no shard pending sync
+	stats atomic.Pointer[Stats]  // published copy, refreshed by Run
+	ready atomic.Bool            // a view with self in it, no shard pending sync
+	view  atomic.Pointer[Chains] // the chains of the current view, for View
 
 	// Owned by the Run goroutine.
 	st        Stats
@@ -275,9 +276,14 @@ func New(cfg Config) (*Node, error) {
 		selfIdx: -1,
 	}
 	n.chains = NewChains(cfg.Seed, cfg.Shards, cfg.Replicas, nil)
+	n.view.Store(n.chains)
 	n.stats.Store(&Stats{})
 	return n, nil
 }
+
+// View returns the chains of the node's current membership view. Any
+// goroutine may call it; the Chains is immutable.
+func (n *Node) View() *Chains { return n.view.Load() }
 
 // Addr returns the node's cluster address.
 func (n *Node) Addr() netip.AddrPort { return n.self }
@@ -1017,6 +1023,7 @@ func (n *Node) applyView(members []netip.AddrPort) {
 		}
 	}
 	n.chains, n.selfIdx = newc, selfIdx
+	n.view.Store(newc)
 	n.st.Members = uint64(len(newc.Members()))
 	n.syncTick(n.cfg.Now())
 	n.publishStats()

@@ -13,7 +13,8 @@ import (
 type Cluster struct {
 	// Bind is the node's cluster protocol address (UDP IP:port), a
 	// specific address: its identity in the cluster. Membership
-	// (memberlist, UDP and TCP) listens on the same address, port + 1.
+	// (memberlist, UDP and TCP) listens on the same address, port + 1,
+	// and the relay of fragments across nodes (GUE over UDP) on port + 2.
 	Bind string `yaml:"bind"`
 	// Peers are the other members' bind addresses (IP:port); the node
 	// joins through any of them that answers and keeps trying while none
@@ -40,6 +41,14 @@ const (
 // bind: the same address, port + 1.
 func GossipAddr(bind netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(bind.Addr(), bind.Port()+1)
+}
+
+// RelayAddr is the fragment relay address of a member whose bind address
+// is bind: the same address, port + 2. The member that owns a datagram's
+// fragments receives there, GUE-encapsulated, the later fragments other
+// nodes could not match, and the decisions of its first fragments.
+func RelayAddr(bind netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(bind.Addr(), bind.Port()+2)
 }
 
 // ServiceID is the cluster's number for a VIP: a hash of its name, the same
@@ -94,15 +103,15 @@ func validateCluster(c *Config, bad func(path string, value any, reason string))
 		bad("node.cluster.bind", fmt.Sprintf("%q", cl.Bind), "is not IP:port")
 	case bind.Addr().IsUnspecified() || bind.Addr().IsMulticast() || bind.Addr().Zone() != "":
 		bad("node.cluster.bind", cl.Bind, "is not a specific unicast address (the node's identity in the cluster)")
-	case bind.Port() == 0 || bind.Port() == 65535:
-		bad("node.cluster.bind", cl.Bind, "needs a port between 1 and 65534 (membership listens on port + 1)")
+	case bind.Port() == 0 || bind.Port() > 65533:
+		bad("node.cluster.bind", cl.Bind, "needs a port between 1 and 65533 (membership listens on port + 1, the fragment relay on port + 2)")
 	}
 	seen := map[netip.AddrPort]int{}
 	for i, p := range cl.Peers {
 		pp := fmt.Sprintf("node.cluster.peers[%d]", i)
 		a, err := netip.ParseAddrPort(p)
 		switch {
-		case err != nil || a.Addr().IsUnspecified() || a.Port() == 0 || a.Port() == 65535:
+		case err != nil || a.Addr().IsUnspecified() || a.Port() == 0 || a.Port() > 65533:
 			bad(pp, fmt.Sprintf("%q", p), "is not a member's bind address (IP:port)")
 		case a == bind:
 			bad(pp, p, "is this node's own bind address")

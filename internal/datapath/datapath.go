@@ -42,6 +42,14 @@ type Config struct {
 	// (a flow it holds packets for): it must not block. The node server
 	// uses it to take the question at once rather than at its next tick.
 	AskNotify func()
+	// FragmentOwners, with Spill, makes the node one of a cluster's
+	// relays of fragments (relay.go): a later fragment without its first
+	// fragment goes to its datagram's owner, and the decision of a first
+	// fragment is sent there too. RelaySource is the address the workers
+	// send to other nodes' relays from (the node's cluster address). nil:
+	// each worker handles the fragments it receives alone.
+	FragmentOwners FragmentOwners
+	RelaySource    netip.Addr
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -51,6 +59,7 @@ type Datapath struct {
 	clock   *flow.Clock
 	publish []*pipeline.PublishQueue // one per worker with Config.PublishQueue
 	answers []*pipeline.AnswerQueue  // one per worker with Config.PublishQueue
+	relay   *Relay                   // with Config.FragmentOwners
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -71,6 +80,9 @@ func New(c Config) (*Datapath, error) {
 		c.Chain = pipeline.DefaultChain()
 	}
 	d := &Datapath{clock: flow.NewClock()}
+	if c.FragmentOwners != nil && c.Spill != nil {
+		d.relay = newRelay(c.Chain, &d.gen, d.clock, c.Spill)
+	}
 	for _, l := range c.Links {
 		w := newWorker(l, c.Chain, &d.gen, d.clock, flow.NewTable(c.FlowCapacity, c.Timeouts), c.Spill)
 		if c.PublishQueue > 0 {
@@ -81,6 +93,9 @@ func New(c Config) (*Datapath, error) {
 			w.ctx.Ask = w.ask
 			d.publish = append(d.publish, w.ctx.Publish)
 			d.answers = append(d.answers, answers)
+		}
+		if d.relay != nil {
+			w.owners, w.relay, w.relaySrc = c.FragmentOwners, d.relay, c.RelaySource.As16()
 		}
 		d.workers = append(d.workers, w)
 	}
@@ -104,6 +119,10 @@ func (d *Datapath) PublishQueues() []*pipeline.PublishQueue { return d.publish }
 // (Config.PublishQueue), one per worker, in the order of PublishQueues, for
 // a single producer; none without them.
 func (d *Datapath) AnswerQueues() []*pipeline.AnswerQueue { return d.answers }
+
+// Relay returns the node's relay of fragments (Config.FragmentOwners), or
+// nil.
+func (d *Datapath) Relay() *Relay { return d.relay }
 
 // Workers returns the workers, one per link.
 func (d *Datapath) Workers() []*Worker { return d.workers }
@@ -151,6 +170,10 @@ func (d *Datapath) Counters() Counters {
 	var sum Counters
 	for _, w := range d.workers {
 		c := w.Snapshot()
+		sum.Add(&c)
+	}
+	if d.relay != nil {
+		c := d.relay.Snapshot()
 		sum.Add(&c)
 	}
 	return sum

@@ -29,12 +29,17 @@ type spilled struct {
 type fakeSpill struct{ got []spilled }
 
 func (f *fakeSpill) SendUDP(payload []byte, src, dst [16]byte, v6 bool, port uint16) error {
+	f.got = append(f.got, newSpilled(payload, src, dst, v6, port))
+	return nil
+}
+
+// newSpilled is what link.Spill.SendUDP was given.
+func newSpilled(payload []byte, src, dst [16]byte, v6 bool, port uint16) spilled {
 	s := spilled{payload: slices.Clone(payload), src: netip.AddrFrom16(src), dst: netip.AddrFrom16(dst), port: port}
 	if !v6 {
 		s.src, s.dst = s.src.Unmap(), s.dst.Unmap()
 	}
-	f.got = append(f.got, s)
-	return nil
+	return s
 }
 
 var _ link.Spill = (*fakeSpill)(nil)

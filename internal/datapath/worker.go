@@ -53,6 +53,14 @@ type Worker struct {
 	// ask holds the packets of flows whose owner chain is asked (nil
 	// without a cluster).
 	ask *asker
+	// Fragments across the nodes of a cluster (relay.go; owners nil
+	// without one): the owners of datagrams, the node's own relay, the
+	// source of what the worker sends to other nodes' relays, and a
+	// decision message being sent.
+	owners   FragmentOwners
+	relay    *Relay
+	relaySrc [16]byte
+	decision [relayDecisionLen]byte
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -274,25 +282,38 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		w.counters.FragmentsFollowed++
 		return
 	}
+	if w.relayed(p) && w.toOwner(p, g, now) {
+		return
+	}
 	if w.spill != nil && w.held.put(p.Buf[p.Off:p.Off+p.Len], &p.Key, p.Hash, now) {
 		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone
 		w.counters.FragmentsHeld++
 	}
 }
 
-// firstFragment remembers where a datagram's first fragment went and sends
-// the datagram's held later fragments there.
+// firstFragment remembers where a datagram's first fragment went, sends
+// the datagram's held later fragments there and, in a cluster, tells the
+// datagram's owner.
 func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
 	k.Tenant = p.Key.Tenant
-	w.frags.insert(&k, k.Hash(g.Seed), p.Hash, p.Real.ID, now)
+	w.recordFirst(&k, p.Hash, p.Real, g, now)
+	if w.relayed(p) {
+		w.sendDecision(&k, p, g, now)
+	}
+}
+
+// recordFirst remembers that datagram k's first fragment went to real
+// (with flow hash flowHash) and sends the later fragments held for it.
+func (w *Worker) recordFirst(k *flow.Key, flowHash uint64, real *pipeline.Real, g *pipeline.Generation, now uint32) {
+	w.frags.insert(k, k.Hash(g.Seed), flowHash, real.ID, now)
 	if w.held.n == 0 {
 		return
 	}
 	for i := range w.held.slots {
 		hf := &w.held.slots[i]
-		if hf.n == 0 || hf.key != k { // (not the hash: the seed may have changed)
+		if hf.n == 0 || hf.key != *k { // (not the hash: the seed may have changed)
 			continue
 		}
 		q := &w.heldPkt
@@ -300,18 +321,24 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		hf.n = 0
 		w.held.n--
 		pipeline.Prepare(q, g) // a later fragment: parsed, not classified
-		q.Real, q.Hash = p.Real, p.Hash
+		q.Real, q.Hash = real, flowHash
 		q.Verdict, q.Reason = pipeline.Continue, pipeline.ReasonNone
 		w.chain.RunCached(&w.ctx, w.heldPkts[:])
-		switch q.Verdict {
-		case pipeline.Forward, pipeline.Spill:
-			// Not in a link buffer: the kernel sends it either way.
-			if w.sendSpill(q, g, now) {
-				w.counters.FragmentsReleased++
-			}
-		default:
-			w.counters.Drops[q.Reason]++
+		if w.sendOut(q, g, now) {
+			w.counters.FragmentsReleased++
 		}
+	}
+}
+
+// sendOut sends q, a fragment that is not in a link buffer, as the stages
+// left it: through the kernel either way. It reports whether it went.
+func (w *Worker) sendOut(q *pipeline.Packet, g *pipeline.Generation, now uint32) bool {
+	switch q.Verdict {
+	case pipeline.Forward, pipeline.Spill:
+		return w.sendSpill(q, g, now)
+	default:
+		w.counters.Drops[q.Reason]++
+		return false
 	}
 }
 

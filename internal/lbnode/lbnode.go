@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -78,6 +79,9 @@ type Node struct {
 	// The publish path: serve stores the running member (nil alone or
 	// while drained); the publisher reads it and counts.
 	clNode atomic.Pointer[cluster.Node]
+	// relayConn receives other members' fragments and decisions
+	// (relay.go); nil without a cluster.
+	relayConn *net.UDPConn
 	// clLeaving is held while a member leaves the cluster (stopCluster),
 	// off the serve goroutine.
 	clLeaving                 sync.Mutex
@@ -175,6 +179,9 @@ func New(o Options) (*Node, error) {
 		if n.spill != nil {
 			n.spill.Close()
 		}
+		if n.relayConn != nil {
+			n.relayConn.Close()
+		}
 	}
 	if n.spill, err = stack.New(); err != nil {
 		closeAll()
@@ -201,6 +208,12 @@ func New(o Options) (*Node, error) {
 		SNAT: o.Config.Node.SNATAddrs(), SNATLayout: o.Config.Node.SNATLayout(len(n.links)),
 	}
 	if n.clSetup != nil {
+		if n.relayConn, err = openRelay(n.clSetup.Bind); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("node.cluster: fragment relay: %w", err)
+		}
+		dpc.FragmentOwners = &fragOwners{n: n, self: n.clSetup.Bind, seed: n.clSetup.Seed}
+		dpc.RelaySource = n.clSetup.Bind.Addr()
 		dpc.PublishQueue = publishQueue
 		n.askWake = make(chan struct{}, 1)
 		dpc.AskNotify = func() {
@@ -296,6 +309,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		})
 	}()
+	n.startRelay(dpCtx)
 	publishDone := make(chan struct{})
 	if len(n.dp.PublishQueues()) > 0 {
 		go func() { defer close(publishDone); n.publishFlows(dpCtx) }()
