@@ -49,7 +49,7 @@ func (o parityOwners) FragmentOwner(k *flow.Key) (netip.AddrPort, bool, bool) {
 
 // newRelayRig is newSpillRig for LB node self of a two-node cluster on
 // net; owners false: the node is alone (the control).
-func newRelayRig(t *testing.T, net *lbNet, self int, relays [2]netip.AddrPort, owners bool) *rig {
+func newRelayRig(t testing.TB, net *lbNet, self int, relays [2]netip.AddrPort, owners bool) *rig {
 	r := &rig{t: t, b: pipeline.NewBuilder()}
 	r.link = mem.New(mem.Config{FrameSize: 9300, Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
 	c := datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Spill: nodeSpill{net}}
@@ -208,4 +208,55 @@ func TestRelayRefuses(t *testing.T) {
 	if c := a.counters(); c.RelayRejected != 1 {
 		t.Errorf("rejected %d", c.RelayRejected)
 	}
+}
+
+// FuzzRelay: whatever a member sends, the relay sends only later fragments
+// of the service to its backends, GUE-encapsulated, and never panics.
+func FuzzRelay(f *testing.F) {
+	vu4 := netip.AddrPortFrom(vip4.Addr(), 53)
+	vu6 := netip.AddrPortFrom(vip6.Addr(), 53)
+	net := &lbNet{relays: map[netip.AddrPort]*datapath.Relay{}}
+	relays := [2]netip.AddrPort{netip.MustParseAddrPort("10.99.0.1:7948"), netip.MustParseAddrPort("10.99.0.2:7948")}
+	r := newRelayRig(f, net, 0, relays, true)
+	bes := append(backends4(2), backends6(2)...)
+	spec := pipeline.Spec{MTU: 9000, Fragments: true, Services: []pipeline.ServiceSpec{udpService(vu4, bes[:2]), udpService(vu6, bes[2:])}}
+	for s := range spec.Services {
+		for i := range spec.Services[s].Backends {
+			spec.Services[s].Backends[i].ClusterID = uint32(10*s + i)
+		}
+	}
+	r.apply(spec)
+	for _, d := range []struct {
+		src, vip netip.AddrPort
+	}{{clients4.FlowSrc(1), vu4}, {clients6.FlowSrc(1), vu6}} {
+		frags := udpFragments(f, d.src, d.vip, 5, 3000, 1500, false)
+		proto := byte(4)
+		if d.vip.Addr().Is6() {
+			proto = 41
+		}
+		f.Add(append([]byte{0, proto, 0, 0}, frags[1][14:]...))
+		// Its decision, as node 1 sends it to node 0, the owner of ID 5.
+		capture := &lbNet{relays: map[netip.AddrPort]*datapath.Relay{}}
+		a := newRelayRig(f, capture, 1, relays, true)
+		a.apply(spec)
+		a.send(frags[0])
+		if len(capture.sent) != 1 || capture.sent[0].port != 7948 {
+			f.Fatalf("no decision sent: %+v", capture.sent)
+		}
+		f.Add(capture.sent[0].payload)
+	}
+	f.Add([]byte{0x20, 0x53, 0, 0})
+	valid := map[netip.Addr]bool{}
+	for _, b := range bes {
+		valid[b] = true
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		net.sent = net.sent[:0]
+		r.dp.Relay().Receive(msg)
+		for _, s := range net.sent {
+			if !valid[s.dst] || s.port != 6080 || len(s.payload) < 4 || s.payload[0] != 0 {
+				t.Fatalf("relay sent %d bytes to %v:%d", len(s.payload), s.dst, s.port)
+			}
+		}
+	})
 }
