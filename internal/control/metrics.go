@@ -25,6 +25,9 @@ var (
 	descSpillErr   = desc("kernel_tx_errors_total", "Packets the kernel's IP stack refused to send.")
 	descFragments  = desc("fragments_sent_total", "Later fragments of datagrams to a VIP sent to their first fragment's backend: at once (followed), or after waiting for it (released).", "how")
 	descFragHeld   = desc("fragments_held_total", "Later fragments that arrived before their first fragment and waited for it (then released, or dropped as fragment_timeout).")
+	descFragOwner  = desc("fragments_to_owner_total", "Cluster: later fragments without a local first fragment sent to their datagram's owner node (this node included).")
+	descFragDecide = desc("fragment_decisions_sent_total", "Cluster: first fragments' decisions sent to their datagram's owner node (this node included).")
+	descFragRelay  = desc("fragment_relay_received_total", "Cluster: what this node's fragment relay received as a datagram's owner: later fragments (fragment), first fragments' decisions (decision), and messages from sources that are not members, refused (rejected).", "kind")
 	descFlowLen    = desc("flow_table_entries", "Entries in the flow tables (all workers).")
 	descFlowCap    = desc("flow_table_capacity", "Capacity of the flow tables (all workers).")
 	descNewFlows   = desc("flow_new_total", "Flow-table entries created: new flows.")
@@ -66,7 +69,7 @@ func Descs() []*prometheus.Desc {
 	return append([]*prometheus.Desc{
 		descRxPackets, descRxBytes, descTxPackets, descTxBytes, descTxErrors, descPassed,
 		descFlowHits, descFlowMisses, descReaped, descHopList,
-		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
+		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFragOwner, descFragDecide, descFragRelay, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
 		descDrops, descParseDrops, descQUICRouted, descQUICStray, descFWHits,
 		descNATPackets, descNATBinds, descNATRelease, descNATInUse, descNATCap, descNATExhaust,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
@@ -115,6 +118,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descFragments, st.Fragments.Followed, "followed")
 	counter(descFragments, st.Fragments.Released, "released")
 	counter(descFragHeld, st.Fragments.Held)
+	counter(descFragOwner, st.Fragments.ToOwner)
+	counter(descFragDecide, st.Fragments.Decisions)
+	counter(descFragRelay, st.Fragments.RelayFragments, "fragment")
+	counter(descFragRelay, st.Fragments.RelayDecisions, "decision")
+	counter(descFragRelay, st.Fragments.RelayRejected, "rejected")
 	gauge(descFlowLen, float64(st.FlowEntries))
 	gauge(descFlowCap, float64(st.FlowCapacity))
 	counter(descNewFlows, st.NewFlows)

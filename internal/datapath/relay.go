@@ -117,6 +117,10 @@ func (r *Relay) Receive(msg []byte) {
 	now := w.clock.Now()
 	r.begin(g, now)
 	c := &w.counters
+	if !g.Fragments { // node.fragments: drop here, whatever the sender does
+		c.Drops[pipeline.ReasonFragment]++
+		return
+	}
 	if len(msg) < gueHeaderLen || msg[0]>>6 != 0 || msg[0]&0x1f != 0 || msg[2] != 0 || msg[3] != 0 {
 		c.Drops[pipeline.ReasonParse]++
 		return

@@ -45,6 +45,10 @@ func (n *Node) Report(w io.Writer) {
 	if c.FragmentsFollowed+c.FragmentsHeld > 0 {
 		fmt.Fprintf(w, "fragments followed %d  held %d  released %d\n", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased)
 	}
+	if c.FragmentsToOwner+c.FragmentDecisions+c.RelayFragments+c.RelayDecisions+c.RelayRejected > 0 {
+		fmt.Fprintf(w, "fragments to owner %d  decisions sent %d  relay in: fragments %d  decisions %d  rejected %d\n",
+			c.FragmentsToOwner, c.FragmentDecisions, c.RelayFragments, c.RelayDecisions, c.RelayRejected)
+	}
 	if a := c.NAT; a.Capacity > 0 {
 		fmt.Fprintf(w, "nat translated %d  replies %d  icmp to client %d  to backend %d  ports in use %d of %d  exhausted %d\n",
 			a.Forwarded, a.Replies, a.ICMPToClient, a.ICMPToBackend, a.InUse, a.Capacity, a.Exhausted)
