@@ -48,7 +48,7 @@ func TestCtlFlowTraceAndFirewall(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &tr) != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if tr.Verdict != "forward" || tr.Backend != "10.1.0.1" || tr.TCPFlags != "ack" || len(tr.Steps) != 8 {
+	if tr.Verdict != "forward" || tr.Backend != "10.1.0.1" || tr.TCPFlags != "ack" || len(tr.Steps) != 9 {
 		t.Fatalf("allowed trace %+v", tr)
 	}
 	if _, _, err := runCtl(t, ts, "flow", "trace", "tcp", "192.0.2.7", "10.0.0.1:80"); err == nil {

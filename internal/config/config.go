@@ -33,7 +33,10 @@ type Config struct {
 	// (VIP.Tenant), which may reuse other tenants' addresses.
 	Tenants []Tenant `yaml:"tenants,omitempty"`
 	VXLAN   *VXLAN   `yaml:"vxlan,omitempty"`
-	VIPs    []VIP    `yaml:"vips"`
+	// Routes are the default tenant's (Tenant.Routes): what the node
+	// sends to a backend in a route's prefix goes through its next hop.
+	Routes []Route `yaml:"routes,omitempty"`
+	VIPs   []VIP   `yaml:"vips"`
 }
 
 // Node holds the settings of this LB node.

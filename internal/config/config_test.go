@@ -64,6 +64,25 @@ func TestParseErrors(t *testing.T) {
 		{"empty", ``, []string{"empty configuration"}},
 		{"unknown field", strings.Replace(good, "seed: 42", "seeed: 42", 1), []string{"field seeed not found"}},
 		{"two documents", good + "\n---\n" + good, []string{"more than one YAML document"}},
+		{"routes", strings.Replace(good, "vips:", `tenants:
+  - name: a
+    vni: 100
+    routes:
+      - {prefix: 198.18.30.0/24, via: 198.18.30.1}
+      - {prefix: 198.18.30.7/24, via: 198.18.30.2}
+      - {prefix: 2001:db8::/64, via: 198.18.30.1}
+vxlan: {address: 198.18.40.1}
+routes:
+  - {prefix: 198.18.30.300/32, via: 198.18.30.1}
+  - {prefix: 198.18.31.0/24, via: 0.0.0.0}
+  - {prefix: "2001:db8::/64", via: "fe80::1"}
+vips:`, 1), []string{
+			"tenants[0].routes[1].prefix: 198.18.30.7/24 is also the prefix of tenants[0].routes[0]",
+			"tenants[0].routes[2].via: 198.18.30.1 is not of the prefix's address family",
+			`routes[0].prefix: "198.18.30.300/32" is not an IP prefix`,
+			`routes[1].via: "0.0.0.0" is not a unicast IP address`,
+			"routes[2].via: fe80::1 is a link-local address without its zone",
+		}},
 		{"many problems at once", `
 node:
   interfaces: [eth0, eth0, "a/b"]

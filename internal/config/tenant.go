@@ -14,6 +14,76 @@ type Tenant struct {
 	Name string `yaml:"name"`
 	VNI  uint32 `yaml:"vni,omitempty"`  // 1..16777215
 	VLAN int    `yaml:"vlan,omitempty"` // 1..4094
+	// Routes choose the next hop of what the node sends for the tenant's
+	// VIPs (to their backends) by longest prefix; a backend no route
+	// holds is reached as the kernel's main table says.
+	Routes []Route `yaml:"routes,omitempty"`
+}
+
+// Route sends what the node sends to an address in Prefix through the
+// next hop Via (a neighbour on one of node.interfaces), whatever the
+// kernel's main table says.
+type Route struct {
+	Prefix string `yaml:"prefix"`
+	Via    string `yaml:"via"`
+}
+
+// ParsedRoute is a validated Route.
+type ParsedRoute struct {
+	Prefix netip.Prefix
+	Via    netip.Addr
+}
+
+// Parse returns the route's prefix (masked) and next hop; Validate has
+// checked them.
+func (r Route) Parse() ParsedRoute {
+	return ParsedRoute{netip.MustParsePrefix(r.Prefix).Masked(), netip.MustParseAddr(r.Via)}
+}
+
+// validateRoutes checks the routes of one tenant (path: their field).
+func validateRoutes(path string, routes []Route, bad func(path string, value any, reason string)) {
+	seen := map[netip.Prefix]int{}
+	for i, r := range routes {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		pfx, err := netip.ParsePrefix(r.Prefix)
+		if err != nil || pfx.Addr().Is4In6() || pfx.Addr().Zone() != "" {
+			bad(p+".prefix", fmt.Sprintf("%q", r.Prefix), "is not an IP prefix (address/length)")
+			continue
+		}
+		pfx = pfx.Masked()
+		if j, dup := seen[pfx]; dup {
+			bad(p+".prefix", r.Prefix, fmt.Sprintf("is also the prefix of %s[%d]", path, j))
+		}
+		seen[pfx] = i
+		via, err := netip.ParseAddr(r.Via)
+		switch {
+		case err != nil || via.Is4In6() || via.IsUnspecified() || via.IsMulticast():
+			bad(p+".via", fmt.Sprintf("%q", r.Via), "is not a unicast IP address")
+		case via.Is4() != pfx.Addr().Is4():
+			bad(p+".via", r.Via, "is not of the prefix's address family (the next hop of "+pfx.String()+")")
+		case via.Is6() && via.IsLinkLocalUnicast() && via.Zone() == "":
+			bad(p+".via", r.Via, "is a link-local address without its zone")
+		}
+	}
+}
+
+// TenantRoutes returns the routes of the tenant named name ("": the
+// default tenant's, Config.Routes), parsed.
+func (c *Config) TenantRoutes(name string) []ParsedRoute {
+	rs := c.Routes
+	if name != "" {
+		rs = nil
+		for _, t := range c.Tenants {
+			if t.Name == name {
+				rs = t.Routes
+			}
+		}
+	}
+	out := make([]ParsedRoute, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Parse())
+	}
+	return out
 }
 
 // VXLAN is where tenants send their VXLAN traffic: the node's VTEP
@@ -44,6 +114,7 @@ func validateTenants(c *Config, bad func(path string, value any, reason string))
 			bad(p+".name", t.Name, "is repeated")
 		}
 		names[t.Name] = true
+		validateRoutes(p+".routes", t.Routes, bad)
 		switch {
 		case t.VNI == 0 && t.VLAN == 0:
 			bad(p+".vni", nil, "or vlan is required (how the tenant's packets are recognised)")
@@ -67,6 +138,7 @@ func validateTenants(c *Config, bad func(path string, value any, reason string))
 			vlans[t.VLAN] = i
 		}
 	}
+	validateRoutes("routes", c.Routes, bad)
 	switch x := c.VXLAN; {
 	case x == nil && len(vnis) > 0:
 		bad("vxlan.address", nil, "is required with tenants that have a vni (the VTEP address they send VXLAN to)")

@@ -218,7 +218,7 @@ func TestTraceSteps(t *testing.T) {
 	for _, s := range tr.Steps {
 		stages = append(stages, s.Stage+"="+s.Decision)
 	}
-	if got := strings.Join(stages, " "); got != "parse=continue flow lookup=miss nat_reply=continue classify=continue firewall=drop balance=skipped nat_bind=skipped encapsulate=skipped" {
+	if got := strings.Join(stages, " "); got != "parse=continue flow lookup=miss nat_reply=continue classify=continue firewall=drop balance=skipped nat_bind=skipped route=skipped encapsulate=skipped" {
 		t.Fatalf("steps: %s", got)
 	}
 	if fw := tr.Steps[4]; fw.Reason != "deny by rule deny-net (firewall_deny)" || !strings.Contains(fw.Input, "1 rules, default allow") {

@@ -78,28 +78,30 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 	}
 	hops := map[netip.Addr]string{}
 	resolved := map[netip.Addr]nexthop.Hop{}
+	routes := tenantRoutes(c)
 	for _, v := range c.VIPs {
 		for _, b := range v.Backends {
 			a := netip.MustParseAddr(b.Address)
-			if _, done := hops[a]; done {
+			to, _ := routeTo(routes[v.Tenant], a)
+			if _, done := hops[to]; done {
 				continue
 			}
 			if n.res == nil { // Check: no network to resolve in
-				hops[a] = "unresolved: not checked"
+				hops[to] = "unresolved: not checked"
 				continue
 			}
-			h, err := n.res.Resolve(ctx, a)
+			h, err := n.res.Resolve(ctx, to)
 			switch {
 			case err != nil:
-				hops[a] = "unresolved: " + err.Error()
+				hops[to] = "unresolved: " + err.Error()
 			case !slices.Contains(c.Node.Interfaces, h.Ifname):
-				hops[a] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
+				hops[to] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
 			default:
-				hops[a] = h.String()
-				resolved[a] = h
+				hops[to] = h.String()
+				resolved[to] = h
 			}
-			if _, ok := resolved[a]; !ok {
-				n.log.Warn("backend next hop unresolved; its packets are dropped (no_next_hop)", "backend", a, "reason", hops[a])
+			if _, ok := resolved[to]; !ok {
+				n.log.Warn("backend next hop unresolved; its packets are dropped (no_next_hop)", "backend", a, "via", to, "reason", hops[to])
 			}
 		}
 	}
@@ -124,7 +126,8 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				continue // failed its health check: out of the table
 			}
 			a := netip.MustParseAddr(b.Address)
-			h, ok := resolved[a]
+			to, rt := routeTo(routes[v.Tenant], a)
+			h, ok := resolved[to]
 			t := encap.Tunnel{Mode: mode, Dst: a, Port: uint16(c.Node.GUEPort), Src: n.source(a, h)}
 			if ok {
 				copy(t.SrcMAC[:], h.SrcMAC)
@@ -134,7 +137,7 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				ok = false
 				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
 			}
-			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State)})
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State), Route: rt})
 		}
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)
@@ -151,6 +154,33 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		spec.Services = append(spec.Services, s)
 	}
 	return spec, hops
+}
+
+// tenantRoutes returns the configured routes by tenant name ("": the
+// default tenant's).
+func tenantRoutes(c *config.Config) map[string][]pipeline.RouteSpec {
+	m := map[string][]pipeline.RouteSpec{}
+	add := func(name string) {
+		for _, r := range c.TenantRoutes(name) {
+			m[name] = append(m[name], pipeline.RouteSpec{Prefix: r.Prefix, Via: r.Via})
+		}
+	}
+	add("")
+	for _, t := range c.Tenants {
+		add(t.Name)
+	}
+	return m
+}
+
+// routeTo returns the address whose next hop reaches backend a, among the
+// routes of a's tenant (the route stage's choice, pipeline.LookupRoute):
+// the neighbour of the route that holds a, or a itself, for the kernel's
+// main table to route (rt zero).
+func routeTo(routes []pipeline.RouteSpec, a netip.Addr) (to netip.Addr, rt pipeline.RouteSpec) {
+	if rt, ok := pipeline.LookupRoute(routes, a); ok {
+		return rt.Via, rt
+	}
+	return a, pipeline.RouteSpec{}
 }
 
 // backendState is the pipeline's view of a configured backend state.

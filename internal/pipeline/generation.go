@@ -26,6 +26,11 @@ type Real struct {
 	// ClusterID is the backend's number in the cluster's entries
 	// (BackendSpec.ClusterID).
 	ClusterID uint32
+	// Route is the route the next hop was chosen by (BackendSpec.Route);
+	// its zero value: the kernel's main table. NoNextHop: the next hop is
+	// not resolved (Route drops the backend's packets).
+	Route     RouteSpec
+	NoNextHop bool
 }
 
 // Service is a virtual IP with a protocol and a port or port range.
@@ -314,6 +319,9 @@ type BackendSpec struct {
 	// ClusterID is the backend's number in the cluster (the same on every
 	// node); used by services that publish their flows.
 	ClusterID uint32
+	// Route is the tenant's route that chose the next hop the Tunnel's
+	// MACs were resolved for (LookupRoute); zero: the kernel's main table.
+	Route RouteSpec
 }
 
 // BackendState is where a backend is in its life cycle. Both tables are
@@ -500,7 +508,8 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			ids[rk] = id
 			cur, prev := bs.weights()
 			inFlight = inFlight || bs.State != BackendActive
-			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, NAT: rn, ClusterID: bs.ClusterID}
+			r := &Real{ID: id, Name: name, Service: si, Weight: cur, Template: tmpl, NAT: rn, ClusterID: bs.ClusterID,
+				Route: bs.Route, NoNextHop: bs.NoNextHop}
 			byName[name] = r
 			if bs.State != BackendDraining {
 				// A draining backend is absent from the current table (not

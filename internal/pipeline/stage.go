@@ -218,7 +218,7 @@ func NewChain(stages ...Stage) *Chain {
 // NAT binding -> encapsulate (or full-NAT rewrite): the one place the
 // stages are ordered.
 func DefaultChain() *Chain {
-	return NewChain(NATReply{}, Classify{}, Firewall{}, Balance{}, NATBind{}, Encapsulate{})
+	return NewChain(NATReply{}, Classify{}, Firewall{}, Balance{}, NATBind{}, Route{}, Encapsulate{})
 }
 
 // Stages returns the stages in order.

@@ -164,6 +164,8 @@ func stageInput(s Stage, p *Packet) string {
 		return fmt.Sprintf("service %s: %d rules, default %s; source %s", p.Service.Name, fw.Len(), fw.Default(), addrPort(p.Key.SrcAddr(), p.Key.SrcPort))
 	case Balance:
 		return fmt.Sprintf("service %s, flow hash %016x", p.Service.Name, p.Hash)
+	case Route:
+		return "backend " + realName(p.Real)
 	case Encapsulate:
 		return "backend " + realName(p.Real)
 	}
@@ -205,6 +207,11 @@ func stageReason(s Stage, p *Packet, n int) string {
 			r += ", hop list [" + p.Real.Name + ", " + p.Secondary.Name + "]"
 		}
 		return r
+	case Route:
+		if p.Real.Route.Prefix.IsValid() {
+			return "next hop by route " + p.Real.Route.String()
+		}
+		return "next hop by the kernel's main table"
 	case Encapsulate:
 		switch p.Verdict {
 		case Forward:
