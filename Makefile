@@ -19,6 +19,7 @@ FUZZ_TARGETS = \
 	./internal/packet:FuzzVXLAN \
 	./internal/maglev:FuzzBuild \
 	./internal/datapath:FuzzWorker \
+	./internal/datapath:FuzzRelay \
 	./internal/agent:FuzzInspect \
 	./internal/agent:FuzzParseFlow \
 	./internal/agent:FuzzSecondChance \

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
@@ -57,6 +60,31 @@ func curlNames(ctx context.Context, s *scenario.Scenario, src string, n int) []s
 		}
 	}
 	return names
+}
+
+// routerCounter counts, in the router, the GUE packets from src to dst it
+// routes, and returns a function that reads the count. The bridge's
+// frames pass the same forward hook (br_netfilter): a routed packet is
+// told apart by its TTL, which the router decremented from the LB node's
+// encap.DefaultTTL.
+func routerCounter(t *testing.T, s *scenario.Scenario, src, dst netip.Addr) func() uint64 {
+	t.Helper()
+	ctx := context.Background()
+	rules := fmt.Sprintf("table ip sluicetest {\n chain routed {\n  type filter hook forward priority 0; policy accept;\n  ip saddr %s ip daddr %s ip ttl %d udp dport 6080 counter\n }\n}\n", src, dst, encap.DefaultTTL-1)
+	if out, err := s.Lab.Router.Run(ctx, "sh", "-c", "printf '%s' \"$0\" | nft -f -", rules); err != nil {
+		t.Fatalf("router nft: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { s.Lab.Router.Run(context.Background(), "nft", "delete", "table", "ip", "sluicetest") })
+	re := regexp.MustCompile(`counter packets (\d+)`)
+	return func() uint64 {
+		out, err := s.Lab.Router.Run(ctx, "nft", "list", "table", "ip", "sluicetest")
+		m := re.FindStringSubmatch(out)
+		if err != nil || m == nil {
+			t.Fatalf("router nft counter: %v\n%s", err, out)
+		}
+		n, _ := strconv.ParseUint(m[1], 10, 64)
+		return n
+	}
 }
 
 func count(names []string) map[string]int {
@@ -135,6 +163,45 @@ func TestE2ETenants(t *testing.T) {
 			tr, err := s.Lab.LBs[0].Run(ctx, sluiceBin, "ctl", "flow", "trace", "--tenant", "a", "tcp", "10.100.0.3:40000", netip.AddrPortFrom(s.Opts.VIP4, scenario.HTTPPort).String())
 			if err != nil || !strings.Contains(tr, "deny by rule deny-a3") || !strings.Contains(tr, "service a-web") {
 				t.Errorf("flow trace in tenant a: %v\n%s", err, tr)
+			}
+
+			// The route stage: a route of tenant b sends what the node
+			// sends to be2 through the router instead of on-link, and only
+			// tenant b's: tenant a and the default tenant reach be1..be3
+			// on-link. The router's forward counter of GUE from lb1 to be2
+			// counts what it routed; control: 0 before the route.
+			lb, be2, gw := s.Lab.LBs[0].Addr4, bes[1].Addr4, s.Lab.LBs[0].Gateway4
+			routed := routerCounter(t, s, lb, be2)
+			if got := count(curlNames(ctx, s, "10.200.0.2", n)); got["be2"] == 0 || routed() != 0 {
+				t.Fatalf("control: tenant b %v, %d packets routed by the router to be2 without the route", got, routed())
+			}
+			cfg = strings.Replace(cfg, "  - {name: b, vni: 200}\n", fmt.Sprintf("  - {name: b, vni: 200, routes: [{prefix: %s/32, via: %s}]}\n", be2, gw), 1)
+			if err := s.ReloadLB(0, cfg); err != nil {
+				t.Fatal(err)
+			}
+			waitLogCount(t, s, "reload applied", 2)
+			b = count(curlNames(ctx, s, "10.200.0.2", n))
+			viaRouter := routed()
+			def, err = s.Curl(ctx, s.Opts.VIP4, n)
+			if err != nil {
+				t.Fatalf("default tenant after the route: %v", err)
+			}
+			t.Logf("with tenant b's route to be2 via %s: tenant b %v, %d packets to be2 routed by the router; then the default tenant %v and %d", gw, b, viaRouter, count(def), routed())
+			if b["be2"]+b["be3"] != n || b["be2"] == 0 {
+				t.Errorf("tenant b with its route: %v, want all %d on be2 and be3", b, n)
+			}
+			if viaRouter < uint64(3*b["be2"]) { // a request is at least 3 packets to the backend
+				t.Errorf("%d packets to be2 routed by the router for %d requests", viaRouter, b["be2"])
+			}
+			if d := count(def); d["be2"] == 0 || routed() != viaRouter {
+				t.Errorf("default tenant %v moved the router's counter from %d to %d: another tenant's route applied", d, viaRouter, routed())
+			}
+			var trace string
+			for port := 40000; port < 40064 && !strings.Contains(trace, "be2") && !strings.Contains(trace, be2.String()); port++ {
+				trace, _ = s.Lab.LBs[0].Run(ctx, sluiceBin, "ctl", "flow", "trace", "--tenant", "b", "tcp", fmt.Sprintf("10.200.0.2:%d", port), netip.AddrPortFrom(s.Opts.VIP4, scenario.HTTPPort).String())
+			}
+			if want := fmt.Sprintf("next hop by route %s/32 via %s", be2, gw); !strings.Contains(trace, want) {
+				t.Errorf("trace of a tenant b flow to be2 lacks %q:\n%s", want, trace)
 			}
 		})
 	}
