@@ -91,7 +91,9 @@ func TestE2EFragmentsAcrossNodesControl(t *testing.T) { fragAcrossNodes(t, false
 
 func fragAcrossNodes(t *testing.T, cluster bool) {
 	const size = 8000
-	n, tries, wait := 40, 2, time.Second
+	// The lab's processes live 2 minutes from its start (start's context):
+	// at most 2 x 40 x 2 x 400 ms of waiting even if every datagram is lost.
+	n, tries, wait := 40, 2, 400*time.Millisecond
 	if !cluster {
 		// Lost datagrams cost the whole wait: fewer, shorter.
 		n, tries, wait = 20, 1, 300*time.Millisecond
