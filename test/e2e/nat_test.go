@@ -180,3 +180,75 @@ func TestE2EFullNAT(t *testing.T) {
 		})
 	}
 }
+
+// Full-NAT and path MTU: a router between the LB node and the backends
+// has an MTU of 1400 toward them (a route of the default tenant sends the
+// node's packets to the backends through it). The client's full-size
+// segments of a 2 MB upload, rewritten to the backend with DF, are too big
+// there: the router answers the SNAT address with ICMP "fragmentation
+// needed" / "packet too big", the node translates the error back to the
+// client about the client's own packet, the client lowers its path MTU and
+// the upload completes. Control run: the router's errors dropped, the
+// upload stalls (a path MTU black hole).
+func TestE2EFullNATPathMTU(t *testing.T) {
+	s := start(t, scenario.Options{IO: "afxdp", NAT: true})
+	ctx := t.Context()
+	lb, gw := s.Lab.LBs[0], s.Lab.LBs[0].Gateway4
+	gw6 := lb.Gateway6
+	nets := []string{"198.18.30.100/30", "2001:db8:30::100/126"} // be1..be3
+	cfg := strings.Replace(s.Config(), "vips:\n", fmt.Sprintf("routes:\n  - {prefix: %s, via: %s}\n  - {prefix: %q, via: %q}\nvips:\n", nets[0], gw, nets[1], gw6), 1)
+	if err := s.ReloadLB(0, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, s, "reload applied")
+	for _, n := range nets {
+		if out, err := s.Lab.Router.Run(ctx, "ip", "route", "add", n, "dev", "svc", "mtu", "1400"); err != nil {
+			t.Fatalf("router: %v\n%s", err, out)
+		}
+	}
+	upload := filepath.Join(t.TempDir(), "upload")
+	if err := os.WriteFile(upload, bytes.Repeat([]byte("sluice path MTU "), 2<<20/16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	post := func(vip netip.Addr, maxTime string) error {
+		url := "http://" + netip.AddrPortFrom(vip, scenario.HTTPPort).String() + "/"
+		out, err := s.Lab.Client.Run(ctx, "curl", "-sS", "--max-time", maxTime, "--data-binary", "@"+upload, url)
+		if f := strings.Fields(out); err == nil && (len(f) != 2 || f[1] != fmt.Sprint(2<<20)) {
+			err = fmt.Errorf("answer %q, want \"beN %d\"", out, 2<<20)
+		}
+		return err
+	}
+
+	// Control: the router's errors to the SNAT addresses dropped.
+	drop := fmt.Sprintf("table inet sluicetest {\n chain out {\n  type filter hook output priority 0; policy accept;\n  ip daddr %s icmp type destination-unreachable counter drop\n  ip6 daddr %s icmpv6 type packet-too-big counter drop\n }\n}\n", lb.SNAT4(), lb.SNAT6())
+	if out, err := s.Lab.Router.Run(ctx, "sh", "-c", "printf '%s' \"$0\" | nft -f -", drop); err != nil {
+		t.Fatalf("router nft: %v\n%s", err, out)
+	}
+	for _, vip := range s.VIPs() {
+		if err := post(vip, "3"); err == nil {
+			t.Fatalf("control: %s: the upload went through with the router's errors dropped", vip)
+		}
+	}
+	out, _ := s.Lab.Router.Run(ctx, "nft", "list", "table", "inet", "sluicetest")
+	dropped := regexp.MustCompile(`counter packets (\d+)`).FindAllStringSubmatch(out, -1)
+	if len(dropped) != 2 || dropped[0][1] == "0" || dropped[1][1] == "0" {
+		t.Fatalf("control: the router sent no errors to drop:\n%s", out)
+	}
+	t.Logf("control: both uploads stalled; the router's errors dropped (IPv4 %s, IPv6 %s)", dropped[0][1], dropped[1][1])
+	if out, err := s.Lab.Router.Run(ctx, "nft", "delete", "table", "inet", "sluicetest"); err != nil {
+		t.Fatalf("router nft: %v\n%s", err, out)
+	}
+
+	before := lbStats(t, s, 0).NAT.ICMPToClient
+	for _, vip := range s.VIPs() {
+		if err := post(vip, "20"); err != nil {
+			t.Fatalf("%s: upload through a 1400-byte hop: %v", vip, err)
+		}
+	}
+	st := lbStats(t, s, 0)
+	t.Logf("uploads through the 1400-byte hop: ICMP errors translated to the client %d, to backends %d; drops %v",
+		st.NAT.ICMPToClient-before, st.NAT.ICMPToBackend, st.Drops)
+	if st.NAT.ICMPToClient-before < 2 {
+		t.Errorf("%d ICMP errors translated to the client, want one per family at least", st.NAT.ICMPToClient-before)
+	}
+}
