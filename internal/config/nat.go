@@ -64,11 +64,6 @@ func validateSNAT(c *Config, bad func(path string, value any, reason string)) (f
 			families[1] = true
 		}
 	}
-	if workers := max(n.Workers, 1) * max(len(n.Interfaces), 1); len(n.SNAT) > 0 && workers > 1 {
-		// A reply must reach the worker whose share holds its port; the
-		// NIC rules that would steer it there are not installed yet.
-		bad("node.snat", n.SNAT, fmt.Sprintf("needs one worker per node for now (%d interfaces x %d workers): replies must reach the worker holding their port, and Sluice does not install the NIC steering rules yet", max(len(n.Interfaces), 1), max(n.Workers, 1)))
-	}
 	if r := n.SNATPorts; r != nil {
 		switch {
 		case r.Lo < 1 || r.Lo > 65535:

@@ -54,6 +54,7 @@ var (
 	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
 	descQUICRouted = desc("quic_routed_packets_total", "Packets of QUIC VIPs by route: cid (the connection ID's server ID), dcid_hash (an Initial's client-chosen DCID), tuple (fallback).", "route")
 	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
+	descNATHandoff = desc("nat_handoff_total", "Full-NAT replies a worker received for another worker's SNAT port: handed to it (handed_off), or lost on the way, its inbox full (dropped).", "outcome")
 	descNATPackets = desc("nat_translated_packets_total", "Full-NAT packets rewritten, by direction: forward (to a backend), reply (to a client), icmp_to_client, icmp_to_backend.", "direction")
 	descNATBinds   = desc("nat_bindings_total", "Full-NAT SNAT ports allocated for new flows.")
 	descNATRelease = desc("nat_released_total", "Full-NAT SNAT ports released with their flows.")
@@ -71,7 +72,7 @@ func Descs() []*prometheus.Desc {
 		descFlowHits, descFlowMisses, descReaped, descHopList,
 		descTooBig, descSpilled, descSpillErr, descFragments, descFragHeld, descFragOwner, descFragDecide, descFragRelay, descFlowLen, descFlowCap, descNewFlows, descEvictions, descInsertFail,
 		descDrops, descParseDrops, descQUICRouted, descQUICStray, descFWHits,
-		descNATPackets, descNATBinds, descNATRelease, descNATInUse, descNATCap, descNATExhaust,
+		descNATPackets, descNATBinds, descNATRelease, descNATInUse, descNATCap, descNATExhaust, descNATHandoff,
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
@@ -149,6 +150,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descNATInUse, float64(st.NAT.PortsInUse))
 	gauge(descNATCap, float64(st.NAT.PortsCapacity))
 	counter(descNATExhaust, st.NAT.Exhausted)
+	counter(descNATHandoff, st.NAT.HandedOff, "handed_off")
+	counter(descNATHandoff, st.NAT.HandoffDropped, "dropped")
 	for vip, rules := range st.FirewallRuleHits {
 		for rule, n := range rules {
 			counter(descFWHits, n, vip, rule)

@@ -469,6 +469,7 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 		ICMPToClient: c.NAT.ICMPToClient, ICMPToBackend: c.NAT.ICMPToBackend,
 		Bindings: c.NAT.Bound, PortsInUse: c.NAT.InUse, PortsCapacity: c.NAT.Capacity,
 		Exhausted: c.NAT.Exhausted, Released: c.NAT.Released,
+		HandedOff: c.NAT.HandedOff, HandoffDropped: c.NAT.HandoffDropped,
 	}
 	st.FirewallRuleHits = map[string]map[string]uint64{}
 	for k, n := range firewallHits(vips, &c) {
@@ -542,4 +543,9 @@ type NATStats struct {
 	PortsInUse    uint64 `json:"ports_in_use"`    // SNAT ports held now
 	PortsCapacity uint64 `json:"ports_capacity"`  // SNAT ports (TCP and UDP, every address, every worker)
 	Exhausted     uint64 `json:"exhausted"`       // new flows refused: no free port
+	// HandedOff counts replies a worker received for another worker's SNAT
+	// port and handed to it (several workers); HandoffDropped those lost
+	// on the way (the owner's inbox full).
+	HandedOff      uint64 `json:"handed_off"`
+	HandoffDropped uint64 `json:"handoff_dropped"`
 }

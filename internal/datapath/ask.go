@@ -69,7 +69,6 @@ type asker struct {
 	pkt     pipeline.Packet // a held packet on its way out
 	pkts    [1]*pipeline.Packet
 	tx      []link.Frame // frames lent by the link for released packets
-	rel     [1]link.Frame
 }
 
 func newAsker(w *Worker, out *pipeline.PublishQueue, answers *pipeline.AnswerQueue) *asker {
@@ -337,27 +336,4 @@ func (a *asker) spill(q *pipeline.Packet, g *pipeline.Generation, now uint32) bo
 
 // inject copies the finished frame q into a frame the link lends and
 // queues it for Send; false when the link lends none (or is no Injector).
-func (a *asker) inject(q *pipeline.Packet) bool {
-	w := a.w
-	if w.inj == nil {
-		return false
-	}
-	f := &a.rel[0]
-	if !w.inj.Alloc(f) {
-		return false
-	}
-	if q.Len > len(f.Buf) {
-		w.link.Release(a.rel[:])
-		return false
-	}
-	f.Off, f.Len = 0, copy(f.Buf, q.Buf[q.Off:q.Off+q.Len])
-	a.tx = append(a.tx, *f)
-	c := &w.counters
-	c.TxBytes += uint64(q.Len)
-	if q.Real != nil {
-		rc := &c.Reals[q.Real.ID]
-		rc.Packets++
-		rc.Bytes += uint64(q.Len)
-	}
-	return true
-}
+func (a *asker) inject(q *pipeline.Packet) bool { return a.w.lend(q, &a.tx) }

@@ -3,6 +3,9 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+	"sync"
+
+	"github.com/sluicelb/sluice/internal/link"
 
 	"github.com/sluicelb/sluice/internal/nat"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -35,6 +38,149 @@ func setupNAT(workers []*Worker, snat []netip.Addr, l nat.Layout) error {
 		}
 		w.ctx.NAT = s
 		w.flows.OnRemove(s.Removed)
+		if len(workers) > 1 {
+			w.natPeers, w.natIndex, w.natLayout = workers, i, l
+			w.natIn = &natInbox{fill: newNATSlots(), read: newNATSlots()}
+		}
 	}
 	return nil
+}
+
+// Full-NAT with several workers. A flow's binding is made by the worker its
+// client's packets reach, from that worker's share of the SNAT ports; the
+// backend's replies to the SNAT address may reach any worker (the NIC, or
+// the veth, hashes them on their own tuple). A worker that receives a
+// reply (or an ICMP error quoting the node's packet) to a port another
+// worker owns (nat.Layout.Owner) copies it into the owner's inbox; the
+// owner translates it at its next poll and sends it through a frame its
+// link lends (link.Injector) — out of the interface the client's packets
+// came in by. NIC steering by port (Layout.SteeringMask) would make the
+// copy unnecessary; the inbox works on any NIC.
+const (
+	natInboxSlots = 256 // replies waiting per worker (two sets: one filled, one drained)
+)
+
+// natInbox is a worker's inbox of replies other workers received. Producers
+// fill one set under mu; the owner swaps the sets under mu and drains the
+// other without it.
+type natInbox struct {
+	mu   sync.Mutex
+	fill natSlots
+	read natSlots
+}
+
+type natSlots struct {
+	bufs [][]byte // holdHeadroom + holdFrameMax each
+	lens []int
+	n    int
+}
+
+func newNATSlots() natSlots {
+	s := natSlots{bufs: make([][]byte, natInboxSlots), lens: make([]int, natInboxSlots)}
+	mem := make([]byte, natInboxSlots*(holdHeadroom+holdFrameMax))
+	for i := range s.bufs {
+		s.bufs[i] = mem[i*(holdHeadroom+holdFrameMax) : (i+1)*(holdHeadroom+holdFrameMax)]
+	}
+	return s
+}
+
+// put copies frame into the inbox; false when it is full or the frame too
+// long.
+func (in *natInbox) put(frame []byte) bool {
+	if len(frame) > holdFrameMax {
+		return false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := &in.fill
+	if s.n == natInboxSlots {
+		return false
+	}
+	s.lens[s.n] = copy(s.bufs[s.n][holdHeadroom:], frame)
+	s.n++
+	return true
+}
+
+// take swaps the sets and returns the one to drain (n replies), or nil.
+func (in *natInbox) take() *natSlots {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.fill.n == 0 {
+		return nil
+	}
+	in.fill, in.read = in.read, in.fill
+	in.fill.n = 0
+	return &in.read
+}
+
+// natPeer returns the worker that owns the SNAT port a packet to an SNAT
+// address names (p.Key.DstPort: a reply's destination port, or the source
+// port of the packet an ICMP error quotes), when it is another worker.
+func (w *Worker) natPeer(p *pipeline.Packet) *Worker {
+	if w.natPeers == nil {
+		return nil
+	}
+	o := w.natLayout.Owner(p.Key.DstPort)
+	if o < 0 || o == w.natIndex {
+		return nil
+	}
+	return w.natPeers[o]
+}
+
+// serveNATInbox translates and sends the replies other workers handed to
+// this one. It runs at every poll, before the batch.
+func (w *Worker) serveNATInbox(g *pipeline.Generation, now uint32) {
+	s := w.natIn.take()
+	if s == nil {
+		return
+	}
+	w.ctx.Gen, w.ctx.Now = g, now
+	c := &w.counters
+	q := &w.heldPkt
+	for i := range s.n {
+		q.Buf, q.Off, q.Len = s.bufs[i], holdHeadroom, s.lens[i]
+		if !pipeline.Prepare(q, g) {
+			c.Drops[q.Reason]++
+			continue
+		}
+		pipeline.NATReply{}.Process(&w.ctx, w.heldPkts[:])
+		switch {
+		case q.Verdict != pipeline.Forward:
+			c.Drops[q.Reason]++
+		case !w.lend(q, &w.natTx):
+			w.ctx.NAT.Counters.HandoffDropped++
+		}
+	}
+	s.n = 0
+	if len(w.natTx) > 0 {
+		sent, _ := w.link.Send(w.natTx)
+		c.TxPackets += uint64(sent)
+		c.TxErrors += uint64(len(w.natTx) - sent)
+		w.natTx = w.natTx[:0]
+	}
+}
+
+// lend copies the finished frame q into a frame the link lends and appends
+// it to tx for Send; false when the link lends none (or is no Injector).
+func (w *Worker) lend(q *pipeline.Packet, tx *[]link.Frame) bool {
+	if w.inj == nil {
+		return false
+	}
+	f := &w.lent[0]
+	if !w.inj.Alloc(f) {
+		return false
+	}
+	if q.Len > len(f.Buf) {
+		w.link.Release(w.lent[:])
+		return false
+	}
+	f.Off, f.Len = 0, copy(f.Buf, q.Buf[q.Off:q.Off+q.Len])
+	*tx = append(*tx, *f)
+	w.counters.TxBytes += uint64(q.Len)
+	if q.Real != nil {
+		rc := &w.counters.Reals[q.Real.ID]
+		rc.Packets++
+		rc.Bytes += uint64(q.Len)
+	}
+	return true
 }

@@ -525,3 +525,71 @@ func TestNATBindsOnSYNAndChecksReplySource(t *testing.T) {
 		t.Fatal("the binding's own backend is no longer translated")
 	}
 }
+
+// TestNATRepliesHandedOff: with two workers, a flow's binding comes from
+// the share of the worker its client's packets reach; a reply that reaches
+// the other worker is handed to the owner, which translates it and sends
+// it on its own link at its next poll. Replies that reach the owner are
+// translated at once.
+func TestNATRepliesHandedOff(t *testing.T) {
+	var outs [2][][]byte
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ws := dp.Workers()
+	send := func(i int, frame []byte) [][]byte {
+		outs[i] = outs[i][:0]
+		mems[i].Inject(frame)
+		if n, err := ws[i].Poll(); n != 1 || err != nil {
+			t.Fatalf("worker %d: poll %d, %v", i, n, err)
+		}
+		return outs[i]
+	}
+	layout := nat.DefaultLayout(2)
+	for flow := range uint32(20) {
+		owner := int(flow % 2) // the worker the client's packets reach
+		client := clients4.FlowSrc(flow)
+		out := send(owner, natFrame(clientMAC, client, vip4, sim.SYN))
+		if len(out) != 1 {
+			t.Fatalf("flow %d: %d frames out", flow, len(out))
+		}
+		fw := seeNAT(t, out[0])
+		if o := layout.Owner(fw.src.Port()); o != owner {
+			t.Fatalf("flow %d: SNAT port %d of worker %d, bound by worker %d", flow, fw.src.Port(), o, owner)
+		}
+		want := natSeen{srcMAC: lbMAC, dstMAC: clientMAC, src: vip4, dst: client}
+		reply := natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK)
+		// The reply reaches the other worker: handed off, nothing sent.
+		if out := send(1-owner, reply); len(out) != 0 {
+			t.Fatalf("flow %d: the other worker sent %d frames", flow, len(out))
+		}
+		// The owner's next poll (an idle one) sends it, translated.
+		outs[owner] = outs[owner][:0]
+		if n, err := ws[owner].Poll(); n != 0 || err != nil {
+			t.Fatalf("owner poll: %d, %v", n, err)
+		}
+		if len(outs[owner]) != 1 || seeNAT(t, outs[owner][0]) != want {
+			t.Fatalf("flow %d: owner sent %d frames after the hand-off", flow, len(outs[owner]))
+		}
+		// A reply that reaches the owner is translated at once.
+		if out := send(owner, reply); len(out) != 1 || seeNAT(t, out[0]) != want {
+			t.Fatalf("flow %d: reply at its owner: %d frames", flow, len(out))
+		}
+	}
+	c := dp.Counters()
+	if c.NAT.HandedOff != 20 || c.NAT.HandoffDropped != 0 || c.NAT.Replies != 40 || c.Drops[pipeline.ReasonNATNoBinding] != 0 {
+		t.Fatalf("handed off %d dropped %d replies %d, drops %v", c.NAT.HandedOff, c.NAT.HandoffDropped, c.NAT.Replies, c.Drops)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/nat"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -61,6 +62,15 @@ type Worker struct {
 	relay    *Relay
 	relaySrc [16]byte
 	decision [relayDecisionLen]byte
+	// Full-NAT with several workers (nat.go; natPeers nil with one): every
+	// worker, this one's index and the port layout, this worker's inbox of
+	// replies others received for its ports, its frames on their way out.
+	natPeers  []*Worker
+	natIndex  int
+	natLayout nat.Layout
+	natIn     *natInbox
+	natTx     []link.Frame
+	lent      [1]link.Frame // a frame the link lends (lend)
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -113,6 +123,11 @@ func (w *Worker) Poll() (int, error) {
 			w.ask.serve(g, now)
 		}
 	}
+	if w.natIn != nil {
+		if g := w.gen.Load(); g != nil {
+			w.serveNATInbox(g, now)
+		}
+	}
 	if n == 0 {
 		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
 		return 0, err
@@ -162,7 +177,17 @@ func (w *Worker) process(n int, now uint32) {
 		for _, p := range chunk {
 			if w.ctx.NAT != nil && p.Key.Tenant == 0 && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
 				// A full-NAT reply (or an ICMP error about a packet the
-				// node sent): it has no forward entry; nat_reply takes it.
+				// node sent): it has no forward entry; nat_reply takes it,
+				// here or in the worker that owns its port.
+				if o := w.natPeer(p); o != nil {
+					p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
+					if o.natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
+						w.ctx.NAT.Counters.HandedOff++
+					} else {
+						w.ctx.NAT.Counters.HandoffDropped++
+					}
+					continue
+				}
 				w.miss = append(w.miss, p)
 				natReplies++
 				continue

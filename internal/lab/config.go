@@ -54,6 +54,11 @@ type Config struct {
 	Prefix string
 	// LBs is the number of LB nodes, 1..MaxLBs. Default 1.
 	LBs int
+	// LBQueues is the number of RX and TX queues of each LB node's veth
+	// (both ends), 1..8: the router's end spreads flows over them by
+	// their hash, and a node runs a worker per queue (node.workers).
+	// Default 1.
+	LBQueues int
 	// Backends is the number of backend hosts, 1..MaxBackends. Default 3.
 	Backends int
 	// VIPs4 and VIPs6 are routed by the router toward the LB tier. They
@@ -119,6 +124,9 @@ func (c Config) validate() error {
 	}
 	if c.LBs < 1 || c.LBs > MaxLBs {
 		return fmt.Errorf("lab: lbs: %d is not in 1..%d", c.LBs, MaxLBs)
+	}
+	if c.LBQueues < 0 || c.LBQueues > 8 {
+		return fmt.Errorf("lab: lb queues: %d is not in 1..8", c.LBQueues)
 	}
 	if c.Backends < 1 || c.Backends > MaxBackends {
 		return fmt.Errorf("lab: backends: %d is not in 1..%d", c.Backends, MaxBackends)

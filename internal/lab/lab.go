@@ -354,18 +354,23 @@ func (b *builder) leaf(n *Node) error {
 }
 
 // veth creates a veth pair from the router interface ri to n's main
-// interface, one RX and one TX queue on each end, MACs from the plan.
+// interface, one RX and one TX queue on each end (Config.LBQueues for an
+// LB node), MACs from the plan.
 func (b *builder) veth(r *Node, ri *Iface, n *Node, master int) error {
+	q := 1
+	if n.Role == RoleLB && b.l.Cfg.LBQueues > 1 {
+		q = b.l.Cfg.LBQueues
+	}
 	v := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
 			Name: ri.Name, HardwareAddr: ri.MAC, MasterIndex: master,
-			NumTxQueues: 1, NumRxQueues: 1,
+			NumTxQueues: q, NumRxQueues: q,
 		},
 		PeerName:         n.Ifname,
 		PeerHardwareAddr: n.MAC,
 		PeerNamespace:    netlink.NsFd(b.fds[n]),
-		PeerNumTxQueues:  1,
-		PeerNumRxQueues:  1,
+		PeerNumTxQueues:  uint32(q),
+		PeerNumRxQueues:  uint32(q),
 	}
 	if err := b.handles[r].LinkAdd(v); err != nil {
 		return fmt.Errorf("veth %s/%s - %s/%s: %w", r.Name, ri.Name, n.Name, n.Ifname, err)

@@ -98,6 +98,10 @@ type NATCounters struct {
 	InUse          uint64 // bindings (ports) held at the snapshot; not summed meaningfully over time
 	Capacity       uint64 // ports the worker's share holds (TCP and UDP, every address)
 	BackendChanged uint64 // bindings moved to another backend when a flow was rescheduled
+	// HandedOff counts replies (and ICMP errors) to an SNAT port another
+	// worker owns, handed to it; HandoffDropped those it could not take
+	// (its inbox full, or no frame to send them in).
+	HandedOff, HandoffDropped uint64
 }
 
 // Add adds o to c.
@@ -108,6 +112,8 @@ func (c *NATCounters) Add(o *NATCounters) {
 	c.Replies += o.Replies
 	c.ICMPToClient += o.ICMPToClient
 	c.ICMPToBackend += o.ICMPToBackend
+	c.HandedOff += o.HandedOff
+	c.HandoffDropped += o.HandoffDropped
 	c.Exhausted += o.Exhausted
 	c.InUse += o.InUse
 	c.Capacity += o.Capacity

@@ -36,11 +36,14 @@ type Options struct {
 	Prefix   string // lab namespace prefix
 	LBs      int    // default 1
 	Backends int    // default 3
-	IO       string // afpacket | afxdp | auto (default auto)
-	XDPMode  string // auto | native | generic (default auto)
-	VIP4     netip.Addr
-	VIP6     netip.Addr
-	LogDir   string // process logs; default a temporary directory
+	// Workers is each LB node's node.workers, and the queues of its veth
+	// (lab.Config.LBQueues). Default 1.
+	Workers int
+	IO      string // afpacket | afxdp | auto (default auto)
+	XDPMode string // auto | native | generic (default auto)
+	VIP4    netip.Addr
+	VIP6    netip.Addr
+	LogDir  string // process logs; default a temporary directory
 	// BGP runs a BGP daemon on the router (Router) and makes every LB node
 	// announce the VIPs to it (eBGP), instead of static ECMP routes.
 	BGP bool
@@ -158,7 +161,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.BGP {
 		routing = lab.RouteNone
 	}
-	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, Backends: o.Backends, LogDir: o.LogDir, VIPRouting: routing})
+	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, LBQueues: o.Workers, Backends: o.Backends, LogDir: o.LogDir, VIPRouting: routing})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -293,6 +296,9 @@ func (s *Scenario) ConfigFor(i int) string {
 		seed = s.Opts.Seeds[i]
 	}
 	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
+	if s.Opts.Workers > 1 {
+		fmt.Fprintf(&b, "  workers: %d\n", s.Opts.Workers)
+	}
 	b.WriteString(s.Opts.Node)
 	if s.Opts.NAT {
 		n := s.Lab.LBs[i]

@@ -252,3 +252,51 @@ func TestE2EFullNATPathMTU(t *testing.T) {
 		t.Errorf("%d ICMP errors translated to the client, want one per family at least", st.NAT.ICMPToClient-before)
 	}
 }
+
+// Full-NAT with two workers: the LB node's veth has two queues, over which
+// the router spreads packets by their hash, so a backend's replies often
+// reach the worker that did not bind the flow's SNAT port. That worker
+// hands them to the owner, which translates and sends them: every
+// connection and UDP exchange is answered. The handed-off count shows the
+// replies that one worker alone would have dropped (nat_no_binding).
+func TestE2EFullNATWorkers(t *testing.T) {
+	s := start(t, scenario.Options{IO: "afxdp", NAT: true, Workers: 2})
+	ctx := t.Context()
+	const n = 200
+	for _, vip := range s.VIPs() {
+		names, err := s.Curl(ctx, vip, n)
+		if err != nil {
+			t.Fatalf("%s: %v", vip, err)
+		}
+		if len(names) != n {
+			t.Fatalf("%s: %d of %d connections answered", vip, len(names), n)
+		}
+		dst := netip.AddrPortFrom(vip, scenario.UDPPort)
+		err = s.Lab.Client.Do(func() error {
+			for flow := range 20 {
+				c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+				if err != nil {
+					return err
+				}
+				_, from, err := exchange(c, fmt.Sprintf("flow%d", flow))
+				c.Close()
+				if err != nil || from.Addr().Unmap() != vip {
+					return fmt.Errorf("flow %d: from %v: %v", flow, from, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UDP %s: %v", dst, err)
+		}
+	}
+	st := lbStats(t, s, 0)
+	t.Logf("2 workers: %d connections and 20 UDP flows per family answered; NAT %+v; nat_no_binding drops %d",
+		n, st.NAT, st.Drops["nat_no_binding"])
+	if st.NAT.HandedOff == 0 {
+		t.Error("no reply reached the worker that does not own its port: the test did not exercise the hand-off")
+	}
+	if st.NAT.HandoffDropped != 0 || st.Drops["nat_no_binding"] != 0 {
+		t.Errorf("replies lost: hand-off dropped %d, nat_no_binding %d", st.NAT.HandoffDropped, st.Drops["nat_no_binding"])
+	}
+}
