@@ -34,10 +34,23 @@ type fragTable struct {
 }
 
 type fragEntry struct {
-	key      flow.Key
-	flowHash uint64 // the first fragment's flow hash: later ones take its outer source port
+	key     flow.Key
+	expires uint32 // flow clock; 0: free
+	fragDecision
+}
+
+// fragDecision is where a datagram's first fragment went: its backend and
+// flow hash (later fragments take its outer source port), and for a
+// full-NAT flow its binding (SNAT address index and port). reply: the
+// datagram is a full-NAT reply to an SNAT address, whose later fragments
+// are translated by the binding natAddr/natPort names (backend unused).
+type fragDecision struct {
+	flowHash uint64
 	backend  uint32
-	expires  uint32 // flow clock; 0: free
+	natPort  uint16
+	natAddr  uint8
+	reply    bool
+	proto    uint8 // reply: the flow's protocol (the binding's)
 }
 
 func (e *fragEntry) live(now uint32) bool {
@@ -64,8 +77,8 @@ func (t *fragTable) lookup(k *flow.Key, hash uint64, now uint32) *fragEntry {
 	return nil
 }
 
-// insert remembers k -> backend (and the flow hash) for fragTimeout.
-func (t *fragTable) insert(k *flow.Key, hash, flowHash uint64, backend uint32, now uint32) {
+// insert remembers k -> d for fragTimeout.
+func (t *fragTable) insert(k *flow.Key, hash uint64, d fragDecision, now uint32) {
 	s := t.set(hash)
 	var victim *fragEntry
 	for i := range s {
@@ -86,7 +99,7 @@ func (t *fragTable) insert(k *flow.Key, hash, flowHash uint64, backend uint32, n
 			}
 		}
 	}
-	victim.key, victim.flowHash, victim.backend = *k, flowHash, backend
+	victim.key, victim.fragDecision = *k, d
 	victim.expires = now + fragTimeout
 	if victim.expires == 0 {
 		victim.expires = 1

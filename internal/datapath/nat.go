@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 
 	"github.com/sluicelb/sluice/internal/nat"
@@ -183,4 +184,44 @@ func (w *Worker) lend(q *pipeline.Packet, tx *[]link.Frame) bool {
 		rc.Bytes += uint64(q.Len)
 	}
 	return true
+}
+
+// Fragments of full-NAT replies. The first fragment carries the ports and
+// is translated by its binding like any reply; the worker remembers, per
+// datagram, which binding that was, and translates the later fragments
+// (addresses only) by it. Later fragments that arrive before their first,
+// or at a worker that did not translate it (several workers: they carry
+// no port to hand them off by), are dropped (fragment).
+
+// firstReplyFragment remembers the binding of the full-NAT reply p (a
+// first fragment, translated): its destination was S:sp.
+func (w *Worker) firstReplyFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
+	s := w.ctx.NAT
+	addr := -1
+	for i := range s.Pool.NumAddrs() {
+		if *s.Pool.Addr(i) == p.Key.Dst {
+			addr = i
+		}
+	}
+	if addr < 0 {
+		return
+	}
+	var k flow.Key
+	pipeline.FragmentKey(&k, &p.Parsed)
+	w.frags.insert(&k, k.Hash(g.Seed), fragDecision{reply: true, natAddr: uint8(addr), natPort: p.Key.DstPort, proto: p.Key.Proto}, now)
+}
+
+// laterReplyFragment translates p, a later fragment to an SNAT address, by
+// the binding its first fragment was translated by.
+func (w *Worker) laterReplyFragment(p *pipeline.Packet, now uint32) {
+	e := w.frags.lookup(&p.Key, p.Hash, now)
+	if e == nil || !e.reply {
+		p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonFragment
+		return
+	}
+	p.Verdict, p.Reason = pipeline.Continue, pipeline.ReasonNone
+	pipeline.NATReplyFragment(&w.ctx, p, e.natAddr, e.natPort, e.proto)
+	if p.Verdict == pipeline.Forward {
+		w.counters.FragmentsFollowed++
+	}
 }

@@ -1,6 +1,7 @@
 package datapath_test
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"slices"
 	"testing"
@@ -591,5 +592,140 @@ func TestNATRepliesHandedOff(t *testing.T) {
 	c := dp.Counters()
 	if c.NAT.HandedOff != 20 || c.NAT.HandoffDropped != 0 || c.NAT.Replies != 40 || c.Drops[pipeline.ReasonNATNoBinding] != 0 {
 		t.Fatalf("handed off %d dropped %d replies %d, drops %v", c.NAT.HandedOff, c.NAT.HandoffDropped, c.NAT.Replies, c.Drops)
+	}
+}
+
+// reassembled is a datagram rebuilt from its fragments (IPv4 or IPv6 with
+// a Fragment header right after the fixed header, as udpFragments makes
+// them and the full-NAT rewrite keeps them).
+type reassembled struct {
+	src, dst netip.AddrPort
+	csumOK   bool // the UDP checksum over the new addresses
+	size     int  // UDP payload bytes
+}
+
+func reassemble(t *testing.T, frames [][]byte) reassembled {
+	t.Helper()
+	var src, dst netip.Addr
+	data := map[int][]byte{}
+	for _, f := range frames {
+		ip := f[14:]
+		var off int
+		var payload []byte
+		if ip[0]>>4 == 4 {
+			hl := int(ip[0]&0xf) * 4
+			tl := int(binary.BigEndian.Uint16(ip[2:]))
+			if foldSum(ip[:hl]) != 0xffff {
+				t.Fatalf("IPv4 header checksum wrong")
+			}
+			src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+			off = int(binary.BigEndian.Uint16(ip[6:])&0x1fff) * 8
+			payload = ip[hl:tl]
+		} else {
+			pl := int(binary.BigEndian.Uint16(ip[4:]))
+			src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+			if ip[6] != 44 {
+				t.Fatalf("IPv6 next header %d, want a Fragment header", ip[6])
+			}
+			off = int(binary.BigEndian.Uint16(ip[42:]) &^ 7)
+			payload = ip[48 : 40+pl]
+		}
+		data[off] = payload
+	}
+	var udp []byte
+	for len(data) > 0 {
+		p, ok := data[len(udp)]
+		if !ok {
+			t.Fatalf("fragments do not join at offset %d", len(udp))
+		}
+		delete(data, len(udp))
+		udp = append(udp, p...)
+	}
+	// The pseudo header, then the UDP header and payload.
+	var ph []byte
+	if src.Is4() {
+		ph = append(append(src.AsSlice(), dst.AsSlice()...), 0, 17, byte(len(udp)>>8), byte(len(udp)))
+	} else {
+		ph = append(append(src.AsSlice(), dst.AsSlice()...), 0, 0, byte(len(udp)>>8), byte(len(udp)), 0, 0, 0, 17)
+	}
+	sum := append(ph, udp...)
+	if len(sum)%2 == 1 {
+		sum = append(sum, 0)
+	}
+	return reassembled{
+		src:    netip.AddrPortFrom(src, binary.BigEndian.Uint16(udp[0:])),
+		dst:    netip.AddrPortFrom(dst, binary.BigEndian.Uint16(udp[2:])),
+		csumOK: foldSum(sum) == 0xffff,
+		size:   len(udp) - 8,
+	}
+}
+
+// TestNATFragments: a full-NAT UDP datagram fragmented by its client goes
+// to the backend with every fragment rewritten (the first one's ports and
+// checksum for the whole datagram, the later ones' addresses), in order or
+// with the later fragments first (held, then sent); the backend's
+// fragmented reply reaches the client the same way. Control: with
+// fragment handling off the later fragments are dropped.
+func TestNATFragments(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+		snat     netip.Addr
+	}{
+		{"ipv4", netip.AddrPortFrom(vip4.Addr(), 53), clients4, backends4(3), snat4},
+		{"ipv6", netip.AddrPortFrom(vip6.Addr(), 53), clients6, backends6(3), snat6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newNATRig(t, 1024, nat.Layout{})
+			svc := udpService(tc.vip, tc.backends)
+			svc.NAT = true
+			spec := pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{svc}}
+			r.apply(spec)
+			for d := range uint32(10) {
+				client := tc.clients.FlowSrc(d)
+				frags := udpFragments(t, client, tc.vip, 100+d, 4000, 1500, false)
+				var out [][]byte
+				if d%2 == 0 {
+					out = r.send(frags...)
+				} else { // later fragments first: held, then sent with the first
+					if o := r.send(frags[1:]...); len(o) != 0 {
+						t.Fatalf("datagram %d: %d later fragments sent before the first", d, len(o))
+					}
+					out = r.send(frags[0])
+				}
+				if len(out) != len(frags) {
+					t.Fatalf("datagram %d: %d of %d fragments out; drops %v", d, len(out), len(frags), r.counters().Drops)
+				}
+				fw := reassemble(t, out)
+				if fw.src.Addr() != tc.snat || fw.src.Port() < 1024 || !slices.Contains(tc.backends, fw.dst.Addr()) || fw.dst.Port() != 53 || !fw.csumOK || fw.size != 4000 {
+					t.Fatalf("datagram %d reached the backend as %+v", d, fw)
+				}
+				// The backend's fragmented reply.
+				rep := udpFragments(t, fw.dst, fw.src, 500+d, 3000, 1500, false)
+				out = r.send(rep...)
+				if len(out) != len(rep) {
+					t.Fatalf("reply %d: %d of %d fragments out; drops %v", d, len(out), len(rep), r.counters().Drops)
+				}
+				back := reassemble(t, out)
+				if back.src != tc.vip || back.dst != client || !back.csumOK || back.size != 3000 {
+					t.Fatalf("reply %d reached the client as %+v", d, back)
+				}
+			}
+			c := r.counters()
+			t.Logf("followed %d held %d released %d; NAT %+v; drops %v", c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased, c.NAT, c.Drops)
+			if c.FragmentsHeld != 10 || c.FragmentsReleased != 10 {
+				t.Errorf("held %d released %d, want 10 and 10", c.FragmentsHeld, c.FragmentsReleased)
+			}
+
+			// Control: handling off drops the later fragments both ways.
+			spec.Fragments = false
+			r.apply(spec)
+			frags := udpFragments(t, tc.clients.FlowSrc(50), tc.vip, 999, 4000, 1500, false)
+			if out := r.send(frags...); len(out) != 1 {
+				t.Fatalf("fragments off: %d sent, want the first only", len(out))
+			}
+		})
 	}
 }

@@ -211,7 +211,7 @@ func (r *Relay) decision(m []byte, g *pipeline.Generation, now uint32) {
 		w.counters.Drops[pipeline.ReasonNoBackend]++
 		return
 	}
-	w.recordFirst(&k, binary.BigEndian.Uint64(m[44:]), real, g, now)
+	w.recordFirst(&k, fragDecision{flowHash: binary.BigEndian.Uint64(m[44:]), backend: real.ID}, real, g, now)
 }
 
 // Expire drops the held fragments whose decision did not come in time;

@@ -222,9 +222,14 @@ func (w *Worker) process(n int, now uint32) {
 		// First fragments decided in this batch first, so that later
 		// fragments of the same batch follow them.
 		for _, p := range w.valid {
-			if p.Parsed.Frag == packet.FirstFragment && p.Real != nil && !p.ICMPError &&
-				(p.Verdict == pipeline.Forward || p.Verdict == pipeline.Spill) {
+			if p.Parsed.Frag != packet.FirstFragment || p.ICMPError {
+				continue
+			}
+			switch {
+			case p.Real != nil && (p.Verdict == pipeline.Forward || p.Verdict == pipeline.Spill):
 				w.firstFragment(p, g, now)
+			case p.Real == nil && p.Verdict == pipeline.Forward && w.ctx.NAT != nil:
+				w.firstReplyFragment(p, g, now)
 			}
 		}
 		for _, p := range w.later {
@@ -295,13 +300,18 @@ func (w *Worker) process(n int, now uint32) {
 // is encapsulated with the batch's flow hits); one that arrived first is
 // held; otherwise it stays dropped (ReasonFragment).
 func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
+	if w.ctx.NAT != nil && p.Key.Tenant == 0 && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
+		w.laterReplyFragment(p, now)
+		return
+	}
 	if !g.IsServiceAddr(p.Key.Dst) {
 		p.Verdict, p.Reason = pipeline.Pass, pipeline.ReasonNone
 		return
 	}
-	if e := w.frags.lookup(&p.Key, p.Hash, now); e != nil && int(e.backend) < len(g.Reals) && g.Reals[e.backend] != nil {
+	if e := w.frags.lookup(&p.Key, p.Hash, now); e != nil && !e.reply && int(e.backend) < len(g.Reals) && g.Reals[e.backend] != nil {
 		p.Real = g.Reals[e.backend]
 		p.Hash = e.flowHash // the outer source port of the first fragment
+		p.NATAddr, p.NATPort = e.natAddr, e.natPort
 		p.Verdict, p.Reason = pipeline.Continue, pipeline.ReasonNone
 		w.fragHit = append(w.fragHit, p)
 		w.counters.FragmentsFollowed++
@@ -310,7 +320,9 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	if w.relayed(p) && w.toOwner(p, g, now) {
 		return
 	}
-	if w.spill != nil && w.held.put(p.Buf[p.Off:p.Off+p.Len], &p.Key, p.Hash, now) {
+	// Held fragments leave through the kernel (GUE, IPIP) or a frame the
+	// link lends (full-NAT): without either they cannot be held.
+	if (w.spill != nil || w.inj != nil) && w.held.put(p.Buf[p.Off:p.Off+p.Len], &p.Key, p.Hash, now) {
 		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone
 		w.counters.FragmentsHeld++
 	}
@@ -323,16 +335,16 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
 	k.Tenant = p.Key.Tenant
-	w.recordFirst(&k, p.Hash, p.Real, g, now)
-	if w.relayed(p) {
+	w.recordFirst(&k, fragDecision{flowHash: p.Hash, backend: p.Real.ID, natAddr: p.NATAddr, natPort: p.NATPort}, p.Real, g, now)
+	if w.relayed(p) && p.Real.NAT == nil { // (another node cannot rewrite to this one's SNAT address)
 		w.sendDecision(&k, p, g, now)
 	}
 }
 
-// recordFirst remembers that datagram k's first fragment went to real
-// (with flow hash flowHash) and sends the later fragments held for it.
-func (w *Worker) recordFirst(k *flow.Key, flowHash uint64, real *pipeline.Real, g *pipeline.Generation, now uint32) {
-	w.frags.insert(k, k.Hash(g.Seed), flowHash, real.ID, now)
+// recordFirst remembers that datagram k's first fragment went to real (d)
+// and sends the later fragments held for it.
+func (w *Worker) recordFirst(k *flow.Key, d fragDecision, real *pipeline.Real, g *pipeline.Generation, now uint32) {
+	w.frags.insert(k, k.Hash(g.Seed), d, now)
 	if w.held.n == 0 {
 		return
 	}
@@ -346,7 +358,8 @@ func (w *Worker) recordFirst(k *flow.Key, flowHash uint64, real *pipeline.Real, 
 		hf.n = 0
 		w.held.n--
 		pipeline.Prepare(q, g) // a later fragment: parsed, not classified
-		q.Real, q.Hash = real, flowHash
+		q.Real, q.Hash = real, d.flowHash
+		q.NATAddr, q.NATPort = d.natAddr, d.natPort
 		q.Verdict, q.Reason = pipeline.Continue, pipeline.ReasonNone
 		w.chain.RunCached(&w.ctx, w.heldPkts[:])
 		if w.sendOut(q, g, now) {
@@ -358,8 +371,19 @@ func (w *Worker) recordFirst(k *flow.Key, flowHash uint64, real *pipeline.Real, 
 // sendOut sends q, a fragment that is not in a link buffer, as the stages
 // left it: through the kernel either way. It reports whether it went.
 func (w *Worker) sendOut(q *pipeline.Packet, g *pipeline.Generation, now uint32) bool {
-	switch q.Verdict {
-	case pipeline.Forward, pipeline.Spill:
+	switch {
+	case q.Verdict == pipeline.Forward && q.Real.NAT != nil:
+		// Rewritten in place, not encapsulated: a frame the link lends.
+		if !w.lend(q, &w.natTx) {
+			w.counters.Drops[pipeline.ReasonFragment]++
+			return false
+		}
+		sent, _ := w.link.Send(w.natTx)
+		w.counters.TxPackets += uint64(sent)
+		w.counters.TxErrors += uint64(len(w.natTx) - sent)
+		w.natTx = w.natTx[:0]
+		return sent == 1
+	case q.Verdict == pipeline.Forward || q.Verdict == pipeline.Spill:
 		return w.sendSpill(q, g, now)
 	default:
 		w.counters.Drops[q.Reason]++

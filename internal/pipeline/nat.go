@@ -228,6 +228,29 @@ func natReply(c *Context, s *NATState, p *Packet) {
 		p.Verdict, p.Reason = Drop, ReasonNATNoBinding
 		return
 	}
+	natReplyRewrite(c, s, p, b)
+}
+
+// NATReplyFragment translates a later fragment of a full-NAT reply, which
+// carries no ports: its datagram's first fragment named the binding (SNAT
+// address index addr, port, the flow's protocol proto). Only its addresses change
+// (B -> S becomes VIP -> C), for the first fragment's checksum covers the
+// whole datagram. It must come from the binding's backend.
+func NATReplyFragment(c *Context, p *Packet, addr uint8, port uint16, proto uint8) {
+	s := c.NAT
+	var k flow.Key
+	k.Dst, k.DstPort, k.Proto = *s.Pool.Addr(int(addr)), port, proto
+	b := s.Rev.Lookup(&k, k.Hash(s.seed))
+	if b == nil || b.BackendAddr != p.Key.Src {
+		p.Verdict, p.Reason = Drop, ReasonNATNoBinding
+		return
+	}
+	natReplyRewrite(c, s, p, b)
+}
+
+// natReplyRewrite rewrites p, a reply (or an ICMP error) of binding b,
+// toward the client.
+func natReplyRewrite(c *Context, s *NATState, p *Packet, b *nat.Binding) {
 	cl := &b.Client
 	if !p.ICMPError {
 		// The backend's FIN or RST closes the flow too; a half-open flow's
@@ -239,7 +262,7 @@ func natReply(c *Context, s *NATState, p *Packet) {
 	buf := p.Buf
 	l3, end := p.Off+p.Parsed.L3Off, p.Off+p.Parsed.L3End
 	l4 := 0
-	if p.Parsed.L4Off != 0 {
+	if p.Parsed.L4Off != 0 && p.Parsed.Frag != packet.LaterFragment {
 		l4 = p.Off + p.Parsed.L4Off
 	}
 	var self [6]byte // the node's MAC: where the reply was sent to
@@ -255,7 +278,7 @@ func natReply(c *Context, s *NATState, p *Packet) {
 		}
 	} else {
 		to := encap.NATTuple{Src: cl.Dst, Dst: cl.Src, SrcPort: cl.DstPort, DstPort: cl.SrcPort}
-		start = s.l2.NAT(buf, l3, l4, end, p.Parsed.Tuple.Proto, &to)
+		start = s.l2.NAT(buf, l3, l4, end, cl.Proto, &to)
 		if start >= 0 {
 			s.Counters.Replies++
 		}
@@ -357,10 +380,10 @@ func (NATBind) Process(c *Context, pkts []*Packet) {
 // they cannot name.
 func natForward(c *Context, p *Packet) {
 	rn := p.Real.NAT
-	if p.Parsed.Frag == packet.LaterFragment || p.NATPort == 0 {
-		p.Verdict, p.Reason = Drop, ReasonFragment
-		if p.NATPort == 0 && p.Parsed.Frag != packet.LaterFragment {
-			p.Reason = ReasonNATNoBinding
+	if p.NATPort == 0 {
+		p.Verdict, p.Reason = Drop, ReasonNATNoBinding
+		if p.Parsed.Frag == packet.LaterFragment { // its first fragment's binding is unknown
+			p.Reason = ReasonFragment
 		}
 		return
 	}
@@ -387,6 +410,12 @@ func natForward(c *Context, p *Packet) {
 		}
 		s.Counters.ICMPToBackend++
 	} else {
+		if p.Parsed.Frag == packet.LaterFragment {
+			// Its first fragment's binding (from the worker's fragment
+			// table): only the addresses change; the first fragment's
+			// checksum covers the whole datagram.
+			l4 = 0
+		}
 		start = t.Forward(p.Buf, l3, l4, end, p.Parsed.Tuple.Proto, p.NATPort)
 		if start < 0 {
 			p.Verdict, p.Reason = Drop, ReasonNoHeadroom

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/scenario"
 )
@@ -298,5 +299,39 @@ func TestE2EFullNATWorkers(t *testing.T) {
 	}
 	if st.NAT.HandoffDropped != 0 || st.Drops["nat_no_binding"] != 0 {
 		t.Errorf("replies lost: hand-off dropped %d, nat_no_binding %d", st.NAT.HandoffDropped, st.Drops["nat_no_binding"])
+	}
+}
+
+// Full-NAT and fragments: 8000-byte UDP datagrams to the VIP, fragmented
+// by the client, reach the backend with every fragment rewritten, and the
+// backend's echoes, fragmented by its kernel, reach the client translated
+// back (IPv4, IPv6). Control run: with node.fragments: drop none is echoed.
+func TestE2EFullNATFragments(t *testing.T) {
+	for _, tc := range []struct {
+		name, node string
+		on         bool
+		n, tries   int
+		wait       time.Duration
+	}{
+		{"forward", "", true, 30, 2, time.Second},
+		{"control-drop", "  fragments: drop\n", false, 10, 1, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := start(t, scenario.Options{IO: "afxdp", NAT: true, Node: tc.node})
+			for _, vip := range s.VIPs() {
+				first, total := fragRun(t, s, vip, tc.n, 8000, tc.tries, tc.wait)
+				t.Logf("%s: %d of %d datagrams of 8000 bytes echoed through full-NAT (%d at the first try)", vip, total, tc.n, first)
+				switch {
+				case tc.on && (total != tc.n || first < tc.n*9/10):
+					t.Errorf("%s: %d of %d echoed (%d at the first try)", vip, total, tc.n, first)
+				case !tc.on && total != 0:
+					t.Errorf("control: %s: %d of %d echoed with fragments dropped", vip, total, tc.n)
+				}
+			}
+			st := lbStats(t, s, 0)
+			t.Logf("fragments followed %d held %d released %d; NAT translated %d replies %d; drops fragment %d fragment_timeout %d nat_no_binding %d",
+				st.Fragments.Followed, st.Fragments.Held, st.Fragments.Released, st.NAT.Translated, st.NAT.Replies,
+				st.Drops["fragment"], st.Drops["fragment_timeout"], st.Drops["nat_no_binding"])
+		})
 	}
 }
