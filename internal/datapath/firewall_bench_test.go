@@ -14,6 +14,21 @@ import (
 	"github.com/sluicelb/sluice/internal/sim"
 )
 
+// benchRules is a rule list of n rules that deny TCP port 80 from
+// 10.x.y.0/24 prefixes no client is in (the default allows).
+func benchRules(tb testing.TB, n int) *firewall.Set {
+	var rules []firewall.Rule
+	for i := range n {
+		rules = append(rules, firewall.Rule{Action: firewall.Deny, Proto: 6,
+			Src: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), DstPorts: firewall.PortRange{Lo: 80, Hi: 80}})
+	}
+	set, err := firewall.Compile(rules, firewall.Allow)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return set
+}
+
 // BenchmarkForwardSYNFirewall is BenchmarkForwardSYN (a new flow's SYN,
 // 1M established flows in the table) with a rule list of 0 (no firewall),
 // 10 and 100 rules on the VIP, none of which matches the clients (the
@@ -24,16 +39,7 @@ func BenchmarkForwardSYNFirewall(b *testing.B) {
 		b.Run(fmt.Sprintf("rules=%d", n), func(b *testing.B) {
 			svc := service(vip4, backends4(100), nil)
 			if n > 0 {
-				var rules []firewall.Rule
-				for i := range n {
-					rules = append(rules, firewall.Rule{Action: firewall.Deny, Proto: 6,
-						Src: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), DstPorts: firewall.PortRange{Lo: 80, Hi: 80}})
-				}
-				set, err := firewall.Compile(rules, firewall.Allow)
-				if err != nil {
-					b.Fatal(err)
-				}
-				svc.Firewall = set
+				svc.Firewall = benchRules(b, n)
 			}
 			p := sim.NewPatcher(sim.Frame{Dst: vip4, Proto: 6, TCPFlags: sim.SYN}, clients4)
 			var next uint32

@@ -8,12 +8,14 @@ import (
 
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/encap"
-	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/mem"
 	"github.com/sluicelb/sluice/internal/pipeline"
 	"github.com/sluicelb/sluice/internal/sim"
 )
+
+// natBenchFlows fit the ports of two SNAT addresses (64512 each).
+const natBenchFlows = 1 << 16
 
 // forwardingModes are the ways a service's packets reach its backends.
 var forwardingModes = []string{"gue", "ipip", "nat"}
@@ -26,16 +28,7 @@ func modeWorker(tb testing.TB, mode string, chain *pipeline.Chain, capacity int,
 	l := mem.New(mem.Config{BatchSize: 64, Source: src})
 	c := datapath.Config{Links: []link.Link{l}, FlowCapacity: capacity, Chain: chain}
 	svc := service(vip4, backends4(100), nil)
-	var rules []firewall.Rule
-	for i := range 10 {
-		rules = append(rules, firewall.Rule{Action: firewall.Deny, Proto: 6,
-			Src: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), DstPorts: firewall.PortRange{Lo: 80, Hi: 80}})
-	}
-	set, err := firewall.Compile(rules, firewall.Allow)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	svc.Firewall = set
+	svc.Firewall = benchRules(tb, 10)
 	spec := pipeline.Spec{Seed: 1, MTU: 1500}
 	switch mode {
 	case "ipip":
