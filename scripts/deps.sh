@@ -3,7 +3,7 @@
 # benchmarks use (Debian packages). Idempotent; needs root. Go itself is
 # expected at /usr/local/go (the machine image provides it).
 set -euo pipefail
-pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr)
+pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr tcpdump)
 case "${1:-}" in
 --bench) pkgs+=(wrk haproxy) ;;
 esac

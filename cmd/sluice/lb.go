@@ -84,3 +84,6 @@ func newLBCmd() *cobra.Command {
 	cmd.MarkFlagRequired("config")
 	return cmd
 }
+
+// The node captures from its datapath (sluice ctl capture).
+var _ control.Capturer = (*lbnode.Node)(nil)

@@ -60,6 +60,8 @@ type Datapath struct {
 	publish []*pipeline.PublishQueue // one per worker with Config.PublishQueue
 	answers []*pipeline.AnswerQueue  // one per worker with Config.PublishQueue
 	relay   *Relay                   // with Config.FragmentOwners
+	// capturing is the running capture (capture.go), or nil.
+	capturing atomic.Pointer[capture]
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -97,6 +99,7 @@ func New(c Config) (*Datapath, error) {
 		if d.relay != nil {
 			w.owners, w.relay, w.relaySrc = c.FragmentOwners, d.relay, c.RelaySource.As16()
 		}
+		w.index = len(d.workers)
 		d.workers = append(d.workers, w)
 	}
 	if err := setupNAT(d.workers, c.SNAT, c.SNATLayout); err != nil {

@@ -71,6 +71,12 @@ type Worker struct {
 	natIn     *natInbox
 	natTx     []link.Frame
 	lent      [1]link.Frame // a frame the link lends (lend)
+	// capture is the running capture (capture.go; nil: none), index this
+	// worker's ring in it, capMark which packets of the batch it matched.
+	capture   atomic.Pointer[capture]
+	index     int
+	capMark   []bool
+	capMarked int // how many
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -92,6 +98,7 @@ func newWorker(l link.Link, chain *pipeline.Chain, gen *atomic.Pointer[pipeline.
 		valid:   make([]*pipeline.Packet, 0, n),
 		miss:    make([]*pipeline.Packet, 0, n),
 		hit:     make([]*pipeline.Packet, 0, n),
+		capMark: make([]bool, n),
 		tx:      make([]link.Frame, 0, n),
 		drop:    make([]link.Frame, 0, n),
 		req:     make(chan func(), 1),
@@ -167,6 +174,10 @@ func (w *Worker) process(n int, now uint32) {
 		} else if p.Reason == pipeline.ReasonFragment && g.Fragments {
 			w.later = append(w.later, p) // after this batch's first fragments
 		}
+	}
+	capt := w.capture.Load()
+	if capt != nil {
+		w.captureIngress(capt, n, now)
 	}
 	natReplies := 0
 	for j := 0; j < len(w.valid); j += flow.PrefetchChunk {
@@ -284,6 +295,9 @@ func (w *Worker) process(n int, now uint32) {
 			c.Drops[p.Reason]++
 			w.drop = append(w.drop, f)
 		}
+	}
+	if capt != nil && capt.egress {
+		w.captureEgress(capt, n, now)
 	}
 	if len(w.drop) > 0 {
 		w.link.Release(w.drop)

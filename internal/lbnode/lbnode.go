@@ -372,6 +372,11 @@ func (n *Node) Counters() datapath.Counters { return n.dp.Counters() }
 // Generation returns the running datapath generation.
 func (n *Node) Generation() *pipeline.Generation { return n.dp.Generation() }
 
+// StartCapture starts a capture in the datapath (control.Capturer).
+func (n *Node) StartCapture(f datapath.CaptureFilter, ingress, egress bool) (*datapath.Capture, error) {
+	return n.dp.StartCapture(f, ingress, egress)
+}
+
 // QueryFlows runs fn on each worker's flow table, read-only, between
 // batches (datapath.Datapath.QueryFlows).
 func (n *Node) QueryFlows(fn func(worker int, t *flow.Table)) { n.dp.QueryFlows(fn) }

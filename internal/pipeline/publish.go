@@ -86,6 +86,24 @@ func (q *Ring[T]) Push(p *T) bool {
 	return true
 }
 
+// Reserve returns the next free slot for the producer to fill in place
+// (no copy of a large record), or nil when the ring is full (counted as
+// dropped); Commit publishes the filled slot. Only the producer calls them.
+func (q *Ring[T]) Reserve() *T {
+	t := q.tail.Load()
+	if t-q.head.Load() > q.mask {
+		q.dropped.Add(1)
+		return nil
+	}
+	return &q.buf[t&q.mask]
+}
+
+// Commit publishes the slot the last Reserve returned.
+func (q *Ring[T]) Commit() {
+	q.tail.Store(q.tail.Load() + 1)
+	q.pushed.Add(1)
+}
+
 // Drain calls fn for every queued record, oldest first, and returns how many
 // it took. Only the consumer calls it; fn must not keep the pointer.
 func (q *Ring[T]) Drain(fn func(*T)) int {

@@ -27,6 +27,13 @@
 //	                 live stages, each stage's input and decision; 400
 //	                 {"code": "invalid_query"}
 //
+//	GET /v1/capture?[proto=tcp|udp|icmp][&host=IP|PREFIX][&port=N][&vip=NAME][&tenant=T]
+//	                 [&where=ingress|egress|both][&count=N][&duration=D]
+//	                 pcapng (application/x-pcapng), streamed as the packets
+//	                 come, then trailers Sluice-Capture-Packets and
+//	                 Sluice-Capture-Dropped; 400 {"code": "invalid_query"},
+//	                 404 unknown VIP, 409 a capture already runs
+//
 //	GET /v1/stats    control.Stats
 //	GET /metrics     Prometheus text format
 //
@@ -47,6 +54,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -263,6 +271,24 @@ func Handler(s *control.Server) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, tr)
 	})
+	mux.HandleFunc("GET /v1/capture", func(w http.ResponseWriter, r *http.Request) {
+		q, err := captureQuery(r.URL.Query())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		cw := &streamWriter{w: w, contentType: "application/x-pcapng", trailers: []string{TrailerCapturePackets, TrailerCaptureDropped}}
+		res, err := s.Capture(r.Context(), q, cw)
+		if !cw.started {
+			if err == nil {
+				err = errors.New("capture wrote nothing")
+			}
+			writeError(w, statusOf(err), err)
+			return
+		}
+		w.Header().Set(TrailerCapturePackets, strconv.FormatUint(res.Packets, 10))
+		w.Header().Set(TrailerCaptureDropped, strconv.FormatUint(res.Dropped, 10))
+	})
 	mux.HandleFunc("GET /v1/quic/decode", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		cid, err := control.ParseCID(q.Get("cid"))
@@ -305,8 +331,66 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, asYAML bool) erro
 	return nil
 }
 
+// Trailers of GET /v1/capture: packets written, copies the datapath lost.
+const (
+	TrailerCapturePackets = "Sluice-Capture-Packets"
+	TrailerCaptureDropped = "Sluice-Capture-Dropped"
+)
+
+// captureQuery reads a GET /v1/capture query.
+func captureQuery(v url.Values) (control.CaptureQuery, error) {
+	q := control.CaptureQuery{Proto: v.Get("proto"), Host: v.Get("host"), VIP: v.Get("vip"), Tenant: v.Get("tenant"), Where: v.Get("where")}
+	for _, f := range []struct {
+		name string
+		n    *int
+	}{{"port", &q.Port}, {"count", &q.Count}} {
+		if s := v.Get(f.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				return q, fmt.Errorf("%w: %s %q is not a number", control.ErrInvalidQuery, f.name, s)
+			}
+			*f.n = n
+		}
+	}
+	if s := v.Get("duration"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return q, fmt.Errorf("%w: duration %q: %v", control.ErrInvalidQuery, s, err)
+		}
+		q.Duration = d
+	}
+	return q, nil
+}
+
+// streamWriter sends a streamed answer: the status and headers at the
+// first write, then each write at once (http.Flusher).
+type streamWriter struct {
+	w           http.ResponseWriter
+	contentType string
+	trailers    []string
+	started     bool
+}
+
+func (s *streamWriter) Write(b []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		s.w.Header().Set("Content-Type", s.contentType)
+		s.w.Header().Set("Trailer", strings.Join(s.trailers, ", "))
+		s.w.WriteHeader(http.StatusOK)
+	}
+	n, err := s.w.Write(b)
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return n, err
+}
+
 func statusOf(err error) int {
 	switch {
+	case errors.Is(err, control.ErrCaptureRunning):
+		return http.StatusConflict
+	case errors.Is(err, control.ErrCaptureUnsupported):
+		return http.StatusNotImplemented
 	case errors.Is(err, control.ErrInvalidConfig), errors.Is(err, control.ErrInvalidQuery):
 		return http.StatusBadRequest
 	case errors.Is(err, control.ErrNeedsRestart), errors.Is(err, control.ErrExists):

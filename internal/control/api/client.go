@@ -208,6 +208,37 @@ func (c *Client) TraceFlow(ctx context.Context, tq control.TraceQuery) (tr contr
 	return tr, err
 }
 
+// Capture streams the node's capture of the packets q selects to w
+// (pcapng) and returns what the node reported at its end.
+func (c *Client) Capture(ctx context.Context, q control.CaptureQuery, w io.Writer) (res control.CaptureResult, err error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"proto": q.Proto, "host": q.Host, "vip": q.VIP, "tenant": q.Tenant, "where": q.Where} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if q.Port != 0 {
+		v.Set("port", strconv.Itoa(q.Port))
+	}
+	if q.Count != 0 {
+		v.Set("count", strconv.Itoa(q.Count))
+	}
+	if q.Duration != 0 {
+		v.Set("duration", q.Duration.String())
+	}
+	resp, err := c.stream(ctx, "/v1/capture?"+v.Encode())
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return res, err
+	}
+	res.Packets, _ = strconv.ParseUint(resp.Trailer.Get(TrailerCapturePackets), 10, 64)
+	res.Dropped, _ = strconv.ParseUint(resp.Trailer.Get(TrailerCaptureDropped), 10, 64)
+	return res, nil
+}
+
 // DecodeQUICCID decodes a connection ID (hex) with the QUIC-LB
 // configuration of the VIP vip and names the backend it routes to.
 func (c *Client) DecodeQUICCID(ctx context.Context, vip, cid string) (d control.CIDDecode, err error) {
@@ -222,6 +253,57 @@ func backendPath(vip, addr string) string {
 
 // do sends a request and decodes a JSON answer into out, or returns the raw
 // body when out is nil.
+// stream sends a GET of path and returns the answer to be read as it
+// comes; an error answer is read and returned as an *Error.
+func (c *Client) stream(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.Base, "/")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, errorAnswer(resp.StatusCode, b)
+	}
+	return resp, nil
+}
+
+// send sends req with the token, and names the node it cannot reach.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if req.Context().Err() != nil {
+			return nil, err // the caller gave up
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the method and URL: the address says it
+		}
+		return nil, &UnreachableError{Addr: req.URL.Host, Err: err, Hint: c.Hint}
+	}
+	return resp, nil
+}
+
+// errorAnswer is the *Error of an answer with status and body b.
+func errorAnswer(status int, b []byte) *Error {
+	e := &Error{Status: status}
+	if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
+		e.ErrorBody.Error = strings.TrimSpace(string(b))
+	}
+	return e
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
@@ -234,23 +316,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err // the caller gave up
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // without the method and URL: the address says it
-		}
-		return nil, &UnreachableError{Addr: req.URL.Host, Err: err, Hint: c.Hint}
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -258,11 +326,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		e := &Error{Status: resp.StatusCode}
-		if json.Unmarshal(b, &e.ErrorBody) != nil || e.ErrorBody.Error == "" {
-			e.ErrorBody.Error = strings.TrimSpace(string(b))
-		}
-		return nil, e
+		return nil, errorAnswer(resp.StatusCode, b)
 	}
 	if out == nil {
 		return b, nil

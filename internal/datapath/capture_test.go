@@ -1,0 +1,127 @@
+package datapath_test
+
+import (
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/pipeline"
+	"github.com/sluicelb/sluice/internal/sim"
+)
+
+// TestCapture: a capture of one client port copies that flow's packets as
+// received and as sent (GUE to its backend, the same inner packet), and
+// nothing of another flow; a second capture is refused while one runs;
+// after Stop nothing more is copied.
+func TestCapture(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}})
+	one, other := clients4.FlowSrc(1), clients4.FlowSrc(2)
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: -1, Port: one.Port(), Proto: 6}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: -1}, true, false); !errors.Is(err, datapath.ErrCaptureRunning) {
+		t.Fatalf("a second capture: %v", err)
+	}
+	var in, sent [][]byte
+	for _, flags := range []uint8{sim.SYN, sim.ACK, sim.ACK} {
+		f := tcpFrame(one, vip4, flags)
+		in = append(in, f)
+		sent = append(sent, r.send(f, tcpFrame(other, vip4, flags))[0])
+	}
+	var got []datapath.CaptureRecord
+	c.Drain(func(rec *datapath.CaptureRecord) { got = append(got, *rec) })
+	if len(got) != 6 {
+		t.Fatalf("%d records, want 3 ingress and 3 egress", len(got))
+	}
+	for i, rec := range got {
+		want := in[i/2]
+		if rec.Egress {
+			want = sent[i/2]
+			d := decode(t, rec.Data[:rec.N])
+			if d.outerDst != backendOf(t, sent[0]) || string(d.inner) != string(in[i/2][14:]) {
+				t.Errorf("egress record %d: to %v, inner packet changed", i, d.outerDst)
+			}
+		}
+		if rec.Egress != (i%2 == 1) || rec.Len != len(want) || string(rec.Data[:rec.N]) != string(want) {
+			t.Errorf("record %d (egress %v): %d bytes, not the frame", i, rec.Egress, rec.Len)
+		}
+	}
+	if c.Dropped() != 0 {
+		t.Errorf("dropped %d", c.Dropped())
+	}
+	c.Stop()
+	r.send(tcpFrame(one, vip4, sim.ACK))
+	if n := c.Drain(func(*datapath.CaptureRecord) {}); n != 0 {
+		t.Fatalf("%d records after Stop", n)
+	}
+	// A full ring drops copies, never packets.
+	c, err = r.dp.StartCapture(datapath.CaptureFilter{Tenant: -1}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	for i := range 700 {
+		if out := r.send(tcpFrame(clients4.FlowSrc(uint32(100+i)), vip4, sim.SYN)); len(out) != 1 {
+			t.Fatalf("packet %d not forwarded while the ring was full", i)
+		}
+	}
+	if n := c.Drain(func(*datapath.CaptureRecord) {}); n != 1024 || c.Dropped() != 1400-1024 {
+		t.Fatalf("%d records, %d dropped; want 1024 and %d", n, c.Dropped(), 1400-1024)
+	}
+}
+
+// BenchmarkCapture is an established packet (BenchmarkForwardEstablished's,
+// 65536 flows) on three workers in alternating rounds of one run: without
+// a capture, with one that matches nothing, and with one that copies every
+// packet both ways (its reader draining as it goes). It reports ns per
+// packet of each and the differences with the first.
+func BenchmarkCapture(b *testing.B) {
+	const flows = 1 << 16
+	order := rand.New(rand.NewPCG(3, 4)).Perm(flows)
+	ws := make([]*datapath.Worker, 3)
+	dps := make([]*datapath.Datapath, 3)
+	for i := range ws {
+		p := sim.NewPatcher(sim.Frame{Dst: vip4, Proto: 6, TCPFlags: sim.ACK, Payload: 64}, clients4)
+		var k int
+		dps[i], ws[i] = benchRig(b, flows, func(buf []byte) int {
+			j := order[k]
+			if k++; k == len(order) {
+				k = 0
+			}
+			return p.Write(buf, uint32(j), sim.ACK)
+		})
+		poll(b, ws[i], flows)
+	}
+	none, err := dps[1].StartCapture(datapath.CaptureFilter{Tenant: -1, Port: 1}, true, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	all, err := dps[2].StartCapture(datapath.CaptureFilter{Tenant: -1}, true, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const round = 64 * 8 // the ring (1024 records) holds a round both ways
+	var t [3]time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += round {
+		for i, w := range ws {
+			t0 := time.Now()
+			poll(b, w, round)
+			t[i] += time.Since(t0)
+		}
+		all.Drain(func(*datapath.CaptureRecord) {})
+	}
+	b.StopTimer()
+	if all.Dropped() != 0 || none.Drain(func(*datapath.CaptureRecord) {}) != 0 {
+		b.Fatalf("the all capture dropped %d; the none capture copied", all.Dropped())
+	}
+	per := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64((b.N+round-1)/round*round) }
+	b.ReportMetric(per(t[0]), "off-ns")
+	b.ReportMetric(per(t[1])-per(t[0]), "nomatch-extra-ns")
+	b.ReportMetric(per(t[2])-per(t[0]), "all-extra-ns")
+}
