@@ -106,6 +106,9 @@ func (d *Datapath) StartCapture(f CaptureFilter, ingress, egress bool) (*Capture
 	return &Capture{d: d, c: c}, nil
 }
 
+// Capturing reports whether a capture runs.
+func (d *Datapath) Capturing() bool { return d.capturing.Load() != nil }
+
 // Drain calls fn for every record the workers copied since the last Drain
 // (it must not keep r), and returns how many.
 func (c *Capture) Drain(fn func(r *CaptureRecord)) int {
