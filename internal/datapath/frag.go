@@ -51,6 +51,11 @@ type fragDecision struct {
 	natAddr  uint8
 	reply    bool
 	proto    uint8 // reply: the flow's protocol (the binding's)
+	// flow is the first fragment's flow key and gen the generation that
+	// let it through: a later generation's firewall decides its later
+	// fragments again (stillAllowed).
+	flow flow.Key
+	gen  uint32
 }
 
 func (e *fragEntry) live(now uint32) bool {

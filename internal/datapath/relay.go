@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -48,8 +49,10 @@ import (
 //	          38 destination port  uint16 (the first fragment's)
 //	          40 backend           uint32 (pipeline.Real.ClusterID)
 //	          44 flow hash         uint64 (the outer source port's source)
+//	          52 source port       uint16 (the first fragment's)
 //
-// all big-endian.
+// all big-endian. The owner's firewall decides the later fragments again
+// if its generation changes before they come.
 
 // FragmentOwners names the owner of a datagram's fragments.
 type FragmentOwners interface {
@@ -66,7 +69,7 @@ const RelayDecisionType = 0x53 // 'S'
 
 const (
 	gueHeaderLen     = 4
-	relayDecisionLen = gueHeaderLen + 52
+	relayDecisionLen = gueHeaderLen + 54
 	protoIPv6        = 41
 	protoIPv4        = 4
 )
@@ -85,6 +88,7 @@ func putDecision(b []byte, k *flow.Key, p *pipeline.Packet) {
 	binary.BigEndian.PutUint16(m[38:], p.Key.DstPort)
 	binary.BigEndian.PutUint32(m[40:], p.Real.ClusterID)
 	binary.BigEndian.PutUint64(m[44:], p.Hash)
+	binary.BigEndian.PutUint16(m[52:], p.Key.SrcPort)
 }
 
 // Relay is the owner's side: the decisions it was told and the later
@@ -211,7 +215,15 @@ func (r *Relay) decision(m []byte, g *pipeline.Generation, now uint32) {
 		w.counters.Drops[pipeline.ReasonNoBackend]++
 		return
 	}
-	w.recordFirst(&k, fragDecision{flowHash: binary.BigEndian.Uint64(m[44:]), backend: real.ID}, real, g, now)
+	d := fragDecision{flowHash: binary.BigEndian.Uint64(m[44:]), backend: real.ID, gen: g.ID}
+	d.flow.Set(&k.Src, &k.Dst, binary.BigEndian.Uint16(m[52:]), binary.BigEndian.Uint16(m[38:]), m[37])
+	if a, _ := g.Filter(svc, &d.flow); a != firewall.Allow {
+		// This node's firewall denies the flow (the sender's generation
+		// differed): its later fragments are not sent.
+		w.counters.Drops[pipeline.ReasonFirewallDeny]++
+		return
+	}
+	w.recordFirst(&k, d, real, g, now)
 }
 
 // Expire drops the held fragments whose decision did not come in time;

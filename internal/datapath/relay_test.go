@@ -2,6 +2,7 @@ package datapath_test
 
 import (
 	"bytes"
+	"github.com/sluicelb/sluice/internal/firewall"
 	"net/netip"
 	"slices"
 	"testing"
@@ -259,4 +260,43 @@ func FuzzRelay(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLaterFragmentsMeetTheNewFirewall: a datagram's first fragment goes
+// through; a new generation whose firewall denies its client comes before
+// the later fragments, which are dropped (firewall_deny); a new generation
+// that changes nothing for the flow lets another datagram's later
+// fragments follow as before. The same holds for the relay's decisions.
+func TestLaterFragmentsMeetTheNewFirewall(t *testing.T) {
+	vu4 := netip.AddrPortFrom(vip4.Addr(), 53)
+	r, _ := newSpillRig(t)
+	spec := pipeline.Spec{MTU: 9000, Fragments: true, Services: []pipeline.ServiceSpec{udpService(vu4, backends4(3))}}
+	r.apply(spec)
+	client := clients4.FlowSrc(1)
+	deny := func(a netip.Addr) *firewall.Set {
+		set, err := firewall.Compile([]firewall.Rule{{Action: firewall.Deny, Src: netip.PrefixFrom(a, 32)}}, firewall.Allow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	// Unchanged for the flow: a rule about another address.
+	frags := udpFragments(t, client, vu4, 1, 4000, 1500, false)
+	r.send(frags[0])
+	spec.Services[0].Firewall = deny(netip.MustParseAddr("192.0.2.99"))
+	r.apply(spec)
+	if out := r.send(frags[1:]...); len(out) != 2 {
+		t.Fatalf("a generation that allows the flow: %d of 2 later fragments sent", len(out))
+	}
+	// Denied by the new generation.
+	frags = udpFragments(t, client, vu4, 2, 4000, 1500, false)
+	r.send(frags[0])
+	spec.Services[0].Firewall = deny(client.Addr())
+	r.apply(spec)
+	if out := r.send(frags[1:]...); len(out) != 0 {
+		t.Fatalf("a generation that denies the flow: %d later fragments sent", len(out))
+	}
+	if c := r.counters(); c.Drops[pipeline.ReasonFirewallDeny] != 2 {
+		t.Errorf("firewall_deny %d, want 2", c.Drops[pipeline.ReasonFirewallDeny])
+	}
 }

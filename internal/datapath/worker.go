@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sluicelb/sluice/internal/firewall"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/nat"
@@ -323,6 +324,10 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		return
 	}
 	if e := w.frags.lookup(&p.Key, p.Hash, now); e != nil && !e.reply && int(e.backend) < len(g.Reals) && g.Reals[e.backend] != nil {
+		if e.gen != g.ID && !stillAllowed(&e.fragDecision, g) {
+			p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonFirewallDeny
+			return
+		}
 		p.Real = g.Reals[e.backend]
 		p.Hash = e.flowHash // the outer source port of the first fragment
 		p.NATAddr, p.NATPort = e.natAddr, e.natPort
@@ -342,6 +347,22 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	}
 }
 
+// stillAllowed reports whether generation g lets the rest of a datagram
+// whose first fragment an earlier generation let through (d) go on to the
+// same backend: the flow's service is still there, with that backend, and
+// its firewall allows the flow. It records g in d when so.
+func stillAllowed(d *fragDecision, g *pipeline.Generation) bool {
+	svc := g.LookupTenant(d.flow.Tenant, d.flow.Dst, d.flow.Proto, d.flow.DstPort)
+	if svc == nil || g.Real(d.backend, svc) == nil {
+		return false
+	}
+	if a, _ := g.Filter(svc, &d.flow); a != firewall.Allow {
+		return false
+	}
+	d.gen = g.ID
+	return true
+}
+
 // firstFragment remembers where a datagram's first fragment went, sends
 // the datagram's held later fragments there and, in a cluster, tells the
 // datagram's owner.
@@ -349,7 +370,7 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
 	k.Tenant = p.Key.Tenant
-	w.recordFirst(&k, fragDecision{flowHash: p.Hash, backend: p.Real.ID, natAddr: p.NATAddr, natPort: p.NATPort}, p.Real, g, now)
+	w.recordFirst(&k, fragDecision{flowHash: p.Hash, backend: p.Real.ID, natAddr: p.NATAddr, natPort: p.NATPort, flow: p.Key, gen: g.ID}, p.Real, g, now)
 	if w.relayed(p) && p.Real.NAT == nil { // (another node cannot rewrite to this one's SNAT address)
 		w.sendDecision(&k, p, g, now)
 	}
