@@ -19,6 +19,7 @@ type Setup struct {
 	Replicas   int            // chain length; default 2
 	Shards     int            // default 4096
 	Capacity   int            // entries; default 1<<20
+	TTL        time.Duration  // an entry's life after its last insert; default DefaultTTL
 	Log        io.Writer      // memberlist's log; default discarded
 	// JoinRetry, when positive, starts the node even if no peer answers
 	// (it starts a cluster of its own) and retries joining the peers this
@@ -66,7 +67,7 @@ func Start(s Setup) (*Started, error) {
 		return nil, err
 	}
 	auth, _ := Keys(s.Key)
-	n, err := New(Config{Transport: tr, Membership: g, AuthKey: auth, Seed: s.Seed, Replicas: s.Replicas, Shards: s.Shards, Capacity: s.Capacity})
+	n, err := New(Config{Transport: tr, Membership: g, AuthKey: auth, Seed: s.Seed, Replicas: s.Replicas, Shards: s.Shards, Capacity: s.Capacity, TTL: s.TTL})
 	if err != nil {
 		g.Shutdown()
 		tr.Close()

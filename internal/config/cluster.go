@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"time"
 )
 
 // Cluster makes the LB node a member of a cluster of LB nodes sharing flow
@@ -28,6 +29,14 @@ type Cluster struct {
 	// Capacity is the number of flow entries the node holds for its
 	// chains; default 1048576.
 	Capacity int `yaml:"capacity"`
+	// AskTimeout is how long a worker holds a flow's packets for its
+	// chain's answer before it decides locally; default 100ms (5ms-2s).
+	// Raise it on a cluster network whose round trips are longer.
+	AskTimeout time.Duration `yaml:"ask_timeout,omitempty"`
+	// TTL is how long a chain entry lives after its last insert; every
+	// live chained flow is published again within TTL/3. Default 2m
+	// (30s-1h).
+	TTL time.Duration `yaml:"ttl,omitempty"`
 }
 
 // Cluster defaults.
@@ -35,6 +44,9 @@ const (
 	DefaultClusterReplicas = 2
 	DefaultClusterShards   = 4096
 	DefaultClusterCapacity = 1 << 20
+	// DefaultClusterAskTimeout and DefaultClusterTTL: see Cluster.
+	DefaultClusterAskTimeout = 100 * time.Millisecond
+	DefaultClusterTTL        = 2 * time.Minute
 )
 
 // GossipAddr is the memberlist address of a member whose bind address is
@@ -90,6 +102,12 @@ func (c *Cluster) setDefaults() {
 	if c.Capacity == 0 {
 		c.Capacity = DefaultClusterCapacity
 	}
+	if c.AskTimeout == 0 {
+		c.AskTimeout = DefaultClusterAskTimeout
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultClusterTTL
+	}
 }
 
 func validateCluster(c *Config, bad func(path string, value any, reason string)) {
@@ -124,6 +142,12 @@ func validateCluster(c *Config, bad func(path string, value any, reason string))
 	}
 	if len(cl.Key) < 16 {
 		bad("node.cluster.key", nil, "must be at least 16 characters (and identical on every member)")
+	}
+	if cl.AskTimeout < 5*time.Millisecond || cl.AskTimeout > 2*time.Second {
+		bad("node.cluster.ask_timeout", cl.AskTimeout, "is not between 5ms and 2s")
+	}
+	if cl.TTL < 30*time.Second || cl.TTL > time.Hour {
+		bad("node.cluster.ttl", cl.TTL, "is not between 30s and 1h")
 	}
 	if cl.Replicas < 1 || cl.Replicas > 16 {
 		bad("node.cluster.replicas", cl.Replicas, "is not between 1 and 16")

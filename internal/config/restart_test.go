@@ -33,7 +33,7 @@ var restartChanges = map[string]func(n *Node){
 		n.BGP = &BGP{ASN: 65001, RouterID: "198.18.0.1", ShutdownGrace: time.Second, Peers: []BGPPeer{{Address: "198.18.0.1", ASN: 65000}}}
 	},
 	"cluster": func(n *Node) {
-		n.Cluster = &Cluster{Bind: "198.18.30.11:7946", Key: "0123456789abcdef", Replicas: 2, Shards: 4096, Capacity: 1024}
+		n.Cluster = &Cluster{Bind: "198.18.30.11:7946", Key: "0123456789abcdef", Replicas: 2, Shards: 4096, Capacity: 1024, AskTimeout: time.Second, TTL: time.Hour}
 	},
 }
 

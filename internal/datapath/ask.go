@@ -34,9 +34,9 @@ const (
 	askFrameMax = 2048 // longer packets are not held (dropped; the sender retransmits)
 	askSeed     = 0x9e3779b97f4a7c15
 	// AskTimeout is how long, in milliseconds, a worker waits for a
-	// chain's answer before it decides locally (the cluster member's own
-	// attempts, walking up the chain when the tail does not answer, fit
-	// in it).
+	// chain's answer before it decides locally, unless Config.AskTimeout
+	// says otherwise (the cluster member's own attempts, walking up the
+	// chain when the tail does not answer, fit in it).
 	AskTimeout = 100
 )
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
@@ -38,6 +39,9 @@ type Config struct {
 	// server (Datapath.AnswerQueues). 0: no queues, nothing is published
 	// nor asked.
 	PublishQueue int
+	// AskTimeout is how long a worker waits for a chain's answer before
+	// it decides locally (0: AskTimeout ms).
+	AskTimeout time.Duration
 	// AskNotify, when set, is called by a worker that queued a question
 	// (a flow it holds packets for): it must not block. The node server
 	// uses it to take the question at once rather than at its next tick.
@@ -92,6 +96,9 @@ func New(c Config) (*Datapath, error) {
 			answers := pipeline.NewAnswerQueue(c.PublishQueue)
 			w.ask = newAsker(w, w.ctx.Publish, answers)
 			w.ask.notify = c.AskNotify
+			if c.AskTimeout > 0 {
+				w.ask.timeout = uint32(max(c.AskTimeout.Milliseconds(), 1))
+			}
 			w.ctx.Ask = w.ask
 			d.publish = append(d.publish, w.ctx.Publish)
 			d.answers = append(d.answers, answers)

@@ -46,7 +46,7 @@ func ClusterSetup(n *config.Node, log *slog.Logger) (*cluster.Setup, error) {
 	}
 	s := &cluster.Setup{
 		Bind: bind, GossipBind: config.GossipAddr(bind), Key: []byte(c.Key), Seed: n.Seed,
-		Replicas: c.Replicas, Shards: c.Shards, Capacity: c.Capacity, JoinRetry: clusterJoinRetry,
+		Replicas: c.Replicas, Shards: c.Shards, Capacity: c.Capacity, TTL: c.TTL, JoinRetry: clusterJoinRetry,
 	}
 	for _, p := range c.Peers {
 		a, err := netip.ParseAddrPort(p)
@@ -216,15 +216,22 @@ type publisher struct {
 	lastRefresh time.Time
 }
 
-// Refreshing long flows: a chain entry expires cluster.DefaultTTL after
-// its last insert, so every chained flow that is still in a worker's table
-// is published again (which extends its entry's expiry) at least every
-// refreshPeriod. The publisher walks each table a slice at a time, every
-// refreshEvery, between the worker's batches.
-const (
-	refreshPeriod = cluster.DefaultTTL / 3
-	refreshEvery  = time.Second
-)
+// Refreshing long flows: a chain entry expires its TTL (node.cluster.ttl)
+// after its last insert, so every chained flow that is still in a
+// worker's table is published again (which extends its entry's expiry) at
+// least every third of the TTL (refreshPeriod). The publisher walks each
+// table a slice at a time, every refreshEvery, between the worker's
+// batches.
+const refreshEvery = time.Second
+
+// refreshPeriod is how often every live chained flow is published again.
+func (n *Node) refreshPeriod() time.Duration {
+	ttl := cluster.DefaultTTL
+	if n.clSetup != nil && n.clSetup.TTL > 0 {
+		ttl = n.clSetup.TTL
+	}
+	return ttl / 3
+}
 
 // backlogPerStep bounds the on-change entries submitted per step, so that
 // the workers' records and the answers keep moving.
@@ -584,7 +591,7 @@ func (p *publisher) refreshFlows() {
 		for len(p.cursors) <= worker {
 			p.cursors = append(p.cursors, 0)
 		}
-		slice := int(int64(t.Stats().Slots)*int64(refreshEvery)/int64(refreshPeriod)) + 1
+		slice := int(int64(t.Stats().Slots)*int64(refreshEvery)/int64(n.refreshPeriod())) + 1
 		p.cursors[worker] = t.RangeSlots(p.cursors[worker], slice, func(e *flow.Entry) {
 			if rec, _, ok := chainedEntry(g, t, e, now); ok {
 				p.backlog = append(p.backlog, backlogRecord{worker: uint16(worker), refresh: true, rec: rec})

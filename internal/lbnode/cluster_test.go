@@ -294,7 +294,7 @@ func TestPublishAlwaysReachesTheChain(t *testing.T) {
 	// flow of the VIP (the 5 + 40 above) to be published again, and the
 	// chain commits them without counting them as new flows.
 	p.backlog = p.backlog[:0]
-	for range int(refreshPeriod/refreshEvery) + 1 {
+	for range int(n.refreshPeriod()/refreshEvery) + 1 {
 		p.refreshFlows()
 	}
 	seen := map[flow.Key]bool{}

@@ -215,6 +215,7 @@ func New(o Options) (*Node, error) {
 		dpc.FragmentOwners = &fragOwners{n: n, self: n.clSetup.Bind, seed: n.clSetup.Seed}
 		dpc.RelaySource = n.clSetup.Bind.Addr()
 		dpc.PublishQueue = publishQueue
+		dpc.AskTimeout = o.Config.Node.Cluster.AskTimeout
 		n.askWake = make(chan struct{}, 1)
 		dpc.AskNotify = func() {
 			select {
