@@ -14,6 +14,10 @@ type Tenant struct {
 	Name string `yaml:"name"`
 	VNI  uint32 `yaml:"vni,omitempty"`  // 1..16777215
 	VLAN int    `yaml:"vlan,omitempty"` // 1..4094
+	// VTEPs are the addresses or prefixes the tenant's VXLAN may come
+	// from (outer source); a packet with its VNI from elsewhere is
+	// dropped. Empty: any source (the underlay must filter).
+	VTEPs []string `yaml:"vteps,omitempty"`
 	// Routes choose the next hop of what the node sends for the tenant's
 	// VIPs (to their backends) by longest prefix; a backend no route
 	// holds is reached as the kernel's main table says.
@@ -26,6 +30,22 @@ type Tenant struct {
 type Route struct {
 	Prefix string `yaml:"prefix"`
 	Via    string `yaml:"via"`
+}
+
+// ParsePrefixOrAddr parses a prefix ("198.18.20.0/24") or an address,
+// which is its own /32 or /128.
+func ParsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() || p.Addr().Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: not an IPv4 or IPv6 prefix", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Is4In6() || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q: not an address or a prefix", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // ParsedRoute is a validated Route.
@@ -115,6 +135,14 @@ func validateTenants(c *Config, bad func(path string, value any, reason string))
 		}
 		names[t.Name] = true
 		validateRoutes(p+".routes", t.Routes, bad)
+		for j, v := range t.VTEPs {
+			if _, err := ParsePrefixOrAddr(v); err != nil {
+				bad(fmt.Sprintf("%s.vteps[%d]", p, j), fmt.Sprintf("%q", v), "is not an address or a prefix")
+			}
+		}
+		if len(t.VTEPs) > 0 && t.VNI == 0 {
+			bad(p+".vteps", t.VTEPs, "needs a vni (they say where the tenant's VXLAN may come from)")
+		}
 		switch {
 		case t.VNI == 0 && t.VLAN == 0:
 			bad(p+".vni", nil, "or vlan is required (how the tenant's packets are recognised)")

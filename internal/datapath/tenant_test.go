@@ -167,3 +167,28 @@ func TestTenantByVLAN(t *testing.T) {
 		t.Fatalf("%d flows, want 3 (tenant c, the default tenant, tenant a)", n)
 	}
 }
+
+// A tenant with VTEPs takes VXLAN with its VNI only from them: the
+// client host's VTEP (198.18.10.2) is in tenant a's list, not in tenant
+// b's; a tenant without a list takes it from anywhere.
+func TestTenantVTEPs(t *testing.T) {
+	syn := tcpFrame(clients4.FlowSrc(1), vip4, sim.SYN)
+	spec := tenantSpec()
+	r := newRig(t, 1024)
+	r.apply(spec)
+	if out := r.send(vxlanFrame(syn, 200)); len(out) != 1 {
+		t.Fatal("control: tenant b without VTEPs dropped its packet")
+	}
+	spec.Tenants[0].VTEPs = []netip.Prefix{netip.MustParsePrefix("198.18.10.0/24")}
+	spec.Tenants[1].VTEPs = []netip.Prefix{netip.MustParsePrefix("198.18.20.7/32")}
+	r.apply(spec)
+	if out := r.send(vxlanFrame(syn, 100)); len(out) != 1 {
+		t.Fatal("tenant a's packet from its VTEP was dropped")
+	}
+	if out := r.send(vxlanFrame(syn, 200)); len(out) != 0 {
+		t.Fatal("a packet with tenant b's VNI from another VTEP was forwarded")
+	}
+	if c := r.counters(); c.Drops[pipeline.ReasonTenant] != 1 {
+		t.Fatalf("no_tenant drops %d, want 1", c.Drops[pipeline.ReasonTenant])
+	}
+}

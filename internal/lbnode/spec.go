@@ -71,7 +71,12 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		spec.TooBig = pipeline.TooBigDrop
 	}
 	for _, t := range c.Tenants {
-		spec.Tenants = append(spec.Tenants, pipeline.TenantSpec{Name: t.Name, VNI: t.VNI, VLAN: uint16(t.VLAN)})
+		ts := pipeline.TenantSpec{Name: t.Name, VNI: t.VNI, VLAN: uint16(t.VLAN)}
+		for _, v := range t.VTEPs {
+			p, _ := config.ParsePrefixOrAddr(v) // validated
+			ts.VTEPs = append(ts.VTEPs, p)
+		}
+		spec.Tenants = append(spec.Tenants, ts)
 	}
 	if c.VXLAN != nil && len(c.Tenants) > 0 {
 		spec.VXLAN, spec.VXLANPort = netip.MustParseAddr(c.VXLAN.Address), uint16(c.VXLAN.Port)

@@ -61,7 +61,8 @@ const (
 	// (a rule, or the default verdict).
 	ReasonFirewallDeny
 	// ReasonTenant: a VXLAN packet to the node's VTEP address that is
-	// malformed or whose VNI names no tenant.
+	// malformed, whose VNI names no tenant, or that comes from a source
+	// outside its tenant's VTEPs.
 	ReasonTenant
 	// ReasonChainHold: a packet of a flow whose owner chain was asked
 	// that could not be held (the flow's or the worker's hold full, or a

@@ -15,6 +15,10 @@ type TenantSpec struct {
 	Name string
 	VNI  uint32 // 1 .. 2^24-1; 0: none
 	VLAN uint16 // 1 .. 4094; 0: none
+	// VTEPs, when set, are the only outer sources the tenant's VXLAN may
+	// come from: a packet with its VNI from anywhere else is dropped
+	// (ReasonTenant). Empty: any source (the underlay must filter).
+	VTEPs []netip.Prefix
 }
 
 // MaxTenants is the number of tenants a generation holds besides the
@@ -32,6 +36,7 @@ type tenantClassifier struct {
 	vnis  map[uint32]uint8
 	vni   []uint32 // by tenant ID ([0]: the default tenant, none)
 	vlan  []uint16 // likewise
+	vteps [][]netip.Prefix
 }
 
 // build validates spec's tenants, fills names (ID -> name, [0] the default
@@ -52,7 +57,7 @@ func (tc *tenantClassifier) build(spec Spec, names *[]string) (map[string]uint8,
 		}
 	}
 	tc.vnis = make(map[uint32]uint8, len(spec.Tenants))
-	tc.vni, tc.vlan = []uint32{0}, []uint16{0}
+	tc.vni, tc.vlan, tc.vteps = []uint32{0}, []uint16{0}, [][]netip.Prefix{nil}
 	for i, t := range spec.Tenants {
 		if _, dup := ids[t.Name]; dup || t.Name == "" {
 			return nil, fmt.Errorf("%w: tenants[%d]: name %q is empty or repeated", ErrSpec, i, t.Name)
@@ -60,6 +65,11 @@ func (tc *tenantClassifier) build(spec Spec, names *[]string) (map[string]uint8,
 		id := uint8(i + 1)
 		ids[t.Name] = id
 		tc.vni, tc.vlan = append(tc.vni, t.VNI), append(tc.vlan, t.VLAN)
+		var vteps []netip.Prefix
+		for _, p := range t.VTEPs {
+			vteps = append(vteps, p.Masked())
+		}
+		tc.vteps = append(tc.vteps, vteps)
 		if t.VNI == 0 && t.VLAN == 0 {
 			return nil, fmt.Errorf("%w: tenants[%d]: neither a VNI nor a VLAN", ErrSpec, i)
 		}
@@ -139,6 +149,21 @@ func (g *Generation) TenantByVNI(vni uint32) (uint8, bool) {
 	return id, ok
 }
 
+// fromVTEP reports whether a VXLAN packet of tenant id may come from src:
+// the tenant has no VTEP list, or src is in it.
+func (tc *tenantClassifier) fromVTEP(id uint8, src netip.Addr) bool {
+	vteps := tc.vteps[id]
+	if len(vteps) == 0 {
+		return true
+	}
+	for _, p := range vteps {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	return false
+}
+
 // classifyTenant is the tenant step of Prepare, for a parsed frame: a
 // VXLAN packet to the node's VTEP address is decapsulated — p.Off, p.Len
 // and p.Parsed move to its inner frame — and its VNI names the tenant it
@@ -161,7 +186,7 @@ func classifyTenant(p *Packet, g *Generation) (tenant uint8, ok bool) {
 		return 0, false
 	}
 	id, known := tc.vnis[vni]
-	if !known {
+	if !known || !tc.fromVTEP(id, t.SrcAddr()) {
 		p.Verdict, p.Reason = Drop, ReasonTenant
 		return 0, false
 	}
