@@ -207,7 +207,6 @@ func (w *Worker) process(n int, now uint32) {
 			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
-				p.NATAddr, p.NATPort = e.NATAddr, e.NATPort
 				switch {
 				case p.ICMPError:
 				case p.Verdict == pipeline.Drop: // denied: stays short-lived

@@ -181,5 +181,6 @@ func Hit(p *Packet, e *flow.Entry, g *Generation) bool {
 		return true
 	}
 	p.Real, p.Why = g.Reals[e.Backend], WhyFlowEntry
+	p.NATAddr, p.NATPort = e.NATAddr, e.NATPort // a full-NAT flow's binding
 	return true
 }

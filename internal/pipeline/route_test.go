@@ -73,3 +73,4 @@ func TestRouteStage(t *testing.T) {
 		}
 	}
 }
+

@@ -68,6 +68,7 @@ func TraceFrame(chain *Chain, g *Generation, frame []byte, live *flow.Entry, now
 		tr.Entry = true
 		e = ctx.Flows.Insert(&p.Key, p.Hash, now)
 		e.State, e.Backend, e.Gen, e.LastSeen = live.State, live.Backend, live.Gen, live.LastSeen
+		e.NATAddr, e.NATPort = live.NATAddr, live.NATPort
 	}
 	stages := chain.all
 	switch {
@@ -213,12 +214,14 @@ func stageReason(s Stage, p *Packet, n int) string {
 		}
 		return "next hop by the kernel's main table"
 	case Encapsulate:
-		switch p.Verdict {
-		case Forward:
+		switch {
+		case p.Verdict == Forward && p.Real.NAT != nil:
+			return fmt.Sprintf("full-NAT rewrite to %s from SNAT port %d: %d-byte frame", p.Real.Name, p.NATPort, p.Len)
+		case p.Verdict == Forward:
 			return fmt.Sprintf("%s to %s: %d-byte frame (was %d)", p.Real.Template.Mode(), p.Real.Name, p.Len, n)
-		case Reply:
+		case p.Verdict == Reply:
 			return "too big once encapsulated: answered with an ICMP too big"
-		case Spill:
+		case p.Verdict == Spill:
 			return "too big once encapsulated: fragmented by the kernel"
 		}
 	}
