@@ -158,7 +158,7 @@ func runAgent(ctx context.Context, c agent.Config, log *slog.Logger, metricsAddr
 		return err
 	}
 	if metricsAddr != "" {
-		srv, err := agentmetrics.Serve(metricsAddr, metricsToken, a.Counters)
+		srv, err := agentmetrics.Serve(metricsAddr, metricsToken, a.Counters, a)
 		if err != nil {
 			a.Close()
 			return fmt.Errorf("--metrics-addr: %w", err)

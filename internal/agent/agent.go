@@ -10,12 +10,14 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/flow"
 )
 
 // ErrClosed is returned by Run when the agent is (or gets) closed.
@@ -48,6 +50,13 @@ type Agent struct {
 	// owned by the Run goroutine. nil when the Agent was not made by New,
 	// and then every such packet is delivered locally.
 	sc *secondChance
+	// capture is the running capture (capture.go; nil: none); capFlow and
+	// capKey are the Run goroutine's scratch space for it, clock its
+	// records' time.
+	capture atomic.Pointer[capture]
+	capFlow flowInfo
+	capKey  flow.Key
+	clock   *flow.Clock
 
 	mu      sync.Mutex // guards the fields below
 	closed  bool
@@ -70,7 +79,7 @@ func New(c Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: newVIPSet(c.VIPs),
+	a := &Agent{cfg: c, log: slog.New(slog.NewTextHandler(io.Discard, nil)), vips: newVIPSet(c.VIPs), clock: flow.NewClock(),
 		trust: newSourceFilter(&c)}
 	if c.Logger != nil {
 		a.log = c.Logger
@@ -302,13 +311,20 @@ func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GU
 		b.Drops[r]++
 		return false
 	}
-	if h.HasHops && a.sc != nil && !a.sc.route(d, inner, h, b) {
-		return false // forwarded or dropped
+	if h.HasHops && a.sc != nil {
+		fwd := b.SecondHop.Forwarded
+		if !a.sc.route(d, inner, h, b) {
+			if b.SecondHop.Forwarded != fwd {
+				a.captureInner(inner, true)
+			}
+			return false // forwarded or dropped
+		}
 	}
 	if _, err := a.tun.Write(inner); err != nil {
 		b.Drops[TUNWriteError]++
 		return false
 	}
+	a.captureInner(inner, false)
 	b.Delivered++
 	b.DeliveredBytes += uint64(len(inner))
 	if h.HasHops {

@@ -59,8 +59,10 @@ var ErrCaptureRunning = datapath.ErrCaptureRunning
 // ErrCaptureUnsupported: the node cannot capture.
 var ErrCaptureUnsupported = errors.New("this node cannot capture")
 
-// captureFilter turns q into the datapath's filter and directions.
-func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingress, egress bool, err error) {
+// CaptureFilterOf turns the parts of q that need no node's configuration
+// (protocol, host, port, where) into a filter and directions, and fills
+// q's defaults (Count, Duration) or refuses them.
+func CaptureFilterOf(q *CaptureQuery) (f datapath.CaptureFilter, ingress, egress bool, err error) {
 	f.Tenant = -1
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidQuery}, a...)...)
@@ -89,34 +91,6 @@ func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingre
 		return f, false, false, bad("port %d is not a port", q.Port)
 	}
 	f.Port = uint16(q.Port)
-	g := s.node.Generation()
-	if q.Tenant != "" {
-		id, ok := g.TenantByName(q.Tenant)
-		if g == nil || !ok {
-			return f, false, false, bad("no tenant %q", q.Tenant)
-		}
-		f.Tenant = int(id)
-	}
-	if q.VIP != "" {
-		if g == nil {
-			return f, false, false, bad("no VIP %q", q.VIP)
-		}
-		found := false
-		for _, svc := range g.Services {
-			if svc.Name == q.VIP {
-				f.Dst, f.Tenant, found = netip.AddrFrom16(svc.Addr).Unmap(), int(svc.Tenant), true
-				if svc.PortLo == svc.PortHi {
-					f.DstPort = svc.PortLo
-				}
-				if f.Proto == 0 {
-					f.Proto = svc.Proto
-				}
-			}
-		}
-		if !found {
-			return f, false, false, fmt.Errorf("%w: VIP %q", ErrNotFound, q.VIP)
-		}
-	}
 	switch strings.ToLower(q.Where) {
 	case "", "both":
 		ingress, egress = true, true
@@ -142,6 +116,42 @@ func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingre
 	return f, ingress, egress, nil
 }
 
+// captureFilter is CaptureFilterOf with the node's VIPs and tenants.
+func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingress, egress bool, err error) {
+	if f, ingress, egress, err = CaptureFilterOf(q); err != nil {
+		return f, false, false, err
+	}
+	g := s.node.Generation()
+	if q.Tenant != "" {
+		id, ok := g.TenantByName(q.Tenant)
+		if g == nil || !ok {
+			return f, false, false, fmt.Errorf("%w: no tenant %q", ErrInvalidQuery, q.Tenant)
+		}
+		f.Tenant = int(id)
+	}
+	if q.VIP != "" {
+		if g == nil {
+			return f, false, false, fmt.Errorf("%w: VIP %q", ErrNotFound, q.VIP)
+		}
+		found := false
+		for _, svc := range g.Services {
+			if svc.Name == q.VIP {
+				f.Dst, f.Tenant, found = netip.AddrFrom16(svc.Addr).Unmap(), int(svc.Tenant), true
+				if svc.PortLo == svc.PortHi {
+					f.DstPort = svc.PortLo
+				}
+				if f.Proto == 0 {
+					f.Proto = svc.Proto
+				}
+			}
+		}
+		if !found {
+			return f, false, false, fmt.Errorf("%w: VIP %q", ErrNotFound, q.VIP)
+		}
+	}
+	return f, ingress, egress, nil
+}
+
 // CheckCapture validates q (and fills its defaults) without starting a
 // capture: what Capture would refuse before writing anything.
 func (s *Server) CheckCapture(q *CaptureQuery) error {
@@ -153,39 +163,53 @@ func (s *Server) CheckCapture(q *CaptureQuery) error {
 }
 
 // Capture copies the packets q selects from the datapath and writes them
-// to w as pcapng, as they come: two interfaces, "ingress" (frames as
-// received) and "egress" (as sent), Ethernet, up to datapath.CaptureSnap
-// bytes of each frame. It ends after q.Count packets, q.Duration, or when
-// ctx is done or w fails, and ends the file with each interface's
-// statistics (the copies the datapath dropped). Errors before the first
-// byte (the query, a capture already running) leave w untouched.
+// to w as pcapng (WriteCapture: interfaces "ingress", frames as received,
+// and "egress", as sent; Ethernet). Errors before the first byte (the
+// query, a capture already running) leave w untouched.
 func (s *Server) Capture(ctx context.Context, q CaptureQuery, w io.Writer) (CaptureResult, error) {
-	var res CaptureResult
 	cn, ok := s.node.(Capturer)
 	if !ok {
-		return res, ErrCaptureUnsupported
+		return CaptureResult{}, ErrCaptureUnsupported
 	}
 	f, ingress, egress, err := s.captureFilter(&q)
 	if err != nil {
-		return res, err
+		return CaptureResult{}, err
 	}
 	c, err := cn.StartCapture(f, ingress, egress)
 	if err != nil {
-		return res, err
+		return CaptureResult{}, err
 	}
+	return WriteCapture(ctx, w, c, q, layers.LinkTypeEthernet,
+		[2]string{"ingress", "frames as the Sluice datapath received them"},
+		[2]string{"egress", "frames as the Sluice datapath sent them"})
+}
+
+// CaptureSource is a running capture: what it copied (datapath.Capture,
+// or the backend agent's).
+type CaptureSource interface {
+	Drain(fn func(r *datapath.CaptureRecord)) int
+	Dropped() uint64
+	Time(at uint32) time.Time
+	Stop()
+}
+
+// WriteCapture writes what c copies to w as pcapng, as it comes: two
+// interfaces of link type lt, named and described by in (records as
+// received) and out (as sent), up to datapath.CaptureSnap bytes of each. It
+// ends after q.Count packets, q.Duration, or when ctx is done or w fails,
+// stops c, and ends the file with each interface's statistics (the copies
+// c dropped).
+func WriteCapture(ctx context.Context, w io.Writer, c CaptureSource, q CaptureQuery, lt layers.LinkType, in, out [2]string) (CaptureResult, error) {
+	var res CaptureResult
 	defer c.Stop()
 	start := time.Now()
 	pw, err := pcapgo.NewNgWriterInterface(w, pcapgo.NgInterface{
-		Name: "ingress", Description: "frames as the Sluice datapath received them",
-		LinkType: layers.LinkTypeEthernet, SnapLength: datapath.CaptureSnap,
+		Name: in[0], Description: in[1], LinkType: lt, SnapLength: datapath.CaptureSnap,
 	}, pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{Application: "sluice ctl capture"}})
 	if err != nil {
 		return res, err
 	}
-	out, err := pw.AddInterface(pcapgo.NgInterface{
-		Name: "egress", Description: "frames as the Sluice datapath sent them",
-		LinkType: layers.LinkTypeEthernet, SnapLength: datapath.CaptureSnap,
-	})
+	outID, err := pw.AddInterface(pcapgo.NgInterface{Name: out[0], Description: out[1], LinkType: lt, SnapLength: datapath.CaptureSnap})
 	if err != nil {
 		return res, err
 	}
@@ -196,7 +220,7 @@ func (s *Server) Capture(ctx context.Context, q CaptureQuery, w io.Writer) (Capt
 		}
 		ci := gopacket.CaptureInfo{Timestamp: c.Time(r.At), CaptureLength: r.N, Length: r.Len}
 		if r.Egress {
-			ci.InterfaceIndex = out
+			ci.InterfaceIndex = outID
 		}
 		if werr = pw.WritePacket(ci, r.Data[:r.N]); werr == nil {
 			res.Packets++
@@ -220,7 +244,7 @@ loop:
 		}
 	}
 	c.Stop()
-	c.Drain(write) // what the workers copied before they saw Stop
+	c.Drain(write) // what was copied before Stop
 	res.Dropped = c.Dropped()
 	if werr != nil {
 		return res, werr

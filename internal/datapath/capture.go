@@ -41,8 +41,8 @@ type CaptureFilter struct {
 	DstPort uint16
 }
 
-// match reports whether k passes the filter.
-func (f *CaptureFilter) match(k *flow.Key) bool {
+// Match reports whether k passes the filter.
+func (f *CaptureFilter) Match(k *flow.Key) bool {
 	if f.Proto != 0 && k.Proto != f.Proto || f.Tenant >= 0 && int(k.Tenant) != f.Tenant {
 		return false
 	}
@@ -61,8 +61,8 @@ func (f *CaptureFilter) match(k *flow.Key) bool {
 // CaptureSnap is the most bytes of a frame a capture keeps.
 const CaptureSnap = 2048
 
-// captureRing is the records a worker's ring holds.
-const captureRing = 1024
+// CaptureRing is the records a worker's ring holds.
+const CaptureRing = 1024
 
 // CaptureRecord is one copied frame.
 type CaptureRecord struct {
@@ -95,7 +95,7 @@ var ErrCaptureRunning = errors.New("datapath: a capture is running")
 func (d *Datapath) StartCapture(f CaptureFilter, ingress, egress bool) (*Capture, error) {
 	c := &capture{filter: f, ingress: ingress, egress: egress}
 	for range d.workers {
-		c.rings = append(c.rings, pipeline.NewRing[CaptureRecord](captureRing))
+		c.rings = append(c.rings, pipeline.NewRing[CaptureRecord](CaptureRing))
 	}
 	if !d.capturing.CompareAndSwap(nil, c) {
 		return nil, ErrCaptureRunning
@@ -143,8 +143,9 @@ func (c *Capture) Stop() {
 	c.d.capturing.CompareAndSwap(c.c, nil)
 }
 
-// copyFrame copies frame into ring, if it has room.
-func copyFrame(ring *pipeline.Ring[CaptureRecord], frame []byte, egress bool, now uint32) {
+// CopyFrame copies frame into ring, if it has room (a full ring counts
+// the copy as dropped).
+func CopyFrame(ring *pipeline.Ring[CaptureRecord], frame []byte, egress bool, now uint32) {
 	r := ring.Reserve()
 	if r == nil {
 		return
@@ -161,12 +162,12 @@ func (w *Worker) captureIngress(c *capture, n int, now uint32) {
 	w.capMarked = 0
 	for i := range n {
 		p := &w.pkts[i]
-		m := p.Parsed.Verdict == packet.OK && c.filter.match(&p.Key)
+		m := p.Parsed.Verdict == packet.OK && c.filter.Match(&p.Key)
 		w.capMark[i] = m
 		if m {
 			w.capMarked++
 			if c.ingress {
-				copyFrame(ring, p.Buf[p.Off:p.Off+p.Len], false, now)
+				CopyFrame(ring, p.Buf[p.Off:p.Off+p.Len], false, now)
 			}
 		}
 	}
@@ -186,7 +187,7 @@ func (w *Worker) captureEgress(c *capture, n int, now uint32) {
 		}
 		switch p.Verdict {
 		case pipeline.Forward, pipeline.Reply, pipeline.Spill:
-			copyFrame(ring, p.Buf[p.Off:p.Off+p.Len], true, now)
+			CopyFrame(ring, p.Buf[p.Off:p.Off+p.Len], true, now)
 		}
 	}
 }

@@ -4,12 +4,18 @@
 package metrics
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 
+	"github.com/gopacket/gopacket/layers"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sluicelb/sluice/internal/agent"
+	"github.com/sluicelb/sluice/internal/control"
 	"github.com/sluicelb/sluice/internal/control/api"
 )
 
@@ -43,12 +49,44 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // server is closed, with the admin API's rule (api.Listen): a non-loopback
 // address is refused without a token, and with a token every request must
 // carry it.
-func Serve(addr, token string, counters func() agent.Counters) (*http.Server, error) {
+//
+// With a, it also serves GET /v1/capture (api.CaptureHandler): a capture of
+// what the agent delivers ("ingress" in the query: the interface
+// "delivered") and forwards to a second-chance hop ("egress":
+// "forwarded"), inner IP packets (pcapng link type raw IP), selected by
+// protocol, host and port (the agent knows no VIP names: --host).
+func Serve(addr, token string, counters func() agent.Counters, a *agent.Agent) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collector{counters}); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if a != nil {
+		mux.Handle("GET /v1/capture", api.CaptureHandler(func(ctx context.Context, q control.CaptureQuery, w io.Writer) (control.CaptureResult, error) {
+			return Capture(ctx, a, q, w)
+		}))
+	}
 	return api.Listen(addr, token, mux)
+}
+
+// Capture runs a capture q of the agent a and writes it to w (pcapng).
+func Capture(ctx context.Context, a *agent.Agent, q control.CaptureQuery, w io.Writer) (control.CaptureResult, error) {
+	if q.VIP != "" || q.Tenant != "" {
+		return control.CaptureResult{}, fmt.Errorf("%w: the agent selects by protocol, host and port (no VIP or tenant names)", control.ErrInvalidQuery)
+	}
+	f, delivered, forwarded, err := control.CaptureFilterOf(&q)
+	if err != nil {
+		return control.CaptureResult{}, err
+	}
+	c, err := a.StartCapture(f, delivered, forwarded)
+	if errors.Is(err, agent.ErrCaptureRunning) {
+		err = fmt.Errorf("%w: %w", control.ErrCaptureRunning, err)
+	}
+	if err != nil {
+		return control.CaptureResult{}, err
+	}
+	return control.WriteCapture(ctx, w, c, q, layers.LinkTypeRaw,
+		[2]string{"delivered", "inner packets the Sluice agent wrote to its TUN device"},
+		[2]string{"forwarded", "inner packets the Sluice agent forwarded to a second-chance hop"})
 }

@@ -56,7 +56,7 @@ func TestAgentMetricsValues(t *testing.T) {
 	var c agent.Counters
 	c.Received, c.Delivered = 12, 5
 	c.Drops[agent.RejectedSource] = 7
-	srv, err := Serve("127.0.0.1:0", "", func() agent.Counters { return c })
+	srv, err := Serve("127.0.0.1:0", "", func() agent.Counters { return c }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,14 +82,14 @@ func TestAgentMetricsValues(t *testing.T) {
 func TestAgentMetricsListen(t *testing.T) {
 	counters := func() agent.Counters { return agent.Counters{} }
 	for _, addr := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
-		if srv, err := Serve(addr, "", counters); !errors.Is(err, api.ErrTokenRequired) {
+		if srv, err := Serve(addr, "", counters, nil); !errors.Is(err, api.ErrTokenRequired) {
 			if srv != nil {
 				srv.Close()
 			}
 			t.Errorf("%s without a token: %v, want ErrTokenRequired", addr, err)
 		}
 	}
-	srv, err := Serve("0.0.0.0:0", "s3cret", counters)
+	srv, err := Serve("0.0.0.0:0", "s3cret", counters, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -271,24 +272,7 @@ func Handler(s *control.Server) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, tr)
 	})
-	mux.HandleFunc("GET /v1/capture", func(w http.ResponseWriter, r *http.Request) {
-		q, err := captureQuery(r.URL.Query())
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		cw := &streamWriter{w: w, contentType: "application/x-pcapng", trailers: []string{TrailerCapturePackets, TrailerCaptureDropped}}
-		res, err := s.Capture(r.Context(), q, cw)
-		if !cw.started {
-			if err == nil {
-				err = errors.New("capture wrote nothing")
-			}
-			writeError(w, statusOf(err), err)
-			return
-		}
-		w.Header().Set(TrailerCapturePackets, strconv.FormatUint(res.Packets, 10))
-		w.Header().Set(TrailerCaptureDropped, strconv.FormatUint(res.Dropped, 10))
-	})
+	mux.Handle("GET /v1/capture", CaptureHandler(s.Capture))
 	mux.HandleFunc("GET /v1/quic/decode", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		cid, err := control.ParseCID(q.Get("cid"))
@@ -329,6 +313,31 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, asYAML bool) erro
 		return fmt.Errorf("body: %w", err)
 	}
 	return nil
+}
+
+// CaptureHandler serves GET /v1/capture with capture (the LB node's
+// control.Server.Capture, or the backend agent's): the query's filter, a
+// pcapng stream, then the trailers; an error before the first byte is a
+// JSON error answer.
+func CaptureHandler(capture func(ctx context.Context, q control.CaptureQuery, w io.Writer) (control.CaptureResult, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, err := captureQuery(r.URL.Query())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		cw := &streamWriter{w: w, contentType: "application/x-pcapng", trailers: []string{TrailerCapturePackets, TrailerCaptureDropped}}
+		res, err := capture(r.Context(), q, cw)
+		if !cw.started {
+			if err == nil {
+				err = errors.New("capture wrote nothing")
+			}
+			writeError(w, statusOf(err), err)
+			return
+		}
+		w.Header().Set(TrailerCapturePackets, strconv.FormatUint(res.Packets, 10))
+		w.Header().Set(TrailerCaptureDropped, strconv.FormatUint(res.Dropped, 10))
+	})
 }
 
 // Trailers of GET /v1/capture: packets written, copies the datapath lost.
