@@ -121,7 +121,7 @@ func waitLab(t *testing.T, p *lab.Process) string {
 // capture streamed to standard output is read by tcpdump. Control run: a
 // capture of a port no client uses holds nothing.
 func TestE2ECapture(t *testing.T) {
-	s := start(t, scenario.Options{IO: "afxdp"})
+	s := start(t, scenario.Options{IO: "afxdp", AgentMetrics: true})
 	ctx := t.Context()
 	lb := s.Lab.LBs[0]
 	vip := s.Opts.VIP4
@@ -188,6 +188,46 @@ func TestE2ECapture(t *testing.T) {
 	t.Logf("tcpdump -i sluice-mon0 saw %d packets; ctl: %s", strings.Count(string(tap), "\n"), strings.TrimSpace(waitLab(t, p4)))
 	if strings.Count(string(tap), "\n") != 6 {
 		t.Errorf("tcpdump on the TAP interface:\n%s", tap)
+	}
+
+	// The backend agents: what they deliver of one client port.
+	var agents []*lab.Process
+	for i, be := range s.Lab.Backends {
+		agents = append(agents, startLab(t, be, sluiceBin, "ctl", "--addr", scenario.AgentMetricsAddr, "capture",
+			"--port", fmt.Sprint(cport+5), "--duration", "3s", "-w", filepath.Join(dir, fmt.Sprintf("agent%d.pcapng", i))))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if out, err := s.Lab.Client.Run(ctx, "curl", "-sS", "--local-port", fmt.Sprint(cport+5), "--max-time", "5", url); err != nil {
+		t.Fatalf("curl: %v\n%s", err, out)
+	}
+	delivered := 0
+	for i, p := range agents {
+		t.Logf("be%d's agent: %s", i+1, strings.TrimSpace(waitLab(t, p)))
+		f, err := os.Open(filepath.Join(dir, fmt.Sprintf("agent%d.pcapng", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			data, ci, err := r.ReadPacketData()
+			if err != nil {
+				break
+			}
+			pkt := gopacket.NewPacket(data, layers.LayerTypeIPv4, gopacket.Default)
+			tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if ci.InterfaceIndex != 0 || tcp == nil || uint16(tcp.SrcPort) != cport+5 {
+				t.Errorf("be%d's agent captured %v on interface %d", i+1, pkt, ci.InterfaceIndex)
+				continue
+			}
+			delivered++
+		}
+		f.Close()
+	}
+	if delivered < 4 {
+		t.Errorf("the agents' captures hold %d of the connection's packets, want its packets (at least 4)", delivered)
 	}
 
 	p3 := capture(cport+2, none, "--duration", "2s")
