@@ -73,4 +73,3 @@ func TestRouteStage(t *testing.T) {
 		}
 	}
 }
-
