@@ -68,7 +68,7 @@ func clusterTable(tw *tabwriter.Writer, st control.ClusterStatus) {
 	fmt.Fprintf(tw, "published\t%d new flows, %d committed, %d failed, %d rejected, %d dropped; %d refreshed\n",
 		st.Publish.Submitted, st.Publish.Committed, st.Publish.Failed, st.Publish.Rejected, st.Publish.Dropped, st.Publish.Refreshed)
 	a := st.Ask
-	fmt.Fprintf(tw, "asked\t%d flows: %d answered (%d moved off this node's decision), local: %d timeout, %d failed, %d unknown backend, %d busy; %d corrected\n",
+	fmt.Fprintf(tw, "asked\t%d flows: %d answered (%d moved off this node's decision), local: %d timeout, %d failed, %d unknown backend; %d busy (dropped, retransmitted); %d corrected\n",
 		a.Asked, a.Answered, a.Moved, a.Timeouts, a.Failed, a.Unknown, a.Busy, a.Corrected)
 	fmt.Fprintf(tw, "held\t%d packets, %d released, %d dropped\n", a.Held, a.Released, a.Dropped)
 	fmt.Fprintln(tw, "\nMEMBER\tSTATE\tCONFIGURED")

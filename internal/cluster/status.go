@@ -46,7 +46,7 @@ type AskCounts struct {
 	Timeouts  uint64 `json:"timeouts"`  // decided locally: no answer in time
 	Failed    uint64 `json:"failed"`    // decided locally: the chain could not answer
 	Unknown   uint64 `json:"unknown"`   // decided locally: the answer named a backend the node lacks
-	Busy      uint64 `json:"busy"`      // decided locally at once: the worker's questions full
+	Busy      uint64 `json:"busy"`      // packets dropped (the sender retransmits): the worker's questions were full
 	Held      uint64 `json:"held"`      // packets held while their flow was asked about
 	Released  uint64 `json:"released"`  // held packets sent once decided
 	Dropped   uint64 `json:"dropped"`   // packets that could not be held or sent (chain_hold)

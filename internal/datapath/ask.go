@@ -22,13 +22,14 @@ import (
 // Without an answer within AskTimeout the worker decides locally, as
 // without a cluster, and publishes that decision.
 //
-// Nothing blocks: a flow that cannot be asked about (the table of flows
-// being asked, or the queue, full) is decided locally at once, and a
-// packet that cannot be held is dropped (ReasonChainHold; its sender
-// retransmits it after the answer).
+// Nothing blocks: a packet of a flow that cannot be asked about now (the
+// table of flows being asked, or the queue, full: busy) or that cannot be
+// held is dropped (ReasonChainHold); its sender retransmits it, and asks
+// again once questions were answered. (A local decision would break the
+// moved connections a burst of questions is made of.)
 const (
 	askWays     = 4
-	askSets     = 256  // askWays x askSets flows asked about at once per worker
+	askSets     = 1024 // askWays x askSets flows asked about at once per worker
 	askHeldMax  = 256  // packets held per worker
 	askPerFlow  = 8    // packets held per flow
 	askFrameMax = 2048 // longer packets are not held (dropped; the sender retransmits)
@@ -114,8 +115,13 @@ func (a *asker) Ask(p *pipeline.Packet, svc *pipeline.Service, proposal *pipelin
 			}
 		}
 		if f == nil || !a.out.Push(&pipeline.Publish{Key: p.Key, Service: svc.ClusterID, Ask: true, Backend: proposal.ClusterID}) {
+			// No room to ask now (a burst of moved flows): the packet is
+			// dropped, not decided locally — a local decision would break a
+			// moved connection — and its sender's retransmission asks
+			// again once questions were answered.
 			c.Busy++
-			return false
+			p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonChainHold
+			return true
 		}
 		f.key, f.gen, f.at, f.live, f.n = p.Key, a.w.ctx.Gen.ID, a.w.ctx.Now, true, 0
 		a.pending++
@@ -151,7 +157,7 @@ func (a *asker) serve(g *pipeline.Generation, now uint32) {
 		a.answers.Drain(func(r *pipeline.ChainAnswer) { a.answer(r, g, now) })
 	}
 	if a.pending > 0 {
-		for range askSets { // 1024 small records, while any is pending
+		for range askSets { // 4096 small records, while any is pending
 			s := &a.sets[a.sweep]
 			for i := range s {
 				if f := &s[i]; f.live && now-f.at >= a.timeout {
