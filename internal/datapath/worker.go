@@ -336,7 +336,11 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		w.counters.FragmentsFollowed++
 		return
 	}
-	if w.relayed(p) && w.toOwner(p, g, now) {
+	// A full-NAT flow's fragments stay on the node (another node cannot
+	// rewrite them to this one's SNAT address, and no decision of such a
+	// flow goes to the owner): a later fragment to an address with a
+	// full-NAT service is held here, as alone.
+	if w.relayed(p) && !g.IsNATAddr(p.Key.Dst) && w.toOwner(p, g, now) {
 		return
 	}
 	// Held fragments leave through the kernel (GUE, IPIP) or a frame the
