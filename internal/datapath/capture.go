@@ -161,7 +161,10 @@ func (w *Worker) captureIngress(c *capture, n int, now uint32) {
 	w.capMarked = 0
 	for i := range n {
 		p := &w.pkts[i]
-		m := p.Parsed.Verdict == packet.OK && c.filter.match(&p.Key)
+		// Only a packet Prepare gave a key (a valid one, or a later
+		// fragment): another keeps the key of the slot's earlier packet.
+		m := (p.Verdict == pipeline.Continue || p.Reason == pipeline.ReasonFragment && p.Parsed.Verdict == packet.OK) &&
+			c.filter.match(&p.Key)
 		w.capMark[i] = m
 		if m {
 			w.capMarked++

@@ -3,8 +3,13 @@ package datapath_test
 import (
 	"errors"
 	"math/rand/v2"
+	"net"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -125,4 +130,43 @@ func BenchmarkCapture(b *testing.B) {
 	b.ReportMetric(per(t[0]), "off-ns")
 	b.ReportMetric(per(t[1])-per(t[0]), "nomatch-extra-ns")
 	b.ReportMetric(per(t[2])-per(t[0]), "all-extra-ns")
+}
+
+// TestCaptureKeyless: a packet the datapath has no flow key for (an ICMP
+// error whose quote is too short for ports) is not matched by the key its
+// frame slot held for an earlier packet of the filtered flow.
+func TestCaptureKeyless(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}})
+	one := clients4.FlowSrc(1)
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: -1, Port: one.Port()}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	f := tcpFrame(one, vip4, sim.SYN)
+	r.send(f)
+	// An error about the VIP's packet to the client, quoting its IP header
+	// only: no ports.
+	eth := &layers.Ethernet{SrcMAC: hopMAC[:], DstMAC: lbMAC[:], EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP{198, 51, 100, 1}, DstIP: vip4.Addr().AsSlice()}
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+	quote := slices.Clone(f[14:34])
+	copy(quote[12:16], vip4.Addr().AsSlice()) // VIP -> client
+	copy(quote[16:20], one.Addr().AsSlice())
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, icmp, gopacket.Payload(quote)); err != nil {
+		t.Fatal(err)
+	}
+	r.send(slices.Clone(buf.Bytes()))
+	var got int
+	c.Drain(func(rec *datapath.CaptureRecord) {
+		if string(rec.Data[:rec.N]) != string(f) && rec.Egress == false {
+			t.Errorf("copied a frame the filter does not select (%d bytes)", rec.Len)
+		}
+		got++
+	})
+	if got != 2 {
+		t.Errorf("%d records, want the SYN as received and as sent", got)
+	}
 }
