@@ -168,8 +168,9 @@ func (w *Worker) captureIngress(c *capture, n int, now uint32) {
 		w.capMark[i] = m
 		if m {
 			w.capMarked++
-			if c.ingress {
-				copyFrame(ring, p.Buf[p.Off:p.Off+p.Len], false, now)
+			if c.ingress { // the frame, not p's view of it (a tenant's VXLAN: the inner frame)
+				f := &w.frames[i]
+				copyFrame(ring, f.Buf[f.Off:f.Off+f.Len], false, now)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -168,5 +169,30 @@ func TestCaptureKeyless(t *testing.T) {
 	})
 	if got != 2 {
 		t.Errorf("%d records, want the SYN as received and as sent", got)
+	}
+}
+
+// TestCaptureTenantAsReceived: a tenant's packet, matched by its inner
+// flow, is copied as received: the VXLAN frame the node got.
+func TestCaptureTenantAsReceived(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(tenantSpec())
+	client := netip.MustParseAddrPort("10.100.0.2:40000")
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: 1, Port: client.Port()}, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	f := vxlanFrame(tcpFrame(client, vip4, sim.SYN), 100)
+	if out := r.send(f); len(out) != 1 {
+		t.Fatalf("%d frames out", len(out))
+	}
+	n := c.Drain(func(rec *datapath.CaptureRecord) {
+		if rec.Len != len(f) || string(rec.Data[:rec.N]) != string(f) {
+			t.Errorf("copied %d bytes, not the %d-byte VXLAN frame received", rec.Len, len(f))
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d records, want 1", n)
 	}
 }
