@@ -91,8 +91,12 @@ func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingre
 	f.Port = uint16(q.Port)
 	g := s.node.Generation()
 	if q.Tenant != "" {
-		id, ok := g.TenantByName(q.Tenant)
-		if g == nil || !ok {
+		var id uint8
+		ok := false
+		if g != nil {
+			id, ok = g.TenantByName(q.Tenant)
+		}
+		if !ok {
 			return f, false, false, bad("no tenant %q", q.Tenant)
 		}
 		f.Tenant = int(id)
