@@ -729,3 +729,77 @@ func TestNATFragments(t *testing.T) {
 		})
 	}
 }
+
+// TestNATReplyFragmentsHandedOff: with two workers, a backend's fragmented
+// reply that reaches the worker not owning its SNAT port (all its
+// fragments do: a NIC hashes fragments by their addresses) is handed off
+// whole: the first fragment by its port, the later ones after it, and the
+// owner translates them all.
+func TestNATReplyFragmentsHandedOff(t *testing.T) {
+	var outs [2][][]byte
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+	}{
+		{"ipv4", netip.AddrPortFrom(vip4.Addr(), 53), clients4, backends4(3)},
+		{"ipv6", netip.AddrPortFrom(vip6.Addr(), 53), clients6, backends6(3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := udpService(tc.vip, tc.backends)
+			svc.NAT = true
+			g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{svc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dp.Apply(g)
+			ws := dp.Workers()
+			send := func(i int, frames ...[]byte) [][]byte {
+				outs[i] = outs[i][:0]
+				for _, f := range frames {
+					mems[i].Inject(f)
+				}
+				if n, err := ws[i].Poll(); n != len(frames) || err != nil {
+					t.Fatalf("worker %d: poll %d, %v", i, n, err)
+				}
+				return outs[i]
+			}
+			for d := range uint32(6) {
+				owner := int(d % 2)
+				client := tc.clients.FlowSrc(d)
+				out := send(owner, udpFragments(t, client, tc.vip, 100+d, 1000, 1500, false)...)
+				if len(out) != 1 {
+					t.Fatalf("datagram %d: %d frames out", d, len(out))
+				}
+				fw := reassemble(t, out)
+				rep := udpFragments(t, fw.dst, fw.src, 500+d, 3000, 1500, false)
+				if out := send(1-owner, rep...); len(out) != 0 {
+					t.Fatalf("reply %d: the other worker sent %d frames", d, len(out))
+				}
+				outs[owner] = outs[owner][:0]
+				if _, err := ws[owner].Poll(); err != nil {
+					t.Fatal(err)
+				}
+				if len(outs[owner]) != len(rep) {
+					c := dp.Counters()
+					t.Fatalf("reply %d: the owner sent %d of %d fragments; NAT %+v drops %v", d, len(outs[owner]), len(rep), c.NAT, c.Drops)
+				}
+				back := reassemble(t, outs[owner])
+				if back.src != tc.vip || back.dst != client || !back.csumOK || back.size != 3000 {
+					t.Fatalf("reply %d reached the client as %+v", d, back)
+				}
+			}
+		})
+	}
+}

@@ -195,6 +195,9 @@ func (w *Worker) process(n int, now uint32) {
 					p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
 					if o.natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
 						w.ctx.NAT.Counters.HandedOff++
+						if g.Fragments && p.Parsed.Frag == packet.FirstFragment && !p.ICMPError {
+							w.handedOffFirst(p, o, g, now)
+						}
 					} else {
 						w.ctx.NAT.Counters.HandoffDropped++
 					}
@@ -316,7 +319,7 @@ func (w *Worker) process(n int, now uint32) {
 // held; otherwise it stays dropped (ReasonFragment).
 func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	if w.ctx.NAT != nil && p.Key.Tenant == 0 && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
-		w.laterReplyFragment(p, now)
+		w.laterReplyFragment(p, now, true)
 		return
 	}
 	if !g.IsServiceAddr(p.Key.Dst) {
