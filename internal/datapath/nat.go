@@ -40,9 +40,11 @@ func setupNAT(workers []*Worker, snat []netip.Addr, l nat.Layout) error {
 		}
 		w.ctx.NAT = s
 		w.flows.OnRemove(s.Removed)
+		w.natTx = make([]link.Frame, 0, 1) // a held fragment's frame
 		if len(workers) > 1 {
 			w.natPeers, w.natIndex, w.natLayout = workers, i, l
 			w.natIn = &natInbox{fill: newNATSlots(), read: newNATSlots()}
+			w.natTx = make([]link.Frame, 0, natInboxSlots) // a drained inbox's frames
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package datapath_test
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -801,5 +802,59 @@ func TestNATReplyFragmentsHandedOff(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestZeroAllocsNATHandoff: the owner's poll that sends a burst of handed-off
+// replies (the first since it started) allocates nothing.
+func TestZeroAllocsNATHandoff(t *testing.T) {
+	var fwd [][]byte
+	record, sent := true, 0
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) {
+			if sent++; record {
+				fwd = append(fwd, slices.Clone(f))
+			}
+		}})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ws := dp.Workers()
+	const n = 32
+	for flow := range uint32(n) {
+		mems[0].Inject(natFrame(clientMAC, clients4.FlowSrc(flow), vip4, sim.SYN))
+	}
+	ws[0].Poll()
+	if len(fwd) != n {
+		t.Fatalf("%d forwarded", len(fwd))
+	}
+	for _, f := range fwd {
+		s := seeNAT(t, f)
+		mems[1].Inject(natFrame(backMAC, s.dst, s.src, sim.SYN|sim.ACK))
+	}
+	ws[1].Poll() // hands them to worker 0
+	record, sent = false, 0
+	// A packet of an established flow too, so that the in-memory link's
+	// Recv does not wait (its timer allocates).
+	mems[0].Inject(natFrame(clientMAC, clients4.FlowSrc(0), vip4, sim.ACK))
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	ws[0].Poll()
+	runtime.ReadMemStats(&m1)
+	if sent != n+1 {
+		t.Fatalf("the owner sent %d frames, want %d replies and a packet", sent, n+1)
+	}
+	if a := m1.Mallocs - m0.Mallocs; a != 0 {
+		t.Errorf("%d allocations sending %d handed-off replies", a, n)
 	}
 }
