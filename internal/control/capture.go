@@ -225,14 +225,17 @@ loop:
 	}
 	c.Stop()
 	c.Drain(write) // what the workers copied before they saw Stop
+	// (Egress drops first: each is in the total before it is counted
+	// there, so the total read after holds them all.)
+	outDropped := c.DroppedEgress()
 	res.Dropped = c.Dropped()
 	if werr != nil {
 		return res, werr
 	}
 	end := time.Now()
-	for i := range 2 {
+	for i, dropped := range []uint64{res.Dropped - outDropped, outDropped} { // ingress, egress
 		st := pcapgo.NgInterfaceStatistics{StartTime: start, LastUpdate: end, EndTime: end,
-			PacketsReceived: pcapgo.NgNoValue64, PacketsDropped: res.Dropped}
+			PacketsReceived: pcapgo.NgNoValue64, PacketsDropped: dropped}
 		if err := pw.WriteInterfaceStats(i, st); err != nil {
 			return res, err
 		}

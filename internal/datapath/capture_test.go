@@ -78,6 +78,11 @@ func TestCapture(t *testing.T) {
 	if n := c.Drain(func(*datapath.CaptureRecord) {}); n != 1024 || c.Dropped() != 1400-1024 {
 		t.Fatalf("%d records, %d dropped; want 1024 and %d", n, c.Dropped(), 1400-1024)
 	}
+	// The last 188 packets lost both their copies: half the drops are
+	// egress copies.
+	if e := c.DroppedEgress(); e != (1400-1024)/2 {
+		t.Fatalf("%d egress copies dropped, want %d", e, (1400-1024)/2)
+	}
 }
 
 // BenchmarkCapture is an established packet (BenchmarkForwardEstablished's,
