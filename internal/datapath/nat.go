@@ -148,6 +148,20 @@ func (w *Worker) serveNATInbox(g *pipeline.Generation, now uint32) {
 			if q.Verdict == pipeline.Forward && q.Parsed.Frag == packet.FirstFragment && !q.ICMPError && g.Fragments {
 				w.firstReplyFragment(q, g, now) // its later fragments follow it here
 			}
+			if q.Verdict == pipeline.Continue && q.ICMPError {
+				// An error about a flow's packet to its client, handed to
+				// every worker: the one with the flow sends it on.
+				e := w.flows.Lookup(&q.Key, q.Hash)
+				if e == nil {
+					continue // another worker's flow, or no one's
+				}
+				if pipeline.Hit(q, e, g) {
+					q.NATAddr, q.NATPort = e.NATAddr, e.NATPort
+					w.chain.RunCached(&w.ctx, w.heldPkts[:])
+				} else {
+					w.chain.Run(&w.ctx, w.heldPkts[:])
+				}
+			}
 		} else if q.Reason == pipeline.ReasonFragment && g.Fragments {
 			w.laterReplyFragment(q, now, false) // after its first fragment
 		} else {
@@ -221,6 +235,33 @@ func (w *Worker) firstReplyFragment(p *pipeline.Packet, g *pipeline.Generation, 
 	var k flow.Key
 	pipeline.FragmentKey(&k, &p.Parsed)
 	w.frags.insert(&k, k.Hash(g.Seed), fragDecision{reply: true, natAddr: uint8(addr), natPort: p.Key.DstPort, proto: p.Key.Proto}, now)
+}
+
+// icmpToPeers hands the batch's ICMP errors to a full-NAT VIP that quote a
+// flow this worker has no entry for (NATBind dropped them: icmp) to every
+// other worker: the flow's client packets reach the worker whose hash they
+// have, the error the worker whose hash its outer addresses have, and
+// nothing in it names the worker with the flow (unlike a reply's SNAT
+// port).
+func (w *Worker) icmpToPeers() {
+	s := &w.ctx.NAT.Counters
+	for _, p := range w.miss {
+		if !p.ICMPError || p.Verdict != pipeline.Drop || p.Reason != pipeline.ReasonICMP ||
+			p.Real == nil || p.Real.NAT == nil || w.flows.Lookup(&p.Key, p.Hash) != nil {
+			continue
+		}
+		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
+		for _, o := range w.natPeers {
+			if o == w {
+				continue
+			}
+			if o.natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
+				s.HandedOff++
+			} else {
+				s.HandoffDropped++
+			}
+		}
+	}
 }
 
 // handedOffFirst remembers that the first fragment p of a full-NAT reply

@@ -858,3 +858,66 @@ func TestZeroAllocsNATHandoff(t *testing.T) {
 		t.Errorf("%d allocations sending %d handed-off replies", a, n)
 	}
 }
+
+// TestNATICMPErrorsToVIPHandedOff: with two workers, an ICMP error about a
+// reply (to the VIP, quoting VIP -> client) that reaches the worker without
+// the client's flow is handed to the others; the one with the flow sends it
+// to the backend, translated.
+func TestNATICMPErrorsToVIPHandedOff(t *testing.T) {
+	var outs [2][][]byte
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ws := dp.Workers()
+	poll := func(i int, frames ...[]byte) [][]byte {
+		outs[i] = outs[i][:0]
+		for _, f := range frames {
+			mems[i].Inject(f)
+		}
+		if _, err := ws[i].Poll(); err != nil {
+			t.Fatal(err)
+		}
+		return outs[i]
+	}
+	router := netip.MustParseAddr("198.18.30.1")
+	for flow := range uint32(6) {
+		owner := int(flow % 2)
+		client := clients4.FlowSrc(flow)
+		out := poll(owner, natFrame(clientMAC, client, vip4, sim.SYN))
+		if len(out) != 1 {
+			t.Fatalf("flow %d: %d frames out", flow, len(out))
+		}
+		fw := seeNAT(t, out[0])
+		out = poll(owner, natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK))
+		if len(out) != 1 {
+			t.Fatalf("flow %d: reply not translated", flow)
+		}
+		if out := poll(1-owner, icmpAbout(t, clientMAC, router, vip4.Addr(), out[0])); len(out) != 0 {
+			t.Fatalf("flow %d: the other worker sent %d frames", flow, len(out))
+		}
+		out = poll(owner)
+		if len(out) != 1 {
+			c := dp.Counters()
+			t.Fatalf("flow %d: the flow's worker sent %d frames; NAT %+v drops %v", flow, len(out), c.NAT, c.Drops)
+		}
+		src, dst, q := seeICMP(t, out[0])
+		if src != snat4 || dst != fw.dst.Addr() || q.src != fw.dst || q.dst != fw.src {
+			t.Fatalf("flow %d: to the backend: %v -> %v quoting %v -> %v", flow, src, dst, q.src, q.dst)
+		}
+	}
+	if c := dp.Counters(); c.NAT.ICMPToBackend != 6 || c.Drops[pipeline.ReasonICMP] != 0 {
+		t.Fatalf("NAT %+v drops %v", c.NAT, c.Drops)
+	}
+}

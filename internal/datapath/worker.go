@@ -229,6 +229,9 @@ func (w *Worker) process(n int, now uint32) {
 
 	if len(w.miss) > 0 {
 		w.chain.Run(&w.ctx, w.miss)
+		if w.natPeers != nil {
+			w.icmpToPeers()
+		}
 	}
 	if len(w.hit) > 0 {
 		w.chain.RunCached(&w.ctx, w.hit)
