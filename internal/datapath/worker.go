@@ -381,7 +381,10 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	pipeline.FragmentKey(&k, &p.Parsed)
 	k.Tenant = p.Key.Tenant
 	w.recordFirst(&k, fragDecision{flowHash: p.Hash, backend: p.Real.ID, natAddr: p.NATAddr, natPort: p.NATPort, flow: p.Key, gen: g.ID}, p.Real, g, now)
-	if w.relayed(p) && p.Real.NAT == nil { // (another node cannot rewrite to this one's SNAT address)
+	// Not for an address with a full-NAT service: its later fragments stay
+	// on their node (laterFragment), and another node could not rewrite
+	// them to this one's SNAT address.
+	if w.relayed(p) && !g.IsNATAddr(p.Key.Dst) {
 		w.sendDecision(&k, p, g, now)
 	}
 }
