@@ -45,10 +45,9 @@ because the reader was slow (never packets).
 			case out == "-":
 				w = cmd.OutOrStdout()
 			case out != "":
-				f, err := os.Create(out)
-				if err != nil {
-					return err
-				}
+				// Created at the first byte: a capture the node refuses
+				// leaves an existing file as it was.
+				f := &lazyFile{name: out}
 				defer f.Close()
 				w = f
 			default:
@@ -92,4 +91,29 @@ because the reader was slow (never packets).
 	f.StringVarP(&out, "write", "w", "", "write pcapng to this file (- : standard output)")
 	f.StringVar(&iface, "iface", "", "write the packets to a TAP interface of this name, created for the capture")
 	return cmd
+}
+
+// lazyFile is a file created (or truncated) at the first Write.
+type lazyFile struct {
+	name string
+	f    *os.File
+}
+
+func (l *lazyFile) Write(b []byte) (int, error) {
+	if l.f == nil {
+		f, err := os.Create(l.name)
+		if err != nil {
+			return 0, err
+		}
+		l.f = f
+	}
+	return l.f.Write(b)
+}
+
+// Close closes the file if it was created.
+func (l *lazyFile) Close() error {
+	if l.f == nil {
+		return nil
+	}
+	return l.f.Close()
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/datapath"
@@ -24,6 +25,7 @@ type capture struct {
 	filter               datapath.CaptureFilter
 	delivered, forwarded bool
 	ring                 *pipeline.Ring[datapath.CaptureRecord]
+	forwardDrops         atomic.Uint64 // of the ring's drops, copies of forwarded packets
 }
 
 // Capture is a running capture of the agent (control.CaptureSource).
@@ -56,6 +58,9 @@ func (c *Capture) Dropped() uint64 {
 	_, d := c.c.ring.Counts()
 	return d
 }
+
+// DroppedEgress returns, of Dropped, the copies of forwarded packets.
+func (c *Capture) DroppedEgress() uint64 { return c.c.forwardDrops.Load() }
 
 // Time returns the wall-clock time of a record's At.
 func (c *Capture) Time(at uint32) time.Time {
@@ -90,7 +95,7 @@ func (a *Agent) captureInner(inner []byte, forwarded bool) {
 			k.Proto = inner[6]
 		}
 	}
-	if c.filter.Match(k) {
-		datapath.CopyFrame(c.ring, inner, forwarded, a.clock.Now())
+	if c.filter.Match(k) && !datapath.CopyFrame(c.ring, inner, forwarded, a.clock.Now()) && forwarded {
+		c.forwardDrops.Add(1)
 	}
 }

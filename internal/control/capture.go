@@ -123,8 +123,12 @@ func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingre
 	}
 	g := s.node.Generation()
 	if q.Tenant != "" {
-		id, ok := g.TenantByName(q.Tenant)
-		if g == nil || !ok {
+		var id uint8
+		ok := false
+		if g != nil {
+			id, ok = g.TenantByName(q.Tenant)
+		}
+		if !ok {
 			return f, false, false, fmt.Errorf("%w: no tenant %q", ErrInvalidQuery, q.Tenant)
 		}
 		f.Tenant = int(id)
@@ -188,7 +192,8 @@ func (s *Server) Capture(ctx context.Context, q CaptureQuery, w io.Writer) (Capt
 // or the backend agent's).
 type CaptureSource interface {
 	Drain(fn func(r *datapath.CaptureRecord)) int
-	Dropped() uint64
+	Dropped() uint64       // copies lost, both directions
+	DroppedEgress() uint64 // of them, the copies as sent
 	Time(at uint32) time.Time
 	Stop()
 }
@@ -245,14 +250,17 @@ loop:
 	}
 	c.Stop()
 	c.Drain(write) // what was copied before Stop
+	// (Egress drops first: each is in the total before it is counted
+	// there, so the total read after holds them all.)
+	outDropped := c.DroppedEgress()
 	res.Dropped = c.Dropped()
 	if werr != nil {
 		return res, werr
 	}
 	end := time.Now()
-	for i := range 2 {
+	for i, dropped := range []uint64{res.Dropped - outDropped, outDropped} { // ingress, egress
 		st := pcapgo.NgInterfaceStatistics{StartTime: start, LastUpdate: end, EndTime: end,
-			PacketsReceived: pcapgo.NgNoValue64, PacketsDropped: res.Dropped}
+			PacketsReceived: pcapgo.NgNoValue64, PacketsDropped: dropped}
 		if err := pw.WriteInterfaceStats(i, st); err != nil {
 			return res, err
 		}

@@ -109,3 +109,15 @@ func TestCaptureWritesPcapng(t *testing.T) {
 		}
 	}
 }
+
+// Before the datapath has its first generation a query naming a tenant or a
+// VIP is refused, not a crash.
+func TestCaptureQueryNoGeneration(t *testing.T) {
+	r := newTraceRig(t) // nothing applied
+	if err := r.s.CheckCapture(&CaptureQuery{Tenant: "a"}); !errors.Is(err, ErrInvalidQuery) {
+		t.Errorf("tenant: %v", err)
+	}
+	if err := r.s.CheckCapture(&CaptureQuery{VIP: "web"}); err == nil {
+		t.Errorf("VIP: accepted")
+	}
+}

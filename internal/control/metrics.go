@@ -54,7 +54,7 @@ var (
 	descPeerAdv    = desc("bgp_peer_advertised_prefixes", "Prefixes announced to the peer.", "peer")
 	descQUICRouted = desc("quic_routed_packets_total", "Packets of QUIC VIPs by route: cid (the connection ID's server ID), dcid_hash (an Initial's client-chosen DCID), tuple (fallback).", "route")
 	descQUICStray  = desc("quic_unknown_server_id_total", "Packets of QUIC VIPs whose connection ID named a server ID no backend has (routed by a fallback).")
-	descNATHandoff = desc("nat_handoff_total", "Full-NAT replies a worker received for another worker's SNAT port: handed to it (handed_off), or lost on the way, its inbox full (dropped).", "outcome")
+	descNATHandoff = desc("nat_handoff_total", "Full-NAT replies a worker received for another worker's SNAT port, and copies of ICMP errors to a VIP about a flow another worker has: handed to it (handed_off), or lost on the way, its inbox full (dropped).", "outcome")
 	descNATPackets = desc("nat_translated_packets_total", "Full-NAT packets rewritten, by direction: forward (to a backend), reply (to a client), icmp_to_client, icmp_to_backend.", "direction")
 	descNATBinds   = desc("nat_bindings_total", "Full-NAT SNAT ports allocated for new flows.")
 	descNATRelease = desc("nat_released_total", "Full-NAT SNAT ports released with their flows.")

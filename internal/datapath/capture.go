@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/flow"
@@ -78,6 +79,7 @@ type capture struct {
 	filter          CaptureFilter
 	ingress, egress bool
 	rings           []*pipeline.Ring[CaptureRecord] // by worker
+	egressDrops     []atomic.Uint64                 // by worker: the rings' drops that were egress copies
 }
 
 // Capture is a running capture: its reader drains the workers' rings
@@ -93,7 +95,7 @@ var ErrCaptureRunning = errors.New("datapath: a capture is running")
 // StartCapture starts a capture of the packets f matches, as they arrive
 // (ingress) and as they leave (egress).
 func (d *Datapath) StartCapture(f CaptureFilter, ingress, egress bool) (*Capture, error) {
-	c := &capture{filter: f, ingress: ingress, egress: egress}
+	c := &capture{filter: f, ingress: ingress, egress: egress, egressDrops: make([]atomic.Uint64, len(d.workers))}
 	for range d.workers {
 		c.rings = append(c.rings, pipeline.NewRing[CaptureRecord](CaptureRing))
 	}
@@ -129,6 +131,16 @@ func (c *Capture) Dropped() uint64 {
 	return n
 }
 
+// DroppedEgress returns how many of the copies Dropped counts were copies
+// of packets as sent (the others: as received).
+func (c *Capture) DroppedEgress() uint64 {
+	var n uint64
+	for i := range c.c.egressDrops {
+		n += c.c.egressDrops[i].Load()
+	}
+	return n
+}
+
 // Time returns the wall-clock time of a record's At.
 func (c *Capture) Time(at uint32) time.Time {
 	return time.Now().Add(-time.Duration(c.d.clock.Now()-at) * time.Millisecond)
@@ -143,16 +155,17 @@ func (c *Capture) Stop() {
 	c.d.capturing.CompareAndSwap(c.c, nil)
 }
 
-// CopyFrame copies frame into ring, if it has room (a full ring counts
-// the copy as dropped).
-func CopyFrame(ring *pipeline.Ring[CaptureRecord], frame []byte, egress bool, now uint32) {
+// CopyFrame copies frame into ring, if it has room (false: dropped, and
+// counted by the ring).
+func CopyFrame(ring *pipeline.Ring[CaptureRecord], frame []byte, egress bool, now uint32) bool {
 	r := ring.Reserve()
 	if r == nil {
-		return
+		return false
 	}
 	r.At, r.Egress, r.Len = now, egress, len(frame)
 	r.N = copy(r.Data[:], frame)
 	ring.Commit()
+	return true
 }
 
 // captureIngress marks the batch's packets the capture matches and copies
@@ -162,12 +175,16 @@ func (w *Worker) captureIngress(c *capture, n int, now uint32) {
 	w.capMarked = 0
 	for i := range n {
 		p := &w.pkts[i]
-		m := p.Parsed.Verdict == packet.OK && c.filter.Match(&p.Key)
+		// Only a packet Prepare gave a key (a valid one, or a later
+		// fragment): another keeps the key of the slot's earlier packet.
+		m := (p.Verdict == pipeline.Continue || p.Reason == pipeline.ReasonFragment && p.Parsed.Verdict == packet.OK) &&
+			c.filter.Match(&p.Key)
 		w.capMark[i] = m
 		if m {
 			w.capMarked++
-			if c.ingress {
-				CopyFrame(ring, p.Buf[p.Off:p.Off+p.Len], false, now)
+			if c.ingress { // the frame, not p's view of it (a tenant's VXLAN: the inner frame)
+				f := &w.frames[i]
+				CopyFrame(ring, f.Buf[f.Off:f.Off+f.Len], false, now)
 			}
 		}
 	}
@@ -187,7 +204,9 @@ func (w *Worker) captureEgress(c *capture, n int, now uint32) {
 		}
 		switch p.Verdict {
 		case pipeline.Forward, pipeline.Reply, pipeline.Spill:
-			CopyFrame(ring, p.Buf[p.Off:p.Off+p.Len], true, now)
+			if !CopyFrame(ring, p.Buf[p.Off:p.Off+p.Len], true, now) {
+				c.egressDrops[w.index].Add(1)
+			}
 		}
 	}
 }

@@ -3,8 +3,14 @@ package datapath_test
 import (
 	"errors"
 	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -72,6 +78,11 @@ func TestCapture(t *testing.T) {
 	if n := c.Drain(func(*datapath.CaptureRecord) {}); n != 1024 || c.Dropped() != 1400-1024 {
 		t.Fatalf("%d records, %d dropped; want 1024 and %d", n, c.Dropped(), 1400-1024)
 	}
+	// The last 188 packets lost both their copies: half the drops are
+	// egress copies.
+	if e := c.DroppedEgress(); e != (1400-1024)/2 {
+		t.Fatalf("%d egress copies dropped, want %d", e, (1400-1024)/2)
+	}
 }
 
 // BenchmarkCapture is an established packet (BenchmarkForwardEstablished's,
@@ -125,4 +136,68 @@ func BenchmarkCapture(b *testing.B) {
 	b.ReportMetric(per(t[0]), "off-ns")
 	b.ReportMetric(per(t[1])-per(t[0]), "nomatch-extra-ns")
 	b.ReportMetric(per(t[2])-per(t[0]), "all-extra-ns")
+}
+
+// TestCaptureKeyless: a packet the datapath has no flow key for (an ICMP
+// error whose quote is too short for ports) is not matched by the key its
+// frame slot held for an earlier packet of the filtered flow.
+func TestCaptureKeyless(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(pipeline.Spec{Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}})
+	one := clients4.FlowSrc(1)
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: -1, Port: one.Port()}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	f := tcpFrame(one, vip4, sim.SYN)
+	r.send(f)
+	// An error about the VIP's packet to the client, quoting its IP header
+	// only: no ports.
+	eth := &layers.Ethernet{SrcMAC: hopMAC[:], DstMAC: lbMAC[:], EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP{198, 51, 100, 1}, DstIP: vip4.Addr().AsSlice()}
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+	quote := slices.Clone(f[14:34])
+	copy(quote[12:16], vip4.Addr().AsSlice()) // VIP -> client
+	copy(quote[16:20], one.Addr().AsSlice())
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, eth, ip, icmp, gopacket.Payload(quote)); err != nil {
+		t.Fatal(err)
+	}
+	r.send(slices.Clone(buf.Bytes()))
+	var got int
+	c.Drain(func(rec *datapath.CaptureRecord) {
+		if string(rec.Data[:rec.N]) != string(f) && rec.Egress == false {
+			t.Errorf("copied a frame the filter does not select (%d bytes)", rec.Len)
+		}
+		got++
+	})
+	if got != 2 {
+		t.Errorf("%d records, want the SYN as received and as sent", got)
+	}
+}
+
+// TestCaptureTenantAsReceived: a tenant's packet, matched by its inner
+// flow, is copied as received: the VXLAN frame the node got.
+func TestCaptureTenantAsReceived(t *testing.T) {
+	r := newRig(t, 1024)
+	r.apply(tenantSpec())
+	client := netip.MustParseAddrPort("10.100.0.2:40000")
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{Tenant: 1, Port: client.Port()}, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	f := vxlanFrame(tcpFrame(client, vip4, sim.SYN), 100)
+	if out := r.send(f); len(out) != 1 {
+		t.Fatalf("%d frames out", len(out))
+	}
+	n := c.Drain(func(rec *datapath.CaptureRecord) {
+		if rec.Len != len(f) || string(rec.Data[:rec.N]) != string(f) {
+			t.Errorf("copied %d bytes, not the %d-byte VXLAN frame received", rec.Len, len(f))
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
 }

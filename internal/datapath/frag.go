@@ -43,13 +43,16 @@ type fragEntry struct {
 // flow hash (later fragments take its outer source port), and for a
 // full-NAT flow its binding (SNAT address index and port). reply: the
 // datagram is a full-NAT reply to an SNAT address, whose later fragments
-// are translated by the binding natAddr/natPort names (backend unused).
+// are translated by the binding natAddr/natPort names (backend unused);
+// with handoff, its first fragment was handed to the worker that owns its
+// SNAT port (backend: that worker's index), and so are its later ones.
 type fragDecision struct {
 	flowHash uint64
 	backend  uint32
 	natPort  uint16
 	natAddr  uint8
 	reply    bool
+	handoff  bool
 	proto    uint8 // reply: the flow's protocol (the binding's)
 	// flow is the first fragment's flow key and gen the generation that
 	// let it through: a later generation's firewall decides its later

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicelb/sluice/internal/link"
 
 	"github.com/sluicelb/sluice/internal/nat"
+	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -39,9 +40,11 @@ func setupNAT(workers []*Worker, snat []netip.Addr, l nat.Layout) error {
 		}
 		w.ctx.NAT = s
 		w.flows.OnRemove(s.Removed)
+		w.natTx = make([]link.Frame, 0, 1) // a held fragment's frame
 		if len(workers) > 1 {
 			w.natPeers, w.natIndex, w.natLayout = workers, i, l
 			w.natIn = &natInbox{fill: newNATSlots(), read: newNATSlots()}
+			w.natTx = make([]link.Frame, 0, natInboxSlots) // a drained inbox's frames
 		}
 	}
 	return nil
@@ -140,11 +143,31 @@ func (w *Worker) serveNATInbox(g *pipeline.Generation, now uint32) {
 	q := &w.heldPkt
 	for i := range s.n {
 		q.Buf, q.Off, q.Len = s.bufs[i], holdHeadroom, s.lens[i]
-		if !pipeline.Prepare(q, g) {
+		if pipeline.Prepare(q, g) {
+			pipeline.NATReply{}.Process(&w.ctx, w.heldPkts[:])
+			if q.Verdict == pipeline.Forward && q.Parsed.Frag == packet.FirstFragment && !q.ICMPError && g.Fragments {
+				w.firstReplyFragment(q, g, now) // its later fragments follow it here
+			}
+			if q.Verdict == pipeline.Continue && q.ICMPError {
+				// An error about a flow's packet to its client, handed to
+				// every worker: the one with the flow sends it on.
+				e := w.flows.Lookup(&q.Key, q.Hash)
+				if e == nil {
+					continue // another worker's flow, or no one's
+				}
+				if pipeline.Hit(q, e, g) {
+					q.NATAddr, q.NATPort = e.NATAddr, e.NATPort
+					w.chain.RunCached(&w.ctx, w.heldPkts[:])
+				} else {
+					w.chain.Run(&w.ctx, w.heldPkts[:])
+				}
+			}
+		} else if q.Reason == pipeline.ReasonFragment && g.Fragments {
+			w.laterReplyFragment(q, now, false) // after its first fragment
+		} else {
 			c.Drops[q.Reason]++
 			continue
 		}
-		pipeline.NATReply{}.Process(&w.ctx, w.heldPkts[:])
 		switch {
 		case q.Verdict != pipeline.Forward:
 			c.Drops[q.Reason]++
@@ -189,9 +212,12 @@ func (w *Worker) lend(q *pipeline.Packet, tx *[]link.Frame) bool {
 // Fragments of full-NAT replies. The first fragment carries the ports and
 // is translated by its binding like any reply; the worker remembers, per
 // datagram, which binding that was, and translates the later fragments
-// (addresses only) by it. Later fragments that arrive before their first,
-// or at a worker that did not translate it (several workers: they carry
-// no port to hand them off by), are dropped (fragment).
+// (addresses only) by it. With several workers, a worker that hands a
+// first fragment off to its port's owner remembers that, and hands the
+// datagram's later fragments it receives to the same owner (after the
+// first, in its inbox). Later fragments that arrive before their first,
+// or at a worker that saw neither translation nor hand-off of it, are
+// dropped (fragment).
 
 // firstReplyFragment remembers the binding of the full-NAT reply p (a
 // first fragment, translated): its destination was S:sp.
@@ -211,12 +237,57 @@ func (w *Worker) firstReplyFragment(p *pipeline.Packet, g *pipeline.Generation, 
 	w.frags.insert(&k, k.Hash(g.Seed), fragDecision{reply: true, natAddr: uint8(addr), natPort: p.Key.DstPort, proto: p.Key.Proto}, now)
 }
 
+// icmpToPeers hands the batch's ICMP errors to a full-NAT VIP that quote a
+// flow this worker has no entry for (NATBind dropped them: icmp) to every
+// other worker: the flow's client packets reach the worker whose hash they
+// have, the error the worker whose hash its outer addresses have, and
+// nothing in it names the worker with the flow (unlike a reply's SNAT
+// port).
+func (w *Worker) icmpToPeers() {
+	s := &w.ctx.NAT.Counters
+	for _, p := range w.miss {
+		if !p.ICMPError || p.Verdict != pipeline.Drop || p.Reason != pipeline.ReasonICMP ||
+			p.Real == nil || p.Real.NAT == nil || w.flows.Lookup(&p.Key, p.Hash) != nil {
+			continue
+		}
+		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
+		for _, o := range w.natPeers {
+			if o == w {
+				continue
+			}
+			if o.natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
+				s.HandedOff++
+			} else {
+				s.HandoffDropped++
+			}
+		}
+	}
+}
+
+// handedOffFirst remembers that the first fragment p of a full-NAT reply
+// was handed off to worker o, for its later fragments to follow.
+func (w *Worker) handedOffFirst(p *pipeline.Packet, o *Worker, g *pipeline.Generation, now uint32) {
+	var k flow.Key
+	pipeline.FragmentKey(&k, &p.Parsed)
+	w.frags.insert(&k, k.Hash(g.Seed), fragDecision{reply: true, handoff: true, backend: uint32(o.natIndex)}, now)
+}
+
 // laterReplyFragment translates p, a later fragment to an SNAT address, by
-// the binding its first fragment was translated by.
-func (w *Worker) laterReplyFragment(p *pipeline.Packet, now uint32) {
+// the binding its first fragment was translated by, or, when its first
+// fragment was handed off (and handOff), hands it to the same worker.
+func (w *Worker) laterReplyFragment(p *pipeline.Packet, now uint32, handOff bool) {
 	e := w.frags.lookup(&p.Key, p.Hash, now)
-	if e == nil || !e.reply {
+	if e == nil || !e.reply || e.handoff && !handOff {
 		p.Verdict, p.Reason = pipeline.Drop, pipeline.ReasonFragment
+		return
+	}
+	if e.handoff {
+		p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
+		if w.natPeers[e.backend].natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
+			w.ctx.NAT.Counters.HandedOff++
+		} else {
+			w.ctx.NAT.Counters.HandoffDropped++
+		}
 		return
 	}
 	p.Verdict, p.Reason = pipeline.Continue, pipeline.ReasonNone

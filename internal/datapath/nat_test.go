@@ -3,6 +3,7 @@ package datapath_test
 import (
 	"encoding/binary"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -727,5 +728,196 @@ func TestNATFragments(t *testing.T) {
 				t.Fatalf("fragments off: %d sent, want the first only", len(out))
 			}
 		})
+	}
+}
+
+// TestNATReplyFragmentsHandedOff: with two workers, a backend's fragmented
+// reply that reaches the worker not owning its SNAT port (all its
+// fragments do: a NIC hashes fragments by their addresses) is handed off
+// whole: the first fragment by its port, the later ones after it, and the
+// owner translates them all.
+func TestNATReplyFragmentsHandedOff(t *testing.T) {
+	var outs [2][][]byte
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		vip      netip.AddrPort
+		clients  sim.Clients
+		backends []netip.Addr
+	}{
+		{"ipv4", netip.AddrPortFrom(vip4.Addr(), 53), clients4, backends4(3)},
+		{"ipv6", netip.AddrPortFrom(vip6.Addr(), 53), clients6, backends6(3)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := udpService(tc.vip, tc.backends)
+			svc.NAT = true
+			g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{svc}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dp.Apply(g)
+			ws := dp.Workers()
+			send := func(i int, frames ...[]byte) [][]byte {
+				outs[i] = outs[i][:0]
+				for _, f := range frames {
+					mems[i].Inject(f)
+				}
+				if n, err := ws[i].Poll(); n != len(frames) || err != nil {
+					t.Fatalf("worker %d: poll %d, %v", i, n, err)
+				}
+				return outs[i]
+			}
+			for d := range uint32(6) {
+				owner := int(d % 2)
+				client := tc.clients.FlowSrc(d)
+				out := send(owner, udpFragments(t, client, tc.vip, 100+d, 1000, 1500, false)...)
+				if len(out) != 1 {
+					t.Fatalf("datagram %d: %d frames out", d, len(out))
+				}
+				fw := reassemble(t, out)
+				rep := udpFragments(t, fw.dst, fw.src, 500+d, 3000, 1500, false)
+				if out := send(1-owner, rep...); len(out) != 0 {
+					t.Fatalf("reply %d: the other worker sent %d frames", d, len(out))
+				}
+				outs[owner] = outs[owner][:0]
+				if _, err := ws[owner].Poll(); err != nil {
+					t.Fatal(err)
+				}
+				if len(outs[owner]) != len(rep) {
+					c := dp.Counters()
+					t.Fatalf("reply %d: the owner sent %d of %d fragments; NAT %+v drops %v", d, len(outs[owner]), len(rep), c.NAT, c.Drops)
+				}
+				back := reassemble(t, outs[owner])
+				if back.src != tc.vip || back.dst != client || !back.csumOK || back.size != 3000 {
+					t.Fatalf("reply %d reached the client as %+v", d, back)
+				}
+			}
+		})
+	}
+}
+
+// TestZeroAllocsNATHandoff: the owner's poll that sends a burst of handed-off
+// replies (the first since it started) allocates nothing.
+func TestZeroAllocsNATHandoff(t *testing.T) {
+	var fwd [][]byte
+	record, sent := true, 0
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) {
+			if sent++; record {
+				fwd = append(fwd, slices.Clone(f))
+			}
+		}})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ws := dp.Workers()
+	const n = 32
+	for flow := range uint32(n) {
+		mems[0].Inject(natFrame(clientMAC, clients4.FlowSrc(flow), vip4, sim.SYN))
+	}
+	ws[0].Poll()
+	if len(fwd) != n {
+		t.Fatalf("%d forwarded", len(fwd))
+	}
+	for _, f := range fwd {
+		s := seeNAT(t, f)
+		mems[1].Inject(natFrame(backMAC, s.dst, s.src, sim.SYN|sim.ACK))
+	}
+	ws[1].Poll() // hands them to worker 0
+	record, sent = false, 0
+	// A packet of an established flow too, so that the in-memory link's
+	// Recv does not wait (its timer allocates).
+	mems[0].Inject(natFrame(clientMAC, clients4.FlowSrc(0), vip4, sim.ACK))
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	ws[0].Poll()
+	runtime.ReadMemStats(&m1)
+	if sent != n+1 {
+		t.Fatalf("the owner sent %d frames, want %d replies and a packet", sent, n+1)
+	}
+	if a := m1.Mallocs - m0.Mallocs; a != 0 {
+		t.Errorf("%d allocations sending %d handed-off replies", a, n)
+	}
+}
+
+// TestNATICMPErrorsToVIPHandedOff: with two workers, an ICMP error about a
+// reply (to the VIP, quoting VIP -> client) that reaches the worker without
+// the client's flow is handed to the others; the one with the flow sends it
+// to the backend, translated.
+func TestNATICMPErrorsToVIPHandedOff(t *testing.T) {
+	var outs [2][][]byte
+	links := make([]link.Link, 2)
+	mems := make([]*mem.Link, 2)
+	for i := range mems {
+		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
+		links[i] = mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ws := dp.Workers()
+	poll := func(i int, frames ...[]byte) [][]byte {
+		outs[i] = outs[i][:0]
+		for _, f := range frames {
+			mems[i].Inject(f)
+		}
+		if _, err := ws[i].Poll(); err != nil {
+			t.Fatal(err)
+		}
+		return outs[i]
+	}
+	router := netip.MustParseAddr("198.18.30.1")
+	for flow := range uint32(6) {
+		owner := int(flow % 2)
+		client := clients4.FlowSrc(flow)
+		out := poll(owner, natFrame(clientMAC, client, vip4, sim.SYN))
+		if len(out) != 1 {
+			t.Fatalf("flow %d: %d frames out", flow, len(out))
+		}
+		fw := seeNAT(t, out[0])
+		out = poll(owner, natFrame(backMAC, fw.dst, fw.src, sim.SYN|sim.ACK))
+		if len(out) != 1 {
+			t.Fatalf("flow %d: reply not translated", flow)
+		}
+		if out := poll(1-owner, icmpAbout(t, clientMAC, router, vip4.Addr(), out[0])); len(out) != 0 {
+			t.Fatalf("flow %d: the other worker sent %d frames", flow, len(out))
+		}
+		out = poll(owner)
+		if len(out) != 1 {
+			c := dp.Counters()
+			t.Fatalf("flow %d: the flow's worker sent %d frames; NAT %+v drops %v", flow, len(out), c.NAT, c.Drops)
+		}
+		src, dst, q := seeICMP(t, out[0])
+		if src != snat4 || dst != fw.dst.Addr() || q.src != fw.dst || q.dst != fw.src {
+			t.Fatalf("flow %d: to the backend: %v -> %v quoting %v -> %v", flow, src, dst, q.src, q.dst)
+		}
+	}
+	if c := dp.Counters(); c.NAT.ICMPToBackend != 6 || c.Drops[pipeline.ReasonICMP] != 0 {
+		t.Fatalf("NAT %+v drops %v", c.NAT, c.Drops)
 	}
 }

@@ -33,7 +33,9 @@ import (
 // members only (the node server checks the source). Nothing is forwarded
 // twice: the relay never sends a fragment on to another node. Tenants'
 // fragments (VXLAN, VLAN) stay on the node that received them, as without
-// a cluster: the forwarded packet would lose its tenant.
+// a cluster: the forwarded packet would lose its tenant. So do fragments to
+// an address with a full-NAT service: only this node can rewrite them to
+// its SNAT address (and it sends no decision of a full-NAT flow).
 //
 // The relay's messages (UDP payloads), after a 4-byte GUE header (version
 // 0, no optional fields, flags 0):
@@ -311,7 +313,8 @@ func (w *Worker) sendRelay(b []byte, relay netip.AddrPort, local bool, g *pipeli
 }
 
 // relayed reports whether p's fragments are handled across the nodes: in
-// a cluster, for the default tenant.
+// a cluster, for the default tenant. (Later fragments to an address with a
+// full-NAT service stay on the node: laterFragment.)
 func (w *Worker) relayed(p *pipeline.Packet) bool {
 	return w.owners != nil && p.Key.Tenant == 0
 }

@@ -300,3 +300,70 @@ func TestLaterFragmentsMeetTheNewFirewall(t *testing.T) {
 		t.Errorf("firewall_deny %d, want 2", c.Drops[pipeline.ReasonFirewallDeny])
 	}
 }
+
+// TestNATFragmentsInCluster: a full-NAT flow's later fragments that reach a
+// node of a cluster before their first fragment stay on the node (held),
+// as they would alone: another node's relay cannot rewrite them to this
+// node's SNAT address, and no decision of a full-NAT flow is ever sent to
+// it, so a fragment handed to the owner would be lost.
+func TestNATFragmentsInCluster(t *testing.T) {
+	net := &lbNet{relays: map[netip.AddrPort]*datapath.Relay{}}
+	relays := [2]netip.AddrPort{netip.MustParseAddrPort("10.99.0.1:7948"), netip.MustParseAddrPort("10.99.0.2:7948")}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{FrameSize: 9300, Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Spill: nodeSpill{net},
+		SNAT: []netip.Addr{snat4, snat6}, FragmentOwners: parityOwners{0, relays}, RelaySource: relays[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	net.relays[relays[0]] = dp.Relay()
+	vu4 := netip.AddrPortFrom(vip4.Addr(), 53)
+	svc := udpService(vu4, backends4(3))
+	svc.NAT = true
+	r.apply(pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{svc}})
+	for d := range uint32(8) { // owners alternate: this node (local relay) and the other
+		frags := udpFragments(t, clients4.FlowSrc(d), vu4, 2000+d, 4000, 1500, false)
+		if o := r.send(frags[1:]...); len(o) != 0 {
+			t.Fatalf("datagram %d: %d later fragments sent before the first", d, len(o))
+		}
+		out := r.send(frags[0])
+		if len(out) != len(frags) {
+			c := r.counters()
+			t.Fatalf("datagram %d: %d of %d fragments out; to owner %d, relay fragments %d, drops %v", d, len(out), len(frags), c.FragmentsToOwner, c.RelayFragments, c.Drops)
+		}
+	}
+	if c := r.counters(); c.FragmentsToOwner != 0 || len(net.sent) != 0 {
+		t.Errorf("to owner %d, sent through the kernel %d: want 0", c.FragmentsToOwner, len(net.sent))
+	}
+}
+
+// TestNoDecisionsForNATAddresses: a first fragment to an address that also
+// has a full-NAT service sends no decision to the datagram's owner: the
+// later fragments of such an address stay on their node.
+func TestNoDecisionsForNATAddresses(t *testing.T) {
+	net := &lbNet{relays: map[netip.AddrPort]*datapath.Relay{}}
+	relays := [2]netip.AddrPort{netip.MustParseAddrPort("10.99.0.1:7948"), netip.MustParseAddrPort("10.99.0.2:7948")}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{FrameSize: 9300, Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Spill: nodeSpill{net},
+		SNAT: []netip.Addr{snat4, snat6}, FragmentOwners: parityOwners{0, relays}, RelaySource: relays[0].Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	net.relays[relays[0]] = dp.Relay()
+	web := natService(vip4, backends4(2), nil) // TCP 80, full-NAT
+	dns := udpService(netip.AddrPortFrom(vip4.Addr(), 53), backends4(2))
+	dns.Name = "dns"
+	r.apply(pipeline.Spec{Seed: 7, MTU: 9000, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{web, dns}})
+	for d := range uint32(4) {
+		frags := udpFragments(t, clients4.FlowSrc(d), netip.AddrPortFrom(vip4.Addr(), 53), 3000+d, 4000, 1500, false)
+		if out := r.send(frags...); len(out) != len(frags) {
+			t.Fatalf("datagram %d: %d of %d fragments out", d, len(out), len(frags))
+		}
+	}
+	if c := r.counters(); c.FragmentDecisions != 0 || c.RelayDecisions != 0 || len(net.sent) != 0 {
+		t.Errorf("decisions sent %d, taken %d, kernel sends %d: want none", c.FragmentDecisions, c.RelayDecisions, len(net.sent))
+	}
+}

@@ -195,6 +195,9 @@ func (w *Worker) process(n int, now uint32) {
 					p.Verdict, p.Reason = pipeline.Held, pipeline.ReasonNone // copied, or dropped
 					if o.natIn.put(p.Buf[p.Off : p.Off+p.Len]) {
 						w.ctx.NAT.Counters.HandedOff++
+						if g.Fragments && p.Parsed.Frag == packet.FirstFragment && !p.ICMPError {
+							w.handedOffFirst(p, o, g, now)
+						}
 					} else {
 						w.ctx.NAT.Counters.HandoffDropped++
 					}
@@ -225,6 +228,9 @@ func (w *Worker) process(n int, now uint32) {
 
 	if len(w.miss) > 0 {
 		w.chain.Run(&w.ctx, w.miss)
+		if w.natPeers != nil {
+			w.icmpToPeers()
+		}
 	}
 	if len(w.hit) > 0 {
 		w.chain.RunCached(&w.ctx, w.hit)
@@ -315,7 +321,7 @@ func (w *Worker) process(n int, now uint32) {
 // held; otherwise it stays dropped (ReasonFragment).
 func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now uint32) {
 	if w.ctx.NAT != nil && p.Key.Tenant == 0 && w.ctx.NAT.IsSNAT(&p.Key.Dst) {
-		w.laterReplyFragment(p, now)
+		w.laterReplyFragment(p, now, true)
 		return
 	}
 	if !g.IsServiceAddr(p.Key.Dst) {
@@ -335,7 +341,11 @@ func (w *Worker) laterFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 		w.counters.FragmentsFollowed++
 		return
 	}
-	if w.relayed(p) && w.toOwner(p, g, now) {
+	// A full-NAT flow's fragments stay on the node (another node cannot
+	// rewrite them to this one's SNAT address, and no decision of such a
+	// flow goes to the owner): a later fragment to an address with a
+	// full-NAT service is held here, as alone.
+	if w.relayed(p) && !g.IsNATAddr(p.Key.Dst) && w.toOwner(p, g, now) {
 		return
 	}
 	// Held fragments leave through the kernel (GUE, IPIP) or a frame the
@@ -370,7 +380,10 @@ func (w *Worker) firstFragment(p *pipeline.Packet, g *pipeline.Generation, now u
 	pipeline.FragmentKey(&k, &p.Parsed)
 	k.Tenant = p.Key.Tenant
 	w.recordFirst(&k, fragDecision{flowHash: p.Hash, backend: p.Real.ID, natAddr: p.NATAddr, natPort: p.NATPort, flow: p.Key, gen: g.ID}, p.Real, g, now)
-	if w.relayed(p) && p.Real.NAT == nil { // (another node cannot rewrite to this one's SNAT address)
+	// Not for an address with a full-NAT service: its later fragments stay
+	// on their node (laterFragment), and another node could not rewrite
+	// them to this one's SNAT address.
+	if w.relayed(p) && !g.IsNATAddr(p.Key.Dst) {
 		w.sendDecision(&k, p, g, now)
 	}
 }

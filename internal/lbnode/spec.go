@@ -96,12 +96,11 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				continue
 			}
 			h, err := n.res.Resolve(ctx, to)
-			switch {
-			case err != nil:
+			if err != nil {
 				hops[to] = "unresolved: " + err.Error()
-			case !slices.Contains(c.Node.Interfaces, h.Ifname):
-				hops[to] = fmt.Sprintf("unresolved: the route leaves through %s, which is not a configured interface", h.Ifname)
-			default:
+			} else if why := hopProblem(a, to, h, c.Node.Interfaces); why != "" {
+				hops[to] = "unresolved: " + why
+			} else {
 				hops[to] = h.String()
 				resolved[to] = h
 			}
@@ -159,6 +158,22 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		spec.Services = append(spec.Services, s)
 	}
 	return spec, hops
+}
+
+// hopProblem says why h, the next hop the kernel gives for to (backend a
+// itself, or the neighbour of the route that holds a), cannot be used: it
+// leaves through an interface that is not configured, or, for a route, its
+// neighbour is not on-link (the kernel would send to another router,
+// which routes by the backend's address, not through the neighbour).
+// "" when it can.
+func hopProblem(a, to netip.Addr, h nexthop.Hop, ifaces []string) string {
+	switch {
+	case !slices.Contains(ifaces, h.Ifname):
+		return fmt.Sprintf("the route leaves through %s, which is not a configured interface", h.Ifname)
+	case to != a && h.Via != to:
+		return fmt.Sprintf("the route's neighbour %s is not on-link (the kernel reaches it through %s)", to, h.Via)
+	}
+	return ""
 }
 
 // tenantRoutes returns the configured routes by tenant name ("": the

@@ -94,7 +94,7 @@ type Generation struct {
 
 	exact map[serviceKey]*Service // services with a single port
 	wide  map[serviceKey][]*Service
-	addrs map[[16]byte]struct{} // every service address
+	addrs map[[16]byte]bool // every service address: true when a full-NAT service has it
 }
 
 // TooBigPolicy is what the datapath does with a packet that does not fit the
@@ -123,6 +123,9 @@ func (g *Generation) IsServiceAddr(dst [16]byte) bool {
 	_, ok := g.addrs[dst]
 	return ok
 }
+
+// IsNATAddr reports whether some full-NAT service has the address dst.
+func (g *Generation) IsNATAddr(dst [16]byte) bool { return g.addrs[dst] }
 
 type serviceKey struct {
 	addr   [16]byte
@@ -391,7 +394,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		Tenants:   []string{""},
 		exact:     make(map[serviceKey]*Service),
 		wide:      make(map[serviceKey][]*Service),
-		addrs:     make(map[[16]byte]struct{}),
+		addrs:     make(map[[16]byte]bool),
 	}
 	if g.ICMPRate <= 0 {
 		g.ICMPRate = DefaultICMPRate
@@ -464,7 +467,7 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 		} else {
 			g.wide[wk] = append(g.wide[wk], svc)
 		}
-		g.addrs[key.addr] = struct{}{}
+		g.addrs[key.addr] = g.addrs[key.addr] || ss.NAT
 
 		members := make([]maglev.Backend, 0, len(ss.Backends))
 		prevMembers := make([]maglev.Backend, 0, len(ss.Backends))

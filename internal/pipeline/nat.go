@@ -99,8 +99,10 @@ type NATCounters struct {
 	Capacity       uint64 // ports the worker's share holds (TCP and UDP, every address)
 	BackendChanged uint64 // bindings moved to another backend when a flow was rescheduled
 	// HandedOff counts replies (and ICMP errors) to an SNAT port another
-	// worker owns, handed to it; HandoffDropped those it could not take
-	// (its inbox full, or no frame to send them in).
+	// worker owns, handed to it, and copies of ICMP errors to a VIP about
+	// a flow the worker does not have, handed to each other worker;
+	// HandoffDropped those it could not take (its inbox full, or no frame
+	// to send them in).
 	HandedOff, HandoffDropped uint64
 }
 
