@@ -140,6 +140,9 @@ func (s *Server) captureFilter(q *CaptureQuery) (f datapath.CaptureFilter, ingre
 		found := false
 		for _, svc := range g.Services {
 			if svc.Name == q.VIP {
+				if f.Tenant >= 0 && f.Tenant != int(svc.Tenant) {
+					return f, false, false, fmt.Errorf("%w: VIP %q is not tenant %q's", ErrInvalidQuery, q.VIP, q.Tenant)
+				}
 				f.Dst, f.Tenant, found = netip.AddrFrom16(svc.Addr).Unmap(), int(svc.Tenant), true
 				if svc.PortLo == svc.PortHi {
 					f.DstPort = svc.PortLo

@@ -121,3 +121,15 @@ func TestCaptureQueryNoGeneration(t *testing.T) {
 		t.Errorf("VIP: accepted")
 	}
 }
+
+// A VIP and another tenant than its own is a contradiction, refused.
+func TestCaptureVIPOfAnotherTenant(t *testing.T) {
+	r := newTraceRig(t)
+	r.apply(-1, -1)
+	if err := r.s.CheckCapture(&CaptureQuery{VIP: "a-web", Tenant: "v"}); !errors.Is(err, ErrInvalidQuery) {
+		t.Fatalf("tenant a's VIP with tenant v: %v", err)
+	}
+	if err := r.s.CheckCapture(&CaptureQuery{VIP: "a-web", Tenant: "a"}); err != nil {
+		t.Fatalf("tenant a's VIP with tenant a: %v", err)
+	}
+}

@@ -58,7 +58,17 @@ func PcapToTAP(ctx context.Context, r io.Reader, name string) (int, error) {
 		return 0, err
 	}
 	defer tap.Close()
+	// The host must not act on what is written: no ARP, no IPv6 (no
+	// neighbour discovery or multicast listener answers), no address.
 	l, err := netlink.LinkByName(name)
+	if err == nil {
+		err = netlink.LinkSetARPOff(l)
+	}
+	if err == nil {
+		if werr := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0); werr != nil && !errors.Is(werr, os.ErrNotExist) {
+			err = werr
+		}
+	}
 	if err == nil {
 		err = netlink.LinkSetUp(l)
 	}
