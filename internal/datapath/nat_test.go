@@ -528,37 +528,66 @@ func TestNATBindsOnSYNAndChecksReplySource(t *testing.T) {
 	}
 }
 
+// natPair is two workers over in-memory links, sharing the SNAT addresses
+// (full-NAT with several workers): frames sent by worker i land in out[i].
+type natPair struct {
+	t    *testing.T
+	dp   *datapath.Datapath
+	ws   []*datapath.Worker
+	mems [2]*mem.Link
+	out  [2][][]byte
+}
+
+func newNATPair(t *testing.T) *natPair {
+	r := &natPair{t: t}
+	links := make([]link.Link, 2)
+	for i := range r.mems {
+		r.mems[i] = mem.New(mem.Config{Sink: func(f []byte) { r.out[i] = append(r.out[i], slices.Clone(f)) }})
+		links[i] = r.mems[i]
+	}
+	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp, r.ws = dp, dp.Workers()
+	return r
+}
+
+// apply builds and applies spec (with the SNAT addresses).
+func (r *natPair) apply(spec pipeline.Spec) *pipeline.Generation {
+	r.t.Helper()
+	spec.SNAT = []netip.Addr{snat4, snat6}
+	g, err := pipeline.NewBuilder().Build(spec)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.dp.Apply(g)
+	return g
+}
+
+// poll gives worker i frames and runs one poll (none: an idle one, which
+// serves its inbox); it returns what worker i sent.
+func (r *natPair) poll(i int, frames ...[]byte) [][]byte {
+	r.t.Helper()
+	r.out[i] = r.out[i][:0]
+	for _, f := range frames {
+		r.mems[i].Inject(f)
+	}
+	if n, err := r.ws[i].Poll(); n != len(frames) || err != nil {
+		r.t.Fatalf("worker %d: poll %d of %d, %v", i, n, len(frames), err)
+	}
+	return r.out[i]
+}
+
 // TestNATRepliesHandedOff: with two workers, a flow's binding comes from
 // the share of the worker its client's packets reach; a reply that reaches
 // the other worker is handed to the owner, which translates it and sends
 // it on its own link at its next poll. Replies that reach the owner are
 // translated at once.
 func TestNATRepliesHandedOff(t *testing.T) {
-	var outs [2][][]byte
-	links := make([]link.Link, 2)
-	mems := make([]*mem.Link, 2)
-	for i := range mems {
-		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
-		links[i] = mems[i]
-	}
-	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.Apply(g)
-	ws := dp.Workers()
-	send := func(i int, frame []byte) [][]byte {
-		outs[i] = outs[i][:0]
-		mems[i].Inject(frame)
-		if n, err := ws[i].Poll(); n != 1 || err != nil {
-			t.Fatalf("worker %d: poll %d, %v", i, n, err)
-		}
-		return outs[i]
-	}
+	r := newNATPair(t)
+	r.apply(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	send := func(i int, frame []byte) [][]byte { return r.poll(i, frame) }
 	layout := nat.DefaultLayout(2)
 	for flow := range uint32(20) {
 		owner := int(flow % 2) // the worker the client's packets reach
@@ -578,19 +607,15 @@ func TestNATRepliesHandedOff(t *testing.T) {
 			t.Fatalf("flow %d: the other worker sent %d frames", flow, len(out))
 		}
 		// The owner's next poll (an idle one) sends it, translated.
-		outs[owner] = outs[owner][:0]
-		if n, err := ws[owner].Poll(); n != 0 || err != nil {
-			t.Fatalf("owner poll: %d, %v", n, err)
-		}
-		if len(outs[owner]) != 1 || seeNAT(t, outs[owner][0]) != want {
-			t.Fatalf("flow %d: owner sent %d frames after the hand-off", flow, len(outs[owner]))
+		if out := r.poll(owner); len(out) != 1 || seeNAT(t, out[0]) != want {
+			t.Fatalf("flow %d: owner sent %d frames after the hand-off", flow, len(out))
 		}
 		// A reply that reaches the owner is translated at once.
 		if out := send(owner, reply); len(out) != 1 || seeNAT(t, out[0]) != want {
 			t.Fatalf("flow %d: reply at its owner: %d frames", flow, len(out))
 		}
 	}
-	c := dp.Counters()
+	c := r.dp.Counters()
 	if c.NAT.HandedOff != 20 || c.NAT.HandoffDropped != 0 || c.NAT.Replies != 40 || c.Drops[pipeline.ReasonNATNoBinding] != 0 {
 		t.Fatalf("handed off %d dropped %d replies %d, drops %v", c.NAT.HandedOff, c.NAT.HandoffDropped, c.NAT.Replies, c.Drops)
 	}
@@ -737,17 +762,8 @@ func TestNATFragments(t *testing.T) {
 // whole: the first fragment by its port, the later ones after it, and the
 // owner translates them all.
 func TestNATReplyFragmentsHandedOff(t *testing.T) {
-	var outs [2][][]byte
-	links := make([]link.Link, 2)
-	mems := make([]*mem.Link, 2)
-	for i := range mems {
-		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
-		links[i] = mems[i]
-	}
-	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newNATPair(t)
+	dp := r.dp
 	for _, tc := range []struct {
 		name     string
 		vip      netip.AddrPort
@@ -760,22 +776,9 @@ func TestNATReplyFragmentsHandedOff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := udpService(tc.vip, tc.backends)
 			svc.NAT = true
-			g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{svc}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			dp.Apply(g)
-			ws := dp.Workers()
-			send := func(i int, frames ...[]byte) [][]byte {
-				outs[i] = outs[i][:0]
-				for _, f := range frames {
-					mems[i].Inject(f)
-				}
-				if n, err := ws[i].Poll(); n != len(frames) || err != nil {
-					t.Fatalf("worker %d: poll %d, %v", i, n, err)
-				}
-				return outs[i]
-			}
+			r.t = t
+			r.apply(pipeline.Spec{Seed: 7, MTU: 1500, Fragments: true, Services: []pipeline.ServiceSpec{svc}})
+			send := r.poll
 			for d := range uint32(6) {
 				owner := int(d % 2)
 				client := tc.clients.FlowSrc(d)
@@ -788,15 +791,12 @@ func TestNATReplyFragmentsHandedOff(t *testing.T) {
 				if out := send(1-owner, rep...); len(out) != 0 {
 					t.Fatalf("reply %d: the other worker sent %d frames", d, len(out))
 				}
-				outs[owner] = outs[owner][:0]
-				if _, err := ws[owner].Poll(); err != nil {
-					t.Fatal(err)
-				}
-				if len(outs[owner]) != len(rep) {
+				out = r.poll(owner)
+				if len(out) != len(rep) {
 					c := dp.Counters()
-					t.Fatalf("reply %d: the owner sent %d of %d fragments; NAT %+v drops %v", d, len(outs[owner]), len(rep), c.NAT, c.Drops)
+					t.Fatalf("reply %d: the owner sent %d of %d fragments; NAT %+v drops %v", d, len(out), len(rep), c.NAT, c.Drops)
 				}
-				back := reassemble(t, outs[owner])
+				back := reassemble(t, out)
 				if back.src != tc.vip || back.dst != client || !back.csumOK || back.size != 3000 {
 					t.Fatalf("reply %d reached the client as %+v", d, back)
 				}
@@ -864,33 +864,9 @@ func TestZeroAllocsNATHandoff(t *testing.T) {
 // the client's flow is handed to the others; the one with the flow sends it
 // to the backend, translated.
 func TestNATICMPErrorsToVIPHandedOff(t *testing.T) {
-	var outs [2][][]byte
-	links := make([]link.Link, 2)
-	mems := make([]*mem.Link, 2)
-	for i := range mems {
-		mems[i] = mem.New(mem.Config{Sink: func(f []byte) { outs[i] = append(outs[i], slices.Clone(f)) }})
-		links[i] = mems[i]
-	}
-	dp, err := datapath.New(datapath.Config{Links: links, FlowCapacity: 1024, SNAT: []netip.Addr{snat4, snat6}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := pipeline.NewBuilder().Build(pipeline.Spec{Seed: 7, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.Apply(g)
-	ws := dp.Workers()
-	poll := func(i int, frames ...[]byte) [][]byte {
-		outs[i] = outs[i][:0]
-		for _, f := range frames {
-			mems[i].Inject(f)
-		}
-		if _, err := ws[i].Poll(); err != nil {
-			t.Fatal(err)
-		}
-		return outs[i]
-	}
+	r := newNATPair(t)
+	r.apply(pipeline.Spec{Seed: 7, Services: []pipeline.ServiceSpec{natService(vip4, backends4(3), nil)}})
+	poll, dp := r.poll, r.dp
 	router := netip.MustParseAddr("198.18.30.1")
 	for flow := range uint32(6) {
 		owner := int(flow % 2)
