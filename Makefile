@@ -27,7 +27,7 @@ FUZZ_TARGETS = \
 	./internal/quiclb:FuzzDecode \
 	./internal/health/vipprobe:FuzzParse
 
-.PHONY: all build demo deps test vet race bench bench-all fuzz clean
+.PHONY: all build demo deps generate test vet race bench bench-all fuzz clean
 
 all: build
 
@@ -42,6 +42,13 @@ demo: deps build
 # System tools for the lab, the end-to-end tests and the demo (needs root).
 deps:
 	scripts/deps.sh
+
+# Rebuilds the committed BPF object of the XDP offload program and its Go
+# bindings (bpf2go, clang: scripts/deps.sh --generate installs it), and
+# records its source's hash (TestOffloadObjectFresh checks both).
+generate:
+	@command -v clang >/dev/null || { echo "make generate: no clang; run scripts/deps.sh --generate"; exit 1; }
+	cd internal/link/afxdp && $(GO) generate ./... && sha256sum bpf/offload.c > offload_bpfel.sha256
 
 vet:
 	$(GO) vet ./...

@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr tcpdump)
 case "${1:-}" in
 --bench) pkgs+=(wrk haproxy) ;;
+--generate) pkgs+=(clang llvm libbpf-dev) ;; # make generate: the XDP offload program
 esac
 missing=()
 for p in "${pkgs[@]}"; do

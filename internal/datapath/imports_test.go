@@ -12,7 +12,7 @@ import (
 var datapathPkgs = []string{
 	"packet", "maglev", "flow", "encap", "pipeline", "datapath",
 	"link", "link/mem", "link/afpacket", "link/afxdp", "link/stack",
-	"nat", "firewall",
+	"nat", "firewall", "offload",
 }
 
 // forbiddenDeps are what no datapath package may depend on: configuration

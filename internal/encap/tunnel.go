@@ -333,3 +333,21 @@ func (t *Template) L3Overhead(withHops bool) int {
 func (t *Template) Headroom(l3Off int, withHops bool) int {
 	return max(t.Overhead(withHops)-l3Off, 0)
 }
+
+// Image is a Template's outer headers without hop list, as a program outside
+// Go applies them (the XDP offload, link/afxdp): Hdr[:Len] is the header
+// image with the per-packet fields zero, and the sums are those Encap starts
+// from.
+type Image struct {
+	Hdr    [maxOverhead]byte
+	Len    int    // Ethernet (+802.1Q) through GUE
+	L2Len  int    // 14, or 18 with an 802.1Q tag
+	IPSum  uint32 // IPv4 outer: sum of the constant header words (with TOS, length, checksum and IPIP protocol zero)
+	UDPSum uint32 // GUE: sum of the constant pseudo-header and UDP/GUE words
+}
+
+// Image returns the template's image without hop list.
+func (t *Template) Image() Image {
+	img := &t.img[0]
+	return Image{Hdr: img.b, Len: int(img.n), L2Len: int(t.l2Len), IPSum: img.ipSum, UDPSum: img.udpSum}
+}

@@ -62,6 +62,12 @@ type Config struct {
 	NumFrames int           // UMEM frames of FrameSize bytes; default 4096, at least 2*BatchSize+ReserveFrames
 	Mode      Mode          // Auto (native, then generic), Native or Generic
 	Poll      time.Duration // Recv returns (0, nil) after this long idle; default 10ms
+	// Offload loads the offload program (bpf/offload.c) instead of the
+	// steering-only one: established flows installed through Offload() are
+	// forwarded in the kernel. The first link of an interface decides for
+	// the interface. OffloadFlows sizes its LRU flow map (default 1<<18).
+	Offload      bool
+	OffloadFlows int
 	// ReserveFrames is the number of UMEM frames kept out of the fill ring
 	// for Alloc to lend, so that frames the caller builds never take the
 	// frames the kernel receives into. Default 64; negative: none (Alloc
@@ -151,7 +157,7 @@ func New(ifname string, c Config) (_ *Link, err error) {
 	if max(ifc.Attrs().NumRxQueues, 1) <= c.Queue {
 		return nil, fmt.Errorf("afxdp: %s has %d RX queues, no queue %d", ifname, max(ifc.Attrs().NumRxQueues, 1), c.Queue)
 	}
-	att, err := acquire(ifc, c.Queue, c.Mode)
+	att, err := acquire(ifc, c.Queue, c.Mode, progOptions{offload: c.Offload, flows: c.OffloadFlows})
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +235,9 @@ func (c *Config) defaults() error {
 	case c.ReserveFrames < 0:
 		c.ReserveFrames = 0
 	}
+	if c.OffloadFlows == 0 {
+		c.OffloadFlows = 1 << 18
+	}
 	switch {
 	case c.Queue < 0:
 		return fmt.Errorf("afxdp: Queue %d: must be >= 0", c.Queue)
@@ -240,6 +249,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("afxdp: NumFrames %d: must be in %d..%d (2*BatchSize+ReserveFrames..1M)", c.NumFrames, 2*c.BatchSize+c.ReserveFrames, 1<<20)
 	case c.Poll < 0:
 		return fmt.Errorf("afxdp: Poll %v: must be >= 0", c.Poll)
+	case c.OffloadFlows < 1 || c.OffloadFlows > 1<<26:
+		return fmt.Errorf("afxdp: OffloadFlows %d: must be in 1..%d", c.OffloadFlows, 1<<26)
 	case c.Mode < Auto || c.Mode > Generic:
 		return fmt.Errorf("afxdp: Mode %d: unknown", int(c.Mode))
 	}

@@ -126,9 +126,19 @@ type objects struct {
 	prog       *ebpf.Program
 	xsks       *ebpf.Map // queue id -> AF_XDP socket
 	vip4, vip6 *ebpf.Map // address -> 1
+	off        *kernel   // the offload program's maps; nil for the steering program
 }
 
-func newObjects(queues uint32, fallback int32) (*objects, error) {
+// progOptions choose the program an interface gets.
+type progOptions struct {
+	offload bool // the offload program (bpf/offload.c)
+	flows   int  // its flow map's size
+}
+
+func newObjects(queues uint32, fallback int32, po progOptions) (*objects, error) {
+	if po.offload {
+		return newOffloadObjects(queues, fallback, po.flows)
+	}
 	var o objects
 	var err error
 	o.xsks, err = ebpf.NewMap(&ebpf.MapSpec{
@@ -165,6 +175,10 @@ func newObjects(queues uint32, fallback int32) (*objects, error) {
 }
 
 func (o *objects) close() {
+	if o.off != nil {
+		o.off.objs.Close()
+		return
+	}
 	if o.prog != nil {
 		o.prog.Close()
 	}
@@ -276,7 +290,7 @@ func currentNetns() (dev, ino uint64, err error) {
 
 // acquire returns the attachment of ifc, creating and attaching the program
 // if this process has none there, and reserves queue on it.
-func acquire(ifc netlink.Link, queue int, mode Mode) (*attachment, error) {
+func acquire(ifc netlink.Link, queue int, mode Mode, po progOptions) (*attachment, error) {
 	dev, ino, err := currentNetns()
 	if err != nil {
 		return nil, err
@@ -290,7 +304,7 @@ func acquire(ifc netlink.Link, queue int, mode Mode) (*attachment, error) {
 	}
 	a := registry.m[key]
 	if a == nil {
-		a, err = attach(ifc, key, mode)
+		a, err = attach(ifc, key, mode, po)
 		if err != nil {
 			return nil, err
 		}
@@ -312,10 +326,10 @@ func acquire(ifc netlink.Link, queue int, mode Mode) (*attachment, error) {
 	return a, nil
 }
 
-func attach(ifc netlink.Link, key attachKey, mode Mode) (*attachment, error) {
+func attach(ifc netlink.Link, key attachKey, mode Mode, po progOptions) (*attachment, error) {
 	attrs := ifc.Attrs()
 	queues := uint32(max(attrs.NumRxQueues, 1))
-	obj, err := newObjects(queues, xdpPass)
+	obj, err := newObjects(queues, xdpPass, po)
 	if err != nil {
 		return nil, err
 	}

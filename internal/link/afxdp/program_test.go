@@ -14,7 +14,7 @@ import (
 // is XDP_DROP here, so that a VIP hit is visible as DROP and a miss as PASS.
 func TestProgramVerdicts(t *testing.T) {
 	nettest.RequireRoot(t)
-	o, err := newObjects(1, xdpDrop)
+	o, err := newObjects(1, xdpDrop, progOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,210 @@
+package afxdp
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sluicelb/sluice/internal/offload"
+)
+
+// Template flags (bpf/offload.c TMPL_*).
+const (
+	tmplValid = 1
+	tmplV6    = 2
+	tmplGUE   = 4
+	tmplCsum  = 8
+)
+
+// The program's limits, repeated from bpf/offload.c (TestOffloadLayout
+// checks them against the object).
+const (
+	offloadMaxReals = 4096
+	offloadHdrMax   = 72
+)
+
+var _ = [1]struct{}{}[offload.MaxReals-offloadMaxReals]
+
+// kernel is the offload program's maps: offload.Kernel.
+type kernel struct {
+	objs offloadObjects
+
+	mu       sync.Mutex // serialises SetGeneration and Counters' use of nReals
+	nReals   [2]int     // templates written in each half
+	curReals int        // backend IDs of the current generation
+
+	// Update's buffers (one caller at a time: the Syncer).
+	keys []offloadFlowKey
+	vals []offloadFlowValue
+}
+
+var _ offload.Kernel = (*kernel)(nil)
+
+func newOffloadObjects(queues uint32, fallback int32, flows int) (*objects, error) {
+	spec, err := loadOffload()
+	if err != nil {
+		return nil, bpfError("load offload object", err)
+	}
+	spec.Maps[offloadMapSluiceXsks].MaxEntries = queues
+	spec.Maps[offloadMapSluiceFlows].MaxEntries = uint32(flows)
+	if err := spec.Variables[offloadVarFallback].Set(uint32(fallback)); err != nil {
+		return nil, fmt.Errorf("afxdp: offload fallback: %w", err)
+	}
+	k := &kernel{}
+	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, bpfError("load offload program", fmt.Errorf("%+v", ve))
+		}
+		return nil, bpfError("load offload program", err)
+	}
+	m := &k.objs.offloadMaps
+	return &objects{prog: k.objs.SluiceOffload, xsks: m.SluiceXsks, vip4: m.SluiceVip4, vip6: m.SluiceVip6, off: k}, nil
+}
+
+// Offload returns the kernel half of the offloaded flow cache, or nil when
+// the interface's program is the steering-only one (Config.Offload off, or
+// another link of the interface attached it without).
+func (l *Link) Offload() offload.Kernel {
+	if l.att.obj.off == nil {
+		return nil
+	}
+	return l.att.obj.off
+}
+
+func flowKey(k *offloadFlowKey, op *offload.Op) {
+	*k = offloadFlowKey{
+		Src: op.Key.Src, Dst: op.Key.Dst, Sport: op.Key.SrcPort, Dport: op.Key.DstPort,
+		Proto: op.Key.Proto, Tenant: op.Key.Tenant,
+	}
+}
+
+// Update applies ops in order: consecutive installs in one batch update,
+// deletes one by one (a batch delete stops at the first absent key).
+func (k *kernel) Update(ops []offload.Op) error {
+	var errs []error
+	for i := 0; i < len(ops); {
+		if ops[i].Del {
+			var key offloadFlowKey
+			flowKey(&key, &ops[i])
+			if err := k.objs.SluiceFlows.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+			i++
+			continue
+		}
+		j := i
+		k.keys, k.vals = k.keys[:0], k.vals[:0]
+		for ; j < len(ops) && !ops[j].Del; j++ {
+			op := &ops[j]
+			var key offloadFlowKey
+			flowKey(&key, op)
+			k.keys = append(k.keys, key)
+			k.vals = append(k.vals, offloadFlowValue{Gen: op.Gen, Real: op.Real, Label: op.Label, Sport: op.Sport})
+		}
+		if _, err := k.objs.SluiceFlows.BatchUpdate(k.keys, k.vals, nil); err != nil {
+			// Kernels without batch operations on this map: one by one.
+			for x := range k.keys {
+				if err := k.objs.SluiceFlows.Update(&k.keys[x], &k.vals[x], ebpf.UpdateAny); err != nil {
+					errs = append(errs, err)
+					break
+				}
+			}
+		}
+		i = j
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("afxdp: offload update: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// SetGeneration writes tmpls into the half of the template map that
+// generation id uses, then makes id current.
+func (k *kernel) SetGeneration(id uint32, tmpls []offload.Template) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	half := id & 1
+	n := min(len(tmpls), offloadMaxReals)
+	for i := 0; i < max(n, k.nReals[half]); i++ {
+		var t offloadTmpl
+		if i < n && tmpls[i].Valid && tmpls[i].Image.Len <= offloadHdrMax {
+			src := &tmpls[i]
+			copy(t.Hdr[:], src.Image.Hdr[:src.Image.Len])
+			t.Len, t.L2Len = uint8(src.Image.Len), uint8(src.Image.L2Len)
+			t.IpSum, t.UdpSum, t.Mtu = src.Image.IPSum, src.Image.UDPSum, src.MTU
+			t.Flags = tmplValid
+			if src.V6 {
+				t.Flags |= tmplV6
+			}
+			if src.GUE {
+				t.Flags |= tmplGUE
+			}
+			if src.Csum {
+				t.Flags |= tmplCsum
+			}
+		}
+		if err := k.objs.SluiceTmpl.Update(half*offloadMaxReals+uint32(i), &t, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("afxdp: offload template %d: %w", i, err)
+		}
+	}
+	k.nReals[half] = n
+	k.curReals = n
+	if err := k.objs.SluiceGen.Update(uint32(0), id, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("afxdp: offload generation: %w", err)
+	}
+	return nil
+}
+
+// Counters sums the per-CPU counters: the reasons, and the backends of the
+// current generation.
+func (k *kernel) Counters() (offload.Counters, error) {
+	k.mu.Lock()
+	n := k.curReals
+	k.mu.Unlock()
+	var c offload.Counters
+	per := make([]uint64, runtime.NumCPU())
+	for i := uint32(0); i < uint32(offloadCtrCTR_NUM); i++ {
+		if err := k.objs.SluiceCtr.Lookup(i, &per); err != nil {
+			return c, fmt.Errorf("afxdp: offload counters: %w", err)
+		}
+		var s uint64
+		for _, v := range per {
+			s += v
+		}
+		if i == uint32(offloadCtrCTR_TX) {
+			c.Forwarded = s
+		} else if int(i-1) < len(c.Passed) {
+			c.Passed[i-1] = s
+		}
+	}
+	c.Reals = make([]offload.RealCounters, n)
+	var rc []offloadRealCtr
+	for i := range c.Reals {
+		if err := k.objs.SluiceRealCtr.Lookup(uint32(i), &rc); err != nil {
+			return c, fmt.Errorf("afxdp: offload backend counters: %w", err)
+		}
+		for _, v := range rc {
+			c.Reals[i].Packets += v.Packets
+			c.Reals[i].Bytes += v.Bytes
+		}
+	}
+	c.Entries = -1
+	return c, nil
+}
+
+// Entries counts the flow map's entries (iterating it: for tests and
+// diagnostics, not the packet path).
+func (k *kernel) Entries() (int, error) {
+	var key offloadFlowKey
+	var val offloadFlowValue
+	n := 0
+	it := k.objs.SluiceFlows.Iterate()
+	for it.Next(&key, &val) {
+		n++
+	}
+	return n, it.Err()
+}
