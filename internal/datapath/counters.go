@@ -4,6 +4,7 @@ import (
 	"maps"
 
 	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -59,6 +60,12 @@ type Counters struct {
 	// (a flow's first packet in each generation; every packet of services
 	// without flow entries), summed over generations. Filled by Snapshot.
 	Firewall map[pipeline.RuleKey]uint64
+
+	// Offload is the kernel half of the flow cache (Datapath.Counters
+	// fills it with the Offload; Offloaded says so): what it forwarded is
+	// also in RxPackets, TxPackets, TxBytes and Reals.
+	Offload   offload.Counters
+	Offloaded bool
 }
 
 // ChainCounters count a worker's questions to the owner chains: flows
@@ -141,6 +148,8 @@ func (c *Counters) Add(o *Counters) {
 	c.FlowMisses += o.FlowMisses
 	c.Reaped += o.Reaped
 	c.HopList += o.HopList
+	c.Offload.Add(&o.Offload)
+	c.Offloaded = c.Offloaded || o.Offloaded
 	c.TooBigAnswered += o.TooBigAnswered
 	c.Spilled += o.Spilled
 	c.SpillErrors += o.SpillErrors

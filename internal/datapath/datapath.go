@@ -12,6 +12,7 @@ import (
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/nat"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -54,6 +55,13 @@ type Config struct {
 	// each worker handles the fragments it receives alone.
 	FragmentOwners FragmentOwners
 	RelaySource    netip.Addr
+	// Offload is the kernel half of the flow cache (link/afxdp's offload
+	// program, on the interface of Links): established flows are
+	// installed there and forwarded without reaching the workers. nil: no
+	// offload. OffloadRing is each worker's ring of installs and deletes
+	// (default 4096).
+	Offload     offload.Kernel
+	OffloadRing int
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -66,6 +74,8 @@ type Datapath struct {
 	relay   *Relay                   // with Config.FragmentOwners
 	// capturing is the running capture (capture.go), or nil.
 	capturing atomic.Pointer[capture]
+	syncer    *offload.Syncer       // with Config.Offload
+	offErr    atomic.Pointer[error] // the last SetGeneration error
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -112,11 +122,70 @@ func New(c Config) (*Datapath, error) {
 	if err := setupNAT(d.workers, c.SNAT, c.SNATLayout); err != nil {
 		return nil, err
 	}
+	if c.Offload != nil {
+		if c.OffloadRing <= 0 {
+			c.OffloadRing = 4096
+		}
+		rings := make([]*offload.Ring, len(d.workers))
+		for i, w := range d.workers {
+			rings[i] = offload.NewRing(c.OffloadRing)
+			w.off = rings[i]
+			var nat func(*flow.Entry)
+			if w.ctx.NAT != nil {
+				nat = w.ctx.NAT.Removed
+			}
+			w.flows.OnRemove(func(e *flow.Entry) {
+				if nat != nil {
+					nat(e)
+				}
+				w.offRemoved(e)
+			})
+		}
+		d.syncer = offload.NewSyncer(c.Offload, rings)
+		for _, w := range d.workers {
+			w.offWake = d.syncer.Wake
+		}
+	}
 	return d, nil
 }
 
 // Apply makes g the generation every worker uses from its next batch on.
-func (d *Datapath) Apply(g *pipeline.Generation) { d.gen.Store(g) }
+// With the offload, the kernel gets g's templates and g becomes its current
+// generation first: entries of older generations are no longer forwarded
+// there, and their packets reach the workers, which decide them in g.
+func (d *Datapath) Apply(g *pipeline.Generation) {
+	if d.syncer != nil && g != nil {
+		tmpls := make([]offload.Template, len(g.Reals))
+		for id, r := range g.Reals {
+			if r != nil && r.Template != nil && r.NAT == nil {
+				tmpls[id] = offload.TemplateOf(r.Template, g.MTU)
+			}
+		}
+		if err := d.syncer.Kernel().SetGeneration(g.ID, tmpls); err != nil {
+			d.offErr.Store(&err)
+		}
+	}
+	d.gen.Store(g)
+}
+
+// OffloadError returns the last error of the offload's kernel half (a
+// generation that could not be installed, a failed map update), or nil.
+func (d *Datapath) OffloadError() error {
+	if p := d.offErr.Load(); p != nil {
+		return *p
+	}
+	if d.syncer != nil {
+		return d.syncer.LastError()
+	}
+	return nil
+}
+
+// Offloading reports whether the datapath has the offload.
+func (d *Datapath) Offloading() bool { return d.syncer != nil }
+
+// Syncer returns the offload's syncer (nil without Config.Offload); Run
+// runs it, tests may call its Sync directly.
+func (d *Datapath) Syncer() *offload.Syncer { return d.syncer }
 
 // Generation returns the current generation.
 func (d *Datapath) Generation() *pipeline.Generation { return d.gen.Load() }
@@ -153,6 +222,13 @@ func (d *Datapath) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if d.syncer != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.syncer.Run(ctx)
+		}()
+	}
 	stop := context.AfterFunc(ctx, func() {
 		for _, w := range d.workers {
 			w.link.Close()
@@ -186,5 +262,35 @@ func (d *Datapath) Counters() Counters {
 		c := d.relay.Snapshot()
 		sum.Add(&c)
 	}
+	if d.syncer != nil {
+		d.addOffload(&sum)
+	}
 	return sum
+}
+
+// addOffload merges the kernel's counters: what it forwarded counts as
+// received, sent and sent to its backend, like the workers' own packets,
+// and Offload has the details.
+func (d *Datapath) addOffload(sum *Counters) {
+	oc, err := d.syncer.Counters()
+	if err != nil {
+		d.offErr.Store(&err)
+	}
+	for _, w := range d.workers {
+		oc.RingFull += w.off.Full()
+	}
+	sum.Offload = oc
+	sum.Offloaded = true
+	var bytes uint64
+	for id, rc := range oc.Reals {
+		if id >= len(sum.Reals) {
+			sum.Reals = append(sum.Reals, make([]RealCounters, id+1-len(sum.Reals))...)
+		}
+		sum.Reals[id].Packets += rc.Packets
+		sum.Reals[id].Bytes += rc.Bytes
+		bytes += rc.Bytes
+	}
+	sum.RxPackets += oc.Forwarded
+	sum.TxPackets += oc.Forwarded
+	sum.TxBytes += bytes
 }

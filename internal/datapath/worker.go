@@ -9,6 +9,7 @@ import (
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/nat"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -78,6 +79,12 @@ type Worker struct {
 	index     int
 	capMark   []bool
 	capMarked int // how many
+	// The offloaded flow cache (offload.go; off nil without one): the
+	// ring of installs and deletes the Syncer takes to the kernel, and
+	// how to wake it once a batch queued some.
+	off       *offload.Ring
+	offWake   func()
+	offQueued bool
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -169,6 +176,7 @@ func (w *Worker) process(n int, now uint32) {
 		p.Buf, p.Off, p.Len = f.Buf, f.Off, f.Len
 		c.RxPackets++
 		c.RxBytes += uint64(f.Len)
+		p.HadEntry = false
 		if pipeline.Prepare(p, g) {
 			w.hashes = append(w.hashes, p.Hash)
 			w.valid = append(w.valid, p)
@@ -207,7 +215,9 @@ func (w *Worker) process(n int, now uint32) {
 				natReplies++
 				continue
 			}
-			if e := w.flows.Lookup(&p.Key, p.Hash); e != nil && pipeline.Hit(p, e, g) {
+			e := w.flows.Lookup(&p.Key, p.Hash)
+			p.HadEntry = e != nil
+			if e != nil && pipeline.Hit(p, e, g) {
 				// Current entry: its memoised results stand.
 				// (Service stays nil: only per-packet stages run now.)
 				switch {
@@ -281,6 +291,9 @@ func (w *Worker) process(n int, now uint32) {
 			if p.Secondary != nil && p.Secondary.Template != nil {
 				c.HopList++
 			}
+			if w.off != nil {
+				w.offloadFlow(p, g)
+			}
 		case pipeline.Reply:
 			f.Off, f.Len = p.Off, p.Len
 			w.tx = append(w.tx, f)
@@ -312,6 +325,10 @@ func (w *Worker) process(n int, now uint32) {
 		sent, _ := w.link.Send(w.tx)
 		c.TxPackets += uint64(sent)
 		c.TxErrors += uint64(len(w.tx) - sent)
+	}
+	if w.offQueued {
+		w.offQueued = false
+		w.offWake()
 	}
 }
 

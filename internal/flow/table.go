@@ -30,7 +30,13 @@ type Entry struct {
 	// through OnRemove.
 	NATPort uint16 // offset 52
 	NATAddr uint8  // offset 54
-	_       uint8  // offset 55
+	// Offload is the worker's note of the flow's entry in the kernel's
+	// offloaded flow cache (internal/offload): 0 for none; otherwise the
+	// low 7 bits name the generation it was installed for and the high
+	// bit says a packet of the flow has reached the worker since. Only
+	// the worker reads it; the table only keeps it (and clears it when
+	// an insert reuses the slot).
+	Offload uint8 // offset 55
 }
 
 // EntrySize is unsafe.Sizeof(Entry{}); the array below fails to compile if

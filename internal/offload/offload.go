@@ -156,8 +156,7 @@ type Ring struct {
 	mask uint64
 	head atomic.Uint64 // next slot the consumer reads
 	tail atomic.Uint64 // next slot the producer writes
-	// Owned by the producer.
-	full uint64 // Push calls refused
+	full atomic.Uint64 // Push calls refused (written by the producer)
 }
 
 // NewRing returns a ring of n slots (rounded up to a power of two, at least 2).
@@ -174,7 +173,7 @@ func NewRing(n int) *Ring {
 func (r *Ring) Push(op *Op) bool {
 	t := r.tail.Load()
 	if t-r.head.Load() > r.mask {
-		r.full++
+		r.full.Add(1)
 		return false
 	}
 	r.ops[t&r.mask] = *op
@@ -182,9 +181,8 @@ func (r *Ring) Push(op *Op) bool {
 	return true
 }
 
-// Full returns how many Push calls were refused; producer only (or once it
-// has stopped).
-func (r *Ring) Full() uint64 { return r.full }
+// Full returns how many Push calls were refused; any goroutine.
+func (r *Ring) Full() uint64 { return r.full.Load() }
 
 // Drain appends the queued ops to buf and returns it. Consumer only.
 func (r *Ring) Drain(buf []Op) []Op {

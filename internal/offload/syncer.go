@@ -27,6 +27,9 @@ func NewSyncer(k Kernel, rings []*Ring) *Syncer {
 	return &Syncer{kernel: k, rings: rings, wake: make(chan struct{}, 1), Interval: time.Millisecond}
 }
 
+// Kernel returns the kernel half the syncer updates.
+func (s *Syncer) Kernel() Kernel { return s.kernel }
+
 // Wake makes the syncer drain the rings soon; it never blocks or allocates.
 func (s *Syncer) Wake() {
 	select {

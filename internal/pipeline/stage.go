@@ -125,6 +125,10 @@ type Packet struct {
 
 	Verdict Verdict
 	Reason  Reason
+	// HadEntry says the worker found a flow entry (of any generation) for
+	// the packet before the stages ran; the offload uses it to tell a UDP
+	// flow's second packet from its first.
+	HadEntry bool
 }
 
 // Context is what stages share within one batch.

@@ -34,6 +34,7 @@ type kernel struct {
 
 	mu       sync.Mutex // serialises SetGeneration and Counters' use of nReals
 	nReals   [2]int     // templates written in each half
+	half     uint32     // the half the current generation uses
 	curReals int        // backend IDs of the current generation
 
 	// Update's buffers (one caller at a time: the Syncer).
@@ -122,12 +123,19 @@ func (k *kernel) Update(ops []offload.Op) error {
 	return nil
 }
 
-// SetGeneration writes tmpls into the half of the template map that
-// generation id uses, then makes id current.
-func (k *kernel) SetGeneration(id uint32, tmpls []offload.Template) error {
+// SetGeneration writes tmpls into the half of the template map that the
+// current generation does not use, then makes id current with that half. If
+// a template cannot be written, no generation is current any more (every
+// packet goes to the sockets) rather than the old one.
+func (k *kernel) SetGeneration(id uint32, tmpls []offload.Template) (err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	half := id & 1
+	defer func() {
+		if err != nil {
+			k.objs.SluiceGen.Update(uint32(0), offloadGen{Id: ^id, Half: k.half}, ebpf.UpdateAny)
+		}
+	}()
+	half := k.half ^ 1
 	n := min(len(tmpls), offloadMaxReals)
 	for i := 0; i < max(n, k.nReals[half]); i++ {
 		var t offloadTmpl
@@ -152,10 +160,10 @@ func (k *kernel) SetGeneration(id uint32, tmpls []offload.Template) error {
 		}
 	}
 	k.nReals[half] = n
-	k.curReals = n
-	if err := k.objs.SluiceGen.Update(uint32(0), id, ebpf.UpdateAny); err != nil {
+	if err := k.objs.SluiceGen.Update(uint32(0), offloadGen{Id: id, Half: half}, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("afxdp: offload generation: %w", err)
 	}
+	k.half, k.curReals = half, n
 	return nil
 }
 

@@ -53,6 +53,12 @@ type offloadFlowValue struct {
 	Seen  uint64
 }
 
+type offloadGen struct {
+	_    structs.HostLayout
+	Id   uint32
+	Half uint32
+}
+
 type offloadRealCtr struct {
 	_       structs.HostLayout
 	Packets uint64

@@ -57,9 +57,16 @@ struct flow_value {
 #define TMPL_GUE 4  /* GUE (else IPIP / IP6IP6) */
 #define TMPL_CSUM 8 /* compute the outer UDP checksum */
 
+/* The current generation and the half of the template map it uses. */
+struct gen {
+	__u32 id;
+	__u32 half; /* 0 or 1 */
+};
+
 /* A backend's outer headers (encap.Template's image without hop list), index
- * (generation & 1) * MAX_REALS + real ID: the next generation's templates are
- * written beside the current one's before the generation moves. 88 bytes. */
+ * half * MAX_REALS + real ID: the next generation's templates are written in
+ * the half the current one does not use, before the generation moves. 88
+ * bytes. */
 struct tmpl {
 	__u8 hdr[HDR_MAX];
 	__u8 len;    /* header length, Ethernet to GUE */
@@ -128,7 +135,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct gen);
 } sluice_gen SEC(".maps");
 
 struct {
@@ -383,13 +390,13 @@ int sluice_offload(struct xdp_md *ctx)
 	if (!v)
 		return to_user(ctx, CTR_NO_ENTRY);
 	__u32 zero = 0;
-	__u32 *gen = bpf_map_lookup_elem(&sluice_gen, &zero);
-	if (!gen || v->gen != *gen)
+	struct gen *gen = bpf_map_lookup_elem(&sluice_gen, &zero);
+	if (!gen || v->gen != gen->id)
 		return to_user(ctx, CTR_STALE);
 	__u32 real = v->real;
 	if (real >= MAX_REALS)
 		return to_user(ctx, CTR_NO_TEMPLATE);
-	__u32 ti = (*gen & 1) * MAX_REALS + real;
+	__u32 ti = (gen->half & 1) * MAX_REALS + real;
 	struct tmpl *t = bpf_map_lookup_elem(&sluice_tmpl, &ti);
 	if (!t || !(t->flags & TMPL_VALID) || t->l2_len > t->len)
 		return to_user(ctx, CTR_NO_TEMPLATE);

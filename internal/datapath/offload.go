@@ -1,0 +1,86 @@
+package datapath
+
+import (
+	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/offload"
+	"github.com/sluicelb/sluice/internal/packet"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// The offloaded flow cache, the worker's side. After the stages ran, a
+// forwarded packet whose flow may be offloaded has its entry installed in
+// the kernel (an Op on the worker's ring): a TCP flow once established, a
+// UDP flow from its second packet. A closing TCP flow, and an entry that
+// leaves the table (reaped, evicted, deleted), is removed. What is never
+// offloaded: full-NAT backends, hop lists (second chance mid-change),
+// services without flow entries (stateless, QUIC by connection ID) and
+// those using the cluster's owner chains, ICMP errors, fragments, tagged
+// or tenant (VXLAN) frames.
+
+// offMark is the Entry.Offload note of an install in generation gen: 1..127.
+func offMark(gen uint32) uint8 { return uint8(gen%127) + 1 }
+
+const offSeen = 0x80 // Entry.Offload: a packet reached the worker since the install
+
+// offloadFlow installs or removes p's flow in the kernel as its entry says.
+// It does not allocate and makes no system call.
+func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
+	r := p.Real
+	if r.Template == nil || r.NAT != nil || p.Secondary != nil || p.ICMPError || p.Key.Tenant != 0 ||
+		p.Parsed.Frag != packet.NotFragment || p.Parsed.L3Off != packet.EthernetHeaderLen || r.ID >= offload.MaxReals ||
+		r.Service >= len(g.Services) {
+		return
+	}
+	if s := g.Services[r.Service]; s.QUIC != nil || s.Stateless || s.NAT || s.Chain != pipeline.ChainNever {
+		return
+	}
+	e := w.flows.Lookup(&p.Key, p.Hash)
+	if e == nil || e.Gen != g.ID || e.Backend != r.ID {
+		return
+	}
+	switch e.State {
+	case flow.StateEstablished:
+	case flow.StateUDP:
+		if !p.HadEntry { // a UDP flow's first packet
+			return
+		}
+	case flow.StateClosing:
+		if e.Offload != 0 && w.offDelete(e) {
+			e.Offload = 0
+		}
+		return
+	default:
+		return
+	}
+	mark := offMark(g.ID)
+	if e.Offload&^offSeen == mark && e.Offload&offSeen == 0 {
+		// Installed: this packet was on its way before the install landed
+		// (or the kernel's LRU dropped the entry: the next one reinstalls).
+		e.Offload |= offSeen
+		return
+	}
+	op := offload.Op{Key: p.Key, Gen: g.ID, Real: r.ID, Sport: encap.SrcPort(p.Hash), Label: encap.FlowLabel(p.Hash)}
+	if w.off.Push(&op) {
+		e.Offload = mark
+		w.offQueued = true
+	}
+}
+
+// offDelete queues the removal of e's flow from the kernel.
+func (w *Worker) offDelete(e *flow.Entry) bool {
+	op := offload.Op{Key: e.Key, Del: true}
+	if !w.off.Push(&op) {
+		return false
+	}
+	w.offQueued = true
+	return true
+}
+
+// offRemoved is the flow table's removal hook with the offload: the flow's
+// kernel entry goes with it.
+func (w *Worker) offRemoved(e *flow.Entry) {
+	if e.Offload != 0 {
+		w.offDelete(e)
+	}
+}

@@ -1,0 +1,220 @@
+package datapath_test
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/offload"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+// fakeKernel is an offload.Kernel that keeps the map in Go.
+type fakeKernel struct {
+	mu      sync.Mutex
+	flows   map[flow.Key]offload.Op
+	gen     uint32
+	tmpls   []offload.Template
+	updates int
+}
+
+func (k *fakeKernel) Update(ops []offload.Op) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.updates++
+	for _, op := range ops {
+		if op.Del {
+			delete(k.flows, op.Key)
+		} else {
+			k.flows[op.Key] = op
+		}
+	}
+	return nil
+}
+
+func (k *fakeKernel) SetGeneration(id uint32, t []offload.Template) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.gen, k.tmpls = id, slices.Clone(t)
+	return nil
+}
+
+func (k *fakeKernel) Counters() (offload.Counters, error) {
+	return offload.Counters{Forwarded: 5, Reals: []offload.RealCounters{{Packets: 5, Bytes: 500}}}, nil
+}
+
+func (k *fakeKernel) entry(key flow.Key) (offload.Op, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	op, ok := k.flows[key]
+	return op, ok
+}
+
+func newOffloadRig(t *testing.T, timeouts flow.Timeouts) (*rig, *fakeKernel, *offload.Syncer) {
+	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Offload: k, Timeouts: timeouts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	return r, k, dp.Syncer()
+}
+
+// The worker installs a TCP flow once established and a UDP flow at its
+// second packet, removes a flow on FIN, and a new generation gives the
+// kernel its templates and makes the flow's next packet reinstall it.
+func TestOffloadInstallRemove(t *testing.T) {
+	r, k, s := newOffloadRig(t, flow.Timeouts{})
+	udpVIP := netip.MustParseAddrPort("198.18.0.10:53")
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}}
+	us := service(udpVIP, backends4(3), nil)
+	us.Proto = 17
+	spec.Services = append(spec.Services, us)
+	g := r.apply(spec)
+	if k.gen != g.ID || len(k.tmpls) != len(g.Reals) || !k.tmpls[0].Valid || !k.tmpls[0].GUE {
+		t.Fatalf("kernel generation %d with %d templates; want %d with %d", k.gen, len(k.tmpls), g.ID, len(g.Reals))
+	}
+	cl := netip.MustParseAddrPort("198.18.200.1:40000")
+	key := flow.MakeKey(6, cl, vip4)
+
+	r.send(tcpFrame(cl, vip4, 0x02)) // SYN
+	s.Sync()
+	if _, ok := k.entry(key); ok {
+		t.Fatal("installed after the SYN")
+	}
+	r.send(tcpFrame(cl, vip4, 0x10)) // the handshake's ACK
+	s.Sync()
+	op, ok := k.entry(key)
+	if !ok || op.Gen != g.ID {
+		t.Fatalf("not installed once established: %+v %v", op, ok)
+	}
+	var e flow.Entry
+	r.dp.QueryFlows(func(_ int, t *flow.Table) { e = *t.Lookup(&key, key.Hash(g.Seed)) })
+	if op.Real != e.Backend {
+		t.Errorf("installed backend %d, entry's %d", op.Real, e.Backend)
+	}
+	// A packet in flight before the install landed does not queue another.
+	r.send(tcpFrame(cl, vip4, 0x10))
+	before := k.updates
+	s.Sync()
+	if k.updates != before {
+		t.Error("a packet in flight queued a second install")
+	}
+
+	// UDP: the first packet is not installed, the second is.
+	ucl := netip.MustParseAddrPort("198.18.200.2:5000")
+	ukey := flow.MakeKey(17, ucl, udpVIP)
+	r.send(udpFrame(ucl, udpVIP, []byte("query")))
+	s.Sync()
+	if _, ok := k.entry(ukey); ok {
+		t.Fatal("UDP installed at its first packet")
+	}
+	r.send(udpFrame(ucl, udpVIP, []byte("query")))
+	s.Sync()
+	if _, ok := k.entry(ukey); !ok {
+		t.Fatal("UDP not installed at its second packet")
+	}
+
+	// A new generation: the templates go first, the flow is reinstalled in
+	// it by its next packet, with the same backend.
+	g2 := r.apply(spec)
+	if k.gen != g2.ID {
+		t.Fatalf("kernel generation %d, want %d", k.gen, g2.ID)
+	}
+	r.send(tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	if op2, ok := k.entry(key); !ok || op2.Gen != g2.ID || op2.Real != op.Real {
+		t.Fatalf("after a new generation: %+v %v; want generation %d backend %d", op2, ok, g2.ID, op.Real)
+	}
+
+	// FIN removes it.
+	r.send(tcpFrame(cl, vip4, 0x11))
+	s.Sync()
+	if _, ok := k.entry(key); ok {
+		t.Fatal("still installed after FIN")
+	}
+
+	c := r.counters()
+	if !c.Offloaded || c.Offload.Forwarded != 5 || c.Offload.Installed != 3 || c.Offload.Deleted != 1 {
+		t.Errorf("offload counters %+v", c.Offload)
+	}
+}
+
+// An offloaded entry that leaves the worker's table (reaped) leaves the
+// kernel's too.
+func TestOffloadReapRemoves(t *testing.T) {
+	r, k, s := newOffloadRig(t, flow.Timeouts{Established: 50 * time.Millisecond})
+	r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	cl := netip.MustParseAddrPort("198.18.200.1:40001")
+	key := flow.MakeKey(6, cl, vip4)
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	if _, ok := k.entry(key); !ok {
+		t.Fatal("not installed")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		r.dp.Workers()[0].Poll() // idle polls reap
+		s.Sync()
+		if _, ok := k.entry(key); !ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("still installed after the entry expired")
+}
+
+// What is never offloaded: flows through a second-chance hop list, and
+// services without flow entries.
+func TestOffloadExclusions(t *testing.T) {
+	r, k, s := newOffloadRig(t, flow.Timeouts{})
+	st := service(vip4, backends4(2), nil)
+	st.Stateless = true
+	r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{st}})
+	cl := netip.MustParseAddrPort("198.18.200.1:40002")
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10), tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	if len(k.flows) != 0 {
+		t.Errorf("stateless service offloaded: %v", k.flows)
+	}
+}
+
+// The worker's side of the offload allocates nothing: a batch costs the
+// allocations of the in-memory rig (Inject's copies, the sink's clones),
+// with and without the offload.
+func TestOffloadZeroAlloc(t *testing.T) {
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
+	frames := make([][]byte, 0, 64)
+	for i := range 32 {
+		cl := netip.AddrPortFrom(netip.MustParseAddr("198.18.200.1"), uint16(30000+i))
+		frames = append(frames, tcpFrame(cl, vip4, 0x10))
+	}
+	measure := func(r *rig, s *offload.Syncer) float64 {
+		r.apply(spec)
+		w := r.dp.Workers()[0]
+		r.out = make([][]byte, 0, 4096)
+		return testing.AllocsPerRun(50, func() {
+			for _, f := range frames {
+				r.link.Inject(f)
+			}
+			w.Poll()
+			if s != nil {
+				s.Sync()
+			}
+			r.out = r.out[:0]
+		})
+	}
+	base := measure(newRig(t, 1024), nil)
+	r, _, s := newOffloadRig(t, flow.Timeouts{})
+	if got := measure(r, s); got > base {
+		t.Errorf("%.0f allocations per batch with the offload, %.0f without", got, base)
+	}
+}
