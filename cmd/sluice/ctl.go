@@ -548,6 +548,15 @@ func flowTable(tw *tabwriter.Writer, l control.FlowLookup) {
 	}
 }
 
+// offloadLine summarises the XDP offload's counters.
+func offloadLine(o control.OffloadStats) string {
+	if !o.Enabled {
+		return "off"
+	}
+	return fmt.Sprintf("%d forwarded in the kernel, %d installed, %d deleted, %d ring full, %d errors",
+		o.Forwarded, o.Installed, o.Deleted, o.RingFull, o.Errors)
+}
+
 func statsTable(tw *tabwriter.Writer, st control.Stats) {
 	last := "none since start"
 	if !st.LastApply.Time.IsZero() {
@@ -579,8 +588,15 @@ func statsTable(tw *tabwriter.Writer, st control.Stats) {
 		{"nat icmp to client", st.NAT.ICMPToClient}, {"nat icmp to backend", st.NAT.ICMPToBackend},
 		{"nat ports in use", fmt.Sprintf("%d of %d", st.NAT.PortsInUse, st.NAT.PortsCapacity)},
 		{"nat ports exhausted", st.NAT.Exhausted},
+		{"offload", offloadLine(st.Offload)},
 	} {
 		fmt.Fprintf(tw, "%s\t%v\n", r.k, r.v)
+	}
+	if st.Offload.Enabled {
+		fmt.Fprintln(tw, "\nOFFLOAD PASSED TO WORKERS\tPACKETS")
+		for _, k := range sortedKeys(st.Offload.Passed) {
+			fmt.Fprintf(tw, "%s\t%d\n", k, st.Offload.Passed[k])
+		}
 	}
 	fmt.Fprintln(tw, "\nDROP REASON\tPACKETS")
 	for _, k := range sortedKeys(st.Drops) {

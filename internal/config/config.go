@@ -44,6 +44,11 @@ type Node struct {
 	Interfaces   []string `yaml:"interfaces"`    // where VIP traffic arrives and encapsulated traffic leaves
 	IO           string   `yaml:"io"`            // afxdp | afpacket | auto (default auto)
 	XDPMode      string   `yaml:"xdp_mode"`      // auto | native | generic (default auto)
+	// Offload forwards established flows in the kernel (the XDP offload
+	// of the flow cache): auto where the link is AF_XDP and the kernel
+	// loads the program (otherwise the node logs why not and forwards in
+	// Go), off never (the default).
+	Offload string `yaml:"offload"`
 	Workers      int      `yaml:"workers"`       // workers (queues) per interface; default 1
 	GUEPort      int      `yaml:"gue_port"`      // default 6080
 	Seed         uint64   `yaml:"seed"`          // cluster-wide hash seed; identical on every node
@@ -320,6 +325,9 @@ func (c *Config) setDefaults() {
 	if n.XDPMode == "" {
 		n.XDPMode = "auto"
 	}
+	if n.Offload == "" {
+		n.Offload = "off"
+	}
 	if n.Workers == 0 {
 		n.Workers = 1
 	}
@@ -432,6 +440,11 @@ func (c *Config) Validate() error {
 	case "auto", "native", "generic":
 	default:
 		bad("node.xdp_mode", n.XDPMode, "is not native, generic or auto")
+	}
+	switch n.Offload {
+	case "auto", "off":
+	default:
+		bad("node.offload", n.Offload, "is not auto or off")
 	}
 	if n.Workers < 1 || n.Workers > 64 {
 		bad("node.workers", n.Workers, "is not between 1 and 64")

@@ -36,7 +36,7 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Node.GUEPort != 6080 || c.Node.Workers != 1 || c.Node.FlowCapacity != 1<<20 || c.Node.MTU != 1500 || c.Node.XDPMode != "auto" {
+	if c.Node.GUEPort != 6080 || c.Node.Workers != 1 || c.Node.FlowCapacity != 1<<20 || c.Node.MTU != 1500 || c.Node.XDPMode != "auto" || c.Node.Offload != "off" {
 		t.Errorf("defaults not applied: %+v", c.Node)
 	}
 	if w := *c.VIPs[0].Backends[0].Weight; w != 1 {
@@ -64,6 +64,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty", ``, []string{"empty configuration"}},
 		{"unknown field", strings.Replace(good, "seed: 42", "seeed: 42", 1), []string{"field seeed not found"}},
 		{"two documents", good + "\n---\n" + good, []string{"more than one YAML document"}},
+		{"offload", strings.Replace(good, "seed: 42", "seed: 42\n  offload: always", 1), []string{"node.offload: always is not auto or off"}},
 		{"routes", strings.Replace(good, "vips:", `tenants:
   - name: a
     vni: 100

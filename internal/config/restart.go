@@ -32,6 +32,7 @@ var RestartRules = []RestartRule{
 	{"node.interfaces", true, "the links are opened at start"},
 	{"node.io", true, "the links are opened at start"},
 	{"node.xdp_mode", true, "the XDP program is attached at start"},
+	{"node.offload", true, "the XDP program is chosen and attached at start"},
 	{"node.workers", true, "one link and worker per queue, opened at start"},
 	{"node.gue_port", false, "the backends' tunnel templates and VIP probes are rebuilt"},
 	{"node.seed", false, "the next generation hashes with it (new flows hash differently from nodes on the old seed)"},

@@ -16,6 +16,7 @@ var restartChanges = map[string]func(n *Node){
 	"interfaces":    func(n *Node) { n.Interfaces = append(n.Interfaces, "eth9") },
 	"io":            func(n *Node) { n.IO = "afpacket" },
 	"xdp_mode":      func(n *Node) { n.XDPMode = "generic" },
+	"offload":       func(n *Node) { n.Offload = "auto" },
 	"workers":       func(n *Node) { n.Workers++ },
 	"gue_port":      func(n *Node) { n.GUEPort = 6081 },
 	"seed":          func(n *Node) { n.Seed++ },
@@ -57,7 +58,7 @@ func TestRestartRulesExhaustive(t *testing.T) {
 // configuration.
 func TestNeedsRestart(t *testing.T) {
 	want := map[string]bool{ // the rules, written out a second time on purpose
-		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.workers": true,
+		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.offload": true, "node.workers": true,
 		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true,
 		"node.gue_port": false, "node.seed": false, "node.mtu": false, "node.too_big": false,
 		"node.icmp_rate": false, "node.fragments": false, "node.source_v4": false, "node.source_v6": false,

@@ -62,6 +62,11 @@ var (
 	descNATCap     = desc("nat_ports_capacity", "Full-NAT SNAT ports of the node (TCP and UDP, every address).")
 	descNATExhaust = desc("nat_exhausted_total", "New full-NAT flows refused because no SNAT port was free.")
 	descFWHits     = desc("firewall_rule_hits_total", "Flows a VIP's firewall rule decided (rule: its name or index; default: no rule matched), counted on a flow's first packet in each configuration.", "vip", "rule")
+	descOffFwd     = desc("offload_forwarded_packets_total", "Packets of established flows forwarded by the XDP offload in the kernel (node.offload; also in rx/tx and the backends' counters).")
+	descOffPassed  = desc("offload_passed_packets_total", "VIP packets the XDP offload handed to the workers, by reason (no_entry, stale_generation, tcp_flags, fragment, ...).", "reason")
+	descOffOps     = desc("offload_entries_total", "Flow entries the workers installed in (installed) and removed from (deleted) the XDP offload.", "op")
+	descOffFull    = desc("offload_ring_full_total", "Installs and deletes refused because a worker's ring to the kernel was full.")
+	descOffErrors  = desc("offload_update_errors_total", "Failed updates of the XDP offload's flow map.")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -76,6 +81,7 @@ func Descs() []*prometheus.Desc {
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
+		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffErrors,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
 	}, clusterDescs...)
 }
@@ -131,6 +137,14 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descEvictions, st.FlowEvictions.Idle, "idle")
 	counter(descEvictions, st.FlowEvictions.Established, "established")
 	counter(descInsertFail, st.FlowInsertFailed)
+	counter(descOffFwd, st.Offload.Forwarded)
+	for r, v := range st.Offload.Passed {
+		counter(descOffPassed, v, r)
+	}
+	counter(descOffOps, st.Offload.Installed, "installed")
+	counter(descOffOps, st.Offload.Deleted, "deleted")
+	counter(descOffFull, st.Offload.RingFull)
+	counter(descOffErrors, st.Offload.Errors)
 	for r, v := range st.Drops {
 		counter(descDrops, v, r)
 	}

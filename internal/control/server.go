@@ -22,6 +22,7 @@ import (
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/fielderr"
 	"github.com/sluicelb/sluice/internal/health"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -356,9 +357,27 @@ type Stats struct {
 	// earlier configurations keep their counts.
 	FirewallRuleHits map[string]map[string]uint64 `json:"firewall_rule_hits"`
 
+	// Offload is the XDP offload of the flow cache (node.offload): what
+	// the kernel forwarded (also counted in rx/tx and the backends'
+	// packets and bytes), the VIP packets it handed to the workers by
+	// reason, and the workers' installs and deletes. Enabled is false
+	// (and the rest zero) without it.
+	Offload OffloadStats `json:"offload"`
+
 	ConfigGeneration   uint64      `json:"config_generation"`
 	DatapathGeneration uint32      `json:"datapath_generation"` // also changes when next hops change
 	LastApply          ApplyResult `json:"last_apply"`
+}
+
+// OffloadStats are the counters of the XDP offload (Stats.Offload).
+type OffloadStats struct {
+	Enabled   bool              `json:"enabled"`
+	Forwarded uint64            `json:"forwarded_packets"`
+	Passed    map[string]uint64 `json:"passed_to_workers"` // by offload.Reason name
+	Installed uint64            `json:"entries_installed"`
+	Deleted   uint64            `json:"entries_deleted"`
+	RingFull  uint64            `json:"ring_full"`
+	Errors    uint64            `json:"update_errors"`
 }
 
 // ListVIPs returns the running VIPs with their backends, in configuration
@@ -450,6 +469,13 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	st.Fragments.Followed, st.Fragments.Held, st.Fragments.Released = c.FragmentsFollowed, c.FragmentsHeld, c.FragmentsReleased
 	st.Fragments.ToOwner, st.Fragments.Decisions = c.FragmentsToOwner, c.FragmentDecisions
 	st.Fragments.RelayFragments, st.Fragments.RelayDecisions, st.Fragments.RelayRejected = c.RelayFragments, c.RelayDecisions, c.RelayRejected
+	st.Offload = OffloadStats{
+		Enabled: c.Offloaded, Forwarded: c.Offload.Forwarded, Passed: map[string]uint64{},
+		Installed: c.Offload.Installed, Deleted: c.Offload.Deleted, RingFull: c.Offload.RingFull, Errors: c.Offload.Errors,
+	}
+	for r := offload.Reason(0); r < offload.NumReasons; r++ {
+		st.Offload.Passed[r.String()] = c.Offload.Passed[r]
+	}
 	st.FlowEvictions.HalfOpen = c.Flows.EvictedHalfOpen
 	st.FlowEvictions.Idle = c.Flows.EvictedIdle
 	st.FlowEvictions.Established = c.Flows.EvictedEstablished

@@ -38,6 +38,7 @@ import (
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/stack"
 	"github.com/sluicelb/sluice/internal/nexthop"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -206,6 +207,10 @@ func New(o Options) (*Node, error) {
 	dpc := datapath.Config{
 		Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill,
 		SNAT: o.Config.Node.SNATAddrs(), SNATLayout: o.Config.Node.SNATLayout(len(n.links)),
+	}
+	if ks := Offloads(n.links); len(ks) > 0 {
+		dpc.Offload = offload.Join(ks...)
+		n.log.Info("offload on: established flows are forwarded in the kernel", "interfaces", len(ks))
 	}
 	if n.clSetup != nil {
 		if n.relayConn, err = openRelay(n.clSetup.Bind); err != nil {

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
@@ -39,6 +40,18 @@ func (n *Node) Report(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintf(w, "rx %d  tx %d  tx errors %d  passed %d  flow hits %d  misses %d  reaped %d\n",
 		c.RxPackets, c.TxPackets, c.TxErrors, c.Passed, c.FlowHits, c.FlowMisses, c.Reaped)
+	if c.Offloaded {
+		o := &c.Offload
+		fmt.Fprintf(w, "offload: forwarded in the kernel %d  installed %d  deleted %d  ring full %d  errors %d\n",
+			o.Forwarded, o.Installed, o.Deleted, o.RingFull, o.Errors)
+		fmt.Fprint(w, "offload: to the workers:")
+		for r, v := range o.Passed {
+			if v > 0 {
+				fmt.Fprintf(w, "  %s %d", offload.Reason(r), v)
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	if c.TooBigAnswered+c.Spilled+c.SpillErrors > 0 {
 		fmt.Fprintf(w, "icmp too big sent %d  kernel tx %d  kernel tx errors %d\n", c.TooBigAnswered, c.Spilled, c.SpillErrors)
 	}

@@ -193,3 +193,48 @@ func (r *Ring) Drain(buf []Op) []Op {
 	r.head.Store(h)
 	return buf
 }
+
+// Join returns one Kernel for several (the node's interfaces, each with its
+// own program and maps): updates and generations go to every one, counters
+// are summed. Join of one Kernel is that Kernel.
+func Join(ks ...Kernel) Kernel {
+	if len(ks) == 1 {
+		return ks[0]
+	}
+	return joined(ks)
+}
+
+type joined []Kernel
+
+func (j joined) Update(ops []Op) error {
+	var errs []error
+	for _, k := range j {
+		if err := k.Update(ops); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (j joined) SetGeneration(id uint32, t []Template) error {
+	var errs []error
+	for _, k := range j {
+		if err := k.SetGeneration(id, t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (j joined) Counters() (Counters, error) {
+	var sum Counters
+	var errs []error
+	for _, k := range j {
+		c, err := k.Counters()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		sum.Add(&c)
+	}
+	return sum, errors.Join(errs...)
+}
