@@ -41,19 +41,19 @@ type Config struct {
 
 // Node holds the settings of this LB node.
 type Node struct {
-	Interfaces   []string `yaml:"interfaces"`    // where VIP traffic arrives and encapsulated traffic leaves
-	IO           string   `yaml:"io"`            // afxdp | afpacket | auto (default auto)
-	XDPMode      string   `yaml:"xdp_mode"`      // auto | native | generic (default auto)
+	Interfaces []string `yaml:"interfaces"` // where VIP traffic arrives and encapsulated traffic leaves
+	IO         string   `yaml:"io"`         // afxdp | afpacket | auto (default auto)
+	XDPMode    string   `yaml:"xdp_mode"`   // auto | native | generic (default auto)
 	// Offload forwards established flows in the kernel (the XDP offload
 	// of the flow cache): auto where the link is AF_XDP and the kernel
 	// loads the program (otherwise the node logs why not and forwards in
 	// Go), off never (the default).
-	Offload string `yaml:"offload"`
-	Workers      int      `yaml:"workers"`       // workers (queues) per interface; default 1
-	GUEPort      int      `yaml:"gue_port"`      // default 6080
-	Seed         uint64   `yaml:"seed"`          // cluster-wide hash seed; identical on every node
-	FlowCapacity int      `yaml:"flow_capacity"` // flows per worker; default 1048576
-	MTU          int      `yaml:"mtu"`           // outer IP MTU toward the backends; default 1500
+	Offload      string `yaml:"offload"`
+	Workers      int    `yaml:"workers"`       // workers (queues) per interface; default 1
+	GUEPort      int    `yaml:"gue_port"`      // default 6080
+	Seed         uint64 `yaml:"seed"`          // cluster-wide hash seed; identical on every node
+	FlowCapacity int    `yaml:"flow_capacity"` // flows per worker; default 1048576
+	MTU          int    `yaml:"mtu"`           // outer IP MTU toward the backends; default 1500
 	// TooBig is what happens to a packet that exceeds mtu once
 	// encapsulated: icmp (default) answers the client with ICMP
 	// "fragmentation needed" / "packet too big" when the packet may not be
