@@ -378,6 +378,7 @@ type OffloadStats struct {
 	Deleted   uint64            `json:"entries_deleted"`
 	RingFull  uint64            `json:"ring_full"`
 	Errors    uint64            `json:"update_errors"`
+	Entries   int               `json:"entries"` // in the kernel's flow map (counted up to 2^20)
 }
 
 // ListVIPs returns the running VIPs with their backends, in configuration
@@ -472,6 +473,7 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	st.Offload = OffloadStats{
 		Enabled: c.Offloaded, Forwarded: c.Offload.Forwarded, Passed: map[string]uint64{},
 		Installed: c.Offload.Installed, Deleted: c.Offload.Deleted, RingFull: c.Offload.RingFull, Errors: c.Offload.Errors,
+		Entries: c.Offload.Entries,
 	}
 	for r := offload.Reason(0); r < offload.NumReasons; r++ {
 		st.Offload.Passed[r.String()] = c.Offload.Passed[r]

@@ -111,7 +111,9 @@ type Counters struct {
 	// The Go half: entries installed and deleted, operations dropped
 	// because a worker's ring was full, and failed map updates.
 	Installed, Deleted, RingFull, Errors uint64
-	Entries                              int // entries in the kernel's map (-1: unknown)
+	// Entries is how many flows the kernel's map holds (counted up to
+	// 2^20; -1: unknown).
+	Entries int
 }
 
 // Add adds o to c.

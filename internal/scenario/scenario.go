@@ -105,6 +105,12 @@ type Options struct {
 	// its service-segment address (ClusterBind), its peers are the other
 	// LB nodes, the key is ClusterKey.
 	Cluster bool
+	// Offload sets node.offload: auto on every LB node (the XDP offload of
+	// the flow cache); unless XDPMode is generic, the router's ends of the
+	// LB nodes' veths get an XDP program that passes everything
+	// (lab.RouterPassXDP), without which a veth drops its peer's XDP_TX
+	// frames.
+	Offload bool
 	// Affinity, when set, is the affinity of the HTTP and UDP services and
 	// of stream4 (always needs Cluster; quic4 keeps no flow entries).
 	Affinity string
@@ -232,6 +238,13 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			return nil, err
 		}
 	}
+	if o.Offload && o.XDPMode != "generic" {
+		for _, lb := range l.LBs {
+			if err := l.RouterPassXDP(lb); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for _, lb := range l.LBs {
 		p, err := s.startLB(ctx, lb)
 		if err != nil {
@@ -298,6 +311,9 @@ func (s *Scenario) ConfigFor(i int) string {
 	fmt.Fprintf(&b, "node:\n  interfaces: [eth0]\n  io: %s\n  xdp_mode: %s\n  flow_capacity: 65536\n  seed: %d\n", s.Opts.IO, s.Opts.XDPMode, seed)
 	if s.Opts.Workers > 1 {
 		fmt.Fprintf(&b, "  workers: %d\n", s.Opts.Workers)
+	}
+	if s.Opts.Offload {
+		b.WriteString("  offload: auto\n")
 	}
 	b.WriteString(s.Opts.Node)
 	if s.Opts.NAT {

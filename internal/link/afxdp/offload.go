@@ -200,19 +200,30 @@ func (k *kernel) Counters() (offload.Counters, error) {
 			c.Reals[i].Bytes += v.Bytes
 		}
 	}
-	c.Entries = -1
+	c.Entries = k.entries()
 	return c, nil
 }
 
-// Entries counts the flow map's entries (iterating it: for tests and
-// diagnostics, not the packet path).
-func (k *kernel) Entries() (int, error) {
-	var key offloadFlowKey
-	var val offloadFlowValue
+// maxCounted bounds the flow map entries Counters counts (a batch lookup
+// of 1024 entries a system call): beyond it Entries says maxCounted.
+const maxCounted = 1 << 20
+
+// entries counts the flow map's entries, at most maxCounted; -1 if the
+// kernel cannot tell.
+func (k *kernel) entries() int {
+	keys := make([]offloadFlowKey, 1024)
+	vals := make([]offloadFlowValue, 1024)
+	var cursor ebpf.MapBatchCursor
 	n := 0
-	it := k.objs.SluiceFlows.Iterate()
-	for it.Next(&key, &val) {
-		n++
+	for n < maxCounted {
+		got, err := k.objs.SluiceFlows.BatchLookup(&cursor, keys, vals, nil)
+		n += got
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return n
+		}
+		if err != nil {
+			return -1
+		}
 	}
-	return n, it.Err()
+	return min(n, maxCounted)
 }

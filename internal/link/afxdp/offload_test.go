@@ -396,8 +396,8 @@ func TestOffloadAttach(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.Forwarded != n || c.Reals[0].Packets != n {
-				t.Errorf("counters: forwarded %d, backend 0 %d packets; want %d", c.Forwarded, c.Reals[0].Packets, n)
+			if c.Forwarded != n || c.Reals[0].Packets != n || c.Entries != 1 {
+				t.Errorf("counters: forwarded %d, backend 0 %d packets, %d entries; want %d, %d, 1", c.Forwarded, c.Reals[0].Packets, c.Entries, n, n)
 			}
 		})
 	}

@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/control"
+	"github.com/sluicelb/sluice/internal/lab"
+	"github.com/sluicelb/sluice/internal/scenario"
+)
+
+const offloadConns = 100
+
+// TestE2EXDPOffload: 100 long-lived connections through one LB node with
+// node.offload: auto. Once their handshakes are done, at least 90 % of their
+// packets are forwarded by the XDP program (its counters); they keep their
+// backend across a backend addition and a reload (new generations: the
+// kernel's entries go stale and are reinstalled by the worker); closing
+// them (FIN) removes their entries. The control run with offload off
+// forwards nothing in the kernel, and fails the 90 % check.
+func TestE2EXDPOffload(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mode    string
+		offload bool
+	}{
+		{"native", "native", true},
+		{"generic", "generic", true},
+		{"off", "native", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := start(t, scenario.Options{
+				IO: "afxdp", XDPMode: tc.mode, Offload: tc.offload, LBs: 1, Backends: 4,
+				Streams: true, StreamStates: []string{"", "", "", "absent"},
+			})
+			st0 := lbStats(t, s, 0)
+			if st0.Offload.Enabled != tc.offload {
+				t.Fatalf("offload enabled %v, want %v", st0.Offload.Enabled, tc.offload)
+			}
+			streams := openStreams(t, s, offloadConns)
+			backends := map[int]string{}
+			for i, r := range streams.Snapshot() {
+				backends[i] = r.Backend
+			}
+
+			// Established: what share of their packets the kernel forwards.
+			ratio := func(what string) float64 {
+				t.Helper()
+				time.Sleep(500 * time.Millisecond) // installs land; in-flight packets pass
+				a := lbStats(t, s, 0)
+				time.Sleep(3 * time.Second)
+				b := lbStats(t, s, 0)
+				fwd := b.Offload.Forwarded - a.Offload.Forwarded
+				rx := b.RxPackets - a.RxPackets
+				r := float64(fwd) / float64(max(rx, 1))
+				t.Logf("%s: %d packets to the VIPs, %d forwarded by XDP (%.1f %%), entries %d, passed %v",
+					what, rx, fwd, 100*r, b.Offload.Entries, nonZero(b.Offload.Passed))
+				if rx < offloadConns*10 {
+					t.Errorf("%s: only %d packets in 3 s: the streams are not running", what, rx)
+				}
+				return r
+			}
+			check := func(what string) {
+				t.Helper()
+				r := ratio(what)
+				if tc.offload && r < 0.9 {
+					t.Errorf("%s: %.1f %% forwarded by XDP, want at least 90 %%", what, 100*r)
+				}
+				if !tc.offload && r != 0 {
+					t.Errorf("%s: offload off, yet %.1f %% forwarded by XDP", what, 100*r)
+				}
+				for i, res := range streams.Snapshot() {
+					if res.Err != nil {
+						t.Fatalf("%s: stream %d (%s) broke: %v", what, i, backends[i], res.Err)
+					}
+					if res.Backend != backends[i] {
+						t.Fatalf("%s: stream %d moved from %s to %s", what, i, backends[i], res.Backend)
+					}
+				}
+			}
+			check("established")
+
+			// A backend added: a new generation; every connection keeps its backend.
+			gen := lbStats(t, s, 0).DatapathGeneration
+			s.Opts.StreamStates = []string{"", "", "", ""}
+			reload(t, s, gen)
+			check("after adding be4")
+
+			// A reload with another generation setting.
+			gen = lbStats(t, s, 0).DatapathGeneration
+			s.Opts.Node = "  icmp_rate: 999\n"
+			reload(t, s, gen)
+			check("after a reload")
+
+			// Closing the connections (FIN) removes their entries.
+			before := lbStats(t, s, 0)
+			streams.Stop()
+			deadline := time.Now().Add(5 * time.Second)
+			var after control.Stats
+			for {
+				after = lbStats(t, s, 0)
+				if after.Offload.Entries == 0 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Logf("closed: entries %d -> %d, deleted %d, installed %d in all",
+				before.Offload.Entries, after.Offload.Entries, after.Offload.Deleted-before.Offload.Deleted, after.Offload.Installed)
+			if tc.offload {
+				if before.Offload.Entries < offloadConns {
+					t.Errorf("%d entries in the kernel with %d connections open", before.Offload.Entries, offloadConns)
+				}
+				if after.Offload.Entries != 0 {
+					t.Errorf("%d entries left in the kernel after every connection closed", after.Offload.Entries)
+				}
+			} else if after.Offload.Forwarded != 0 || after.Offload.Installed != 0 {
+				t.Errorf("offload off: forwarded %d, installed %d", after.Offload.Forwarded, after.Offload.Installed)
+			}
+		})
+	}
+}
+
+// openStreams opens n stream-protocol connections through the stream VIP.
+func openStreams(t *testing.T, s *scenario.Scenario, n int) *lab.Streams {
+	t.Helper()
+	dst := netip.AddrPortFrom(s.Opts.VIP4, scenario.StreamPort).String()
+	dial := func(ctx context.Context) (net.Conn, error) {
+		var c net.Conn
+		err := s.Lab.Client.Do(func() error {
+			var err error
+			c, err = net.DialTimeout("tcp", dst, 5*time.Second)
+			return err
+		})
+		return c, err
+	}
+	st := lab.RunStreams(t.Context(), lab.StreamOptions{Dial: dial, Conns: n, Interval: 100 * time.Millisecond, Timeout: 15 * time.Second})
+	t.Cleanup(func() { st.Stop() })
+	per := map[string]int{}
+	for i, r := range st.Snapshot() {
+		if r.Err != nil {
+			t.Fatalf("stream %d: %v", i, r.Err)
+		}
+		per[r.Backend]++
+	}
+	t.Logf("%d streams open: %v", n, per)
+	return st
+}
+
+// reload rewrites LB node 1's configuration from the scenario's options,
+// reloads it and waits for a datapath generation after gen.
+func reload(t *testing.T, s *scenario.Scenario, gen uint32) {
+	t.Helper()
+	if err := s.ReloadLB(0, s.ConfigFor(0)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for lbStats(t, s, 0).DatapathGeneration == gen {
+		if time.Now().After(deadline) {
+			t.Fatalf("no new generation after the reload (still %d)", gen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func nonZero(m map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m {
+		if v > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
