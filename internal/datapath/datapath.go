@@ -62,6 +62,11 @@ type Config struct {
 	// (default 4096).
 	Offload     offload.Kernel
 	OffloadRing int
+	// OffloadRefresh is how often the workers' entries of the flows the
+	// kernel forwards are marked as seen (their packets no longer reach
+	// the workers, whose reaper would expire them); default 2 s, and at
+	// most a third of the shortest timeout.
+	OffloadRefresh time.Duration
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -75,6 +80,7 @@ type Datapath struct {
 	// capturing is the running capture (capture.go), or nil.
 	capturing atomic.Pointer[capture]
 	syncer    *offload.Syncer       // with Config.Offload
+	refresh   time.Duration         // Config.OffloadRefresh
 	offErr    atomic.Pointer[error] // the last SetGeneration error
 }
 
@@ -142,6 +148,20 @@ func New(c Config) (*Datapath, error) {
 			})
 		}
 		d.syncer = offload.NewSyncer(c.Offload, rings)
+		d.refresh = c.OffloadRefresh
+		if d.refresh <= 0 {
+			d.refresh = 2 * time.Second
+		}
+		to, def := c.Timeouts, flow.DefaultTimeouts()
+		for _, x := range []struct{ set, def time.Duration }{
+			{to.SYN, def.SYN}, {to.Established, def.Established}, {to.Closing, def.Closing}, {to.UDP, def.UDP},
+		} {
+			if x.set == 0 {
+				x.set = x.def
+			}
+			d.refresh = min(d.refresh, x.set/3)
+		}
+		d.refresh = max(d.refresh, 10*time.Millisecond)
 		for _, w := range d.workers {
 			w.offWake = d.syncer.Wake
 		}
@@ -223,10 +243,14 @@ func (d *Datapath) Run(ctx context.Context) error {
 		}()
 	}
 	if d.syncer != nil {
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			d.syncer.Run(ctx)
+		}()
+		go func() {
+			defer wg.Done()
+			d.refreshLoop(ctx)
 		}()
 	}
 	stop := context.AfterFunc(ctx, func() {

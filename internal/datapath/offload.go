@@ -1,6 +1,9 @@
 package datapath
 
 import (
+	"context"
+	"time"
+
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/offload"
@@ -83,4 +86,53 @@ func (w *Worker) offRemoved(e *flow.Entry) {
 	if e.Offload != 0 {
 		w.offDelete(e)
 	}
+}
+
+// refreshChunk is how many flows one request to a worker refreshes: the
+// worker stops forwarding while it runs (a few hundred microseconds).
+const refreshChunk = 4096
+
+// refreshLoop marks, every d.refresh, the workers' entries of the flows the
+// kernel forwarded since as seen, so that the reaper keeps them.
+func (d *Datapath) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(d.refresh)
+	defer t.Stop()
+	var keys []flow.Key
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		keys = d.RefreshOffloaded(keys[:0])
+	}
+}
+
+// RefreshOffloaded marks the workers' entries of the flows the kernel
+// forwarded a packet of within the last refresh period as seen now. It
+// uses keys as its buffer and returns it. Run calls it periodically.
+func (d *Datapath) RefreshOffloaded(keys []flow.Key) []flow.Key {
+	g := d.gen.Load()
+	if d.syncer == nil || g == nil {
+		return keys
+	}
+	keys, err := d.syncer.Kernel().Active(keys, d.refresh)
+	if err != nil {
+		d.offErr.Store(&err)
+	}
+	for i := 0; i < len(keys); i += refreshChunk {
+		chunk := keys[i:min(i+refreshChunk, len(keys))]
+		for _, w := range d.workers {
+			w.do(func() {
+				now := w.clock.Now()
+				for j := range chunk {
+					k := &chunk[j]
+					if e := w.flows.Lookup(k, k.Hash(g.Seed)); e != nil && e.Offload != 0 {
+						e.LastSeen = now
+					}
+				}
+			})
+		}
+	}
+	return keys
 }

@@ -49,6 +49,16 @@ func (k *fakeKernel) Counters() (offload.Counters, error) {
 	return offload.Counters{Forwarded: 5, Reals: []offload.RealCounters{{Packets: 5, Bytes: 500}}}, nil
 }
 
+// Active reports every installed flow as active.
+func (k *fakeKernel) Active(keys []flow.Key, _ time.Duration) ([]flow.Key, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for key := range k.flows {
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
 func (k *fakeKernel) entry(key flow.Key) (offload.Op, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -170,6 +180,26 @@ func TestOffloadReapRemoves(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("still installed after the entry expired")
+}
+
+// A flow the kernel forwards (Active) is kept in the worker's table by the
+// refresh, however long its packets do not reach the worker.
+func TestOffloadRefreshKeeps(t *testing.T) {
+	r, k, s := newOffloadRig(t, flow.Timeouts{Established: 90 * time.Millisecond})
+	r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	cl := netip.MustParseAddrPort("198.18.200.1:40003")
+	key := flow.MakeKey(6, cl, vip4)
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	for range 20 { // 400 ms, four times the timeout
+		r.dp.RefreshOffloaded(nil)
+		r.dp.Workers()[0].Poll()
+		s.Sync()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, ok := k.entry(key); !ok {
+		t.Fatal("an active offloaded flow expired")
+	}
 }
 
 // What is never offloaded: flows through a second-chance hop list, and

@@ -19,6 +19,7 @@ package offload
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
@@ -147,6 +148,10 @@ type Kernel interface {
 	SetGeneration(id uint32, tmpls []Template) error
 	// Counters reads the kernel's counters.
 	Counters() (Counters, error)
+	// Active appends to keys the flows the kernel forwarded a packet of
+	// within the last d (to a second: the program notes a flow's time at
+	// most once a second) and returns it.
+	Active(keys []flow.Key, d time.Duration) ([]flow.Key, error)
 }
 
 // ErrUnsupported is returned where the kernel or the link cannot offload.
@@ -226,6 +231,17 @@ func (j joined) SetGeneration(id uint32, t []Template) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (j joined) Active(keys []flow.Key, d time.Duration) ([]flow.Key, error) {
+	var errs []error
+	for _, k := range j {
+		var err error
+		if keys, err = k.Active(keys, d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return keys, errors.Join(errs...)
 }
 
 func (j joined) Counters() (Counters, error) {

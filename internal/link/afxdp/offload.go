@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/offload"
 )
 
@@ -202,6 +205,35 @@ func (k *kernel) Counters() (offload.Counters, error) {
 	}
 	c.Entries = k.entries()
 	return c, nil
+}
+
+// Active appends the flows the program forwarded a packet of within the
+// last d (flow_value.seen, CLOCK_MONOTONIC_COARSE, written at most once a
+// second) to keys.
+func (k *kernel) Active(keys []flow.Key, d time.Duration) ([]flow.Key, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return keys, fmt.Errorf("afxdp: offload clock: %w", err)
+	}
+	since := uint64(max(ts.Nano()-int64(d)-int64(time.Second), 0))
+	ks := make([]offloadFlowKey, 1024)
+	vs := make([]offloadFlowValue, 1024)
+	var cursor ebpf.MapBatchCursor
+	for {
+		got, err := k.objs.SluiceFlows.BatchLookup(&cursor, ks, vs, nil)
+		for i := range got {
+			if vs[i].Seen >= since {
+				keys = append(keys, flow.Key{Src: ks[i].Src, Dst: ks[i].Dst, SrcPort: ks[i].Sport, DstPort: ks[i].Dport,
+					Proto: ks[i].Proto, Tenant: ks[i].Tenant})
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys, nil
+		}
+		if err != nil {
+			return keys, fmt.Errorf("afxdp: offload active flows: %w", err)
+		}
+	}
 }
 
 // maxCounted bounds the flow map entries Counters counts (a batch lookup

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -190,6 +191,20 @@ func TestOffloadEncapMatchesGo(t *testing.T) {
 		if c.Reals[i].Packets != 16 {
 			t.Errorf("backend %d: %d packets, want 16", i, c.Reals[i].Packets)
 		}
+	}
+	// Every flow forwarded is active (the worker's refresh keeps its entry).
+	keys, err := k.Active(nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != int(wantN) || c.Entries != int(wantN) {
+		t.Errorf("%d active flows, %d entries; want %d", len(keys), c.Entries, wantN)
+	}
+	if err := k.Update([]offload.Op{{Key: keys[0], Gen: gen}}); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := k.Active(keys[:0], time.Minute); len(keys) != int(wantN)-1 {
+		t.Errorf("a reinstalled flow not yet forwarded counts as active (%d of %d)", len(keys), wantN)
 	}
 }
 
