@@ -9,7 +9,15 @@
 // mode, and the kernel forwarding the same traffic with nftables jhash DNAT
 // (plus masquerade) on the LB node.
 //
-//	go run ./bench/forward [-duration 5s] [-rates 100k,150k,200k,300k,max] [-io afpacket,afxdp]
+//	go run ./bench/forward [-duration 5s] [-rates 100k,150k,200k,300k,max] [-io afpacket,afxdp,offload] [-cpu-rate 100k]
+//
+// Mode offload is AF_XDP with node.offload: auto (established flows
+// forwarded by the XDP program). At -cpu-rate each target is also measured
+// for CPU time per delivered packet: the machine's busy time during a step
+// (/proc/stat) minus that of a reference step right before it in which the
+// same frames go from the client through the router straight to a backend
+// (no LB), per packet; the LB's share of the shared cores. Sluice's own
+// process time is reported beside it.
 //
 // Needs root and nft. Every step is bounded by -duration; the lab (prefix
 // "bf<pid>-") is torn down at the end, also on failure or SIGINT/SIGTERM.
@@ -26,6 +34,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -40,14 +50,16 @@ import (
 )
 
 var (
-	duration = flag.Duration("duration", 5*time.Second, "length of each rate step")
-	rates    = flag.String("rates", "100k,150k,200k,300k,max", "offered rate steps in packets/s (k, M suffixes; max = as fast as the blaster can)")
-	ioModes  = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated)")
-	flows    = flag.Int("flows", 256, "distinct UDP flows (source ports) the blaster cycles through")
-	batch    = flag.Int("batch", 64, "frames per sendmmsg call")
-	binary_  = flag.String("sluice", "", "sluice binary (default: build ./cmd/sluice into a temporary directory)")
-	prefix   = flag.String("prefix", "", "lab namespace prefix (default bf<pid>-)")
-	noKernel = flag.Bool("no-nft", false, "skip the nftables DNAT target")
+	duration  = flag.Duration("duration", 5*time.Second, "length of each rate step")
+	rates     = flag.String("rates", "100k,150k,200k,300k,max", "offered rate steps in packets/s (k, M suffixes; max = as fast as the blaster can)")
+	ioModes   = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated)")
+	flows     = flag.Int("flows", 256, "distinct UDP flows (source ports) the blaster cycles through")
+	batch     = flag.Int("batch", 64, "frames per sendmmsg call")
+	binary_   = flag.String("sluice", "", "sluice binary (default: build ./cmd/sluice into a temporary directory)")
+	prefix    = flag.String("prefix", "", "lab namespace prefix (default bf<pid>-)")
+	noKernel  = flag.Bool("no-nft", false, "skip the nftables DNAT target")
+	cpuRate   = flag.String("cpu-rate", "100k", "fixed rate at which the CPU time per forwarded packet is measured (0: not measured)")
+	cpuRounds = flag.Int("cpu-rounds", 3, "CPU measurements per target (the median is reported)")
 )
 
 const frameLen = 60 // 64-byte Ethernet frame without its FCS
@@ -114,16 +126,28 @@ func run() (err error) {
 		return err
 	}
 
+	var crate float64
+	if *cpuRate != "0" {
+		r, err := parseRates(*cpuRate)
+		if err != nil || len(r) != 1 || r[0] == 0 {
+			return fmt.Errorf("-cpu-rate: want one rate, got %q", *cpuRate)
+		}
+		crate = r[0]
+	}
 	var results []step
+	var cpus []cpuStep
 	for i, mode := range modes {
 		if b.Ctx.Err() != nil {
 			break
 		}
-		if err := b.SluiceUp(mode, i > 0); err != nil {
+		if err := b.SluiceUp(mode, i > 0 || mode == "offload"); err != nil {
 			results = append(results, step{target: "sluice", mode: mode, failed: labbench.OneLine(err.Error())})
 			continue
 		}
 		results = append(results, b.measure("sluice", mode, 6080, steps)...)
+		if crate > 0 {
+			cpus = append(cpus, b.measureCPU("sluice", mode, 6080, crate, b.Scenario.LBs[0].Pid()))
+		}
 	}
 	if !*noKernel && b.Ctx.Err() == nil {
 		b.SluiceDown()
@@ -131,18 +155,25 @@ func run() (err error) {
 			results = append(results, step{target: "nftables", mode: "jhash dnat", failed: labbench.OneLine(err.Error())})
 		} else {
 			results = append(results, b.measure("nftables", "jhash dnat", 7000, steps)...)
+			if crate > 0 {
+				cpus = append(cpus, b.measureCPU("nftables", "jhash dnat", 7000, crate, 0))
+			}
 		}
 		if err := b.NFTDown(); err != nil {
 			return err
 		}
 	}
 	report(os.Stdout, b, results)
+	if crate > 0 {
+		reportCPU(os.Stdout, cpus, crate)
+	}
 	return b.Ctx.Err()
 }
 
 type bench struct {
 	*labbench.Bench
 	frames [][]byte
+	ref    [][]byte // the same flows to the first backend's GUE port directly (CPU reference)
 }
 
 // buildFrames makes one 60-byte frame per flow: client MAC -> the router's
@@ -176,6 +207,13 @@ func (b *bench) buildFrames() error {
 		binary.BigEndian.PutUint16(udp[4:], frameLen-34)
 		copy(f[42:], "sluice-bench-fwd..")
 		b.frames = append(b.frames, f)
+		r := slices.Clone(f)
+		be := b.Scenario.Lab.Backends[0].Addr4.As4()
+		copy(r[30:34], be[:])
+		binary.BigEndian.PutUint16(r[24:], 0)
+		binary.BigEndian.PutUint16(r[24:], encap.Checksum(r[14:34], 0))
+		binary.BigEndian.PutUint16(r[36:], 6080)
+		b.ref = append(b.ref, r)
 	}
 	return nil
 }
@@ -184,6 +222,10 @@ func (b *bench) buildFrames() error {
 // AF_PACKET socket (qdisc bypassed) with sendmmsg, at rate pps (0 = as fast
 // as possible) for d. It returns the frames sent and the time it took.
 func (b *bench) blast(rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
+	return b.blastFrames(b.frames, rate, d)
+}
+
+func (b *bench) blastFrames(frames [][]byte, rate float64, d time.Duration) (sent uint64, elapsed time.Duration, err error) {
 	cl := b.Scenario.Lab.Client
 	err = cl.Do(func() error {
 		ifi, err := net.InterfaceByName(cl.Ifname)
@@ -202,14 +244,14 @@ func (b *bench) blast(rate float64, d time.Duration) (sent uint64, elapsed time.
 			return err
 		}
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
-		n := len(b.frames)
+		n := len(frames)
 		bs := *batch
 		// One message per frame slot, built once: batch k sends frames
 		// [k*bs mod n ...], so lay out n+bs messages and slide the window.
 		iovs := make([]unix.Iovec, n+bs)
 		msgs := make([]unix.Mmsghdr, n+bs)
 		for i := range msgs {
-			f := b.frames[i%n]
+			f := frames[i%n]
 			iovs[i].Base = &f[0]
 			iovs[i].SetLen(len(f))
 			msgs[i].Hdr.Iov = &iovs[i]
@@ -508,4 +550,162 @@ func rateName(r float64) string {
 	default:
 		return fmt.Sprintf("%gk", r/1e3)
 	}
+}
+
+// cpuStep is the CPU measurement of one target at a fixed rate.
+type cpuStep struct {
+	target, mode string
+	rounds       []cpuRound
+	failed       string
+}
+
+// cpuRound is one reference step and one step through the target.
+type cpuRound struct {
+	refDelivered, delivered uint64
+	refBusy, busy, proc     time.Duration
+	xdp                     time.Duration // the LB's XDP program (BPF statistics); 0 for nftables
+}
+
+// lbNs is the LB's CPU time per delivered packet: the machine's busy time
+// per packet through the target minus that of the reference path.
+func (r cpuRound) lbNs() float64 {
+	return float64(r.busy)/float64(max(r.delivered, 1)) - float64(r.refBusy)/float64(max(r.refDelivered, 1))
+}
+
+func (r cpuRound) procNs() float64 { return float64(r.proc) / float64(max(r.delivered, 1)) }
+
+func (r cpuRound) xdpNs() float64 { return float64(r.xdp) / float64(max(r.delivered, 1)) }
+
+// ownNs is what is measured of the LB alone: its process and its XDP program.
+func (r cpuRound) ownNs() float64 { return r.procNs() + r.xdpNs() }
+
+// measureCPU runs -cpu-rounds pairs of steps at rate: the reference (client
+// -> router -> first backend, no LB), then through the target.
+func (b *bench) measureCPU(target, mode string, dport int, rate float64, pid int) cpuStep {
+	cs := cpuStep{target: target, mode: mode}
+	name := map[int]string{6080: "gue_in", 7000: "nat_in"}[dport]
+	if err := b.countersUp(); err != nil {
+		cs.failed = err.Error()
+		return cs
+	}
+	defer b.countersDown()
+	if pid > 0 {
+		st, err := labbench.EnableBPFStats()
+		if err != nil {
+			labbench.Logf("BPF statistics unavailable: %v", err)
+		} else {
+			defer st.Close()
+		}
+	}
+	run := func(frames [][]byte, counter string, pid int) (uint64, labbench.CPUSample, error) {
+		before, err := b.backendCounts(counter)
+		if err != nil {
+			return 0, labbench.CPUSample{}, err
+		}
+		c0, err := labbench.ReadCPU(pid)
+		if err != nil {
+			return 0, labbench.CPUSample{}, err
+		}
+		if _, _, err := b.blastFrames(frames, rate, *duration); err != nil {
+			return 0, labbench.CPUSample{}, err
+		}
+		time.Sleep(200 * time.Millisecond)
+		c1, err := labbench.ReadCPU(pid)
+		if err != nil {
+			return 0, labbench.CPUSample{}, err
+		}
+		after, err := b.backendCounts(counter)
+		if err != nil {
+			return 0, labbench.CPUSample{}, err
+		}
+		return sum(after) - sum(before), c1.Sub(c0), nil
+	}
+	for i := range *cpuRounds {
+		if b.Ctx.Err() != nil {
+			break
+		}
+		var r cpuRound
+		var ref, got labbench.CPUSample
+		var err error
+		var x0, x1 time.Duration
+		if r.refDelivered, ref, err = run(b.ref, "gue_in", 0); err == nil {
+			if pid > 0 {
+				x0, _, _ = b.XDPRuntime(b.LB)
+			}
+			r.delivered, got, err = run(b.frames, name, pid)
+			if pid > 0 {
+				x1, _, _ = b.XDPRuntime(b.LB)
+			}
+		}
+		r.xdp = x1 - x0
+		if err != nil {
+			cs.failed = err.Error()
+			return cs
+		}
+		r.refBusy, r.busy, r.proc = ref.Busy, got.Busy, got.Proc
+		labbench.Logf("cpu %s %s round %d at %s: reference %d packets %v busy; target %d packets %v busy (process %v, XDP %v): LB %.0f ns/packet, own %.0f",
+			target, mode, i+1, rateName(rate), r.refDelivered, r.refBusy, r.delivered, r.busy, r.proc, r.xdp, r.lbNs(), r.ownNs())
+		cs.rounds = append(cs.rounds, r)
+	}
+	return cs
+}
+
+// median returns the median of f over the rounds.
+func median(rs []cpuRound, f func(cpuRound) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	sort.Float64s(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+func reportCPU(w io.Writer, cs []cpuStep, rate float64) {
+	fmt.Fprintf(w, "\n### LB CPU time per forwarded packet at %s pps (median of %d rounds)\n\n", rateName(rate), *cpuRounds)
+	var nft, afxdp float64
+	for _, c := range cs {
+		if c.failed != "" || len(c.rounds) == 0 {
+			continue
+		}
+		switch c.target + " " + c.mode {
+		case "nftables jhash dnat":
+			nft = median(c.rounds, cpuRound.lbNs)
+		case "sluice afxdp":
+			afxdp = median(c.rounds, cpuRound.lbNs)
+		}
+	}
+	fmt.Fprintln(w, "| target | delivered (last round) | machine busy ns/packet | reference ns/packet | LB ns/packet | x nftables | x sluice afxdp | sluice process ns/packet | XDP program ns/packet | process + XDP x afxdp |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	var ownAF float64
+	for _, c := range cs {
+		if c.failed == "" && len(c.rounds) > 0 && c.target == "sluice" && c.mode == "afxdp" {
+			ownAF = median(c.rounds, cpuRound.ownNs)
+		}
+	}
+	for _, c := range cs {
+		if c.failed != "" || len(c.rounds) == 0 {
+			fmt.Fprintf(w, "| %s %s | not measured | | | | | | %s |\n", c.target, c.mode, labbench.Cell(labbench.OneLine(c.failed)))
+			continue
+		}
+		last := c.rounds[len(c.rounds)-1]
+		lb := median(c.rounds, cpuRound.lbNs)
+		proc, xdp, own := "-", "-", "-"
+		if c.target == "sluice" {
+			proc = fmt.Sprintf("%.0f", median(c.rounds, cpuRound.procNs))
+			xdp = fmt.Sprintf("%.0f", median(c.rounds, cpuRound.xdpNs))
+			own = labbench.Ratio(median(c.rounds, cpuRound.ownNs), ownAF)
+		}
+		fmt.Fprintf(w, "| %s %s | %d | %.0f | %.0f | %.0f | %s | %s | %s | %s | %s |\n", c.target, c.mode, last.delivered,
+			median(c.rounds, func(r cpuRound) float64 { return float64(r.busy) / float64(max(r.delivered, 1)) }),
+			median(c.rounds, func(r cpuRound) float64 { return float64(r.refBusy) / float64(max(r.refDelivered, 1)) }),
+			lb, labbench.Ratio(lb, nft), labbench.Ratio(lb, afxdp), proc, xdp, own)
+	}
+	fmt.Fprintln(w, "\nMachine busy: all CPUs but idle and iowait (/proc/stat), over the step, per packet delivered to the backends.")
+	fmt.Fprintln(w, "Reference: the same frames sent from the client through the router straight to the first backend (no LB), measured right before each round.")
+	fmt.Fprintln(w, "LB = machine busy - reference: what the LB hop adds (the LB node's work and the router's second forwarding of each packet).")
+	fmt.Fprintln(w, "Other work on the machine during a step is counted too: compare targets of the same run, and only when the machine is otherwise idle (load average above).")
+	fmt.Fprintln(w, "Sluice process: user + system time of `sluice lb` (/proc/PID/stat); XDP program: its run time from the kernel's BPF statistics (BPF_ENABLE_STATS). Both are the LB's alone, whatever else runs; the veth driver's and the copy into the AF_XDP socket's work in softirq is in neither.")
 }

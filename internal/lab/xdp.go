@@ -37,3 +37,15 @@ func (l *Lab) RouterPassXDP(n *Node) error {
 		return nil
 	})
 }
+
+// RouterXDPOff detaches what RouterPassXDP attached.
+func (l *Lab) RouterXDPOff(n *Node) error {
+	port := strings.TrimPrefix(n.Name, l.Cfg.Prefix)
+	return l.Router.Do(func() error {
+		link, err := netlink.LinkByName(port)
+		if err != nil {
+			return fmt.Errorf("lab: router port %s: %w", port, err)
+		}
+		return netlink.LinkSetXdpFdWithFlags(link, -1, unix.XDP_FLAGS_DRV_MODE)
+	})
+}

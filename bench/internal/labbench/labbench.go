@@ -9,11 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -118,10 +121,24 @@ func (b *Bench) Close() error {
 // mode: when restart is set or it is not running, it (re)starts it with
 // mode; then it waits until the VIP answers through it and logs the link
 // it opened.
+//
+// Mode "offload" is afxdp with node.offload: auto, with an XDP program on
+// the router's end of the LB's veth (lab.RouterPassXDP: a veth drops its
+// peer's XDP_TX frames without one); the other modes run without either.
 func (b *Bench) SluiceUp(mode string, restart bool) error {
 	if restart || !b.running {
 		b.SluiceDown()
-		if err := b.Scenario.RestartLB(b.Ctx, 0, mode); err != nil {
+		io, off := mode, mode == "offload"
+		if off {
+			io = "afxdp"
+			if err := b.Scenario.Lab.RouterPassXDP(b.LB); err != nil {
+				return err
+			}
+		} else if b.Scenario.Opts.Offload {
+			b.Scenario.Lab.RouterXDPOff(b.LB)
+		}
+		b.Scenario.Opts.Offload = off
+		if err := b.Scenario.RestartLB(b.Ctx, 0, io); err != nil {
 			return err
 		}
 		b.running = true
@@ -144,6 +161,10 @@ func (b *Bench) SluiceDown() {
 		Logf("lb%d exit report:\n%s", i+1, indent(lastLines(out, b.opts.ExitLines)))
 	}
 	b.xdpOff()
+	if b.Scenario.Opts.Offload {
+		b.Scenario.Lab.RouterXDPOff(b.LB)
+		b.Scenario.Opts.Offload = false
+	}
 	b.running = false
 }
 
@@ -155,7 +176,7 @@ func (b *Bench) ioDesc() string {
 	}
 	var lines []string
 	for _, l := range strings.Split(b.Scenario.LBs[0].Output(), "\n") {
-		if strings.Contains(l, "afxdp") || strings.Contains(l, "afpacket") || strings.Contains(l, "AF_") {
+		if strings.Contains(l, "afxdp") || strings.Contains(l, "afpacket") || strings.Contains(l, "AF_") || strings.Contains(l, "offload") {
 			lines = append(lines, strings.TrimSpace(l))
 		}
 	}
@@ -301,3 +322,88 @@ func lastLines(s string, n int) string {
 }
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
+
+// CPUSample is a reading of the CPU time the machine and one process have
+// used.
+type CPUSample struct {
+	Busy time.Duration // every CPU, but idle and iowait (/proc/stat)
+	Proc time.Duration // the process: user + system (/proc/PID/stat); 0 without one
+}
+
+// clkTck is USER_HZ, the unit of /proc/stat and /proc/PID/stat.
+const clkTck = 100
+
+// ReadCPU reads the machine's busy time and process pid's CPU time (pid 0:
+// none).
+func ReadCPU(pid int) (CPUSample, error) {
+	var s CPUSample
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return s, fmt.Errorf("/proc/stat: unexpected %q", line)
+	}
+	var ticks uint64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		ticks += n
+	}
+	s.Busy = time.Duration(ticks) * time.Second / clkTck
+	if pid > 0 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return s, err
+		}
+		// Fields after the command (which may hold spaces) in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		pf := strings.Fields(string(b)[i+1:])
+		if len(pf) < 13 {
+			return s, fmt.Errorf("/proc/%d/stat: unexpected", pid)
+		}
+		ut, _ := strconv.ParseUint(pf[11], 10, 64)
+		st, _ := strconv.ParseUint(pf[12], 10, 64)
+		s.Proc = time.Duration(ut+st) * time.Second / clkTck
+	}
+	return s, nil
+}
+
+// Sub returns s - o.
+func (s CPUSample) Sub(o CPUSample) CPUSample {
+	return CPUSample{Busy: s.Busy - o.Busy, Proc: s.Proc - o.Proc}
+}
+
+var reXDPProg = regexp.MustCompile(`prog/xdp id (\d+)`)
+
+// XDPRuntime returns the run time and run count of the XDP program
+// attached to n's eth0 (kernel BPF statistics: EnableStats must be on).
+func (b *Bench) XDPRuntime(n *lab.Node) (time.Duration, uint64, error) {
+	out, err := n.Run(b.Ctx, "ip", "-d", "link", "show", "dev", "eth0")
+	if err != nil {
+		return 0, 0, err
+	}
+	m := reXDPProg.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("%s: no XDP program on eth0", n.Name)
+	}
+	id, _ := strconv.ParseUint(m[1], 10, 32)
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.Close()
+	st, err := p.Stats()
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Runtime, st.RunCount, nil
+}
+
+// EnableBPFStats turns the kernel's BPF run-time statistics on until the
+// returned closer is closed.
+func EnableBPFStats() (io.Closer, error) { return ebpf.EnableStats(unix.BPF_STATS_RUN_TIME) }
