@@ -561,6 +561,7 @@ type cpuStep struct {
 
 // cpuRound is one reference step and one step through the target.
 type cpuRound struct {
+	saturated               bool // the reference step kept the machine more than 80 % busy
 	refDelivered, delivered uint64
 	refBusy, busy, proc     time.Duration
 	xdp                     time.Duration // the LB's XDP program (BPF statistics); 0 for nftables
@@ -643,6 +644,7 @@ func (b *bench) measureCPU(target, mode string, dport int, rate float64, pid int
 			return cs
 		}
 		r.refBusy, r.busy, r.proc = ref.Busy, got.Busy, got.Proc
+		r.saturated = float64(r.refBusy) > 0.8*float64(labbench.NumCPU())*float64(*duration)
 		labbench.Logf("cpu %s %s round %d at %s: reference %d packets %v busy; target %d packets %v busy (process %v, XDP %v): LB %.0f ns/packet, own %.0f",
 			target, mode, i+1, rateName(rate), r.refDelivered, r.refBusy, r.delivered, r.busy, r.proc, r.xdp, r.lbNs(), r.ownNs())
 		cs.rounds = append(cs.rounds, r)
@@ -692,6 +694,15 @@ func reportCPU(w io.Writer, cs []cpuStep, rate float64) {
 		}
 		last := c.rounds[len(c.rounds)-1]
 		lb := median(c.rounds, cpuRound.lbNs)
+		sat := 0
+		for _, r := range c.rounds {
+			if r.saturated {
+				sat++
+			}
+		}
+		if sat > 0 {
+			c.mode += fmt.Sprintf(" (machine saturated by other work in %d of %d rounds: busy-time columns not meaningful)", sat, len(c.rounds))
+		}
 		proc, xdp, own := "-", "-", "-"
 		if c.target == "sluice" {
 			proc = fmt.Sprintf("%.0f", median(c.rounds, cpuRound.procNs))

@@ -18,13 +18,14 @@ type Syncer struct {
 
 	installed, deleted, errors atomic.Uint64
 	lastErr                    atomic.Pointer[error]
-	// Interval is the longest an op waits when no worker wakes the Syncer.
+	// Interval is the longest an op waits when no worker wakes the
+	// Syncer (the workers wake it after every batch that queued one).
 	Interval time.Duration
 }
 
 // NewSyncer returns a syncer of rings into k.
 func NewSyncer(k Kernel, rings []*Ring) *Syncer {
-	return &Syncer{kernel: k, rings: rings, wake: make(chan struct{}, 1), Interval: time.Millisecond}
+	return &Syncer{kernel: k, rings: rings, wake: make(chan struct{}, 1), Interval: 100 * time.Millisecond}
 }
 
 // Kernel returns the kernel half the syncer updates.
