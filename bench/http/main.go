@@ -3,7 +3,7 @@
 // through nftables jhash DNAT on the LB node, and through HAProxy in TCP mode
 // on the LB node — one lab, one run, the same backends and the same client.
 //
-//	go run ./bench/http [-duration 10s] [-io afpacket,afxdp] [-close=true]
+//	go run ./bench/http [-duration 10s] [-io afpacket,afxdp,offload] [-close=true]
 //
 // Needs root, wrk, haproxy, nft and curl (scripts/deps.sh --bench). Every
 // measurement is bounded by -duration; the lab (prefix "bh<pid>-") is torn
@@ -32,7 +32,7 @@ import (
 var (
 	duration = flag.Duration("duration", 10*time.Second, "wrk duration of each measurement")
 	warmup   = flag.Duration("warmup", time.Second, "wrk warm-up before each measurement (discarded; 0 = none)")
-	ioModes  = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated: afpacket, afxdp, auto)")
+	ioModes  = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated: afpacket, afxdp, auto, offload: afxdp with node.offload auto)")
 	closeVar = flag.Bool("close", true, "also measure with 'Connection: close' (a new TCP connection per request)")
 	threads  = flag.Int("t", 2, "wrk threads")
 	conns    = flag.Int("c", 64, "wrk connections")

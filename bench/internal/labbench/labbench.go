@@ -99,7 +99,11 @@ func Start(o Options) (_ *Bench, err error) {
 		b.opts.Prefix = fmt.Sprintf("%s%d-", o.Tag, os.Getpid())
 	}
 	Logf("starting lab %s (1 LB, 3 backends, sluice io %s)", b.opts.Prefix, o.IO)
-	b.Scenario, err = scenario.Start(ctx, scenario.Options{Binary: b.Bin, Prefix: b.opts.Prefix, IO: o.IO, LogDir: b.Tmp})
+	io, off := o.IO, o.IO == "offload" // see SluiceUp
+	if off {
+		io = "afxdp"
+	}
+	b.Scenario, err = scenario.Start(ctx, scenario.Options{Binary: b.Bin, Prefix: b.opts.Prefix, IO: io, Offload: off, LogDir: b.Tmp})
 	if err != nil {
 		return nil, err
 	}
