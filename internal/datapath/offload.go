@@ -6,6 +6,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/flow"
+	"github.com/sluicelb/sluice/internal/maglev"
 	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/packet"
 	"github.com/sluicelb/sluice/internal/pipeline"
@@ -16,10 +17,12 @@ import (
 // the kernel (an Op on the worker's ring): a TCP flow once established, a
 // UDP flow from its second packet. A closing TCP flow, and an entry that
 // leaves the table (reaped, evicted, deleted), is removed. What is never
-// offloaded: full-NAT backends, hop lists (second chance mid-change),
-// services without flow entries (stateless, QUIC by connection ID) and
-// those using the cluster's owner chains, ICMP errors, fragments, tagged
-// or tenant (VXLAN) frames.
+// offloaded: full-NAT backends, hop lists and the flows of the slots a
+// second-chance service's change in flight gives another owner, services
+// without flow entries (stateless, QUIC by connection ID), flows that use
+// the cluster's owner chains (affinity always; on-change: the slots that
+// change owner while the change is in flight), ICMP errors, fragments,
+// tagged or tenant (VXLAN) frames.
 
 // offMark is the Entry.Offload note of an install in generation gen: 1..127.
 func offMark(gen uint32) uint8 { return uint8(gen%127) + 1 }
@@ -35,8 +38,16 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 		r.Service >= len(g.Services) {
 		return
 	}
-	if s := g.Services[r.Service]; s.QUIC != nil || s.Stateless || s.NAT || s.Chain != pipeline.ChainNever {
+	s := g.Services[r.Service]
+	if s.QUIC != nil || s.Stateless || s.NAT || s.Chained(p.Hash) {
 		return
+	}
+	if s.SecondChance && s.InFlight {
+		// A slot whose owner the change in flight moves: its flows stay
+		// in Go while the change lasts.
+		if owner, prev := s.Table.Slot(p.Hash); prev != owner && prev != maglev.NoBackend {
+			return
+		}
 	}
 	e := w.flows.Lookup(&p.Key, p.Hash)
 	if e == nil || e.Gen != g.ID || e.Backend != r.ID {

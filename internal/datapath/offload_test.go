@@ -215,6 +215,37 @@ func TestOffloadExclusions(t *testing.T) {
 	if len(k.flows) != 0 {
 		t.Errorf("stateless service offloaded: %v", k.flows)
 	}
+
+	// Second chance with a backend filling: the flows of the slots it
+	// takes stay in Go, the others are offloaded.
+	sc := service(vip4, backends4(4), nil)
+	sc.SecondChance = true
+	sc.Backends[3].State = pipeline.BackendFilling
+	g := r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{sc}})
+	svc := g.Services[0]
+	moved, kept := 0, 0
+	for i := range 200 {
+		cl := netip.AddrPortFrom(netip.MustParseAddr("198.18.201.1"), uint16(20000+i))
+		key := flow.MakeKey(6, cl, vip4)
+		owner, prev := svc.Table.Slot(key.Hash(g.Seed))
+		r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+		s.Sync()
+		_, ok := k.entry(key)
+		if owner != prev {
+			moved++
+			if ok {
+				t.Fatalf("flow %v of a slot moving to the filling backend offloaded", cl)
+			}
+		} else {
+			kept++
+			if !ok {
+				t.Fatalf("flow %v of a slot that keeps its owner not offloaded", cl)
+			}
+		}
+	}
+	if moved == 0 || kept == 0 {
+		t.Fatalf("moved %d kept %d: the test proves nothing", moved, kept)
+	}
 }
 
 // The worker's side of the offload allocates nothing: a batch costs the
