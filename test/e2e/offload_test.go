@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -119,8 +120,66 @@ func TestE2EXDPOffload(t *testing.T) {
 			} else if after.Offload.Forwarded != 0 || after.Offload.Installed != 0 {
 				t.Errorf("offload off: forwarded %d, installed %d", after.Offload.Forwarded, after.Offload.Installed)
 			}
+
+			// UDP over IPv6: GUE over IPv6 carries a UDP checksum the
+			// program computes (the agent's kernel checks it). From the
+			// second datagram on the flow is the kernel's.
+			const n = 200
+			before = lbStats(t, s, 0)
+			echoed := udpEcho(t, s, netip.AddrPortFrom(s.Opts.VIP6, scenario.UDPPort), n)
+			after = lbStats(t, s, 0)
+			fwd := after.Offload.Forwarded - before.Offload.Forwarded
+			t.Logf("udp6: %d of %d datagrams echoed, %d forwarded by XDP", echoed, n, fwd)
+			if echoed < n-5 {
+				t.Errorf("udp6: %d of %d datagrams echoed", echoed, n)
+			}
+			if tc.offload && fwd < n-10 {
+				t.Errorf("udp6: %d of %d datagrams forwarded by XDP, want all but the first two", fwd, n)
+			}
+			if !tc.offload && fwd != 0 {
+				t.Errorf("udp6: offload off, yet %d forwarded by XDP", fwd)
+			}
 		})
 	}
+}
+
+// udpEcho sends n datagrams from one socket (one flow) to dst, 2 ms apart,
+// and returns how many echoes came back.
+func udpEcho(t *testing.T, s *scenario.Scenario, dst netip.AddrPort, n int) int {
+	t.Helper()
+	got := 0
+	err := s.Lab.Client.Do(func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		done := make(chan int)
+		go func() {
+			buf := make([]byte, 2048)
+			k := 0
+			for {
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Read(buf); err != nil {
+					done <- k
+					return
+				}
+				k++
+			}
+		}()
+		for i := range n {
+			if _, err := c.Write([]byte(fmt.Sprintf("offload %d", i))); err != nil {
+				return err
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		got = <-done
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // openStreams opens n stream-protocol connections through the stream VIP.
