@@ -318,6 +318,8 @@ int sluice_offload(struct xdp_md *ctx)
 			return XDP_PASS;
 		if (!bpf_map_lookup_elem(&sluice_vip4, l3 + 16))
 			return XDP_PASS;
+		if ((l3[0] >> 4) != 4)
+			return to_user(ctx, CTR_MALFORMED);
 		if ((l3[0] & 0x0f) != 5)
 			return to_user(ctx, CTR_IP_OPTIONS);
 		if (be16(l3 + 6) & 0x3fff)
@@ -344,6 +346,8 @@ int sluice_offload(struct xdp_md *ctx)
 			return XDP_PASS;
 		if (!bpf_map_lookup_elem(&sluice_vip6, l3 + 24))
 			return XDP_PASS;
+		if ((l3[0] >> 4) != 6)
+			return to_user(ctx, CTR_MALFORMED);
 		l4proto = l3[6];
 		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
 			return to_user(ctx, CTR_PROTO);
