@@ -105,6 +105,8 @@ func (d *Datapath) StartCapture(f CaptureFilter, ingress, egress bool) (*Capture
 	for _, w := range d.workers {
 		w.capture.Store(c)
 	}
+	// The offloaded flows' packets must reach the workers to be captured.
+	d.offloadCapture()
 	return &Capture{d: d, c: c}, nil
 }
 
@@ -152,7 +154,9 @@ func (c *Capture) Stop() {
 	for _, w := range c.d.workers {
 		w.capture.CompareAndSwap(c.c, nil)
 	}
-	c.d.capturing.CompareAndSwap(c.c, nil)
+	if c.d.capturing.CompareAndSwap(c.c, nil) {
+		c.d.offloadCapture()
+	}
 }
 
 // CopyFrame copies frame into ring, if it has room (false: dropped, and

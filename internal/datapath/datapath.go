@@ -81,6 +81,7 @@ type Datapath struct {
 	capturing atomic.Pointer[capture]
 	syncer    *offload.Syncer       // with Config.Offload
 	refresh   time.Duration         // Config.OffloadRefresh
+	offMu     sync.Mutex            // serialises the kernel's generation changes (Apply, captures)
 	offErr    atomic.Pointer[error] // the last SetGeneration error
 }
 
@@ -174,18 +175,46 @@ func New(c Config) (*Datapath, error) {
 // generation first: entries of older generations are no longer forwarded
 // there, and their packets reach the workers, which decide them in g.
 func (d *Datapath) Apply(g *pipeline.Generation) {
-	if d.syncer != nil && g != nil {
-		tmpls := make([]offload.Template, len(g.Reals))
-		for id, r := range g.Reals {
+	if d.syncer == nil || g == nil {
+		d.gen.Store(g)
+		return
+	}
+	d.offMu.Lock()
+	defer d.offMu.Unlock()
+	d.offloadGeneration(g)
+	d.gen.Store(g)
+}
+
+// offloadGeneration gives the kernel g's templates and makes g its
+// generation; while a capture runs, a generation no entry has instead, so
+// that every packet reaches the workers (and the capture). Called with
+// offMu held.
+func (d *Datapath) offloadGeneration(g *pipeline.Generation) {
+	id, tmpls := ^g.ID, []offload.Template(nil)
+	if d.capturing.Load() == nil {
+		id, tmpls = g.ID, make([]offload.Template, len(g.Reals))
+		for i, r := range g.Reals {
 			if r != nil && r.Template != nil && r.NAT == nil {
-				tmpls[id] = offload.TemplateOf(r.Template, g.MTU)
+				tmpls[i] = offload.TemplateOf(r.Template, g.MTU)
 			}
 		}
-		if err := d.syncer.Kernel().SetGeneration(g.ID, tmpls); err != nil {
-			d.offErr.Store(&err)
-		}
 	}
-	d.gen.Store(g)
+	if err := d.syncer.Kernel().SetGeneration(id, tmpls); err != nil {
+		d.offErr.Store(&err)
+	}
+}
+
+// offloadCapture pauses (a capture started) or resumes (it stopped) the
+// offload: see offloadGeneration.
+func (d *Datapath) offloadCapture() {
+	if d.syncer == nil {
+		return
+	}
+	d.offMu.Lock()
+	defer d.offMu.Unlock()
+	if g := d.gen.Load(); g != nil {
+		d.offloadGeneration(g)
+	}
 }
 
 // OffloadError returns the last error of the offload's kernel half (a

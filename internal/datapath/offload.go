@@ -67,6 +67,9 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 	default:
 		return
 	}
+	if w.capture.Load() != nil {
+		return // a capture pauses the offload (Datapath.offloadCapture)
+	}
 	mark := offMark(g.ID)
 	if e.Offload&^offSeen == mark && e.Offload&offSeen == 0 {
 		// Installed: this packet was on its way before the install landed

@@ -279,3 +279,33 @@ func TestOffloadZeroAlloc(t *testing.T) {
 		t.Errorf("%.0f allocations per batch with the offload, %.0f without", got, base)
 	}
 }
+
+// A capture pauses the offload: the kernel's generation is one no entry
+// has (every packet reaches the workers and the capture), nothing is
+// installed meanwhile, and stopping it resumes the current generation.
+func TestOffloadPausedByCapture(t *testing.T) {
+	r, k, s := newOffloadRig(t, flow.Timeouts{})
+	g := r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	c, err := r.dp.StartCapture(datapath.CaptureFilter{}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.gen == g.ID {
+		t.Fatal("the kernel's generation is still the current one while capturing")
+	}
+	cl := netip.MustParseAddrPort("198.18.200.1:40009")
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	if len(k.flows) != 0 {
+		t.Fatalf("installed while capturing: %v", k.flows)
+	}
+	c.Stop()
+	if k.gen != g.ID {
+		t.Fatalf("after the capture: kernel generation %d, want %d", k.gen, g.ID)
+	}
+	r.send(tcpFrame(cl, vip4, 0x10))
+	s.Sync()
+	if _, ok := k.entry(flow.MakeKey(6, cl, vip4)); !ok {
+		t.Fatal("not installed after the capture")
+	}
+}
