@@ -1,6 +1,7 @@
 package datapath_test
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
@@ -307,5 +308,78 @@ func TestOffloadPausedByCapture(t *testing.T) {
 	s.Sync()
 	if _, ok := k.entry(flow.MakeKey(6, cl, vip4)); !ok {
 		t.Fatal("not installed after the capture")
+	}
+}
+
+// The offload running for real: workers, syncer and refresh goroutines
+// (Datapath.Run), flows opened and closed while they run, a new
+// generation and a capture meanwhile; run with -race. Every flow ends up
+// installed and then removed.
+func TestOffloadRun(t *testing.T) {
+	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
+	l := mem.New(mem.Config{Sink: func([]byte) {}})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{l}, FlowCapacity: 1024, Offload: k, OffloadRefresh: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pipeline.NewBuilder()
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}}
+	g, err := b.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- dp.Run(ctx) }()
+	const n = 50
+	cls := make([]netip.AddrPort, n)
+	for i := range cls {
+		cls[i] = netip.AddrPortFrom(netip.MustParseAddr("198.18.202.1"), uint16(10000+i))
+		l.Inject(tcpFrame(cls[i], vip4, 0x02))
+		l.Inject(tcpFrame(cls[i], vip4, 0x10))
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	count := func() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.flows) }
+	waitFor("every flow installed", func() bool { return count() == n })
+	c, err := dp.StartCapture(datapath.CaptureFilter{Tenant: -1}, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	g2, err := b.Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.Apply(g2)
+	for _, cl := range cls {
+		l.Inject(tcpFrame(cl, vip4, 0x10))
+	}
+	waitFor("every flow reinstalled in the new generation", func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for _, op := range k.flows {
+			if op.Gen != g2.ID {
+				return false
+			}
+		}
+		return len(k.flows) == n
+	})
+	time.Sleep(50 * time.Millisecond) // a few refreshes
+	for _, cl := range cls {
+		l.Inject(tcpFrame(cl, vip4, 0x11))
+	}
+	waitFor("every flow removed", func() bool { return count() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
