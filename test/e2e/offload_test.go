@@ -27,14 +27,16 @@ func TestE2EXDPOffload(t *testing.T) {
 		name    string
 		mode    string
 		offload bool
+		workers int
 	}{
-		{"native", "native", true},
-		{"generic", "generic", true},
-		{"off", "native", false},
+		{"native", "native", true, 1},
+		{"generic", "generic", true, 1},
+		{"native two workers", "native", true, 2},
+		{"off", "native", false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, scenario.Options{
-				IO: "afxdp", XDPMode: tc.mode, Offload: tc.offload, LBs: 1, Backends: 4,
+				IO: "afxdp", XDPMode: tc.mode, Offload: tc.offload, LBs: 1, Backends: 4, Workers: tc.workers,
 				Streams: true, StreamStates: []string{"", "", "", "absent"},
 			})
 			st0 := lbStats(t, s, 0)
