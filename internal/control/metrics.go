@@ -65,7 +65,8 @@ var (
 	descOffFwd     = desc("offload_forwarded_packets_total", "Packets of established flows forwarded by the XDP offload in the kernel (node.offload; also in rx/tx and the backends' counters).")
 	descOffPassed  = desc("offload_passed_packets_total", "VIP packets the XDP offload handed to the workers, by reason (no_entry, stale_generation, tcp_flags, fragment, ...).", "reason")
 	descOffOps     = desc("offload_entries_total", "Flow entries the workers installed in (installed) and removed from (deleted) the XDP offload.", "op")
-	descOffFull    = desc("offload_ring_full_total", "Installs and deletes refused because a worker's ring to the kernel was full.")
+	descOffFull    = desc("offload_ring_full_total", "Installs and deletes refused because a worker's ring to the kernel was full (a refused delete is queued again).")
+	descOffLost    = desc("offload_deletes_lost_total", "Removals of flows from the XDP offload a worker could neither queue nor keep for later.")
 	descOffEntries = desc("offload_entries", "Flows in the XDP offload's flow map (counted up to 2^20).")
 	descOffErrors  = desc("offload_update_errors_total", "Failed updates of the XDP offload's flow map.")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
@@ -82,7 +83,7 @@ func Descs() []*prometheus.Desc {
 		descVIPPackets, descVIPBytes, descBEPackets, descBEBytes, descBEWeight, descBENextHop,
 		descConfigGen, descDPGen, descApplyOK, descApplyTime,
 		descBEHealth, descBEHealthTr,
-		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffErrors, descOffEntries,
+		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffLost, descOffErrors, descOffEntries,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
 	}, clusterDescs...)
 }
@@ -145,6 +146,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descOffOps, st.Offload.Installed, "installed")
 	counter(descOffOps, st.Offload.Deleted, "deleted")
 	counter(descOffFull, st.Offload.RingFull)
+	counter(descOffLost, st.Offload.DeletesLost)
 	counter(descOffErrors, st.Offload.Errors)
 	gauge(descOffEntries, float64(st.Offload.Entries))
 	for r, v := range st.Drops {

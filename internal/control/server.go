@@ -377,8 +377,10 @@ type OffloadStats struct {
 	Installed uint64            `json:"entries_installed"`
 	Deleted   uint64            `json:"entries_deleted"`
 	RingFull  uint64            `json:"ring_full"`
-	Errors    uint64            `json:"update_errors"`
-	Entries   int               `json:"entries"` // in the kernel's flow map (counted up to 2^20)
+	// DeletesLost: removals a worker could neither queue nor keep.
+	DeletesLost uint64 `json:"deletes_lost"`
+	Errors      uint64 `json:"update_errors"`
+	Entries     int    `json:"entries"` // in the kernel's flow map (counted up to 2^20)
 }
 
 // ListVIPs returns the running VIPs with their backends, in configuration
@@ -472,7 +474,7 @@ func (s *Server) snapshot() ([]VIPStatus, Stats) {
 	st.Fragments.RelayFragments, st.Fragments.RelayDecisions, st.Fragments.RelayRejected = c.RelayFragments, c.RelayDecisions, c.RelayRejected
 	st.Offload = OffloadStats{
 		Enabled: c.Offloaded, Forwarded: c.Offload.Forwarded, Passed: map[string]uint64{},
-		Installed: c.Offload.Installed, Deleted: c.Offload.Deleted, RingFull: c.Offload.RingFull, Errors: c.Offload.Errors,
+		Installed: c.Offload.Installed, Deleted: c.Offload.Deleted, RingFull: c.Offload.RingFull, DeletesLost: c.Offload.DeletesLost, Errors: c.Offload.Errors,
 		Entries: c.Offload.Entries,
 	}
 	for r := offload.Reason(0); r < offload.NumReasons; r++ {

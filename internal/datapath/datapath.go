@@ -137,6 +137,7 @@ func New(c Config) (*Datapath, error) {
 		for i, w := range d.workers {
 			rings[i] = offload.NewRing(c.OffloadRing)
 			w.off = rings[i]
+			w.offPending = new([offPendingMax]flow.Key)
 			var nat func(*flow.Entry)
 			if w.ctx.NAT != nil {
 				nat = w.ctx.NAT.Removed
@@ -332,7 +333,7 @@ func (d *Datapath) addOffload(sum *Counters) {
 	for _, w := range d.workers {
 		oc.RingFull += w.off.Full()
 	}
-	sum.Offload = oc
+	sum.Offload.Add(&oc) // the workers' part: DeletesLost
 	sum.Offloaded = true
 	var bytes uint64
 	for id, rc := range oc.Reals {

@@ -84,14 +84,53 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 	}
 }
 
-// offDelete queues the removal of e's flow from the kernel.
+// offPendingMax bounds the deletes a worker keeps when its ring is full.
+const offPendingMax = 256
+
+// offDelete queues the removal of e's flow from the kernel. A delete the
+// full ring refuses is kept (up to offPendingMax) and queued again after
+// the next batch: a flow the worker forgot must not stay in the kernel,
+// where a new connection on the same 5-tuple would meet it. It reports
+// whether the delete was queued or kept.
 func (w *Worker) offDelete(e *flow.Entry) bool {
 	op := offload.Op{Key: e.Key, Del: true}
-	if !w.off.Push(&op) {
+	if w.offPendingN == 0 && w.off.Push(&op) {
+		w.offQueued = true
+		return true
+	}
+	if w.offPendingN == offPendingMax {
+		w.counters.Offload.DeletesLost++
 		return false
 	}
-	w.offQueued = true
+	w.offPending[w.offPendingN] = e.Key
+	w.offPendingN++
 	return true
+}
+
+// offFlush queues again the deletes the ring refused and wakes the syncer
+// if the worker queued anything; after every batch and idle poll.
+func (w *Worker) offFlush() {
+	if w.offPendingN > 0 {
+		w.offRetry()
+	}
+	if w.offQueued {
+		w.offQueued = false
+		w.offWake()
+	}
+}
+
+// offRetry queues the deletes the ring refused before, in order.
+func (w *Worker) offRetry() {
+	i := 0
+	for ; i < w.offPendingN; i++ {
+		op := offload.Op{Key: w.offPending[i], Del: true}
+		if !w.off.Push(&op) {
+			break
+		}
+		w.offQueued = true
+	}
+	n := copy(w.offPending[:], w.offPending[i:w.offPendingN])
+	w.offPendingN = n
 }
 
 // offRemoved is the flow table's removal hook with the offload: the flow's

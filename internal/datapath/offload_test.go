@@ -383,3 +383,43 @@ func TestOffloadRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A delete the full ring refuses is kept and queued again: no flow the
+// worker forgot stays in the kernel.
+func TestOffloadDeleteRetried(t *testing.T) {
+	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{Sink: func([]byte) {}})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Offload: k, OffloadRing: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	s := dp.Syncer()
+	r.apply(pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}})
+	var cls []netip.AddrPort
+	for i := range 6 {
+		cl := netip.AddrPortFrom(netip.MustParseAddr("198.18.203.1"), uint16(30000+i))
+		cls = append(cls, cl)
+		r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+		s.Sync()
+	}
+	if len(k.flows) != 6 {
+		t.Fatalf("%d installed, want 6", len(k.flows))
+	}
+	for _, cl := range cls { // six FINs into a ring of two, no sync between
+		r.send(tcpFrame(cl, vip4, 0x11))
+	}
+	for range 4 {
+		s.Sync()
+		r.dp.Workers()[0].Poll() // idle: the kept deletes go
+	}
+	s.Sync()
+	if len(k.flows) != 0 {
+		t.Fatalf("%d flows left in the kernel after their FINs", len(k.flows))
+	}
+	c := r.counters()
+	if c.Offload.RingFull == 0 || c.Offload.DeletesLost != 0 {
+		t.Errorf("ring full %d (want > 0), deletes lost %d", c.Offload.RingFull, c.Offload.DeletesLost)
+	}
+}

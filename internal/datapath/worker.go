@@ -85,6 +85,10 @@ type Worker struct {
 	off       *offload.Ring
 	offWake   func()
 	offQueued bool
+	// Deletes the full ring refused, queued again after each batch
+	// (those lost because this was full too: Counters.Offload.DeletesLost).
+	offPending  *[offPendingMax]flow.Key
+	offPendingN int
 
 	// Requests (Snapshot, Query), run between batches.
 	snapMu  sync.Mutex    // serialises requesters and the worker's start
@@ -145,10 +149,16 @@ func (w *Worker) Poll() (int, error) {
 	}
 	if n == 0 {
 		w.counters.Reaped += uint64(w.flows.Reap(now, reapIdle))
+		if w.off != nil {
+			w.offFlush()
+		}
 		return 0, err
 	}
 	w.process(n, now)
 	w.counters.Reaped += uint64(w.flows.Reap(now, reapBusy))
+	if w.off != nil {
+		w.offFlush() // the reaper's deletes
+	}
 	return n, err
 }
 
@@ -326,9 +336,8 @@ func (w *Worker) process(n int, now uint32) {
 		c.TxPackets += uint64(sent)
 		c.TxErrors += uint64(len(w.tx) - sent)
 	}
-	if w.offQueued {
-		w.offQueued = false
-		w.offWake()
+	if w.off != nil {
+		w.offFlush()
 	}
 }
 

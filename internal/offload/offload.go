@@ -109,9 +109,12 @@ type Counters struct {
 	Passed    [NumReasons]uint64 // VIP packets handed to the worker, by reason
 	Reals     []RealCounters     // by backend ID (MaxReals at most)
 
-	// The Go half: entries installed and deleted, operations dropped
-	// because a worker's ring was full, and failed map updates.
-	Installed, Deleted, RingFull, Errors uint64
+	// The Go half: entries installed and deleted, operations a worker's
+	// full ring refused (a refused delete is kept and queued again),
+	// deletes lost because the worker's store of them was full too (the
+	// kernel then keeps the flow until its LRU drops it or a new
+	// generation makes it stale), and failed map updates.
+	Installed, Deleted, RingFull, DeletesLost, Errors uint64
 	// Entries is how many flows the kernel's map holds (counted up to
 	// 2^20; -1: unknown).
 	Entries int
@@ -133,6 +136,7 @@ func (c *Counters) Add(o *Counters) {
 	c.Installed += o.Installed
 	c.Deleted += o.Deleted
 	c.RingFull += o.RingFull
+	c.DeletesLost += o.DeletesLost
 	c.Errors += o.Errors
 	c.Entries += o.Entries
 }
