@@ -195,7 +195,15 @@ func (d *Datapath) offloadGeneration(g *pipeline.Generation) {
 	if d.capturing.Load() == nil {
 		id, tmpls = g.ID, make([]offload.Template, len(g.Reals))
 		for i, r := range g.Reals {
-			if r != nil && r.Template != nil && r.NAT == nil {
+			switch {
+			case r == nil:
+			case r.NAT != nil:
+				for a, nt := range r.NAT.Templates {
+					if a < offload.MaxSNAT && nt != nil {
+						tmpls[i].NAT[a] = offload.NATTemplate{Image: nt.Image(), Valid: true}
+					}
+				}
+			case r.Template != nil:
 				tmpls[i] = offload.TemplateOf(r.Template, g.MTU)
 			}
 		}

@@ -17,7 +17,8 @@ import (
 // the kernel (an Op on the worker's ring): a TCP flow once established, a
 // UDP flow from its second packet. A closing TCP flow, and an entry that
 // leaves the table (reaped, evicted, deleted), is removed. What is never
-// offloaded: full-NAT backends, hop lists and the flows of the slots a
+// offloaded: full-NAT flows' replies (their client's direction is, with
+// the flow's binding), hop lists and the flows of the slots a
 // second-chance service's change in flight gives another owner, services
 // without flow entries (stateless, QUIC by connection ID), flows that use
 // the cluster's owner chains (affinity always; on-change: the slots that
@@ -33,13 +34,13 @@ const offSeen = 0x80 // Entry.Offload: a packet reached the worker since the ins
 // It does not allocate and makes no system call.
 func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 	r := p.Real
-	if r.Template == nil || r.NAT != nil || p.Secondary != nil || p.ICMPError || p.Key.Tenant != 0 ||
+	if (r.Template == nil && r.NAT == nil) || p.Secondary != nil || p.ICMPError || p.Key.Tenant != 0 ||
 		p.Parsed.Frag != packet.NotFragment || p.Parsed.L3Off != packet.EthernetHeaderLen || r.ID >= offload.MaxReals ||
 		r.Service >= len(g.Services) {
 		return
 	}
 	s := g.Services[r.Service]
-	if s.QUIC != nil || s.Stateless || s.NAT || s.Chained(p.Hash) {
+	if s.QUIC != nil || s.Stateless || s.Chained(p.Hash) {
 		return
 	}
 	if s.SecondChance && s.InFlight {
@@ -78,6 +79,15 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 		return
 	}
 	op := offload.Op{Key: p.Key, Gen: g.ID, Real: r.ID, Sport: encap.SrcPort(p.Hash), Label: encap.FlowLabel(p.Hash)}
+	if r.NAT != nil {
+		// Full-NAT: the client's direction is rewritten in the kernel with
+		// the flow's binding; the backend's replies still come to Go.
+		if e.NATPort == 0 || e.NATAddr >= offload.MaxSNAT || int(e.NATAddr) >= len(r.NAT.Templates) ||
+			r.NAT.Templates[e.NATAddr] == nil {
+			return
+		}
+		op.NAT, op.NATAddr, op.Sport, op.Label = true, e.NATAddr, e.NATPort, 0
+	}
 	if w.off.Push(&op) {
 		e.Offload = mark
 		w.offQueued = true

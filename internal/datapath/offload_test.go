@@ -423,3 +423,39 @@ func TestOffloadDeleteRetried(t *testing.T) {
 		t.Errorf("ring full %d (want > 0), deletes lost %d", c.Offload.RingFull, c.Offload.DeletesLost)
 	}
 }
+
+// A full-NAT flow is installed with its binding (SNAT address index and
+// port) once established, and the kernel gets the backends' NAT templates.
+func TestOffloadNATInstall(t *testing.T) {
+	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{Sink: func([]byte) {}})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Offload: k,
+		SNAT: []netip.Addr{snat4, snat6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	g := r.apply(pipeline.Spec{Seed: 1, SNAT: []netip.Addr{snat4, snat6}, Services: []pipeline.ServiceSpec{natService(vip4, backends4(2), nil)}})
+	if !k.tmpls[0].NAT[0].Valid || k.tmpls[0].Valid {
+		t.Fatalf("backend 0's templates: %+v", k.tmpls[0])
+	}
+	cl := netip.MustParseAddrPort("198.18.204.1:41000")
+	key := flow.MakeKey(6, cl, vip4)
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	dp.Syncer().Sync()
+	op, ok := k.entry(key)
+	if !ok || !op.NAT {
+		t.Fatalf("full-NAT flow not installed as one: %+v %v", op, ok)
+	}
+	var e flow.Entry
+	dp.QueryFlows(func(_ int, t *flow.Table) { e = *t.Lookup(&key, key.Hash(g.Seed)) })
+	if op.Sport != e.NATPort || op.NATAddr != e.NATAddr || op.Real != e.Backend || e.NATPort == 0 {
+		t.Errorf("installed %+v, entry port %d address %d backend %d", op, e.NATPort, e.NATAddr, e.Backend)
+	}
+	r.send(tcpFrame(cl, vip4, 0x11))
+	dp.Syncer().Sync()
+	if _, ok := k.entry(key); ok {
+		t.Error("full-NAT flow still installed after its FIN")
+	}
+}

@@ -446,3 +446,25 @@ const (
 	protoTCP = 6
 	tcpLen   = 20
 )
+
+// NATImage is a NATTemplate as a program outside Go applies it (the XDP
+// offload, link/afxdp): the Ethernet header with the family's EtherType,
+// the new source then destination address in wire form, the backend's
+// port.
+type NATImage struct {
+	L2      [l2Max]byte
+	L2Len   int
+	Addr    [32]byte // source (SNAT) then destination (backend): 4+4 or 16+16 bytes
+	AddrLen int      // 4 or 16
+	Port    uint16   // the backend's port
+	V6      bool
+}
+
+// Image returns the template's image.
+func (t *NATTemplate) Image() NATImage {
+	img := NATImage{L2: t.l2.fam[0], L2Len: int(t.l2.n), Addr: t.addr, AddrLen: 4, Port: t.backend.Port(), V6: t.v6}
+	if t.v6 {
+		img.L2, img.AddrLen = t.l2.fam[1], 16
+	}
+	return img
+}

@@ -29,6 +29,10 @@ import (
 // counters for; flows of backends with larger IDs are not offloaded.
 const MaxReals = 4096
 
+// MaxSNAT bounds the SNAT address indexes whose full-NAT flows can be
+// offloaded.
+const MaxSNAT = 4
+
 // Op is one change to the kernel's flow map: install (or replace) Key's
 // entry, or delete it.
 type Op struct {
@@ -36,8 +40,12 @@ type Op struct {
 	Del   bool
 	Gen   uint32 // generation the decision belongs to
 	Real  uint32 // backend ID (pipeline.Real.ID)
-	Sport uint16 // GUE outer source port: encap.SrcPort(flow hash)
+	Sport uint16 // GUE outer source port: encap.SrcPort(flow hash); full-NAT: the SNAT port
 	Label uint32 // IPv6 outer flow label: encap.FlowLabel(flow hash)
+	// NAT marks a full-NAT flow, rewritten with the backend's template for
+	// SNAT address NATAddr (and Sport as the source port).
+	NAT     bool
+	NATAddr uint8
 }
 
 // Template is a backend's outer headers as the kernel half applies them;
@@ -50,6 +58,16 @@ type Template struct {
 	GUE   bool // GUE, else IPIP / IP6IP6
 	Csum  bool // compute the outer UDP checksum
 	MTU   uint32
+	// NAT are a full-NAT backend's rewrites by SNAT address index (the
+	// zero NATTemplate: none); such a backend has no encapsulation
+	// (Valid false).
+	NAT [MaxSNAT]NATTemplate
+}
+
+// NATTemplate is a full-NAT backend's rewrite for one SNAT address.
+type NATTemplate struct {
+	Image encap.NATImage
+	Valid bool
 }
 
 // TemplateOf returns t as the kernel applies it, for outer IP packets of at

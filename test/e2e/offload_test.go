@@ -235,3 +235,50 @@ func nonZero(m map[string]uint64) map[string]uint64 {
 	}
 	return out
 }
+
+// TestE2EXDPOffloadNAT: with forwarding: nat, the client's direction of an
+// established flow is rewritten in the kernel (SNAT address and port,
+// backend address and port, checksums) while the backend's replies are
+// translated in Go. 20 keep-alive HTTP connections per VIP family, 20
+// requests each, keep their backend and are answered; then UDP over IPv6
+// from one socket. The control run with offload off forwards nothing in
+// the kernel.
+func TestE2EXDPOffloadNAT(t *testing.T) {
+	for _, off := range []bool{true, false} {
+		t.Run(fmt.Sprintf("offload=%v", off), func(t *testing.T) {
+			s := start(t, scenario.Options{IO: "afxdp", XDPMode: "native", NAT: true, Offload: off, LBs: 1})
+			var conns []*keepAlive
+			for _, vip := range s.VIPs() {
+				conns = append(conns, openKeepAlive(t, s, vip, 20)...)
+			}
+			time.Sleep(300 * time.Millisecond) // the installs land
+			a := lbStats(t, s, 0)
+			for round := range 20 {
+				for i, k := range conns {
+					if b, err := k.get(); err != nil || b != k.backend {
+						t.Fatalf("round %d, conn %d on %s: got %q, %v", round, i, k.backend, b, err)
+					}
+				}
+			}
+			b := lbStats(t, s, 0)
+			fwd, rx := b.Offload.Forwarded-a.Offload.Forwarded, b.RxPackets-a.RxPackets
+			t.Logf("%d requests on %d connections: %d packets to the node, %d forwarded by XDP (%.1f %%), %d NAT replies in Go; passed %v",
+				20*len(conns), len(conns), rx, fwd, 100*float64(fwd)/float64(max(rx, 1)), b.NAT.Replies-a.NAT.Replies, nonZero(b.Offload.Passed))
+			if off && fwd < (rx-fwd)/2 {
+				t.Errorf("%d of %d packets forwarded by XDP: the clients' direction is not offloaded", fwd, rx)
+			}
+			if !off && fwd != 0 {
+				t.Errorf("offload off, yet %d forwarded by XDP", fwd)
+			}
+			echoed := udpEcho(t, s, netip.AddrPortFrom(s.Opts.VIP6, scenario.UDPPort), 200)
+			c := lbStats(t, s, 0)
+			t.Logf("udp6: %d of 200 echoed, %d forwarded by XDP", echoed, c.Offload.Forwarded-b.Offload.Forwarded)
+			if echoed < 195 {
+				t.Errorf("udp6: %d of 200 datagrams echoed", echoed)
+			}
+			if off && c.Offload.Forwarded-b.Offload.Forwarded < 190 {
+				t.Errorf("udp6: %d of 200 forwarded by XDP", c.Offload.Forwarded-b.Offload.Forwarded)
+			}
+		})
+	}
+}

@@ -6,4 +6,4 @@ package afxdp
 // `go build` needs no C compiler; TestOffloadObjectFresh fails when they are
 // stale.
 //
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -target bpfel -type flow_key -type flow_value -type tmpl -type real_ctr -type gen offload bpf/offload.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu" -target bpfel -type flow_key -type flow_value -type tmpl -type real_ctr -type gen -type nat_tmpl offload bpf/offload.c

@@ -26,10 +26,15 @@ const (
 // checks them against the object).
 const (
 	offloadMaxReals = 4096
+	offloadMaxSNAT  = 4
 	offloadHdrMax   = 72
+	kindNAT         = 1 // flow_value.kind
 )
 
-var _ = [1]struct{}{}[offload.MaxReals-offloadMaxReals]
+var (
+	_ = [1]struct{}{}[offload.MaxReals-offloadMaxReals]
+	_ = [1]struct{}{}[offload.MaxSNAT-offloadMaxSNAT]
+)
 
 // kernel is the offload program's maps: offload.Kernel.
 type kernel struct {
@@ -107,7 +112,11 @@ func (k *kernel) Update(ops []offload.Op) error {
 			var key offloadFlowKey
 			flowKey(&key, op)
 			k.keys = append(k.keys, key)
-			k.vals = append(k.vals, offloadFlowValue{Gen: op.Gen, Real: op.Real, Label: op.Label, Sport: op.Sport})
+			val := offloadFlowValue{Gen: op.Gen, Real: op.Real, Label: op.Label, Sport: op.Sport}
+			if op.NAT {
+				val.Kind, val.NatAddr = kindNAT, op.NATAddr
+			}
+			k.vals = append(k.vals, val)
 		}
 		if _, err := k.objs.SluiceFlows.BatchUpdate(k.keys, k.vals, nil); err != nil {
 			// Kernels without batch operations on this map: one by one.
@@ -160,6 +169,24 @@ func (k *kernel) SetGeneration(id uint32, tmpls []offload.Template) (err error) 
 		}
 		if err := k.objs.SluiceTmpl.Update(half*offloadMaxReals+uint32(i), &t, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("afxdp: offload template %d: %w", i, err)
+		}
+		for a := range offloadMaxSNAT {
+			var nt offloadNatTmpl
+			if i < n && tmpls[i].NAT[a].Valid {
+				img := &tmpls[i].NAT[a].Image
+				copy(nt.L2[:], img.L2[:img.L2Len])
+				nt.L2Len = uint8(img.L2Len)
+				copy(nt.Addr[:], img.Addr[:2*img.AddrLen])
+				nt.Dport = img.Port
+				nt.Flags = tmplValid
+				if img.V6 {
+					nt.Flags |= tmplV6
+				}
+			}
+			key := (half*offloadMaxReals+uint32(i))*offloadMaxSNAT + uint32(a)
+			if err := k.objs.SluiceNatTmpl.Update(key, &nt, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("afxdp: offload NAT template %d/%d: %w", i, a, err)
+			}
 		}
 	}
 	k.nReals[half] = n

@@ -44,19 +44,29 @@ type offloadFlowKey struct {
 }
 
 type offloadFlowValue struct {
-	_     structs.HostLayout
-	Gen   uint32
-	Real  uint32
-	Label uint32
-	Sport uint16
-	Pad   uint16
-	Seen  uint64
+	_       structs.HostLayout
+	Gen     uint32
+	Real    uint32
+	Label   uint32
+	Sport   uint16
+	Kind    uint8
+	NatAddr uint8
+	Seen    uint64
 }
 
 type offloadGen struct {
 	_    structs.HostLayout
 	Id   uint32
 	Half uint32
+}
+
+type offloadNatTmpl struct {
+	_     structs.HostLayout
+	L2    [20]uint8
+	Addr  [32]uint8
+	Dport uint16
+	L2Len uint8
+	Flags uint8
 }
 
 type offloadRealCtr struct {
@@ -84,6 +94,7 @@ const (
 	offloadMapSluiceCtr       = "sluice_ctr"
 	offloadMapSluiceFlows     = "sluice_flows"
 	offloadMapSluiceGen       = "sluice_gen"
+	offloadMapSluiceNatTmpl   = "sluice_nat_tmpl"
 	offloadMapSluiceRealCtr   = "sluice_real_ctr"
 	offloadMapSluiceTmpl      = "sluice_tmpl"
 	offloadMapSluiceVip4      = "sluice_vip4"
@@ -94,6 +105,7 @@ const (
 	offloadVarUnusedCtr       = "unused_ctr"
 	offloadVarUnusedFlowKey   = "unused_flow_key"
 	offloadVarUnusedFlowValue = "unused_flow_value"
+	offloadVarUnusedNatTmpl   = "unused_nat_tmpl"
 	offloadVarUnusedRealCtr   = "unused_real_ctr"
 	offloadVarUnusedTmpl      = "unused_tmpl"
 )
@@ -150,6 +162,7 @@ type offloadMapSpecs struct {
 	SluiceCtr     *ebpf.MapSpec `ebpf:"sluice_ctr"`
 	SluiceFlows   *ebpf.MapSpec `ebpf:"sluice_flows"`
 	SluiceGen     *ebpf.MapSpec `ebpf:"sluice_gen"`
+	SluiceNatTmpl *ebpf.MapSpec `ebpf:"sluice_nat_tmpl"`
 	SluiceRealCtr *ebpf.MapSpec `ebpf:"sluice_real_ctr"`
 	SluiceTmpl    *ebpf.MapSpec `ebpf:"sluice_tmpl"`
 	SluiceVip4    *ebpf.MapSpec `ebpf:"sluice_vip4"`
@@ -165,6 +178,7 @@ type offloadVariableSpecs struct {
 	UnusedCtr       *ebpf.VariableSpec `ebpf:"unused_ctr"`
 	UnusedFlowKey   *ebpf.VariableSpec `ebpf:"unused_flow_key"`
 	UnusedFlowValue *ebpf.VariableSpec `ebpf:"unused_flow_value"`
+	UnusedNatTmpl   *ebpf.VariableSpec `ebpf:"unused_nat_tmpl"`
 	UnusedRealCtr   *ebpf.VariableSpec `ebpf:"unused_real_ctr"`
 	UnusedTmpl      *ebpf.VariableSpec `ebpf:"unused_tmpl"`
 }
@@ -192,6 +206,7 @@ type offloadMaps struct {
 	SluiceCtr     *ebpf.Map `ebpf:"sluice_ctr"`
 	SluiceFlows   *ebpf.Map `ebpf:"sluice_flows"`
 	SluiceGen     *ebpf.Map `ebpf:"sluice_gen"`
+	SluiceNatTmpl *ebpf.Map `ebpf:"sluice_nat_tmpl"`
 	SluiceRealCtr *ebpf.Map `ebpf:"sluice_real_ctr"`
 	SluiceTmpl    *ebpf.Map `ebpf:"sluice_tmpl"`
 	SluiceVip4    *ebpf.Map `ebpf:"sluice_vip4"`
@@ -204,6 +219,7 @@ func (m *offloadMaps) Close() error {
 		m.SluiceCtr,
 		m.SluiceFlows,
 		m.SluiceGen,
+		m.SluiceNatTmpl,
 		m.SluiceRealCtr,
 		m.SluiceTmpl,
 		m.SluiceVip4,
@@ -220,6 +236,7 @@ type offloadVariables struct {
 	UnusedCtr       *ebpf.Variable `ebpf:"unused_ctr"`
 	UnusedFlowKey   *ebpf.Variable `ebpf:"unused_flow_key"`
 	UnusedFlowValue *ebpf.Variable `ebpf:"unused_flow_value"`
+	UnusedNatTmpl   *ebpf.Variable `ebpf:"unused_nat_tmpl"`
 	UnusedRealCtr   *ebpf.Variable `ebpf:"unused_real_ctr"`
 	UnusedTmpl      *ebpf.Variable `ebpf:"unused_tmpl"`
 }

@@ -27,6 +27,7 @@
 #define MAX_REALS 4096 /* backend IDs 0..MAX_REALS-1 can be offloaded */
 #define MAX_VIPS 65536
 #define HDR_MAX 72 /* Ethernet + 802.1Q + IPv6 + UDP + GUE = 70 */
+#define MAX_SNAT 4 /* SNAT address indexes 0..MAX_SNAT-1 can be offloaded */
 
 /* The flow key: flow.Key of the default tenant, with the ports in host order
  * and IPv4 addresses IPv4-mapped (::ffff:a.b.c.d). 40 bytes. */
@@ -47,10 +48,14 @@ struct flow_value {
 	__u32 gen;
 	__u32 real;  /* pipeline.Real.ID */
 	__u32 label; /* IPv6 outer flow label */
-	__u16 sport; /* GUE outer UDP source port */
-	__u16 pad;
+	__u16 sport; /* GUE outer UDP source port; full-NAT: the SNAT port */
+	__u8 kind;   /* KIND_ENCAP or KIND_NAT */
+	__u8 nat_addr; /* full-NAT: the SNAT address's index */
 	__u64 seen; /* bpf_ktime_get_coarse_ns of a recent packet, at most 1 s old */
 };
+
+#define KIND_ENCAP 0
+#define KIND_NAT 1
 
 #define TMPL_VALID 1
 #define TMPL_V6 2   /* outer IPv6 */
@@ -76,6 +81,16 @@ struct tmpl {
 	__u32 ip_sum;  /* IPv4 outer: sum of the constant header words */
 	__u32 udp_sum; /* GUE: sum of the constant pseudo-header and UDP/GUE words */
 	__u32 mtu;     /* largest outer IP packet; 0: no limit */
+};
+
+/* A full-NAT backend's rewrite for one SNAT address (encap.NATTemplate), index
+ * (half * MAX_REALS + real ID) * MAX_SNAT + SNAT address index. 56 bytes. */
+struct nat_tmpl {
+	__u8 l2[20];   /* Ethernet (+802.1Q) header with the packet's EtherType */
+	__u8 addr[32]; /* new source (SNAT) then destination (backend): 4+4 or 16+16 */
+	__u16 dport;   /* the backend's port, host order */
+	__u8 l2_len;   /* 14 or 18 */
+	__u8 flags;    /* TMPL_VALID, TMPL_V6 */
 };
 
 struct real_ctr {
@@ -146,6 +161,13 @@ struct {
 } sluice_tmpl SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MAX_REALS * MAX_SNAT);
+	__type(key, __u32);
+	__type(value, struct nat_tmpl);
+} sluice_nat_tmpl SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CTR_NUM);
 	__type(key, __u32);
@@ -168,6 +190,7 @@ struct flow_key unused_flow_key __attribute__((unused));
 struct flow_value unused_flow_value __attribute__((unused));
 struct tmpl unused_tmpl __attribute__((unused));
 struct real_ctr unused_real_ctr __attribute__((unused));
+struct nat_tmpl unused_nat_tmpl __attribute__((unused));
 enum ctr unused_ctr __attribute__((unused));
 
 static __always_inline void count(__u32 c)
@@ -275,6 +298,78 @@ static __always_inline int fill(void *data, void *end, const int ipo, const stru
 		*(__u16 *)(udp + 6) = bpf_htons(c);
 	}
 	return 0;
+}
+
+/* csum_words adds the n big-endian 16-bit words at p (n constant). */
+#define CSUM_WORDS(sum, p, n)                                                  \
+	_Pragma("unroll") for (int _i = 0; _i < (n); _i++) (sum) += be16((p) + 2 * _i)
+
+/* nat_forward rewrites a full-NAT flow's packet as encap.NATTemplate.Forward
+ * does: source SNAT:sport, destination the backend, checksums updated
+ * incrementally, the template's Ethernet header; then XDP_TX. l3 and l4 are
+ * in bounds (the IP header, and 20 bytes of TCP or 8 of UDP). */
+static __always_inline int nat_forward(struct xdp_md *ctx, struct flow_value *v, __u32 half,
+				       __u8 *l3, __u8 *l4, __u32 inner_len, int v6, __u32 l4proto,
+				       void *end)
+{
+	if (v->nat_addr >= MAX_SNAT || v->real >= MAX_REALS)
+		return to_user(ctx, CTR_NO_TEMPLATE);
+	__u32 ti = ((half & 1) * MAX_REALS + v->real) * MAX_SNAT + v->nat_addr;
+	struct nat_tmpl *t = bpf_map_lookup_elem(&sluice_nat_tmpl, &ti);
+	if (!t || !(t->flags & TMPL_VALID) || !!(t->flags & TMPL_V6) != !!v6 ||
+	    (t->l2_len != 14 && t->l2_len != 18))
+		return to_user(ctx, CTR_NO_TEMPLATE);
+	__u32 csoff = l4proto == IPPROTO_TCP ? 16 : 6;
+	__u32 oldc = be16(l4 + csoff);
+	__u64 old = 0, new = 0; /* sums of the words that change, old complemented */
+	if (v6) {
+		CSUM_WORDS(old, l3 + 8, 16);
+		CSUM_WORDS(new, t->addr, 16);
+		__builtin_memcpy(l3 + 8, t->addr, 32);
+	} else {
+		CSUM_WORDS(old, l3 + 12, 4);
+		CSUM_WORDS(new, t->addr, 4);
+		__u32 hc = be16(l3 + 10);
+		__u64 s = (0xffff - hc) + (4 * 0xffff - old) + new;
+		*(__u16 *)(l3 + 10) = bpf_htons(~fold(s) & 0xffff);
+		__builtin_memcpy(l3 + 12, t->addr, 8);
+	}
+	__u32 oldp = be16(l4) + be16(l4 + 2);
+	*(__u16 *)l4 = bpf_htons(v->sport);
+	*(__u16 *)(l4 + 2) = bpf_htons(t->dport);
+	if (l4proto == IPPROTO_TCP || oldc != 0) {
+		__u32 nwords = v6 ? 16 : 4;
+		__u64 s = (0xffff - oldc) + (nwords * 0xffff - old) + new + (2 * 0xffff - oldp) +
+			  v->sport + t->dport;
+		__u32 c = ~fold(s) & 0xffff;
+		if (c == 0 && l4proto == IPPROTO_UDP)
+			c = 0xffff;
+		*(__u16 *)(l4 + csoff) = bpf_htons(c);
+	}
+	long trail = (long)(end - (void *)(l3 + inner_len));
+	if (trail > 0 && bpf_xdp_adjust_tail(ctx, (int)-trail))
+		return XDP_ABORTED;
+	if (bpf_xdp_adjust_head(ctx, ETH_HLEN - (int)t->l2_len))
+		return XDP_ABORTED;
+	void *data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (t->l2_len == 18) {
+		if (data + 18 > end)
+			return XDP_ABORTED;
+		__builtin_memcpy(data, t->l2, 18);
+	} else {
+		if (data + 14 > end)
+			return XDP_ABORTED;
+		__builtin_memcpy(data, t->l2, 14);
+	}
+	count(CTR_TX);
+	__u32 real = v->real;
+	struct real_ctr *rc = bpf_map_lookup_elem(&sluice_real_ctr, &real);
+	if (rc) {
+		rc->packets++;
+		rc->bytes += (__u64)(end - data);
+	}
+	return XDP_TX;
 }
 
 SEC("xdp")
@@ -397,6 +492,12 @@ int sluice_offload(struct xdp_md *ctx)
 	struct gen *gen = bpf_map_lookup_elem(&sluice_gen, &zero);
 	if (!gen || v->gen != gen->id)
 		return to_user(ctx, CTR_STALE);
+	if (v->kind == KIND_NAT) {
+		__u64 now = bpf_ktime_get_coarse_ns();
+		if (now - v->seen > 1000000000ull)
+			v->seen = now;
+		return nat_forward(ctx, v, gen->half, l3, l4, inner_len, hlen == 40, l4proto, end);
+	}
 	__u32 real = v->real;
 	if (real >= MAX_REALS)
 		return to_user(ctx, CTR_NO_TEMPLATE);
