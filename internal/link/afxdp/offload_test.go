@@ -25,6 +25,7 @@ import (
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/nettest"
 	"github.com/sluicelb/sluice/internal/offload"
+	"github.com/sluicelb/sluice/internal/packet"
 )
 
 const xdpTx = 3
@@ -581,13 +582,46 @@ func TestOffloadRandomFrames(t *testing.T) {
 		tps = append(tps, tp)
 		tmpls = append(tmpls, offload.TemplateOf(tp, 1500))
 	}
+	// Backends 9 and 10 are full-NAT (IPv4, IPv6).
+	var nats []*encap.NATTemplate
+	for _, c := range []struct {
+		snat    string
+		backend string
+	}{{"198.18.40.11", "198.18.30.101:8080"}, {"2001:db8:40::11", "[2001:db8:30::101]:8080"}} {
+		nt, err := encap.CompileNAT(encap.NAT{SNAT: netip.MustParseAddr(c.snat), Backend: netip.MustParseAddrPort(c.backend)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nats = append(nats, nt)
+		var tm offload.Template
+		tm.NAT[0] = offload.NATTemplate{Image: nt.Image(), Valid: true}
+		tmpls = append(tmpls, tm)
+	}
 	if err := k.SetGeneration(1, tmpls); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var bases [][]byte
 	installed := map[flow.Key]int{} // flow -> backend
-	for i := range 32 {
+	for i := range 48 {
+		if i >= 32 { // full-NAT flows
+			proto := uint8(unix.IPPROTO_TCP)
+			if i%2 == 1 {
+				proto = unix.IPPROTO_UDP
+			}
+			src, dst, real := clAddr4, vip4, 9
+			if i%4 >= 2 {
+				src, dst, real = clAddr6, vip6, 10
+			}
+			port := uint16(2000 + i)
+			key := frameKey(proto, src, dst, port, 80)
+			if err := k.Update([]offload.Op{{Key: key, Gen: 1, Real: uint32(real), Sport: 50000 + port, NAT: true}}); err != nil {
+				t.Fatal(err)
+			}
+			bases = append(bases, l4Frame(proto, src, dst, port, 80, 0x10, 0, make([]byte, rng.IntN(200))))
+			installed[key] = real
+			continue
+		}
 		proto := uint8(unix.IPPROTO_TCP)
 		if i%2 == 1 {
 			proto = unix.IPPROTO_UDP
@@ -634,7 +668,12 @@ func TestOffloadRandomFrames(t *testing.T) {
 			// Forwarded: only a frame whose flow key is installed, which
 			// Go would encapsulate the same way (the inner packet as its
 			// IP length says).
-			// (A mutation may have made it another installed flow's.)
+			// (A mutation may have made it another installed flow's.) The
+			// worker's parser would have taken it too.
+			var pp packet.Parsed
+			if pp.Decode(f); pp.Verdict != packet.OK {
+				t.Fatalf("forwarded a frame the parser refuses (%v): %x", pp.Verdict, f)
+			}
 			ver := f[14] >> 4
 			var key flow.Key
 			l3len, l4 := 40+int(binary.BigEndian.Uint16(f[14+4:])), 14+40
@@ -655,6 +694,17 @@ func TestOffloadRandomFrames(t *testing.T) {
 			h := uint64(key.SrcPort) * 0x9e3779b97f4a7c15
 			buf := make([]byte, 256+len(f))
 			copy(buf[128:], f)
+			if real >= 9 {
+				start := nats[real-9].Forward(buf, 128+14, 128+l4, 128+14+l3len, key.Proto, 50000+key.SrcPort)
+				if start < 0 {
+					t.Fatalf("rewrote a frame Go's NAT refuses: %x", f)
+				}
+				want := buf[start : 128+14+l3len]
+				if got := out[:len(want)]; !bytes.Equal(got, want) {
+					t.Fatalf("NAT frame %x:\n got %x\nwant %x", f, got, want)
+				}
+				continue
+			}
 			start := tps[real].Encap(buf, 128+14, 128+14+l3len, ver, h, nil)
 			if start < 0 {
 				t.Fatalf("forwarded a frame Go cannot encapsulate: %x", f)

@@ -470,14 +470,22 @@ int sluice_offload(struct xdp_md *ctx)
 	l4len = inner_len - hlen;
 	__u8 *l4 = l3 + hlen;
 	__u32 l4csum;
+	/* What the worker's parser refuses (packet.BadTCPOffset, BadUDPLength)
+	 * goes to it, to be dropped and counted there. */
 	if (l4proto == IPPROTO_TCP) {
-		if ((void *)(l4 + 20) > end)
+		if ((void *)(l4 + 20) > end || l4len < 20)
+			return to_user(ctx, CTR_MALFORMED);
+		__u32 doff = (l4[12] >> 4) * 4;
+		if (doff < 20 || doff > l4len)
 			return to_user(ctx, CTR_MALFORMED);
 		if (l4[13] & (TCP_SYN | TCP_FIN | TCP_RST))
 			return to_user(ctx, CTR_TCP_FLAGS);
 		l4csum = be16(l4 + 16);
 	} else {
 		if ((void *)(l4 + 8) > end)
+			return to_user(ctx, CTR_MALFORMED);
+		__u32 ul = be16(l4 + 4);
+		if (ul < 8 || ul > l4len)
 			return to_user(ctx, CTR_MALFORMED);
 		l4csum = be16(l4 + 6);
 	}
