@@ -355,4 +355,5 @@ func (d *Datapath) addOffload(sum *Counters) {
 	sum.RxPackets += oc.Forwarded
 	sum.TxPackets += oc.Forwarded
 	sum.TxBytes += bytes
+	sum.NAT.Forwarded += oc.NATForwarded
 }

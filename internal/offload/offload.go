@@ -123,9 +123,10 @@ type RealCounters struct{ Packets, Bytes uint64 }
 // Counters are the kernel half's counters, summed over CPUs, plus the Go
 // half's (the Syncer's).
 type Counters struct {
-	Forwarded uint64             // packets forwarded by the kernel (XDP_TX)
-	Passed    [NumReasons]uint64 // VIP packets handed to the worker, by reason
-	Reals     []RealCounters     // by backend ID (MaxReals at most)
+	Forwarded    uint64             // packets forwarded by the kernel (XDP_TX)
+	NATForwarded uint64             // of Forwarded, full-NAT rewrites
+	Passed       [NumReasons]uint64 // VIP packets handed to the worker, by reason
+	Reals        []RealCounters     // by backend ID (MaxReals at most)
 
 	// The Go half: entries installed and deleted, operations a worker's
 	// full ring refused (a refused delete is kept and queued again),
@@ -141,6 +142,7 @@ type Counters struct {
 // Add adds o to c.
 func (c *Counters) Add(o *Counters) {
 	c.Forwarded += o.Forwarded
+	c.NATForwarded += o.NATForwarded
 	for i := range c.Passed {
 		c.Passed[i] += o.Passed[i]
 	}

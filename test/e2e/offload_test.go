@@ -270,6 +270,10 @@ func TestE2EXDPOffloadNAT(t *testing.T) {
 			if !off && fwd != 0 {
 				t.Errorf("offload off, yet %d forwarded by XDP", fwd)
 			}
+			// The node's NAT counter counts the kernel's rewrites too.
+			if tr := b.NAT.Translated - a.NAT.Translated; tr < rx-(b.NAT.Replies-a.NAT.Replies) {
+				t.Errorf("nat translated %d, want every client packet (%d)", tr, rx-(b.NAT.Replies-a.NAT.Replies))
+			}
 			echoed := udpEcho(t, s, netip.AddrPortFrom(s.Opts.VIP6, scenario.UDPPort), 200)
 			c := lbStats(t, s, 0)
 			t.Logf("udp6: %d of 200 echoed, %d forwarded by XDP", echoed, c.Offload.Forwarded-b.Offload.Forwarded)

@@ -213,9 +213,12 @@ func (k *kernel) Counters() (offload.Counters, error) {
 		for _, v := range per {
 			s += v
 		}
-		if i == uint32(offloadCtrCTR_TX) {
+		switch {
+		case i == uint32(offloadCtrCTR_TX):
 			c.Forwarded = s
-		} else if int(i-1) < len(c.Passed) {
+		case i == uint32(offloadCtrCTR_NAT_TX):
+			c.NATForwarded = s
+		case int(i-1) < len(c.Passed):
 			c.Passed[i-1] = s
 		}
 	}

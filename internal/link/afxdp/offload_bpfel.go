@@ -29,7 +29,8 @@ const (
 	offloadCtrCTR_NO_CSUM     offloadCtr = 10
 	offloadCtrCTR_HEADROOM    offloadCtr = 11
 	offloadCtrCTR_MALFORMED   offloadCtr = 12
-	offloadCtrCTR_NUM         offloadCtr = 13
+	offloadCtrCTR_NAT_TX      offloadCtr = 13
+	offloadCtrCTR_NUM         offloadCtr = 14
 )
 
 type offloadFlowKey struct {

@@ -433,8 +433,8 @@ func TestOffloadLayout(t *testing.T) {
 	if got := spec.Maps[offloadMapSluiceRealCtr].MaxEntries; got != offloadMaxReals {
 		t.Errorf("backend counters: %d entries, want %d", got, offloadMaxReals)
 	}
-	if int(offloadCtrCTR_NUM)-1 != int(offload.NumReasons) {
-		t.Errorf("program has %d pass reasons, offload.Reason %d", offloadCtrCTR_NUM-1, offload.NumReasons)
+	if int(offloadCtrCTR_NAT_TX)-1 != int(offload.NumReasons) || offloadCtrCTR_NUM != offloadCtrCTR_NAT_TX+1 {
+		t.Errorf("program has %d pass reasons, offload.Reason %d", offloadCtrCTR_NAT_TX-1, offload.NumReasons)
 	}
 	if got := spec.Maps[offloadMapSluiceFlows].KeySize; got != 40 {
 		t.Errorf("flow key: %d bytes, want 40", got)
@@ -849,7 +849,7 @@ func TestOffloadNATMatchesGo(t *testing.T) {
 		t.Errorf("no NAT template: verdict %d, want the socket", got)
 	}
 	c, _ := k.Counters()
-	if c.Forwarded != uint64(n) {
-		t.Errorf("forwarded %d, want %d", c.Forwarded, n)
+	if c.Forwarded != uint64(n) || c.NATForwarded != uint64(n) {
+		t.Errorf("forwarded %d, of which full-NAT %d; want %d", c.Forwarded, c.NATForwarded, n)
 	}
 }

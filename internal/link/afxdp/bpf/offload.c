@@ -113,6 +113,7 @@ enum ctr {
 	CTR_NO_CSUM,         /* inner UDP checksum 0, outer checksum needed */
 	CTR_HEADROOM,        /* bpf_xdp_adjust_head failed */
 	CTR_MALFORMED,       /* truncated, or lengths that disagree */
+	CTR_NAT_TX,          /* of CTR_TX, the full-NAT rewrites */
 	CTR_NUM,
 };
 
@@ -363,6 +364,7 @@ static __always_inline int nat_forward(struct xdp_md *ctx, struct flow_value *v,
 		__builtin_memcpy(data, t->l2, 14);
 	}
 	count(CTR_TX);
+	count(CTR_NAT_TX);
 	__u32 real = v->real;
 	struct real_ctr *rc = bpf_map_lookup_elem(&sluice_real_ctr, &real);
 	if (rc) {
