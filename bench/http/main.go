@@ -33,6 +33,7 @@ var (
 	duration = flag.Duration("duration", 10*time.Second, "wrk duration of each measurement")
 	warmup   = flag.Duration("warmup", time.Second, "wrk warm-up before each measurement (discarded; 0 = none)")
 	ioModes  = flag.String("io", "afpacket,afxdp", "Sluice I/O modes to measure (comma-separated: afpacket, afxdp, auto, offload: afxdp with node.offload auto)")
+	xdpMode  = flag.String("xdp-mode", "auto", "node.xdp_mode of the Sluice targets: auto, native or generic")
 	closeVar = flag.Bool("close", true, "also measure with 'Connection: close' (a new TCP connection per request)")
 	threads  = flag.Int("t", 2, "wrk threads")
 	conns    = flag.Int("c", 64, "wrk connections")
@@ -71,7 +72,7 @@ func run() (err error) {
 	}
 	b := &bench{}
 	b.Bench, err = labbench.Start(labbench.Options{Name: "http", Prefix: *prefix, Tag: "bh", Binary: *binary, IO: modes[0],
-		ExitLines: 30, NAT: []labbench.Port{{Proto: "tcp", Port: scenario.HTTPPort}, {Proto: "udp", Port: scenario.UDPPort}}})
+		ExitLines: 30, NAT: []labbench.Port{{Proto: "tcp", Port: scenario.HTTPPort}, {Proto: "udp", Port: scenario.UDPPort}}, XDPMode: *xdpMode})
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ type Options struct {
 	IO        string // the I/O mode `sluice lb` starts with
 	ExitLines int    // how many lines of each LB's exit report SluiceDown logs
 	NAT       []Port // the VIP ports the nftables target forwards
+	XDPMode   string // node.xdp_mode of the Sluice targets (default auto)
 }
 
 // Port is a VIP port: protocol (tcp, udp) and number.
@@ -103,7 +104,7 @@ func Start(o Options) (_ *Bench, err error) {
 	if off {
 		io = "afxdp"
 	}
-	b.Scenario, err = scenario.Start(ctx, scenario.Options{Binary: b.Bin, Prefix: b.opts.Prefix, IO: io, Offload: off, LogDir: b.Tmp})
+	b.Scenario, err = scenario.Start(ctx, scenario.Options{Binary: b.Bin, Prefix: b.opts.Prefix, IO: io, Offload: off, XDPMode: o.XDPMode, LogDir: b.Tmp})
 	if err != nil {
 		return nil, err
 	}
@@ -135,10 +136,12 @@ func (b *Bench) SluiceUp(mode string, restart bool) error {
 		io, off := mode, mode == "offload"
 		if off {
 			io = "afxdp"
-			if err := b.Scenario.Lab.RouterPassXDP(b.LB); err != nil {
-				return err
+			if b.Scenario.Opts.XDPMode != "generic" {
+				if err := b.Scenario.Lab.RouterPassXDP(b.LB); err != nil {
+					return err
+				}
 			}
-		} else if b.Scenario.Opts.Offload {
+		} else if b.Scenario.Opts.Offload && b.Scenario.Opts.XDPMode != "generic" {
 			b.Scenario.Lab.RouterXDPOff(b.LB)
 		}
 		b.Scenario.Opts.Offload = off
@@ -166,7 +169,9 @@ func (b *Bench) SluiceDown() {
 	}
 	b.xdpOff()
 	if b.Scenario.Opts.Offload {
-		b.Scenario.Lab.RouterXDPOff(b.LB)
+		if b.Scenario.Opts.XDPMode != "generic" {
+			b.Scenario.Lab.RouterXDPOff(b.LB)
+		}
 		b.Scenario.Opts.Offload = false
 	}
 	b.running = false
