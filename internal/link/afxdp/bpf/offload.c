@@ -513,7 +513,7 @@ int sluice_offload(struct xdp_md *ctx)
 		return to_user(ctx, CTR_NO_TEMPLATE);
 	__u32 ti = (gen->half & 1) * MAX_REALS + real;
 	struct tmpl *t = bpf_map_lookup_elem(&sluice_tmpl, &ti);
-	if (!t || !(t->flags & TMPL_VALID) || t->l2_len > t->len)
+	if (!t || !(t->flags & TMPL_VALID) || (t->l2_len != 14 && t->l2_len != 18) || t->l2_len > t->len)
 		return to_user(ctx, CTR_NO_TEMPLATE);
 	__u32 total = inner_len + t->len - t->l2_len;
 	if (t->mtu && total > t->mtu)
