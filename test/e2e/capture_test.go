@@ -246,3 +246,59 @@ func TestE2ECapture(t *testing.T) {
 		t.Errorf("control: a capture of a port no client used holds %d packets", c.ingress+c.egress+len(c.others))
 	}
 }
+
+// A capture on a node whose established flows the XDP program forwards
+// (node.offload: auto): while it runs the offload pauses, so the streams'
+// established packets reach the workers and are in the capture; once it
+// ends the kernel forwards them again. Control: before the capture the
+// kernel forwarded them (the capture would otherwise have missed them).
+func TestE2ECaptureOffloaded(t *testing.T) {
+	s := start(t, scenario.Options{IO: "afxdp", XDPMode: "native", Offload: true, LBs: 1, Streams: true})
+	lb := s.Lab.LBs[0]
+	const n = 20
+	openStreams(t, s, n)
+	forwarded := func(d time.Duration) uint64 {
+		a := lbStats(t, s, 0).Offload.Forwarded
+		time.Sleep(d)
+		return lbStats(t, s, 0).Offload.Forwarded - a
+	}
+	time.Sleep(time.Second) // the installs land
+	before := forwarded(time.Second)
+	file := filepath.Join(t.TempDir(), "streams.pcapng")
+	p := startLab(t, lb, sluiceBin, "ctl", "capture", "--port", fmt.Sprint(scenario.StreamPort), "--where", "ingress", "--duration", "3s", "-c", "100000", "-w", file)
+	time.Sleep(time.Second)
+	during := forwarded(time.Second)
+	res := strings.TrimSpace(waitLab(t, p))
+	after := forwarded(2 * time.Second)
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	established := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		pkt := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+		if tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); tcp != nil && uint16(tcp.DstPort) == scenario.StreamPort && !tcp.SYN && !tcp.FIN && !tcp.RST {
+			established++
+		}
+	}
+	t.Logf("XDP forwarded %d packets in the second before the capture, %d in a second during it, %d in the 2 s after; the capture (%s) holds %d established packets of the streams",
+		before, during, after, res, established)
+	if before < n {
+		t.Fatalf("control: the kernel forwarded %d packets before the capture: the streams were not offloaded", before)
+	}
+	if established < 3*n || during > before/10 {
+		t.Errorf("with a capture running: %d established packets captured, %d forwarded by XDP", established, during)
+	}
+	if after < n {
+		t.Errorf("the offload did not resume after the capture: %d forwarded by XDP", after)
+	}
+}
