@@ -82,6 +82,10 @@ type Node struct {
 	// Cluster makes the node a member of a cluster of LB nodes (see
 	// Cluster); none: the node runs alone.
 	Cluster *Cluster `yaml:"cluster"`
+	// L2 announces the VIPs on a shared Ethernet segment (ARP, IPv6
+	// neighbour discovery) instead of BGP: each VIP address is answered by
+	// one live node (see L2).
+	L2 *L2 `yaml:"l2"`
 }
 
 // PortRange is an inclusive range of ports.
@@ -359,6 +363,9 @@ func (c *Config) setDefaults() {
 	if n.Cluster != nil {
 		n.Cluster.setDefaults()
 	}
+	if n.L2 != nil {
+		n.L2.setDefaults(n)
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Forwarding == "" && v.Encap != "" {
@@ -487,6 +494,7 @@ func (c *Config) Validate() error {
 		validateBGP(g, bad)
 	}
 	validateCluster(c, bad)
+	validateL2(c, bad)
 
 	snatFamilies := validateSNAT(c, bad)
 

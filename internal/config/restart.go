@@ -48,6 +48,7 @@ var RestartRules = []RestartRule{
 	{"node.snat", true, "the workers' SNAT port pools and reply bindings are made at start, and live flows hold ports of the addresses"},
 	{"node.snat_ports", true, "the port layout is dealt to the workers at start, and live flows hold ports of it"},
 	{"node.cluster", true, "the cluster member is started with the node (and keeps the seed it started with)"},
+	{"node.l2", true, "the responder's sockets are opened on the interface at start"},
 }
 
 // NeedsRestart returns nil if a running node with settings a can take b

@@ -36,6 +36,9 @@ var restartChanges = map[string]func(n *Node){
 	"cluster": func(n *Node) {
 		n.Cluster = &Cluster{Bind: "198.18.30.11:7946", Key: "0123456789abcdef", Replicas: 2, Shards: 4096, Capacity: 1024, AskTimeout: time.Second, TTL: time.Hour}
 	},
+	"l2": func(n *Node) {
+		n.L2 = &L2{Interface: "eth0", GratuitousInterval: 100 * time.Millisecond}
+	},
 }
 
 func TestRestartRulesExhaustive(t *testing.T) {
@@ -59,7 +62,7 @@ func TestRestartRulesExhaustive(t *testing.T) {
 func TestNeedsRestart(t *testing.T) {
 	want := map[string]bool{ // the rules, written out a second time on purpose
 		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.offload": true, "node.workers": true,
-		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true,
+		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true, "node.l2": true,
 		"node.gue_port": false, "node.seed": false, "node.mtu": false, "node.too_big": false,
 		"node.icmp_rate": false, "node.fragments": false, "node.source_v4": false, "node.source_v6": false,
 	}
