@@ -401,7 +401,7 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 		},
 	})
 
-	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg, newCtlQUICCmd(client, emit), newCtlClusterCmd(client, emit), newCtlCaptureCmd(client))
+	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg, newCtlQUICCmd(client, emit), newCtlClusterCmd(client, emit), newCtlCaptureCmd(client), newCtlL2Cmd(client, emit))
 	return cmd
 }
 

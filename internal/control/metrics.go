@@ -85,7 +85,7 @@ func Descs() []*prometheus.Desc {
 		descBEHealth, descBEHealthTr,
 		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffLost, descOffErrors, descOffEntries,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
-	}, clusterDescs...)
+	}, append(clusterDescs, l2Descs...)...)
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -217,6 +217,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBEHealthTr, b.Down, b.VIP, b.Backend, "down")
 	}
 	c.collectCluster(ch)
+	c.collectL2(ch)
 }
 
 func b2f(b bool) float64 {

@@ -166,7 +166,7 @@ sluice_backend_health_transitions_total{backend="10.1.0.3",to="up",vip="dns"} 0
 	}
 }
 
-var descName = regexp.MustCompile(`fqName: "([a-z_:]+)"`)
+var descName = regexp.MustCompile(`fqName: "([a-z0-9_:]+)"`)
 
 // metricNames returns the names of every metric the collector describes.
 func metricNames(t *testing.T) map[string]bool {

@@ -37,6 +37,7 @@ type Node interface {
 	FlowFinder
 	Drainer
 	ClusterReporter
+	L2Reporter
 }
 
 // Configurer holds the running configuration.

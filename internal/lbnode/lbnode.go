@@ -183,6 +183,9 @@ func New(o Options) (*Node, error) {
 		if n.relayConn != nil {
 			n.relayConn.Close()
 		}
+		if a, ok := n.announcer.(*l2Announcer); ok {
+			a.resp.Close()
+		}
 	}
 	if n.spill, err = stack.New(); err != nil {
 		closeAll()
@@ -203,6 +206,15 @@ func New(o Options) (*Node, error) {
 	if n.clSetup, err = ClusterSetup(&o.Config.Node, o.Log); err != nil {
 		closeAll()
 		return nil, err
+	}
+	if l := o.Config.Node.L2; l != nil && n.announcer == nil {
+		a, err := newL2(n, o.Config)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		n.announcer, n.grace = a, l.ShutdownGrace
+		n.log.Info("l2: answering on the segment", "interface", l.Interface, "mac", a.resp.MAC())
 	}
 	dpc := datapath.Config{
 		Links: n.links, FlowCapacity: o.Config.Node.FlowCapacity, Spill: n.spill,
@@ -354,7 +366,7 @@ func (n *Node) announce(ctx, dpCtx context.Context) error {
 	case <-ctx.Done():
 		stop()
 		<-done
-		n.log.Info("bgp: routes withdrawn; forwarding until the routers moved the flows", "grace", n.grace)
+		n.log.Info("announcements withdrawn; forwarding until the routers moved the flows", "grace", n.grace)
 		select {
 		case <-time.After(n.grace):
 		case <-dpCtx.Done():

@@ -197,6 +197,7 @@ func Handler(s *control.Server) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.NodeStatus()) })
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.ClusterStatus()) })
+	mux.HandleFunc("GET /v1/l2", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.L2Status()) })
 	drain := func(d bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			st, err := s.DrainNode(d)

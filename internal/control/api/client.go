@@ -169,6 +169,12 @@ func (c *Client) Cluster(ctx context.Context) (st control.ClusterStatus, err err
 	return st, err
 }
 
+// L2 returns the node's L2 state (Enabled false: no node.l2).
+func (c *Client) L2(ctx context.Context) (st control.L2Status, err error) {
+	_, err = c.do(ctx, http.MethodGet, "/v1/l2", nil, &st)
+	return st, err
+}
+
 // DrainNode drains the node (true) or returns it to service (false).
 func (c *Client) DrainNode(ctx context.Context, drain bool) (st control.NodeStatus, err error) {
 	m := http.MethodPut

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/announce/l2"
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
@@ -63,6 +64,18 @@ type Node struct {
 	PeerList []announce.PeerStatus
 	// Cluster is returned by ClusterStatus; nil: the node runs alone.
 	Cluster *cluster.MemberStatus
+	// L2 is returned by L2Status; nil: no node.l2.
+	L2 *l2.Status
+}
+
+// L2Status returns *L2, or ok false when it is nil.
+func (n *Node) L2Status() (l2.Status, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.L2 == nil {
+		return l2.Status{}, false
+	}
+	return *n.L2, true
 }
 
 // ClusterStatus returns *Cluster, or ok false when it is nil.

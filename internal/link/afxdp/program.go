@@ -45,7 +45,8 @@ func etherType(t uint16) int32 {
 //
 //	parse Ethernet (and one 802.1Q / 802.1ad tag)
 //	IPv4: key = destination address (4 bytes), look it up in vip4
-//	IPv6: key = destination address (16 bytes), look it up in vip6
+//	IPv6: key = destination address (16 bytes), look it up in vip6;
+//	      a neighbour solicitation to a VIP passes (the L2 responder's)
 //	hit:  return bpf_redirect_map(xsks, ctx->rx_queue_index, fallback)
 //	else: return XDP_PASS
 //
@@ -99,6 +100,8 @@ func xdpInstructions(xsks, vip4, vip6 *ebpf.Map, fallback int32) asm.Instruction
 		asm.Mov.Reg(asm.R4, asm.R2).WithSymbol("ip6"),
 		asm.Add.Imm(asm.R4, 40),
 		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.Mov.Reg(asm.R7, asm.R2), // kept across the lookup: the header, its end
+		asm.Mov.Reg(asm.R8, asm.R3),
 		asm.LoadMem(asm.R1, asm.R2, 24, asm.DWord),
 		asm.StoreMem(asm.RFP, -16, asm.R1, asm.DWord),
 		asm.LoadMem(asm.R1, asm.R2, 32, asm.DWord),
@@ -108,6 +111,16 @@ func xdpInstructions(xsks, vip4, vip6 *ebpf.Map, fallback int32) asm.Instruction
 		asm.Add.Imm(asm.R2, -16),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
+		// A neighbour solicitation to the VIP (ICMPv6 type 135 right
+		// after the header: a router's unicast reachability probe) is the
+		// L2 responder's, in the kernel path.
+		asm.Mov.Reg(asm.R4, asm.R7),
+		asm.Add.Imm(asm.R4, 41),
+		asm.JGT.Reg(asm.R4, asm.R8, "redirect"),
+		asm.LoadMem(asm.R5, asm.R7, 6, asm.Byte),
+		asm.JNE.Imm(asm.R5, 58, "redirect"),
+		asm.LoadMem(asm.R5, asm.R7, 40, asm.Byte),
+		asm.JEq.Imm(asm.R5, 135, "pass"),
 
 		// A VIP: to the socket of the receive queue, or fallback.
 		asm.LoadMem(asm.R2, asm.R6, mdRxQueueIdx, asm.Word).WithSymbol("redirect"),

@@ -45,6 +45,10 @@ func TestProgramVerdicts(t *testing.T) {
 		{"802.1ad ipv4 vip", vlanTag(udp4(vip4), 0x88a8, 7), xdpDrop},
 		{"802.1Q ipv4 other", vlanTag(udp4(other4), 0x8100, 7), xdpPass},
 		{"arp", arpFrame(), xdpPass},
+		{"ipv6 neighbour solicitation to a vip", icmp6Type(udp6(vip6), 135), xdpPass},
+		{"ipv6 neighbour solicitation, truncated", icmp6Type(udp6(vip6), 135)[:14+40], xdpDrop},
+		{"ipv6 echo request to a vip", icmp6Type(udp6(vip6), 128), xdpDrop},
+		{"ipv6 udp to a vip, first byte 135", udp135(udp6(vip6)), xdpDrop},
 		{"ipv4 truncated header", udp4(vip4)[:14+19], xdpPass},
 		{"ipv4 just the header", udp4(vip4)[:14+20], xdpDrop},
 		{"ipv6 truncated header", udp6(vip6)[:14+39], xdpPass},
@@ -83,4 +87,20 @@ func TestProgramVerdicts(t *testing.T) {
 	if err := o.setVIPs([]netip.Addr{{}}); err == nil {
 		t.Error("SetVIPs accepted the zero Addr")
 	}
+}
+
+// icmp6Type turns an IPv6 UDP frame into ICMPv6 of type typ (the program
+// reads only the next header and the type).
+func icmp6Type(f []byte, typ byte) []byte {
+	f = append([]byte(nil), f...)
+	f[14+6] = 58
+	f[14+40] = typ
+	return f
+}
+
+// udp135 keeps UDP but puts 135 where an ICMPv6 type would be.
+func udp135(f []byte) []byte {
+	f = append([]byte(nil), f...)
+	f[14+40] = 135
+	return f
 }
