@@ -107,7 +107,7 @@ Each process logs to /run/sluice-lab/PREFIX/; "sluice lab status" lists them.`,
 	f.IntVar(&c.Backends, "backends", 3, fmt.Sprintf("backend hosts (1..%d)", lab.MaxBackends))
 	f.StringSliceVar(&vip4, "vip4", []string{"198.18.0.0/24"}, "IPv4 VIP prefix the router routes to the LB tier (repeatable)")
 	f.StringSliceVar(&vip6, "vip6", []string{"2001:db8::/64"}, "IPv6 VIP prefix the router routes to the LB tier (repeatable)")
-	f.StringVar(&routing, "vip-routing", "ecmp", "router's VIP routes: ecmp (across all LB nodes), first-lb, none (BGP will add them)")
+	f.StringVar(&routing, "vip-routing", "ecmp", "router's VIP routes: ecmp (across all LB nodes), first-lb, none (BGP will add them), on-link (L2 mode: the LB nodes answer for the VIPs on the segment)")
 	f.BoolVar(&wait, "wait", false, "hold the lab until SIGINT/SIGTERM, then remove it")
 	f.BoolVar(&printDetails, "print", true, "print the address plan")
 	r = addLabRunFlags(cmd)

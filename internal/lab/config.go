@@ -20,6 +20,10 @@ const (
 	// RouteNone installs no VIP route: something else (a BGP speaker in
 	// the router namespace, or Lab.RouteVIPs) provides them.
 	RouteNone
+	// RouteOnLink routes the VIP prefixes on-link on the service bridge:
+	// the router resolves each VIP by ARP / neighbour discovery on the
+	// segment, and the LB nodes answer for them in L2 mode (node.l2).
+	RouteOnLink
 )
 
 func (r VIPRouting) String() string {
@@ -30,18 +34,20 @@ func (r VIPRouting) String() string {
 		return "first-lb"
 	case RouteNone:
 		return "none"
+	case RouteOnLink:
+		return "on-link"
 	}
 	return fmt.Sprintf("VIPRouting(%d)", int(r))
 }
 
 // ParseVIPRouting parses the String form of a VIPRouting.
 func ParseVIPRouting(s string) (VIPRouting, error) {
-	for _, r := range []VIPRouting{RouteECMP, RouteFirstLB, RouteNone} {
+	for _, r := range []VIPRouting{RouteECMP, RouteFirstLB, RouteNone, RouteOnLink} {
 		if r.String() == s {
 			return r, nil
 		}
 	}
-	return 0, fmt.Errorf("vip routing %q: want ecmp, first-lb or none", s)
+	return 0, fmt.Errorf("vip routing %q: want ecmp, first-lb, none or on-link", s)
 }
 
 // Config describes a lab. The zero value is valid: it means the defaults.
@@ -131,7 +137,7 @@ func (c Config) validate() error {
 	if c.Backends < 1 || c.Backends > MaxBackends {
 		return fmt.Errorf("lab: backends: %d is not in 1..%d", c.Backends, MaxBackends)
 	}
-	if c.VIPRouting < RouteECMP || c.VIPRouting > RouteNone {
+	if c.VIPRouting < RouteECMP || c.VIPRouting > RouteOnLink {
 		return fmt.Errorf("lab: vip routing: %v is unknown", c.VIPRouting)
 	}
 	check := func(field string, ps []netip.Prefix, want netip.Prefix, segs ...netip.Prefix) error {

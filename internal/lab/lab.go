@@ -230,7 +230,27 @@ func build(ctx context.Context, l *Lab) error {
 	if err := b.step("vip routes"); err != nil {
 		return err
 	}
+	if l.Cfg.VIPRouting == RouteOnLink {
+		return l.routeVIPsOnLink(b.handles[l.Router])
+	}
 	return l.routeVIPs(b.handles[l.Router], l.initialVIPHops())
+}
+
+// routeVIPsOnLink routes every VIP prefix on-link on the router's service
+// bridge (L2 mode: the router asks the segment who has each VIP).
+func (l *Lab) routeVIPsOnLink(h *netlink.Handle) error {
+	br, err := h.LinkByName(routerSvcIf)
+	if err != nil {
+		return fmt.Errorf("lab: %s: %w", routerSvcIf, err)
+	}
+	for _, v := range append(slices.Clone(l.Cfg.VIPs4), l.Cfg.VIPs6...) {
+		dst := &net.IPNet{IP: v.Addr().AsSlice(), Mask: net.CIDRMask(v.Bits(), v.Addr().BitLen())}
+		rt := &netlink.Route{Dst: dst, LinkIndex: br.Attrs().Index, Scope: netlink.SCOPE_LINK}
+		if err := h.RouteReplace(rt); err != nil {
+			return fmt.Errorf("lab: route %v on-link on %s: %w", v, routerSvcIf, err)
+		}
+	}
+	return nil
 }
 
 // namespace creates n's namespace, sets its sysctls and brings lo up.
@@ -412,7 +432,7 @@ func (l *Lab) initialVIPHops() []*Node {
 	switch l.Cfg.VIPRouting {
 	case RouteFirstLB:
 		return l.LBs[:1]
-	case RouteNone:
+	case RouteNone, RouteOnLink:
 		return nil
 	}
 	return l.LBs

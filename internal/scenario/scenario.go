@@ -114,6 +114,15 @@ type Options struct {
 	// Affinity, when set, is the affinity of the HTTP and UDP services and
 	// of stream4 (always needs Cluster; quic4 keeps no flow entries).
 	Affinity string
+	// Streams6 adds, with Streams, a "stream6" service on StreamPort of
+	// the IPv6 VIP (its servers listen there too).
+	Streams6 bool
+	// L2 puts the LB nodes in L2 mode (node.l2 on eth0, with L2Options
+	// added to its flow mapping, e.g. "gratuitous: 0") and routes the VIP
+	// prefixes on-link on the router's service bridge (lab.RouteOnLink):
+	// the router asks the segment who has each VIP.
+	L2        bool
+	L2Options string
 }
 
 // Scenario is a running lab with its processes.
@@ -167,6 +176,9 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.BGP {
 		routing = lab.RouteNone
 	}
+	if o.L2 {
+		routing = lab.RouteOnLink
+	}
 	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, LBQueues: o.Workers, Backends: o.Backends, LogDir: o.LogDir, VIPRouting: routing})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -210,8 +222,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 		}
 		s.Servers = append(s.Servers, p)
 		if o.Streams {
-			p, err = be.Start(ctx, o.Binary, "lab", "stream-serve", "--name", name,
-				"--listen", netip.AddrPortFrom(o.VIP4, StreamPort).String())
+			args := []string{"lab", "stream-serve", "--name", name, "--listen", netip.AddrPortFrom(o.VIP4, StreamPort).String()}
+			if o.Streams6 {
+				args = append(args, "--listen", netip.AddrPortFrom(o.VIP6, StreamPort).String())
+			}
+			p, err = be.Start(ctx, o.Binary, args...)
 			if err != nil {
 				return nil, fmt.Errorf("stream server on %s: %w", be.Name, err)
 			}
@@ -284,6 +299,9 @@ func (o Options) Tools() []string {
 	case o.BGP:
 		tools = append(tools, "bird", "birdc")
 	}
+	if o.L2 {
+		tools = append(tools, "nft", "sysctl") // partitions, the router's neighbour timers
+	}
 	return tools
 }
 
@@ -321,6 +339,13 @@ func (s *Scenario) ConfigFor(i int) string {
 		fmt.Fprintf(&b, "  snat: [%q, %q]\n", n.SNAT4(), n.SNAT6())
 	}
 	s.clusterConfig(&b, i)
+	if s.Opts.L2 {
+		opts := "interface: eth0"
+		if s.Opts.L2Options != "" {
+			opts += ", " + s.Opts.L2Options
+		}
+		fmt.Fprintf(&b, "  l2: {%s}\n", opts)
+	}
 	if s.Opts.BGP {
 		n := s.Lab.LBs[i]
 		fmt.Fprintf(&b, "  bgp:\n    asn: %d\n    router_id: %s\n    next_hop_v6: %q\n    shutdown_grace: 1s\n", lab.LBASN, n.Addr4, n.Addr6)
@@ -344,6 +369,9 @@ func (s *Scenario) ConfigFor(i int) string {
 	}
 	if s.Opts.Streams {
 		svcs = append(svcs, svc{"stream4", s.Opts.VIP4, "tcp", StreamPort})
+		if s.Opts.Streams6 {
+			svcs = append(svcs, svc{"stream6", s.Opts.VIP6, "tcp", StreamPort})
+		}
 	}
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
