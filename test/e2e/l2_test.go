@@ -66,6 +66,13 @@ func l2Lab(t *testing.T, l2opts string) *scenario.Scenario {
 			}
 		}
 	}
+	// Entries made before hold timers armed with the old times: resolve
+	// them again.
+	for _, f := range []string{"-4", "-6"} {
+		if out, err := s.Lab.Router.Run(t.Context(), "ip", f, "neigh", "flush", "dev", "svc"); err != nil {
+			t.Fatalf("router: neigh flush: %v %s", err, out)
+		}
+	}
 	return s
 }
 
