@@ -21,6 +21,11 @@ type Setup struct {
 	Capacity   int            // entries; default 1<<20
 	TTL        time.Duration  // an entry's life after its last insert; default DefaultTTL
 	Log        io.Writer      // memberlist's log; default discarded
+	// ProbeInterval is the membership failure detector's period
+	// (GossipConfig.ProbeInterval); 0: DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// Heartbeat: GossipConfig.Heartbeat (L2 mode).
+	Heartbeat time.Duration
 	// JoinRetry, when positive, starts the node even if no peer answers
 	// (it starts a cluster of its own) and retries joining the peers this
 	// often until one answers or Stop: members started in any order find
@@ -54,7 +59,7 @@ func Start(s Setup) (*Started, error) {
 	if !gb.IsValid() {
 		gb = netip.AddrPortFrom(tr.LocalAddr().Addr(), tr.LocalAddr().Port()+1)
 	}
-	gc := GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log}
+	gc := GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log, ProbeInterval: s.ProbeInterval, Heartbeat: s.Heartbeat}
 	g, err := NewGossip(gc)
 	retry := false
 	if err != nil && s.JoinRetry > 0 && len(s.Peers) > 0 {

@@ -46,7 +46,8 @@ func ClusterSetup(n *config.Node, log *slog.Logger) (*cluster.Setup, error) {
 	}
 	s := &cluster.Setup{
 		Bind: bind, GossipBind: config.GossipAddr(bind), Key: []byte(c.Key), Seed: n.Seed,
-		Replicas: c.Replicas, Shards: c.Shards, Capacity: c.Capacity, TTL: c.TTL, JoinRetry: clusterJoinRetry,
+		Replicas: c.Replicas, Shards: c.Shards, Capacity: c.Capacity, TTL: c.TTL, JoinRetry: clusterJoinRetry, ProbeInterval: c.ProbeInterval,
+		Heartbeat: l2Heartbeat(n),
 	}
 	for _, p := range c.Peers {
 		a, err := netip.ParseAddrPort(p)
@@ -59,6 +60,20 @@ func ClusterSetup(n *config.Node, log *slog.Logger) (*cluster.Setup, error) {
 		s.Log = logWriter{log}
 	}
 	return s, nil
+}
+
+// l2Heartbeat is the cluster heartbeat period in L2 mode (half the probe
+// interval: a VIP's owner cut off from the others stops answering within
+// 1.5 probe intervals, before they can declare it dead); none otherwise.
+func l2Heartbeat(n *config.Node) time.Duration {
+	if n.L2 == nil {
+		return 0
+	}
+	p := n.Cluster.ProbeInterval
+	if p <= 0 {
+		p = cluster.DefaultProbeInterval
+	}
+	return p / 2
 }
 
 // logWriter turns memberlist's log lines into debug records.
@@ -83,6 +98,7 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("node.cluster: %w", err)
 	}
 	n.st.cl = cl
+	n.clGossip.Store(cl.Gossip)
 	n.clNode.Store(cl.Node)
 	n.log.Info("cluster: started", "bind", n.clSetup.Bind, "peers", n.clSetup.Peers, "replicas", n.clSetup.Replicas, "shards", n.clSetup.Shards)
 	return nil
@@ -99,6 +115,7 @@ func (n *Node) stopCluster() {
 		return
 	}
 	n.clNode.Store(nil)
+	n.clGossip.Store(nil)
 	n.st.cl = nil
 	n.clLeaving.Lock() // unlocked by the leaving goroutine
 	go func() {

@@ -117,20 +117,30 @@ func (a *l2Announcer) Run(ctx context.Context) error {
 }
 
 // view returns the live members as this node sees them (nil when it is not
-// a member) and whether its member is synced.
-func (a *l2Announcer) view() (live []netip.AddrPort, synced bool) {
+// a member), those its failure detector suspects, and whether its member is
+// synced.
+func (a *l2Announcer) view() (live, suspected []netip.AddrPort, synced bool) {
 	if a.n.clSetup == nil {
-		return []netip.AddrPort{{}}, true
+		return []netip.AddrPort{{}}, nil, true
 	}
 	cl := a.n.clNode.Load()
 	if cl == nil {
-		return nil, false
+		return nil, nil, false
 	}
 	v := cl.View()
 	if v == nil {
-		return nil, false
+		return nil, nil, false
 	}
-	return v.Members(), cl.Ready()
+	live = v.Members()
+	if g := a.n.clGossip.Load(); g != nil && g.Heartbeats() {
+		mutual := g.Mutual()
+		for _, m := range live {
+			if m != a.self && !slices.Contains(mutual, m) {
+				suspected = append(suspected, m)
+			}
+		}
+	}
+	return live, suspected, cl.Ready()
 }
 
 // addrs returns the VIP addresses to decide about: those in service
@@ -170,7 +180,7 @@ func (a *l2Announcer) evaluate(now time.Time) {
 	if g != nil {
 		seed = g.Seed
 	}
-	live, synced := a.view()
+	live, suspected, synced := a.view()
 	vips := a.addrs()
 	a.resp.SetKnown(vips)
 	if err := a.resp.Join(vips); err != nil {
@@ -187,6 +197,9 @@ func (a *l2Announcer) evaluate(now time.Time) {
 		for _, m := range live {
 			st.Live = append(st.Live, m.String())
 		}
+		for _, m := range suspected {
+			st.Suspected = append(st.Suspected, m.String())
+		}
 	} else if live != nil {
 		st.Live = []string{"self"}
 	}
@@ -198,7 +211,7 @@ func (a *l2Announcer) evaluate(now time.Time) {
 			a.gates[vip] = gt
 			a.vips[vip] = &l2.VIPStatus{Address: vip.String()}
 		}
-		in := l2.Input{VIP: vip, Seed: seed, Self: a.self, Configured: a.configured, Live: live}
+		in := l2.Input{VIP: vip, Seed: seed, Self: a.self, Configured: a.configured, Live: live, Suspected: suspected}
 		if !a.self.IsValid() {
 			in = l2.Alone(vip, seed, live != nil)
 		}
@@ -228,7 +241,7 @@ func (a *l2Announcer) evaluate(now time.Time) {
 				a.n.log.Warn("l2: took the VIP over before the cluster member was synced", "vip", vip, "sync_wait", a.cfg.SyncWait)
 			}
 		case was && !s.Answer:
-			vs.Since = time.Time{}
+			vs.Since, vs.Released = time.Time{}, now
 			a.releases.Add(1)
 			a.n.log.Info("l2: stopped answering", "vip", vip, "owner", vs.Owner, "quorum", s.Decision.Quorum, "live", s.Decision.Live)
 		}
@@ -283,11 +296,13 @@ func (a *l2Announcer) releaseAll() {
 		}
 		delete(a.gates, vip)
 		if vs := a.vips[vip]; vs != nil {
-			vs.Answering, vs.Since = false, time.Time{}
+			vs.Answering, vs.Since, vs.Released = false, time.Time{}, time.Now()
 		}
 	}
 	for i := range a.last.VIPs {
-		a.last.VIPs[i].Answering = false
+		if a.last.VIPs[i].Answering {
+			a.last.VIPs[i].Answering, a.last.VIPs[i].Since, a.last.VIPs[i].Released = false, time.Time{}, time.Now()
+		}
 	}
 }
 

@@ -80,6 +80,9 @@ type Node struct {
 	// The publish path: serve stores the running member (nil alone or
 	// while drained); the publisher reads it and counts.
 	clNode atomic.Pointer[cluster.Node]
+	// clGossip is the running member's membership (L2 mode reads which
+	// members it suspects); nil with clNode.
+	clGossip atomic.Pointer[cluster.Gossip]
 	// relayConn receives other members' fragments and decisions
 	// (relay.go); nil without a cluster.
 	relayConn *net.UDPConn

@@ -37,6 +37,9 @@ func (s *Scenario) clusterConfig(b *strings.Builder, i int) {
 		}
 	}
 	fmt.Fprintf(b, "  cluster:\n    bind: %q\n    peers: [%s]\n    key: %q\n", s.ClusterBind(i), strings.Join(peers, ", "), ClusterKey)
+	if p := s.Opts.ClusterProbe; p > 0 {
+		fmt.Fprintf(b, "    probe_interval: %s\n", p)
+	}
 }
 
 // ClusterStatus runs `sluice ctl -o json cluster status` on LB node i

@@ -123,6 +123,9 @@ type Options struct {
 	// the router asks the segment who has each VIP.
 	L2        bool
 	L2Options string
+	// ClusterProbe, when set, is node.cluster.probe_interval (the
+	// membership failure detector's period).
+	ClusterProbe time.Duration
 }
 
 // Scenario is a running lab with its processes.

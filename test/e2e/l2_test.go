@@ -30,7 +30,10 @@ const (
 	// shorter makes the control run end in seconds. Gratuitous ARP does
 	// not depend on them.
 	l2ReachableMs = 3000
-	l2DelayProbe  = 1
+	// l2Probe is the cluster's failure detector period in the L2 lab: a
+	// killed node is out of the views 3-5 periods later.
+	l2Probe      = 100 * time.Millisecond
+	l2DelayProbe = 1
 )
 
 // l2Lab starts three LB nodes (AF_XDP) in one cluster, in L2 mode with
@@ -54,7 +57,7 @@ func l2Lab(t *testing.T, l2opts string) *scenario.Scenario {
 		}
 	}
 	o := scenario.Options{IO: "afxdp", LBs: 3, Streams: true, Streams6: true, Cluster: true, L2: true, L2Options: l2opts,
-		VIP4: vip4, VIP6: vip6}
+		VIP4: vip4, VIP6: vip6, ClusterProbe: l2Probe}
 	s := start(t, o)
 	_, d := waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
 	t.Logf("cluster of 3 formed and ready after %v; VIPs %v and %v, expected owner %v", d.Round(time.Millisecond), vip4, vip6, owner)
@@ -286,6 +289,13 @@ func l2Kill(t *testing.T, s *scenario.Scenario, st *lab.Streams, wait time.Durat
 			r.first, r.next = f.Sub(killed), rest[k]
 		}
 	}
+	if r.next >= 0 {
+		if ns, err := l2Status(t.Context(), s, r.next); err == nil {
+			for _, v := range ns.VIPs {
+				t.Logf("%s: lb%d took it over %v after the kill (view %v)", v.Address, r.next+1, v.Since.Sub(killed).Round(time.Millisecond), ns.Live)
+			}
+		}
+	}
 	time.Sleep(2 * time.Second)
 	r.broken, r.gap = phase(t, st, "owner killed", 0)
 	m4, s4 := routerNeighbour(s, s.Opts.VIP4)
@@ -374,10 +384,31 @@ func TestE2EL2Failover(t *testing.T) {
 	}
 	took := time.Since(partitioned)
 	ps, _ := l2Status(ctx, s, p)
-	t.Logf("lb%d partitioned: stopped answering after %v (view %v, majority %d: %v); lb%d answers for both VIPs after %v",
+	t.Logf("lb%d partitioned: stopped answering after %v (view %v, majority %d: %v); lb%d answers for both VIPs after %v (polled)",
 		p+1, stopped.Round(time.Millisecond), ps.Live, ps.Need, ps.Quorum, newOwner+1, took.Round(time.Millisecond))
 	if newOwner < 0 {
 		t.Fatal("no node of the majority took the VIPs over")
+	}
+	// Never two owners: the partitioned node let each VIP go before the
+	// new owner took it (the nodes' own clocks: one machine).
+	ns, _ := l2Status(ctx, s, newOwner)
+	for _, vip := range s.VIPs() {
+		var rel, took time.Time
+		for _, v := range ps.VIPs {
+			if v.Address == vip.String() {
+				rel = v.Released
+			}
+		}
+		for _, v := range ns.VIPs {
+			if v.Address == vip.String() {
+				took = v.Since
+			}
+		}
+		t.Logf("%v: partitioned lb%d released it %v after the partition, lb%d took it over %v after: %v without an owner",
+			vip, p+1, rel.Sub(partitioned).Round(time.Millisecond), newOwner+1, took.Sub(partitioned).Round(time.Millisecond), took.Sub(rel).Round(time.Millisecond))
+		if rel.IsZero() || took.IsZero() || took.Before(rel) {
+			t.Errorf("%v: two owners at once: released at %v, taken over at %v", vip, rel, took)
+		}
 	}
 	// The router asks again: only the new owner answers.
 	s.Lab.Router.Run(ctx, "ip", "neigh", "flush", "dev", "svc", "to", s.Opts.VIP4.String())

@@ -36,6 +36,12 @@ type Input struct {
 	// of the live members, itself included once joined); nil when the
 	// node is not a member (its member stopped: drained, shutting down).
 	Live []netip.AddrPort
+	// Suspected are members of Live that the failure detector suspects
+	// (a probe failed, not refuted yet): they may own VIPs, but do not
+	// count for the majority. So a node cut off from the others stops
+	// answering when it suspects them, a suspicion timeout before the
+	// others declare it dead and take its VIPs over.
+	Suspected []netip.AddrPort
 }
 
 // Decision is who owns a VIP in a node's view, and whether this node may
@@ -44,17 +50,19 @@ type Decision struct {
 	// Owner is the live configured member with the highest rendezvous
 	// weight for the VIP; invalid when no configured member is live.
 	Owner netip.AddrPort
-	// Live counts the configured members in the view; Need is the
-	// majority of the configured members (len/2 + 1).
-	Live, Need int
-	Quorum     bool // Live >= Need
-	Mine       bool // Owner is this node
+	// Live counts the configured members in the view, Trusted those of
+	// them not suspected; Need is the majority of the configured members
+	// (len/2 + 1).
+	Live, Trusted, Need int
+	Quorum              bool // Trusted >= Need
+	Mine                bool // Owner is this node
 }
 
 // MayClaim reports whether this node may answer for the VIP: it is the
-// owner in its view and it sees a majority of the configured members. A
-// node that sees only a minority never claims, so two sides of a partition
-// never both answer (at most one side holds a majority).
+// owner in its view and it sees a majority of the configured members
+// (suspected ones not counted). A node that sees only a minority never
+// claims, so two sides of a partition never both answer (at most one side
+// holds a majority).
 func (d Decision) MayClaim() bool { return d.Mine && d.Quorum }
 
 // Decide computes the owner of in.VIP over the live configured members by
@@ -79,11 +87,14 @@ func Decide(in Input) Decision {
 			continue
 		}
 		d.Live++
+		if !slices.Contains(in.Suspected, m) || m == in.Self {
+			d.Trusted++
+		}
 		if w := weight(memberHash(m), vh); d.Live == 1 || w > best {
 			d.Owner, best = m, w
 		}
 	}
-	d.Quorum = d.Live >= d.Need
+	d.Quorum = d.Trusted >= d.Need
 	d.Mine = d.Live > 0 && d.Owner == in.Self
 	return d
 }

@@ -42,10 +42,19 @@ func TestDecideTable(t *testing.T) {
 		{"owner alone (partitioned)", owner, []netip.AddrPort{owner}, owner, 1, false, false},
 		{"not a member (drained, stopping)", owner, nil, netip.AddrPort{}, 0, false, false},
 		{"unknown member in the view does not count", owner, []netip.AddrPort{owner, netip.MustParseAddrPort("198.18.30.99:7946")}, owner, 1, false, false},
+		{"owner suspects both others (cut off)", owner, ms, owner, 3, false, false},
+		{"owner suspects one other", owner, ms, owner, 3, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Decide(Input{VIP: vip, Self: tc.self, Configured: ms, Live: tc.live})
+			in := Input{VIP: vip, Self: tc.self, Configured: ms, Live: tc.live}
+			switch tc.name {
+			case "owner suspects both others (cut off)":
+				in.Suspected = without(owner)
+			case "owner suspects one other":
+				in.Suspected = without(owner)[:1]
+			}
+			d := Decide(in)
 			if d.Live != tc.live2 || d.Quorum != tc.quorum || d.MayClaim() != tc.mayClaim || d.Need != 2 {
 				t.Errorf("%+v: want live %d quorum %v may claim %v need 2", d, tc.live2, tc.quorum, tc.mayClaim)
 			}

@@ -8,17 +8,20 @@ type Status struct {
 	MAC       string `json:"mac"`
 	// Self is the node's cluster address ("" without node.cluster);
 	// Configured the configured members, Live those in its view.
-	Self       string        `json:"self,omitempty"`
-	Configured []string      `json:"configured,omitempty"`
-	Live       []string      `json:"live"`
-	Need       int           `json:"need"`   // the majority of the configured members
-	Quorum     bool          `json:"quorum"` // the node sees a majority: it may claim VIPs
-	Synced     bool          `json:"synced"` // its cluster member has every shard of its chains synced
-	VIPs       []VIPStatus   `json:"vips"`
-	Takeovers  uint64        `json:"takeovers"` // VIPs this node took over (started answering) since it started
-	Releases   uint64        `json:"releases"`  // VIPs it stopped answering
-	Unsynced   uint64        `json:"unsynced"`  // takeovers made after sync_wait without the member synced
-	Counters   CounterValues `json:"counters"`
+	Self       string   `json:"self,omitempty"`
+	Configured []string `json:"configured,omitempty"`
+	Live       []string `json:"live"`
+	// Suspected are members in the view its failure detector suspects
+	// (not counted for the majority).
+	Suspected []string      `json:"suspected,omitempty"`
+	Need      int           `json:"need"`   // the majority of the configured members
+	Quorum    bool          `json:"quorum"` // the node sees a majority: it may claim VIPs
+	Synced    bool          `json:"synced"` // its cluster member has every shard of its chains synced
+	VIPs      []VIPStatus   `json:"vips"`
+	Takeovers uint64        `json:"takeovers"` // VIPs this node took over (started answering) since it started
+	Releases  uint64        `json:"releases"`  // VIPs it stopped answering
+	Unsynced  uint64        `json:"unsynced"`  // takeovers made after sync_wait without the member synced
+	Counters  CounterValues `json:"counters"`
 }
 
 // VIPStatus is one VIP address's state on a node.
@@ -32,4 +35,6 @@ type VIPStatus struct {
 	// Takeovers counts its takeovers of this VIP.
 	Since     time.Time `json:"since,omitzero"`
 	Takeovers uint64    `json:"takeovers"`
+	// Released is when the node last stopped answering for it.
+	Released time.Time `json:"released,omitzero"`
 }
