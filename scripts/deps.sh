@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr tcpdump)
 case "${1:-}" in
---bench) pkgs+=(wrk haproxy) ;;
+--bench) pkgs+=(wrk haproxy keepalived) ;;
 --generate) pkgs+=(clang llvm libbpf-dev) ;; # make generate: the XDP offload program
 esac
 missing=()
@@ -22,4 +22,8 @@ fi
 # needed: stop and disable it when this run installed frr.
 if [[ " ${missing[*]:-} " == *" frr "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
 	systemctl disable --now frr.service >/dev/null 2>&1 || true
+fi
+# Likewise keepalived (bench/l2 runs its own in the LB nodes' namespaces).
+if [[ " ${missing[*]:-} " == *" keepalived "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+	systemctl disable --now keepalived.service >/dev/null 2>&1 || true
 fi

@@ -123,6 +123,13 @@ type Options struct {
 	// the router asks the segment who has each VIP.
 	L2        bool
 	L2Options string
+	// OnLink routes the VIP prefixes on-link (lab.RouteOnLink) without
+	// L2 mode: something else answers for the VIPs on the segment (the
+	// keepalived baseline of bench/l2).
+	OnLink bool
+	// NoWaitReady: the test's start helper does not wait for the VIPs to
+	// answer (the caller brings up what answers for them first).
+	NoWaitReady bool
 	// ClusterProbe, when set, is node.cluster.probe_interval (the
 	// membership failure detector's period).
 	ClusterProbe time.Duration
@@ -179,7 +186,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.BGP {
 		routing = lab.RouteNone
 	}
-	if o.L2 {
+	if o.L2 || o.OnLink {
 		routing = lab.RouteOnLink
 	}
 	l, err := lab.Up(ctx, lab.Config{Prefix: o.Prefix, LBs: o.LBs, LBQueues: o.Workers, Backends: o.Backends, LogDir: o.LogDir, VIPRouting: routing})

@@ -101,6 +101,9 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 		}
 		s.Stop()
 	})
+	if o.NoWaitReady {
+		return s
+	}
 	if err := s.WaitReady(ctx, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
