@@ -21,14 +21,14 @@ for i in $(seq "$count"); do
 done
 echo "median over $count rounds (kill -> first forwarded packet on the new owner):"
 awk '{
-	name = $1; v = $6
+	name = $1; v = $7
 	ms = (v ~ /ms$/) ? substr(v, 1, length(v) - 2) / 1000 : substr(v, 1, length(v) - 1) + 0
 	all[name] = all[name] " " ms
 }
 END {
 	for (k in all) {
 		n = split(substr(all[k], 2), a, " ")
-		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+		for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
 		printf "  %-20s median %.3f s  (min %.3f, max %.3f, n %d)\n", k, a[int((n + 1) / 2)], a[1], a[n], n
 	}
 }' "$out" | sort
