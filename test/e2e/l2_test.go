@@ -335,11 +335,44 @@ func TestE2EL2Failover(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
-	back := waitOwner(t, s, 10*time.Second, r.owner, 0, 1, 2)
+	waitOwner(t, s, 10*time.Second, r.owner, 0, 1, 2)
 	t.Logf("lb%d restarted: answers for both VIPs again %v after the restart began", r.owner+1, (time.Since(restarted)).Round(time.Millisecond))
-	_ = back
 	time.Sleep(2 * time.Second)
 	broken2, gap2 := phase(t, st, "owner restarted", 0)
+
+	// (2') SIGTERM: the owner stops answering, leaves the cluster and
+	// forwards for shutdown_grace while the next owner takes over; then
+	// it starts again and takes its VIPs back.
+	var rest []int
+	for i := range 3 {
+		if i != r.owner {
+			rest = append(rest, i)
+		}
+	}
+	poll := firstForward(t, s, 5*time.Second, rest...)
+	termed := time.Now()
+	if err := s.Signal(r.owner, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var termFirst time.Duration
+	for _, f := range poll() {
+		if !f.IsZero() && (termFirst == 0 || f.Sub(termed) < termFirst) {
+			termFirst = f.Sub(termed)
+		}
+	}
+	time.Sleep(time.Second)
+	brokenT, gapT := phase(t, st, "owner SIGTERM", 0)
+	t.Logf("SIGTERM -> first packet forwarded by the next owner: %v", termFirst.Round(time.Millisecond))
+	if termFirst == 0 {
+		t.Error("no node forwarded within 5 s of the owner's SIGTERM")
+	}
+	if err := s.RestartLB(ctx, r.owner, "afxdp"); err != nil {
+		t.Fatal(err)
+	}
+	waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
+	waitOwner(t, s, 10*time.Second, r.owner, 0, 1, 2)
+	time.Sleep(time.Second)
+	phase(t, st, "owner back", 0)
 
 	// (3) The owner is partitioned: its cluster traffic dropped both ways.
 	p := r.owner
@@ -441,9 +474,9 @@ func TestE2EL2Failover(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("RESULT l2 failover: kill -> first forwarded packet on the new owner %v; stream gaps: kill %v, restart %v, partition %v; broken %d, %d, %d of %d",
-		r.first.Round(time.Millisecond), r.gap.Round(time.Millisecond), gap2.Round(time.Millisecond), gap3.Round(time.Millisecond),
-		r.broken, broken2, broken3, l2Conns)
+	t.Logf("RESULT l2 failover: kill -> first forwarded packet on the new owner %v, SIGTERM -> %v; stream gaps: kill %v, restart %v, SIGTERM %v, partition %v; broken (cumulative) %d, %d, %d, %d of %d",
+		r.first.Round(time.Millisecond), termFirst.Round(time.Millisecond), r.gap.Round(time.Millisecond), gap2.Round(time.Millisecond), gapT.Round(time.Millisecond), gap3.Round(time.Millisecond),
+		r.broken, broken2, brokenT, broken3, l2Conns)
 	if n != 0 {
 		t.Errorf("%d of %d connections broke", n, l2Conns)
 	}
