@@ -36,6 +36,9 @@ const (
 	l2DelayProbe = 1
 )
 
+// l2IO is the LB nodes' packet I/O in the L2 tests.
+var l2IO = "afxdp"
+
 // l2Lab starts three LB nodes (AF_XDP) in one cluster, in L2 mode with
 // l2opts, the router reaching the VIPs on-link on the service segment,
 // stream services on both VIPs. The IPv6 VIP is chosen so that both VIPs
@@ -56,7 +59,7 @@ func l2Lab(t *testing.T, l2opts string) *scenario.Scenario {
 			break
 		}
 	}
-	o := scenario.Options{IO: "afxdp", LBs: 3, Streams: true, Streams6: true, Cluster: true, L2: true, L2Options: l2opts,
+	o := scenario.Options{IO: l2IO, LBs: 3, Streams: true, Streams6: true, Cluster: true, L2: true, L2Options: l2opts,
 		VIP4: vip4, VIP6: vip6, ClusterProbe: l2Probe}
 	s := start(t, o)
 	_, d := waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
@@ -331,7 +334,7 @@ func TestE2EL2Failover(t *testing.T) {
 
 	// (2) It restarts and takes the VIPs back once it settled.
 	restarted := time.Now()
-	if err := s.RestartLB(ctx, r.owner, "afxdp"); err != nil {
+	if err := s.RestartLB(ctx, r.owner, l2IO); err != nil {
 		t.Fatal(err)
 	}
 	waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
@@ -366,7 +369,7 @@ func TestE2EL2Failover(t *testing.T) {
 	if termFirst == 0 {
 		t.Error("no node forwarded within 5 s of the owner's SIGTERM")
 	}
-	if err := s.RestartLB(ctx, r.owner, "afxdp"); err != nil {
+	if err := s.RestartLB(ctx, r.owner, l2IO); err != nil {
 		t.Fatal(err)
 	}
 	waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
