@@ -61,11 +61,9 @@ func Start(s Setup) (*Started, error) {
 	}
 	gc := GossipConfig{Bind: gb, Cluster: tr.LocalAddr(), Peers: s.Peers, ClusterKey: s.Key, Log: s.Log, ProbeInterval: s.ProbeInterval, Heartbeat: s.Heartbeat}
 	g, err := NewGossip(gc)
-	retry := false
 	if err != nil && s.JoinRetry > 0 && len(s.Peers) > 0 {
 		gc.Peers = nil
 		g, err = NewGossip(gc)
-		retry = true
 	}
 	if err != nil {
 		tr.Close()
@@ -81,7 +79,7 @@ func Start(s Setup) (*Started, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &Started{Node: n, Gossip: g, tr: tr, cancel: cancel, done: make(chan error, 1)}
 	go func() { st.done <- n.Run(ctx) }()
-	if retry {
+	if s.JoinRetry > 0 && len(s.Peers) > 0 {
 		go st.rejoin(ctx, s.Peers, s.JoinRetry)
 	}
 	return st, nil
@@ -103,8 +101,13 @@ func (s *Started) Stop() error {
 	return err
 }
 
-// rejoin retries joining peers every period until one answers (or another
-// member found this one) or ctx ends.
+// rejoin keeps the member joined to its configured peers: every period,
+// it joins the peers that are not alive in its membership (a push/pull
+// with each that answers). At start that is the retry of a member whose
+// peers were not up yet; later it heals a partition at once, where
+// memberlist alone would wait for its next push/pull (30 s): each side
+// learns the other declared it dead, refutes, and both are back in every
+// view. A peer that stays down costs one connection attempt per period.
 func (s *Started) rejoin(ctx context.Context, peers []string, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -114,11 +117,18 @@ func (s *Started) rejoin(ctx context.Context, peers []string, period time.Durati
 			return
 		case <-t.C:
 		}
-		if s.Gossip.NumMembers() > 1 {
-			return
+		alive := map[string]bool{}
+		for _, m := range s.Gossip.ml.Members() {
+			alive[m.Address()] = true
 		}
-		if _, err := s.Gossip.ml.Join(peers); err == nil {
-			return
+		var missing []string
+		for _, p := range peers {
+			if !alive[p] {
+				missing = append(missing, p)
+			}
+		}
+		if len(missing) > 0 {
+			s.Gossip.ml.Join(missing) // the ones that answer are joined; the others are tried again
 		}
 	}
 }

@@ -469,6 +469,20 @@ func TestE2EL2Failover(t *testing.T) {
 	}
 	broken3, gap3 := phase(t, st, "owner partitioned", 0)
 
+	// (4) The partition heals: the node rejoins (memberlist gossips to
+	// members it declared dead for a while) and takes its VIPs back.
+	healed := time.Now()
+	if out, err := s.Lab.LBs[p].Command(ctx, "nft", "delete", "table", "inet", "l2test").CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	waitCluster(t, s, 40*time.Second, 3, 0, 1, 2)
+	rejoined := time.Since(healed)
+	waitOwner(t, s, 10*time.Second, p, 0, 1, 2)
+	t.Logf("partition healed: lb%d back in every view after %v, answers for both VIPs again after %v",
+		p+1, rejoined.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	phase(t, st, "partition healed", 0)
+
 	n := 0
 	for i, res := range st.Stop() {
 		if res.Err != nil {
