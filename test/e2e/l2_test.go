@@ -254,6 +254,34 @@ func neighState(s int) string {
 	return fmt.Sprint(s)
 }
 
+// checkHandover checks that LB node from let each VIP go before LB node
+// to took it (the nodes' own clocks: one machine), and logs the gap.
+func checkHandover(t *testing.T, s *scenario.Scenario, from, to int) {
+	t.Helper()
+	fs, err1 := l2Status(t.Context(), s, from)
+	ts, err2 := l2Status(t.Context(), s, to)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("status: %v %v", err1, err2)
+	}
+	for _, vip := range s.VIPs() {
+		var rel, took time.Time
+		for _, v := range fs.VIPs {
+			if v.Address == vip.String() {
+				rel = v.Released
+			}
+		}
+		for _, v := range ts.VIPs {
+			if v.Address == vip.String() {
+				took = v.Since
+			}
+		}
+		t.Logf("%v: lb%d let it go, lb%d took it %v later", vip, from+1, to+1, took.Sub(rel).Round(time.Millisecond))
+		if rel.IsZero() || took.IsZero() || took.Before(rel) {
+			t.Errorf("%v: two owners at once: lb%d released it at %v, lb%d took it at %v", vip, from+1, rel, to+1, took)
+		}
+	}
+}
+
 // l2KillResult is what l2Kill measured.
 type l2KillResult struct {
 	owner, next int
@@ -340,6 +368,7 @@ func TestE2EL2Failover(t *testing.T) {
 	waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
 	waitOwner(t, s, 10*time.Second, r.owner, 0, 1, 2)
 	t.Logf("lb%d restarted: answers for both VIPs again %v after the restart began", r.owner+1, (time.Since(restarted)).Round(time.Millisecond))
+	checkHandover(t, s, r.next, r.owner)
 	time.Sleep(2 * time.Second)
 	broken2, gap2 := phase(t, st, "owner restarted", 0)
 
@@ -480,6 +509,7 @@ func TestE2EL2Failover(t *testing.T) {
 	waitOwner(t, s, 10*time.Second, p, 0, 1, 2)
 	t.Logf("partition healed: lb%d back in every view after %v, answers for both VIPs again after %v",
 		p+1, rejoined.Round(time.Millisecond), time.Since(healed).Round(time.Millisecond))
+	checkHandover(t, s, newOwner, p)
 	time.Sleep(time.Second)
 	phase(t, st, "partition healed", 0)
 

@@ -14,8 +14,10 @@ type Timing struct {
 	// Step says so (Unsynced).
 	SyncWait time.Duration
 	// Settle is how long a node waits before it takes a VIP from a member
-	// that is still alive in its view (a member joined, or came back):
-	// long enough for that member to see the same view and let the VIP go
+	// that is still alive in its view (a member joined, or came back), or
+	// takes back a VIP it owned before it lost its majority or its
+	// membership (the others may have given it to another meanwhile): long
+	// enough for the other node to see the same view and let the VIP go
 	// first. A VIP whose owner left the view is taken at once.
 	Settle time.Duration
 }
@@ -35,6 +37,10 @@ type Gate struct {
 	since     time.Time      // when this node first found itself the owner with a majority
 	prev      netip.AddrPort // the VIP's last owner other than this node, as this node saw it
 	known     bool           // prev has been set
+	// cutOff: this node lost the right to claim for want of a majority
+	// (or of membership) while it was the owner in its view; the others
+	// may have given the VIP to another meanwhile, so it settles first.
+	cutOff bool
 }
 
 // Step is the outcome of one Gate.Step.
@@ -80,6 +86,9 @@ func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 		if d.Live > 0 && !d.Mine {
 			g.prev = d.Owner
 		}
+		if d.Live == 0 || (d.Mine && !d.Quorum) {
+			g.cutOff = true
+		}
 		return st
 	}
 	if g.answering {
@@ -90,7 +99,7 @@ func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 		g.since = now
 	}
 	waited := now.Sub(g.since)
-	if g.prev.IsValid() && g.prev != in.Self && slices.Contains(in.Live, g.prev) && waited < g.Timing.Settle {
+	if ((g.prev.IsValid() && g.prev != in.Self && slices.Contains(in.Live, g.prev)) || g.cutOff) && waited < g.Timing.Settle {
 		st.Waiting = "settle"
 		return st
 	}
@@ -101,7 +110,7 @@ func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 		}
 		st.Unsynced = true
 	}
-	g.answering, g.since, g.prev = true, time.Time{}, in.Self
+	g.answering, g.since, g.prev, g.cutOff = true, time.Time{}, in.Self, false
 	st.Answer, st.Takeover = true, true
 	return st
 }

@@ -213,6 +213,24 @@ func TestGate(t *testing.T) {
 			t.Fatalf("answering while not a member: %+v", s)
 		}
 	})
+	t.Run("cut-off owner settles when its majority returns", func(t *testing.T) {
+		g := Gate{Timing: tm}
+		g.Step(at(0), in(owner, ms), true, false)
+		if s := g.Step(at(600), in(owner, ms), true, false); !s.Answer {
+			t.Fatalf("%+v", s)
+		}
+		cut := in(owner, ms)
+		cut.Suspected = surv // heard from neither
+		if s := g.Step(at(700), cut, true, false); s.Answer {
+			t.Fatalf("cut off: %+v", s)
+		}
+		if s := g.Step(at(5000), in(owner, ms), true, false); s.Answer || s.Waiting != "settle" {
+			t.Fatalf("healed: answered at once: %+v", s)
+		}
+		if s := g.Step(at(5500), in(owner, ms), true, false); !s.Answer || !s.Takeover {
+			t.Fatalf("healed, settled: %+v", s)
+		}
+	})
 	t.Run("restarted owner takes it back after settling", func(t *testing.T) {
 		gs := Gate{Timing: tm} // the successor, answering
 		gs.Step(at(0), in(succ, ms), true, false)
