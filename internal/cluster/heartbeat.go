@@ -35,8 +35,8 @@ const (
 )
 
 type heardFrom struct {
-	at      time.Time
-	hearsMe bool
+	at       time.Time // its last heartbeat
+	mutualAt time.Time // its last heartbeat that named this member
 }
 
 func (g *Gossip) heartbeats() {
@@ -90,30 +90,49 @@ func (g *Gossip) onHeartbeat(b []byte) {
 			hears = true
 		}
 	}
+	now := time.Now()
 	g.hbMu.Lock()
-	g.heard[from] = heardFrom{at: time.Now(), hearsMe: hears}
+	h := g.heard[from]
+	h.at = now
+	if hears {
+		h.mutualAt = now
+	}
+	g.heard[from] = h
 	g.hbMu.Unlock()
 }
 
-// Mutual returns the members this member heard a heartbeat from within
-// the lease (3 heartbeat periods) whose last heartbeat said they hear this
-// member too (both directions work). Without heartbeats
+// Lease is how long a member counts another after its last heartbeat (3
+// heartbeat periods); zero without heartbeats.
+func (g *Gossip) Lease() time.Duration { return time.Duration(hbLease) * g.hb }
+
+// Mutual returns the members from which this member received, within the
+// lease, a heartbeat naming it: both directions work. Without heartbeats
 // (GossipConfig.Heartbeat zero) it returns nil.
-func (g *Gossip) Mutual() []netip.AddrPort { return g.mutual(true) }
+func (g *Gossip) Mutual() []netip.AddrPort { return g.MutualWithin(g.Lease()) }
+
+// MutualWithin is Mutual over the last d instead of the lease.
+func (g *Gossip) MutualWithin(d time.Duration) []netip.AddrPort {
+	return g.heardWithin(d, true)
+}
 
 // mutual returns the members heard within the lease; with both, only those
-// that hear this member.
-func (g *Gossip) mutual(both bool) []netip.AddrPort {
+// whose heartbeats named this member.
+func (g *Gossip) mutual(both bool) []netip.AddrPort { return g.heardWithin(g.Lease(), both) }
+
+func (g *Gossip) heardWithin(d time.Duration, both bool) []netip.AddrPort {
 	if g.hb <= 0 {
 		return nil
 	}
-	lease := time.Duration(hbLease) * g.hb
 	now := time.Now()
 	g.hbMu.Lock()
 	defer g.hbMu.Unlock()
 	var out []netip.AddrPort
 	for a, h := range g.heard {
-		if now.Sub(h.at) <= lease && (!both || h.hearsMe) {
+		at := h.at
+		if both {
+			at = h.mutualAt
+		}
+		if !at.IsZero() && now.Sub(at) <= d {
 			out = append(out, a)
 		}
 	}

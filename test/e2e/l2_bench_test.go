@@ -121,6 +121,8 @@ vrrp_instance VIP4 {
 		}
 	}
 	phase(t, st, "steady state", 0)
+	probeUDP(t, s, vip)
+	time.Sleep(100 * time.Millisecond)
 	poll := firstForward(t, s, 15*time.Second, rest...)
 	// The node dies: every process of its (keepalived and the LB, each a
 	// process group) and the VIP keepalived put on its interface. The VIP
@@ -130,6 +132,19 @@ vrrp_instance VIP4 {
 		syscall.Kill(-kas[owner].Pid(), syscall.SIGKILL) // keepalived and its VRRP child: the group we started
 		s.Lab.LBs[owner].Run(context.Background(), "ip", "addr", "del", vip.String()+"/32", "dev", "eth0")
 	}
+	oldMAC, _ := routerNeighbour(s, vip)
+	moved := make(chan time.Time, 1) // when the router's entry for the VIP left the dead node's MAC
+	go func() {
+		end := time.Now().Add(15 * time.Second)
+		for time.Now().Before(end) {
+			if m, _ := routerNeighbour(s, vip); m != "" && m != oldMAC {
+				moved <- time.Now()
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		moved <- time.Time{}
+	}()
 	killed := time.Now()
 	if err := syscall.Kill(-s.LBs[owner].Pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -139,6 +154,9 @@ vrrp_instance VIP4 {
 		if !f.IsZero() && (r.first == 0 || f.Sub(killed) < r.first) {
 			r.first, r.next = f.Sub(killed), rest[k]
 		}
+	}
+	if m := <-moved; !m.IsZero() {
+		t.Logf("the router's entry for %v moved off the dead node's MAC %v after the kill", vip, m.Sub(killed).Round(time.Millisecond))
 	}
 	time.Sleep(2 * time.Second)
 	r.broken, r.gap = phase(t, st, "owner killed", 0)

@@ -37,9 +37,10 @@ type Gate struct {
 	since     time.Time      // when this node first found itself the owner with a majority
 	prev      netip.AddrPort // the VIP's last owner other than this node, as this node saw it
 	known     bool           // prev has been set
-	// cutOff: this node lost the right to claim for want of a majority
-	// (or of membership) while it was the owner in its view; the others
-	// may have given the VIP to another meanwhile, so it settles first.
+	// cutOff: this node stopped answering for want of a majority (or of
+	// membership) and has not seen the VIP's owner with a majority since;
+	// the others may have given the VIP to another meanwhile, so it
+	// settles before answering again.
 	cutOff bool
 }
 
@@ -69,10 +70,11 @@ type Step struct {
 func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 	d := Decide(in)
 	st := Step{Decision: d}
-	if !g.known {
-		// The owner before this node's first view: the owner without it
-		// (a node that starts or restarts takes nothing from a node that
-		// is still alive without settling).
+	if !g.known && len(in.Live) > 0 {
+		// The owner before this node's first view (the first step with
+		// a view): the owner without it (a node that starts or restarts
+		// takes nothing from a node that is still alive without
+		// settling).
 		others := slices.DeleteFunc(slices.Clone(in.Live), func(m netip.AddrPort) bool { return m == in.Self })
 		in2 := in
 		in2.Live = others
@@ -82,12 +84,17 @@ func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 		g.known = true
 	}
 	if !d.MayClaim() {
+		if g.answering {
+			// Let go for want of a majority or of membership, or to
+			// another owner: answer again only after settling.
+			g.cutOff = true
+		}
 		g.answering, g.since = false, time.Time{}
 		if d.Live > 0 && !d.Mine {
 			g.prev = d.Owner
-		}
-		if d.Live == 0 || (d.Mine && !d.Quorum) {
-			g.cutOff = true
+			if d.Quorum {
+				g.cutOff = false // the VIP's owner is known again: prev covers it
+			}
 		}
 		return st
 	}
@@ -99,7 +106,8 @@ func (g *Gate) Step(now time.Time, in Input, synced, needSync bool) Step {
 		g.since = now
 	}
 	waited := now.Sub(g.since)
-	if ((g.prev.IsValid() && g.prev != in.Self && slices.Contains(in.Live, g.prev)) || g.cutOff) && waited < g.Timing.Settle {
+	prevAlive := g.prev.IsValid() && g.prev != in.Self && slices.Contains(in.Live, g.prev)
+	if (prevAlive || g.cutOff) && waited < g.Timing.Settle {
 		st.Waiting = "settle"
 		return st
 	}

@@ -238,7 +238,10 @@ func TestGate(t *testing.T) {
 		if !gs.Answering() {
 			t.Fatal("successor not answering")
 		}
-		g := Gate{Timing: tm} // the restarted node
+		g := Gate{Timing: tm}                                           // the restarted node
+		if s := g.Step(at(90), in(owner, nil), true, false); s.Answer { // not joined yet
+			t.Fatalf("restarted, not joined: %+v", s)
+		}
 		if s := g.Step(at(100), in(owner, ms), true, false); s.Answer || s.Waiting != "settle" {
 			t.Fatalf("restarted: %+v", s)
 		}
