@@ -27,6 +27,11 @@ import (
 // it, and the member's view is read, not notified.
 const l2Every = 10 * time.Millisecond
 
+// l2Hold is how long one decision lets the responder answer: five
+// decisions. A paused node (a frozen VM that resumes) answers for nothing
+// until it has decided again with its current view.
+const l2Hold = 5 * l2Every
+
 type l2Announcer struct {
 	n          *Node
 	resp       *l2.Responder
@@ -256,7 +261,10 @@ func (a *l2Announcer) evaluate(now time.Time) {
 			delete(a.vips, vip)
 		}
 	}
-	a.resp.SetOwned(owned) // before announcing: requests after the announcement are answered
+	// Before announcing (requests after the announcement are answered),
+	// and only until a few decisions later: a node whose decisions stop
+	// stops answering.
+	a.resp.SetOwnedUntil(owned, now.Add(l2Hold))
 	for _, vip := range vips {
 		st.VIPs = append(st.VIPs, *a.vips[vip])
 	}

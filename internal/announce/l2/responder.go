@@ -27,6 +27,7 @@ type Responder struct {
 
 	arpFD, ndFD, mcFD int
 	owned             atomic.Pointer[map[netip.Addr]bool]
+	until             atomic.Int64 // owned holds until this time (Unix nanoseconds); 0: no limit
 	known             atomic.Pointer[map[netip.Addr]bool] // every VIP announced in L2 mode, owned or not
 
 	mu     sync.Mutex // guards joined
@@ -132,18 +133,34 @@ func (r *Responder) MAC() net.HardwareAddr { return r.mac }
 // Interface returns the interface name.
 func (r *Responder) Interface() string { return r.ifname }
 
-// SetOwned replaces the set of VIPs the responder answers for; it takes
-// effect for the next request (a VIP removed is not answered any more).
+// SetOwned replaces the set of VIPs the responder answers for, with no
+// time limit; it takes effect for the next request (a VIP removed is not
+// answered any more).
 func (r *Responder) SetOwned(vips []netip.Addr) {
 	m := make(map[netip.Addr]bool, len(vips))
 	for _, v := range vips {
 		m[v.Unmap()] = true
 	}
 	r.owned.Store(&m)
+	r.until.Store(0)
 }
 
-// Owns reports whether the responder answers for vip.
-func (r *Responder) Owns(vip netip.Addr) bool { return (*r.owned.Load())[vip.Unmap()] }
+// SetOwnedUntil is SetOwned for a limited time: after until the responder
+// answers for nothing until the next call. The announcer renews it on
+// every decision, so a node whose decisions stop (a paused process, a
+// frozen VM that resumes) does not answer on the strength of an old one.
+func (r *Responder) SetOwnedUntil(vips []netip.Addr, until time.Time) {
+	r.SetOwned(vips)
+	r.until.Store(until.UnixNano())
+}
+
+// Owns reports whether the responder answers for vip now.
+func (r *Responder) Owns(vip netip.Addr) bool {
+	if u := r.until.Load(); u != 0 && time.Now().UnixNano() > u {
+		return false
+	}
+	return (*r.owned.Load())[vip.Unmap()]
+}
 
 // Join makes the interface listen to the solicited-node groups of the
 // IPv6 addresses in vips (once each; joins are kept until Close).

@@ -89,6 +89,15 @@ func TestResponderOnVeth(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	// An ownership that was not renewed lapses.
+	r.SetOwnedUntil([]netip.Addr{vip4}, time.Now().Add(20*time.Millisecond))
+	if !r.Owns(vip4) {
+		t.Fatal("not owned within its time")
+	}
+	time.Sleep(30 * time.Millisecond)
+	if r.Owns(vip4) {
+		t.Fatal("owned after its time")
+	}
 	// A VIP let go is not answered any more.
 	r.SetOwned(nil)
 	rt.Run(t, "ip", "neigh", "flush", "dev", "r0")
