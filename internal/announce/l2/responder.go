@@ -27,7 +27,7 @@ type Responder struct {
 
 	arpFD, ndFD, mcFD int
 	owned             atomic.Pointer[map[netip.Addr]bool]
-	until             atomic.Int64 // owned holds until this time (Unix nanoseconds); 0: no limit
+	until             atomic.Int64                        // owned holds until this time (Unix nanoseconds); 0: no limit
 	known             atomic.Pointer[map[netip.Addr]bool] // every VIP announced in L2 mode, owned or not
 
 	mu     sync.Mutex // guards joined
