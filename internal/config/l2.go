@@ -116,6 +116,14 @@ func validateL2(c *Config, bad func(path string, value any, reason string)) {
 			addrs[a.Unmap()] = true
 		}
 	}
+	if c.Node.Offload == "auto" {
+		for _, a := range l.Addrs(c) {
+			if a.Is6() {
+				bad("node.offload", "auto", "with node.l2 and an IPv6 VIP ("+a.String()+"): the offload program does not yet pass a router's neighbour solicitations to a VIP to the L2 responder; use off")
+				break
+			}
+		}
+	}
 	for i, v := range l.VIPs {
 		a, err := netip.ParseAddr(v)
 		switch {

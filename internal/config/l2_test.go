@@ -39,6 +39,7 @@ vips:
 		{`l2: {gratuitous: -1}`, "node.l2.gratuitous: -1 is not between 0 and 100"},
 		{`l2: {gratuitous_interval: 20s}`, "node.l2.gratuitous_interval: 20s is not between 1ms and 10s"},
 		{"interfaces: [eth1]\n  l2: {}", "node.l2.interface: is required"},
+		{"l2: {}\n  offload: auto", "node.offload: auto with node.l2 and an IPv6 VIP (2001:db8::10)"},
 		{"l2: {}\n  bgp: {asn: 65001, router_id: 198.18.30.11, peers: [{address: 198.18.30.1, asn: 65000}]}", "node.l2: set excludes node.bgp"},
 	} {
 		d := strings.Replace(doc, "l2: {}", tc.l2, 1)
