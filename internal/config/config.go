@@ -167,7 +167,22 @@ type VIP struct {
 	// Firewall filters the VIP's flows by ordered allow/deny rules; none:
 	// every flow is allowed.
 	Firewall *Firewall `yaml:"firewall,omitempty"`
+	// Bypass: off (default, also "") or single-backend: while every
+	// service on the VIP's address has exactly one backend in service, and
+	// it is the same one, the LB nodes announce the address with that
+	// backend as BGP next hop and keep no flow state for it (package
+	// bypass decides). Every service on one address must say the same.
+	Bypass string `yaml:"bypass,omitempty"`
 }
+
+// Values of VIP.Bypass.
+const (
+	BypassOff           = "off"
+	BypassSingleBackend = "single-backend"
+)
+
+// BypassOn reports whether v has bypass single-backend.
+func (v *VIP) BypassOn() bool { return v.Bypass == BypassSingleBackend }
 
 // Health is a VIP's health check, run against each of its backends. A
 // backend that fails it leaves the Maglev table until it passes again.
@@ -578,6 +593,7 @@ func (c *Config) Validate() error {
 		}
 		validateQUIC(p, &v, bad)
 		validateFirewall(p, &v, bad)
+		validateBypass(c, i, addr, bad)
 		if v.Tenant != "" && !tenants[v.Tenant] {
 			bad(p+".tenant", v.Tenant, "is not one of tenants[].name")
 		}
