@@ -92,18 +92,24 @@ func TestHelperSpeaker(t *testing.T) {
 			continue
 		}
 		switch f[0] {
-		case "set":
-			var ps []netip.Prefix
+		case "set": // PREFIX or PREFIX@NEXTHOP (a third-party next hop)
+			var rs []Route
 			var err error
 			for _, a := range f[1:] {
-				var p netip.Prefix
-				if p, err = netip.ParsePrefix(a); err != nil {
+				var r Route
+				ps, nh, third := strings.Cut(a, "@")
+				if r.Prefix, err = netip.ParsePrefix(ps); err != nil {
 					break
 				}
-				ps = append(ps, p)
+				if third {
+					if r.NextHop, err = netip.ParseAddr(nh); err != nil {
+						break
+					}
+				}
+				rs = append(rs, r)
 			}
 			if err == nil {
-				err = s.Set(ps)
+				err = s.SetRoutes(rs)
 			}
 			if err != nil {
 				reply("err " + err.Error())
@@ -224,6 +230,14 @@ func (p *speakerProc) set(t *testing.T, ps ...netip.Prefix) {
 	for i, x := range ps {
 		args[i] = x.String()
 	}
+	if r := p.call(t, "set "+strings.Join(args, " ")); r != "ok" {
+		t.Fatalf("set: %s", r)
+	}
+}
+
+// setRaw sends "set" with args as they are (PREFIX or PREFIX@NEXTHOP).
+func (p *speakerProc) setRaw(t *testing.T, args ...string) {
+	t.Helper()
 	if r := p.call(t, "set "+strings.Join(args, " ")); r != "ok" {
 		t.Fatalf("set: %s", r)
 	}
@@ -493,6 +507,73 @@ func TestBIRDAnnounceWithdraw(t *testing.T) {
 
 	took := l.stopAndWait(t, sp, vip4a, vip6)
 	t.Logf("graceful stop: routes gone after %v (v4), %v (v6)", took[0], took[1])
+}
+
+// waitVia waits until the router's route to p goes through via (the route
+// may change gateway on the way) and returns how long that took.
+func (l *lab) waitVia(t *testing.T, p netip.Prefix, via netip.Addr, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		gw, ok := l.route(t, p)
+		if ok && gw == via {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			out, _ := l.bird.run("show route all " + p.String())
+			t.Fatalf("route to %s via %v (present %v) after %v, want via %s\n%s", p, gw, ok, timeout, via, out)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestBIRDThirdPartyNextHop: a route announced with another host of the
+// peering subnet as next hop (bypass single-backend) is installed by BIRD
+// with that gateway, over eBGP; announcing it again with the node's own
+// next hop moves the route back, without a withdrawal in between, and the
+// same works for IPv6 over the IPv4 session.
+func TestBIRDThirdPartyNextHop(t *testing.T) {
+	l := newLab(t, false)
+	sp := startSpeaker(t, l.speaker, birdSpec(nil, vip4a, vip6))
+	l.waitRoute(t, vip4a, true, speakerAddr4, 30*time.Second)
+	l.waitRoute(t, vip6, true, speakerAddr6, 5*time.Second)
+	backend4 := netip.MustParseAddr("10.99.0.7")
+	backend6 := netip.MustParseAddr("fd00:99::7")
+
+	sp.setRaw(t, vip4a.String()+"@"+backend4.String(), vip6.String()+"@"+backend6.String())
+	t.Logf("to the backend: v4 after %v, v6 after %v", l.waitVia(t, vip4a, backend4, 5*time.Second), l.waitVia(t, vip6, backend6, 5*time.Second))
+	out, _ := l.bird.run("show route all " + vip4a.String())
+	if !strings.Contains(out, "BGP.next_hop: "+backend4.String()) {
+		t.Errorf("BIRD's route does not carry the backend as next hop:\n%s", out)
+	}
+	// Back to the node: announced again, never withdrawn meanwhile.
+	lost := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() {
+		gone := false
+		for {
+			select {
+			case <-stop:
+				lost <- gone
+				return
+			default:
+			}
+			if _, ok := l.route(t, vip4a); !ok {
+				gone = true
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	sp.set(t, vip4a, vip6)
+	t.Logf("back to the node: v4 after %v, v6 after %v", l.waitVia(t, vip4a, speakerAddr4, 5*time.Second), l.waitVia(t, vip6, speakerAddr6, 5*time.Second))
+	close(stop)
+	if <-lost {
+		t.Error("the route disappeared while its next hop changed")
+	}
+	if r := sp.call(t, "set "+vip4a.String()+"@"+backend6.String()); !strings.HasPrefix(r, "err ") || !strings.Contains(r, "not of the route's family") {
+		t.Errorf("a next hop of the other family: %q", r)
+	}
+	sp.stop(t)
 }
 
 // stopAndWait stops the speaker gracefully and returns how long after the

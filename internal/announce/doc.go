@@ -34,6 +34,17 @@
 // while a peer is reached over IPv4 and NextHop6 is unset, and IPv4
 // prefixes while a peer is reached over IPv6 and NextHop4 is unset.
 //
+// SetRoutes gives a route its own next hop (Route.NextHop): a third-party
+// next hop, another host on the subnet the node shares with the router
+// (bypass single-backend announces a VIP with its backend as next hop).
+// GoBGP sends a locally added path's next hop unchanged over eBGP (only a
+// path learnt from a peer, or one without a next hop, gets the session's
+// local address), and a router accepts it when it can reach it directly
+// (BIRD's default "gateway direct" for a directly connected eBGP
+// neighbour). A route whose next hop changes is announced again, which
+// replaces it on the routers without a withdrawal
+// (TestBIRDThirdPartyNextHop).
+//
 // # Timers
 //
 // Defaults: hold time 9 s with keepalives every 3 s (a frozen node is

@@ -20,7 +20,7 @@ func pfx(ss ...string) []netip.Prefix {
 func setOf(ss ...string) prefixSet {
 	m := prefixSet{}
 	for _, p := range pfx(ss...) {
-		m[p] = struct{}{}
+		m[p] = netip.Addr{}
 	}
 	return m
 }
@@ -40,6 +40,9 @@ func TestDiff(t *testing.T) {
 		{"replace", setOf("10.0.0.1/32", "10.0.0.2/32"), setOf("10.0.0.2/32", "10.0.0.3/32"),
 			pfx("10.0.0.3/32"), pfx("10.0.0.1/32")},
 		{"all gone", setOf("10.0.0.1/32", "2001:db8::1/128"), prefixSet{}, nil, pfx("10.0.0.1/32", "2001:db8::1/128")},
+		{"next hop changed", setOf("10.0.0.1/32", "10.0.0.2/32"),
+			prefixSet{netip.MustParsePrefix("10.0.0.1/32"): netip.MustParseAddr("10.9.0.5"), netip.MustParsePrefix("10.0.0.2/32"): {}},
+			pfx("10.0.0.1/32"), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			add, del := diff(tc.have, tc.want)
@@ -49,10 +52,10 @@ func TestDiff(t *testing.T) {
 			// Applying the diff to have gives want.
 			got := prefixSet{}
 			for p := range tc.have {
-				got[p] = struct{}{}
+				got[p] = netip.Addr{}
 			}
 			for _, p := range add {
-				got[p] = struct{}{}
+				got[p] = netip.Addr{}
 			}
 			for _, p := range del {
 				delete(got, p)
@@ -160,14 +163,21 @@ func TestPaths(t *testing.T) {
 	for _, tc := range []struct {
 		prefix  string
 		family  bgp.Family
+		set     string // the route's own next hop (bypass); "": the node's
 		nextHop string
 	}{
-		{"192.0.2.1/32", bgp.RF_IPv4_UC, "0.0.0.0"}, // the session's local address
-		{"2001:db8:1::1/128", bgp.RF_IPv6_UC, "2001:db8::10"},
+		{"192.0.2.1/32", bgp.RF_IPv4_UC, "", "0.0.0.0"}, // the session's local address
+		{"2001:db8:1::1/128", bgp.RF_IPv6_UC, "", "2001:db8::10"},
+		{"192.0.2.1/32", bgp.RF_IPv4_UC, "192.0.2.77", "192.0.2.77"}, // third party
+		{"2001:db8:1::1/128", bgp.RF_IPv6_UC, "2001:db8::77", "2001:db8::77"},
 	} {
 		p := netip.MustParsePrefix(tc.prefix)
+		var set netip.Addr
+		if tc.set != "" {
+			set = netip.MustParseAddr(tc.set)
+		}
 		for _, withdraw := range []bool{false, true} {
-			path, err := b.path(p, withdraw)
+			path, err := b.path(p, set, withdraw)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -112,12 +112,32 @@ func New(c Config, log *slog.Logger) (*Speaker, error) {
 // *PrefixError and keeps the previous set. Set may be called from any
 // goroutine at any time.
 func (s *Speaker) Set(prefixes []netip.Prefix) error {
-	want := make(prefixSet, len(prefixes))
+	routes := make([]Route, len(prefixes))
 	for i, p := range prefixes {
-		if reason := s.paths.check(p); reason != "" {
+		routes[i] = Route{Prefix: p}
+	}
+	return s.SetRoutes(routes)
+}
+
+// SetRoutes is Set with a next hop per route: a route whose NextHop is set
+// is announced with it (a third-party next hop), the others with the
+// node's own. A route whose next hop changes is announced again, which
+// replaces the earlier announcement on the routers (no withdrawal in
+// between). The next hop must be of the route's family.
+func (s *Speaker) SetRoutes(routes []Route) error {
+	want := make(prefixSet, len(routes))
+	for i, r := range routes {
+		p := r.Prefix
+		reason := checkNextHop(p, r.NextHop)
+		if reason == "" && !r.NextHop.IsValid() {
+			reason = s.paths.check(p)
+		} else if reason == "" {
+			reason = s.paths.checkPrefix(p)
+		}
+		if reason != "" {
 			return &PrefixError{Index: i, Prefix: p, Reason: reason}
 		}
-		want[p] = struct{}{}
+		want[p] = r.NextHop
 	}
 	s.mu.Lock()
 	s.want = want
@@ -136,6 +156,20 @@ func (s *Speaker) Prefixes() []netip.Prefix {
 	s.mu.Unlock()
 	add, _ := diff(nil, want)
 	return add
+}
+
+// Routes returns the routes last given to SetRoutes (or Set), sorted by
+// prefix.
+func (s *Speaker) Routes() []Route {
+	s.mu.Lock()
+	want := s.want
+	s.mu.Unlock()
+	ps, _ := diff(nil, want)
+	out := make([]Route, len(ps))
+	for i, p := range ps {
+		out[i] = Route{Prefix: p, NextHop: want[p]}
+	}
+	return out
 }
 
 // peerEvent is a session state change reported by GoBGP.
@@ -355,7 +389,8 @@ func (s *Speaker) reconcile(srv *server.BgpServer, have prefixSet) error {
 	add, del := diff(have, want)
 	var first error
 	for _, p := range add {
-		path, err := s.paths.path(p, false)
+		nh := want[p]
+		path, err := s.paths.path(p, nh, false)
 		if err == nil {
 			_, err = srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
 		}
@@ -363,11 +398,19 @@ func (s *Speaker) reconcile(srv *server.BgpServer, have prefixSet) error {
 			first = cmp.Or(first, fmt.Errorf("announcing %s: %w", p, err))
 			continue
 		}
-		have[p] = struct{}{}
-		s.log.Info("bgp: announced", "prefix", p)
+		old, had := have[p]
+		have[p] = nh
+		switch {
+		case had && old != nh:
+			s.log.Info("bgp: announced with a new next hop", "prefix", p, "next_hop", nextHopName(nh), "was", nextHopName(old))
+		case nh.IsValid():
+			s.log.Info("bgp: announced", "prefix", p, "next_hop", nh)
+		default:
+			s.log.Info("bgp: announced", "prefix", p)
+		}
 	}
 	for _, p := range del {
-		path, err := s.paths.path(p, true)
+		path, err := s.paths.path(p, have[p], true)
 		if err == nil {
 			err = srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}})
 		}
@@ -379,6 +422,14 @@ func (s *Speaker) reconcile(srv *server.BgpServer, have prefixSet) error {
 		s.log.Info("bgp: withdrawn", "prefix", p)
 	}
 	return first
+}
+
+// nextHopName is nh, or "self" when unset (the node's own next hop).
+func nextHopName(nh netip.Addr) string {
+	if !nh.IsValid() {
+		return "self"
+	}
+	return nh.String()
 }
 
 // observe records a state change and reports whether the peer should be
