@@ -11,8 +11,10 @@ import (
 // Announcer tells routers which VIP prefixes this node serves. The BGP
 // speaker (announce.Speaker) is one; New makes it from node.bgp.
 type Announcer interface {
-	// Set replaces the set of prefixes to announce; it must not block.
-	Set([]netip.Prefix) error
+	// SetRoutes replaces the set of routes to announce (a route without
+	// a next hop has the node's own; bypassed VIPs have their backend's);
+	// it must not block.
+	SetRoutes([]announce.Route) error
 	// Run announces until ctx is done, then withdraws everything and
 	// closes the sessions.
 	Run(ctx context.Context) error

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/bypass"
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
@@ -76,6 +77,9 @@ type Node struct {
 	grace     time.Duration // node.bgp.shutdown_grace (a restart rule: never changes)
 	refresh   time.Duration
 	clSetup   *cluster.Setup // node.cluster (a restart rule: never changes); nil: the node runs alone
+	// ifaces lists the host's interfaces for the bypass subnet check; nil
+	// (tests): not checked.
+	ifaces func() ([]bypass.Interface, error)
 
 	// The publish path: serve stores the running member (nil alone or
 	// while drained); the publisher reads it and counts.
@@ -126,6 +130,7 @@ type state struct {
 	// change in flight, and the fingerprint of their Maglev owners
 	// (chainChanges).
 	changing map[uint16]uint64
+	bp       bypassState // bypass single-backend (bypass.go)
 }
 
 // numStates is the number of health.State values (Unknown, Up, Down).
@@ -155,10 +160,13 @@ func New(o Options) (*Node, error) {
 		o.Open = LinkOpener(o.Config.Node, o.Log)
 	}
 	n := &Node{
-		log: o.Log, refresh: o.Refresh, announcer: o.Announcer,
+		log: o.Log, refresh: o.Refresh, announcer: o.Announcer, ifaces: systemInterfaces,
 		ops: make(chan op), quit: make(chan struct{}), stopped: make(chan struct{}),
 		st: state{cfg: o.Config, builder: pipeline.NewBuilder(), hops: map[netip.Addr]string{},
 			checkKeys: map[string]bool{}, transitions: map[string]*[numStates]uint64{}},
+	}
+	if err := n.checkBypassSubnets(o.Config); err != nil {
+		return nil, err
 	}
 	if n.announcer == nil && o.Config.Node.BGP != nil {
 		spk, err := announce.New(BGPConfig(o.Config.Node.BGP), o.Log)
@@ -484,6 +492,9 @@ func (n *Node) apply(ctx context.Context, cfg *config.Config) error {
 	if err := config.NeedsRestart(&old.Node, &cfg.Node); err != nil {
 		return err
 	}
+	if err := n.checkBypassSubnets(cfg); err != nil {
+		return err
+	}
 	if old.Node.Seed != cfg.Node.Seed {
 		n.log.Warn("node.seed changed: new flows hash differently from LB nodes still on the old seed", "old", old.Node.Seed, "new", cfg.Node.Seed)
 	}
@@ -564,6 +575,7 @@ func (n *Node) swap(spec pipeline.Spec, hops map[netip.Addr]string) error {
 	}
 	n.st.hops = hops
 	n.dp.Apply(g)
+	n.commitBypass()
 	n.chainChanges(g)
 	n.log.Info("generation applied", "generation", g.ID, "services", len(g.Services))
 	n.announceSet()
@@ -575,7 +587,7 @@ func (n *Node) announceSet() {
 	if n.announcer == nil {
 		return
 	}
-	if err := n.announcer.Set(n.announcements()); err != nil {
+	if err := n.announcer.SetRoutes(n.routes(n.announcements())); err != nil {
 		n.log.Error("bgp: announcement set refused", "err", err)
 	}
 }

@@ -58,17 +58,34 @@ func mustParse(t *testing.T, doc string) *config.Config {
 	return c
 }
 
-// fakeAnnouncer records the sets it is given.
+// fakeAnnouncer records the sets it is given: their prefixes, and the
+// routes with their next hops.
 type fakeAnnouncer struct {
-	mu   sync.Mutex
-	sets [][]netip.Prefix
+	mu     sync.Mutex
+	sets   [][]netip.Prefix
+	routes [][]announce.Route
 }
 
-func (f *fakeAnnouncer) Set(p []netip.Prefix) error {
+func (f *fakeAnnouncer) SetRoutes(rs []announce.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.sets = append(f.sets, slices.Clone(p))
+	p := make([]netip.Prefix, len(rs))
+	for i, r := range rs {
+		p[i] = r.Prefix
+	}
+	f.sets = append(f.sets, p)
+	f.routes = append(f.routes, slices.Clone(rs))
 	return nil
+}
+
+// last returns the last routes given.
+func (f *fakeAnnouncer) last() []announce.Route {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.routes) == 0 {
+		return nil
+	}
+	return f.routes[len(f.routes)-1]
 }
 func (f *fakeAnnouncer) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 func (f *fakeAnnouncer) Peers() []announce.PeerStatus  { return nil }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/encap"
@@ -60,6 +61,7 @@ func (n *Node) healthSpec(v config.VIP, b netip.Addr) health.Spec {
 // logs.
 func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) {
 	c := n.st.cfg
+	bp := n.planBypass(time.Now())
 	spec := pipeline.Spec{
 		Seed:      c.Node.Seed,
 		MTU:       c.Node.MTU,
@@ -118,7 +120,9 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 		s := pipeline.ServiceSpec{
 			Name: v.Name, Tenant: v.Tenant, Addr: vip, Proto: proto, Port: uint16(v.Port), PortEnd: uint16(v.PortEnd),
 			M: v.MaglevSize, SecondChance: v.SecondChance,
-			Stateless: v.Affinity == config.AffinityStateless,
+			// A bypassed address keeps no flow state: the packets that
+			// still reach the node go to its one backend.
+			Stateless: v.Affinity == config.AffinityStateless || bp.bypassed(vip),
 			NAT:       v.Forwarding == config.ForwardingNAT,
 		}
 		mode := encap.GUE
@@ -141,7 +145,11 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 				ok = false
 				t.Src = a // placeholder so the tunnel compiles; the backend is unresolved
 			}
-			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: backendState(b.State), Route: rt})
+			state := backendState(b.State)
+			if state == pipeline.BackendActive && bp.filling(v.Name, b.Address) {
+				state = pipeline.BackendFilling // its address just left bypass
+			}
+			s.Backends = append(s.Backends, pipeline.BackendSpec{Weight: uint32(*b.Weight), Tunnel: t, NoNextHop: !ok, State: state, Route: rt})
 		}
 		if v.QUIC != nil {
 			n.quicSpec(&v, &s)

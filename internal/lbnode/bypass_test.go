@@ -1,0 +1,183 @@
+package lbnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/bypass"
+)
+
+// bypassDoc is a VIP address with two services, bypass single-backend and
+// second chance (a backend life cycle without a cluster), with backends.
+func bypassDoc(backends string) string {
+	return fmt.Sprintf(`
+node:
+  interfaces: [eth0]
+  bgp: {asn: 65001, router_id: 198.18.30.11, peers: [{address: 198.18.30.1, asn: 65000}]}
+vips:
+  - {name: web, address: 198.18.0.10, protocol: tcp, port: 80, bypass: single-backend, second_chance: true, drain_period: 1s, backends: [%[1]s]}
+  - {name: stream, address: 198.18.0.10, protocol: tcp, port: 9000, bypass: single-backend, second_chance: true, drain_period: 1s, backends: [%[1]s]}
+  - {name: other, address: 198.18.0.11, protocol: tcp, port: 80, backends: [{address: 198.18.30.101}]}
+`, backends)
+}
+
+func services(n *Node) (stateless, inFlight map[string]bool) {
+	stateless, inFlight = map[string]bool{}, map[string]bool{}
+	for _, s := range n.Generation().Services {
+		stateless[s.Name], inFlight[s.Name] = s.Stateless, s.InFlight
+	}
+	return stateless, inFlight
+}
+
+// The node announces a bypassed address with its backend as next hop and
+// keeps no flow state for it; a second backend takes the route back and
+// fills for the drain period; without it the address is bypassed again.
+func TestBypassLifeCycle(t *testing.T) {
+	be1, be2 := "198.18.30.101", "198.18.30.102"
+	one := `{address: ` + be1 + `}`
+	fa := &fakeAnnouncer{}
+	n := testNode(t, mustParse(t, bypassDoc(one)), fa)
+	vip := netip.MustParsePrefix("198.18.0.10/32")
+	nextHop := func() string {
+		for _, r := range fa.last() {
+			if r.Prefix == vip {
+				if !r.NextHop.IsValid() {
+					return "self"
+				}
+				return r.NextHop.String()
+			}
+		}
+		return "none"
+	}
+	if got := nextHop(); got != be1 {
+		t.Fatalf("next hop %s, want %s (routes %v)", got, be1, fa.last())
+	}
+	for _, r := range fa.last() {
+		if r.Prefix.Addr().String() == "198.18.0.11" && r.NextHop.IsValid() {
+			t.Errorf("a VIP without bypass is announced via %v", r.NextHop)
+		}
+	}
+	if sl, _ := services(n); !sl["web"] || !sl["stream"] || sl["other"] {
+		t.Errorf("stateless services %v, want web and stream", sl)
+	}
+	v := n.Bypass()
+	if len(v.VIPs) != 1 || !v.VIPs[0].Bypassed || v.VIPs[0].Entered != 1 || v.VIPs[0].NextHop.String() != be1 {
+		t.Fatalf("bypass view %+v", v)
+	}
+
+	// Scale out: be2 added active.
+	two := one + `, {address: ` + be2 + `}`
+	if err := n.Apply(context.Background(), mustParse(t, bypassDoc(two))); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHop(); got != "self" {
+		t.Fatalf("after scale-out: next hop %s, want self", got)
+	}
+	sl, fl := services(n)
+	if sl["web"] || sl["stream"] || !fl["web"] || !fl["stream"] {
+		t.Errorf("after scale-out: stateless %v in flight %v, want web and stream stateful and in flight", sl, fl)
+	}
+	v = n.Bypass()
+	if v.VIPs[0].Bypassed || v.VIPs[0].Left != 1 || len(v.Filling) != 2 || v.Filling[0].Backend != be2 {
+		t.Fatalf("after scale-out: %+v", v)
+	}
+	for _, s := range n.Generation().Services {
+		if s.Name == "web" {
+			if len(s.Reals) < 2 {
+				t.Fatalf("web reals %v", s.Reals)
+			}
+		}
+	}
+	// The fill ends after the drain period (1s): be2 active.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if _, fl := services(n); !fl["web"] && !fl["stream"] && len(n.Bypass().Filling) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fill did not end: %+v", n.Bypass())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := nextHop(); got != "self" {
+		t.Fatalf("after the fill: next hop %s, want self", got)
+	}
+
+	// be2 draining: still through the LB nodes.
+	if err := n.Apply(context.Background(), mustParse(t, bypassDoc(one+`, {address: `+be2+`, state: draining}`))); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHop(); got != "self" {
+		t.Fatalf("be2 draining: next hop %s, want self", got)
+	}
+	// Removed: bypassed again.
+	if err := n.Apply(context.Background(), mustParse(t, bypassDoc(one))); err != nil {
+		t.Fatal(err)
+	}
+	if got := nextHop(); got != be1 {
+		t.Fatalf("be2 removed: next hop %s, want %s", got, be1)
+	}
+	v = n.Bypass()
+	if st := v.VIPs[0]; !st.Bypassed || st.Entered != 2 || st.Left != 1 || len(v.Filling) != 0 {
+		t.Fatalf("bypassed again: %+v", v)
+	}
+	// A drained node announces nothing.
+	n.SetDraining(true)
+	if rs := fa.last(); len(rs) != 0 {
+		t.Errorf("drained node announces %v", rs)
+	}
+}
+
+// Without a backend life cycle the second backend is active at once.
+func TestBypassScaleOutWithoutLifeCycle(t *testing.T) {
+	doc := func(backends string) string {
+		return `
+node:
+  interfaces: [eth0]
+  bgp: {asn: 65001, router_id: 198.18.30.11, peers: [{address: 198.18.30.1, asn: 65000}]}
+vips:
+  - {name: web, address: 198.18.0.10, protocol: tcp, port: 80, bypass: single-backend, backends: [` + backends + `]}
+`
+	}
+	fa := &fakeAnnouncer{}
+	n := testNode(t, mustParse(t, doc(`{address: 198.18.30.101}`)), fa)
+	if err := n.Apply(context.Background(), mustParse(t, doc(`{address: 198.18.30.101}, {address: 198.18.30.102}`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, fl := services(n); fl["web"] || len(n.Bypass().Filling) != 0 {
+		t.Fatalf("in flight %v, fills %+v: want none", fl, n.Bypass().Filling)
+	}
+	for _, s := range n.Generation().Services {
+		for _, r := range s.Reals {
+			if r != nil && r.Weight == 0 {
+				t.Errorf("backend %s weight 0", r.Name)
+			}
+		}
+	}
+}
+
+// A bypass VIP with a backend off the peering subnet is refused, and the
+// running configuration stays.
+func TestBypassRefusesBackendOffSubnet(t *testing.T) {
+	fa := &fakeAnnouncer{}
+	n := testNode(t, mustParse(t, bypassDoc(`{address: 198.18.30.101}`)), fa)
+	n.ifaces = func() ([]bypass.Interface, error) {
+		return []bypass.Interface{{Name: "eth0", Prefixes: []netip.Prefix{netip.MustParsePrefix("198.18.30.11/24")}}}, nil
+	}
+	running := n.Config()
+	err := n.Apply(context.Background(), mustParse(t, bypassDoc(`{address: 198.18.40.5}`)))
+	if !errors.Is(err, bypass.ErrSubnet) {
+		t.Fatalf("Apply: %v, want ErrSubnet", err)
+	}
+	t.Log(err)
+	if n.Config() != running {
+		t.Error("the running configuration changed")
+	}
+	if err := n.Apply(context.Background(), mustParse(t, bypassDoc(`{address: 198.18.30.102}`))); err != nil {
+		t.Fatalf("a backend on the subnet: %v", err)
+	}
+}
