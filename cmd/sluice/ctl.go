@@ -131,6 +131,7 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 	vipAdd.Flags().StringVar(&nv.Forwarding, "forwarding", "", "gue (default), ipip or nat (full-NAT: needs node.snat)")
 	vipAdd.Flags().StringVar(&nv.Encap, "encap", "", "the old name of --forwarding: gue or ipip")
 	vipAdd.Flags().Uint32Var(&nv.MaglevSize, "maglev-size", 0, "Maglev table size (a prime; 0: default)")
+	vipAdd.Flags().StringVar(&nv.Bypass, "bypass", "", "off (default) or single-backend: announce the VIP with its backend as BGP next hop while it has one (needs node.bgp)")
 	vipAdd.Flags().StringArrayVar(&nvBackends, "backend", nil, "backend IP[=WEIGHT] (repeatable; weight default 1)")
 	vip.AddCommand(vipAdd, &cobra.Command{
 		Use:   "del NAME",
@@ -454,6 +455,30 @@ func vipTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
 		}
 	}
 	firewallTable(tw, vips)
+	bypassTable(tw, vips)
+}
+
+// bypassTable lists the VIP addresses with bypass single-backend: whether
+// routers reach them through the LB nodes or straight at their backend.
+func bypassTable(tw *tabwriter.Writer, vips []control.VIPStatus) {
+	header := false
+	seen := map[string]bool{}
+	for _, v := range vips {
+		b := v.Bypass
+		if b == nil || seen[v.Address] {
+			continue
+		}
+		seen[v.Address] = true
+		if !header {
+			fmt.Fprintln(tw, "\nBYPASS ADDRESS\tSTATE\tNEXT HOP\tSINCE\tENTERED\tLEFT\tWHY")
+			header = true
+		}
+		nh := b.NextHop
+		if nh == "" {
+			nh = "LB nodes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", v.Address, b.State, nh, b.Since.Format(time.RFC3339), b.Entered, b.Left, b.Reason)
+	}
 }
 
 // firewallTable lists the VIPs' firewall rules, in order, with their hits.

@@ -69,6 +69,8 @@ var (
 	descOffLost    = desc("offload_deletes_lost_total", "Removals of flows from the XDP offload a worker could neither queue nor keep for later.")
 	descOffEntries = desc("offload_entries", "Flows in the XDP offload's flow map (counted up to 2^20).")
 	descOffErrors  = desc("offload_update_errors_total", "Failed updates of the XDP offload's flow map.")
+	descBypassed   = desc("vip_bypassed", "For each VIP address with bypass single-backend: 1 while it is announced with its backend (next_hop) as BGP next hop, bypassing the LB nodes; 0 while it goes through them (next_hop empty).", "address", "next_hop")
+	descBypassTr   = desc("vip_bypass_transitions_total", "Transitions of a VIP address with bypass single-backend into (entered) and out of (left) bypass on this node.", "address", "direction")
 	descBEHealthTr = desc("backend_health_transitions_total", "Health-check transitions of a backend, by target state (up, down).", "vip", "backend", "to")
 )
 
@@ -85,6 +87,7 @@ func Descs() []*prometheus.Desc {
 		descBEHealth, descBEHealthTr,
 		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffLost, descOffErrors, descOffEntries,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
+		descBypassed, descBypassTr,
 	}, append(clusterDescs, l2Descs...)...)
 }
 
@@ -198,6 +201,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descDraining, b2f(ns.Draining))
 	for _, p := range ns.Announced {
 		gauge(descAnnounced, 1, p)
+	}
+	for _, st := range c.s.node.Bypass().VIPs {
+		a := st.Addr.String()
+		if st.Bypassed {
+			gauge(descBypassed, 1, a, st.NextHop.String())
+		} else {
+			gauge(descBypassed, 0, a, "")
+		}
+		counter(descBypassTr, st.Entered, a, "entered")
+		counter(descBypassTr, st.Left, a, "left")
 	}
 	for _, p := range ns.Peers {
 		gauge(descPeerUp, b2f(p.State == "established"), p.Address)

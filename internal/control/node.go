@@ -4,6 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/sluicelb/sluice/internal/announce"
+	"github.com/sluicelb/sluice/internal/bypass"
 )
 
 // Drainer is what the server needs for node drain and the node's routing
@@ -18,6 +19,10 @@ type Drainer interface {
 	Announcements() []netip.Prefix
 	// Peers returns the routing peers' sessions; none without BGP.
 	Peers() []announce.PeerStatus
+	// Bypass returns the state of the VIP addresses with bypass
+	// single-backend (bypass.Decide on the node's configuration and health)
+	// and the backends filling after their address left bypass.
+	Bypass() bypass.View
 }
 
 // PeerStatus is one routing (BGP) peer of the node.

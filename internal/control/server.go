@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sluicelb/sluice/internal/bypass"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/fielderr"
@@ -253,6 +254,39 @@ type VIPStatus struct {
 	Backends    []BackendStatus `json:"backends"`
 	// Firewall is the VIP's rule list with each rule's hits; nil: none.
 	Firewall *FirewallStatus `json:"firewall,omitempty"`
+	// Bypass is the state of the VIP's address with bypass single-backend;
+	// nil: bypass off.
+	Bypass *BypassStatus `json:"bypass,omitempty"`
+}
+
+// Bypass states of a VIP address (BypassStatus.State).
+const (
+	BypassBypassed  = "bypassed"   // announced with its backend as next hop
+	BypassThroughLB = "through_lb" // announced with the LB nodes as next hop
+)
+
+// BypassStatus is the bypass state of a VIP's address on the node.
+type BypassStatus struct {
+	State string `json:"state"` // bypassed | through_lb
+	// NextHop is the backend the address is announced with, when bypassed.
+	NextHop string `json:"next_hop,omitempty"`
+	// Reason says why the address is bypassed or why not.
+	Reason string `json:"reason"`
+	// Since is when the address took its current state on this node.
+	Since time.Time `json:"since"`
+	// Entered and Left count the address's transitions into and out of
+	// bypass on this node.
+	Entered uint64 `json:"entered"`
+	Left    uint64 `json:"left"`
+}
+
+// bypassStatus is the view of st.
+func bypassStatus(st bypass.Status) *BypassStatus {
+	b := &BypassStatus{State: BypassThroughLB, Reason: st.Reason, Since: st.Since, Entered: st.Entered, Left: st.Left}
+	if st.Bypassed {
+		b.State, b.NextHop = BypassBypassed, st.NextHop.String()
+	}
+	return b
 }
 
 // FirewallStatus is a VIP's rule list as the datapath runs it.
@@ -278,7 +312,7 @@ const (
 	StateActive     = "active"     // receives new flows
 	StateDraining   = "draining"   // weight 0: keeps its flows, receives no new ones
 	StateUnresolved = "unresolved" // next hop unresolved: its packets are dropped (no_next_hop)
-	StateFilling    = "filling"    // newly added with second chance: the previous owners keep their connections
+	StateFilling    = "filling"    // newly added with a life cycle (or after bypass): the previous owners keep their connections
 )
 
 // BackendStatus is one backend of a VIP with what the datapath sent it.
@@ -391,7 +425,36 @@ func (s *Server) ListVIPs() []VIPStatus {
 	v, _ := s.snapshot()
 	addDown(v, s.node)
 	s.addStates(v)
+	s.addBypass(v)
 	return v
+}
+
+// addBypass shows the bypass state of each VIP's address and, as filling,
+// the backends that fill because their address left bypass.
+func (s *Server) addBypass(vips []VIPStatus) {
+	bv := s.node.Bypass()
+	for i := range vips {
+		a, err := netip.ParseAddr(vips[i].Address)
+		if err != nil || vips[i].Tenant != "" {
+			continue
+		}
+		for _, st := range bv.VIPs {
+			if st.Addr == a {
+				vips[i].Bypass = bypassStatus(st)
+			}
+		}
+		for _, f := range bv.Filling {
+			if f.VIP != vips[i].Name {
+				continue
+			}
+			for j := range vips[i].Backends {
+				b := &vips[i].Backends[j]
+				if b.Address == f.Backend && b.State == StateActive {
+					b.State, b.CompletesAt = StateFilling, f.Until
+				}
+			}
+		}
+	}
 }
 
 // addStates shows the configured life-cycle state of filling and draining

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/announce"
 	"github.com/sluicelb/sluice/internal/announce/l2"
+	"github.com/sluicelb/sluice/internal/bypass"
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
@@ -66,6 +67,8 @@ type Node struct {
 	Cluster *cluster.MemberStatus
 	// L2 is returned by L2Status; nil: no node.l2.
 	L2 *l2.Status
+	// Filling is returned by Bypass with the decisions.
+	Filling []bypass.Fill
 }
 
 // L2Status returns *L2, or ok false when it is nil.
@@ -76,6 +79,28 @@ func (n *Node) L2Status() (l2.Status, bool) {
 		return l2.Status{}, false
 	}
 	return *n.L2, true
+}
+
+// Bypass returns bypass.Decide on the configuration and HealthStates, and
+// Filling.
+func (n *Node) Bypass() bypass.View {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	down := func(vip, be string) bool {
+		return slices.ContainsFunc(n.HealthStates, func(h health.Backend) bool {
+			return h.VIP == vip && h.Backend == be && h.State == health.Down
+		})
+	}
+	var v bypass.View
+	for _, d := range bypass.Decide(n.cfg, down) {
+		st := bypass.Status{Decision: d}
+		if d.Bypassed {
+			st.Entered = 1
+		}
+		v.VIPs = append(v.VIPs, st)
+	}
+	v.Filling = slices.Clone(n.Filling)
+	return v
 }
 
 // ClusterStatus returns *Cluster, or ok false when it is nil.
