@@ -133,6 +133,12 @@ type Options struct {
 	// ClusterProbe, when set, is node.cluster.probe_interval (the
 	// membership failure detector's period).
 	ClusterProbe time.Duration
+	// Bypass gives every service of the IPv4 VIP (http4, udp4 and, with
+	// Streams, stream4) bypass single-backend (needs BGP), and the backend
+	// set of stream4: StreamStates and DrainPeriod apply to all of them, so
+	// that with one backend left the VIP is announced with that backend as
+	// next hop.
+	Bypass bool
 }
 
 // Scenario is a running lab with its processes.
@@ -385,7 +391,11 @@ func (s *Scenario) ConfigFor(i int) string {
 	}
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
-		stream := svc.name == "stream4"
+		// stream: the service follows StreamStates (and DrainPeriod).
+		stream := svc.name == "stream4" || s.Opts.Bypass && svc.vip == s.Opts.VIP4
+		if s.Opts.Bypass && svc.vip == s.Opts.VIP4 {
+			b.WriteString("    bypass: single-backend\n")
+		}
 		if s.Opts.NAT {
 			fw := s.Opts.NATForwarding
 			if fw == "" {
@@ -396,12 +406,12 @@ func (s *Scenario) ConfigFor(i int) string {
 		if s.Opts.Affinity != "" {
 			fmt.Fprintf(&b, "    affinity: %s\n", s.Opts.Affinity)
 		}
-		if stream && s.Opts.SecondChance {
+		if svc.name == "stream4" && s.Opts.SecondChance {
 			b.WriteString("    second_chance: true\n")
 		}
 		if d := s.Opts.DrainPeriod; stream && d > 0 {
 			fmt.Fprintf(&b, "    drain_period: %s\n", d)
-		} else if stream && s.Opts.SecondChance {
+		} else if svc.name == "stream4" && s.Opts.SecondChance {
 			b.WriteString("    drain_period: 1h\n")
 		}
 		b.WriteString("    backends:\n")
