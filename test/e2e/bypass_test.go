@@ -19,17 +19,24 @@ const (
 	bypassDrain    = 30 * time.Second // the VIP's drain_period: how long a new backend fills
 )
 
+// Backend life cycles of the bypass lab.
+const (
+	lifeCycleCluster      = "cluster"       // the LB nodes are a cluster, affinity on-change
+	lifeCycleSecondChance = "second-chance" // stream4 has second chance, no cluster
+	lifeCycleNone         = "none"          // neither: a new backend is active at once
+)
+
 // bypassLab is three LB nodes (AF_XDP) behind BIRD (ECMP, BFD) and two
 // backends; every service of the IPv4 VIP (http4, udp4, stream4) has
-// bypass single-backend and only be1. With cluster the LB nodes are one
-// cluster (affinity on-change: a backend life cycle); without, no life
-// cycle. It waits until the router reaches the IPv4 VIP straight at be1
-// and the IPv6 VIP (no bypass) through the three nodes.
-func bypassLab(t *testing.T, cluster bool) *scenario.Scenario {
+// bypass single-backend and only be1. lifeCycle says how a backend that
+// joins fills. It waits until the router reaches the IPv4 VIP straight at
+// be1 and the IPv6 VIP (no bypass) through the three nodes.
+func bypassLab(t *testing.T, lifeCycle string) *scenario.Scenario {
 	t.Helper()
+	cluster := lifeCycle == lifeCycleCluster
 	o := scenario.Options{Backends: 2, StreamStates: []string{"", "absent"}, Bypass: true,
-		Cluster: cluster, DrainPeriod: bypassDrain,
-		IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true}
+		Cluster: cluster, SecondChance: lifeCycle == lifeCycleSecondChance, DrainPeriod: bypassDrain,
+		IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true, AgentMetrics: true}
 	s := start(t, o)
 	be1 := s.Lab.Backends[0].Addr4
 	if d, err := waitVIPVia(t.Context(), s, s.Opts.VIP4, 20*time.Second, be1); err != nil {
@@ -324,8 +331,15 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 // connection to be1 breaks. The control run is
 // TestE2ESingleBackendBypassControlNoFill.
 func TestE2ESingleBackendBypass(t *testing.T) {
-	s := bypassLab(t, true)
+	s := bypassLab(t, lifeCycleCluster)
 	res := bypassRun(t, s)
+	checkBypassRun(t, res)
+}
+
+// checkBypassRun requires what a bypass run with a backend life cycle
+// must show.
+func checkBypassRun(t *testing.T, res bypassResult) {
+	t.Helper()
 	if res.brokenScaleOut != 0 {
 		t.Errorf("scale-out: %d of %d connections broke (%v), want 0", res.brokenScaleOut, bypassConns, res.brokenScaleOutPer)
 	}
@@ -346,12 +360,28 @@ func TestE2ESingleBackendBypass(t *testing.T) {
 // connections begun during bypass in the slots it takes reach it and
 // break.
 func TestE2ESingleBackendBypassControlNoFill(t *testing.T) {
-	s := bypassLab(t, false)
+	s := bypassLab(t, lifeCycleNone)
 	res := bypassRun(t, s)
 	t.Logf("control: %d of %d connections begun during bypass broke when be2 was added active at once (%v); route change to the LB nodes %v / %v, back %v / %v",
 		res.brokenScaleOut, bypassConns, res.brokenScaleOutPer, res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond),
 		res.toBackend.Round(time.Millisecond), res.toBEAll.Round(time.Millisecond))
 	if res.brokenScaleOut == 0 {
 		t.Errorf("control: no connection broke when be2 was added active at once; the test cannot tell the filling change from nothing")
+	}
+}
+
+// TestE2ESingleBackendBypassSecondChance is TestE2ESingleBackendBypass
+// without a cluster: stream4 has second chance, so while be2 fills, a
+// mid-flow packet without an entry in a slot be2 takes goes to be2 with
+// the hop list [be2, be1], and be2's agent, which does not own the
+// connection, hands it to be1.
+func TestE2ESingleBackendBypassSecondChance(t *testing.T) {
+	s := bypassLab(t, lifeCycleSecondChance)
+	res := bypassRun(t, s)
+	forwarded, per := agentCounter(t, s, "second_hop_forwarded")
+	t.Logf("agents forwarded %d packets to the next hop of their hop list (per backend %v)", forwarded, per)
+	checkBypassRun(t, res)
+	if forwarded == 0 {
+		t.Errorf("no packet took second chance: the test did not exercise it")
 	}
 }
