@@ -133,11 +133,11 @@ type Options struct {
 	// ClusterProbe, when set, is node.cluster.probe_interval (the
 	// membership failure detector's period).
 	ClusterProbe time.Duration
-	// Bypass gives every service of the IPv4 VIP (http4, udp4 and, with
-	// Streams, stream4) bypass single-backend (needs BGP), and the backend
-	// set of stream4: StreamStates and DrainPeriod apply to all of them, so
-	// that with one backend left the VIP is announced with that backend as
-	// next hop.
+	// Bypass gives every service of both VIPs (http4, udp4, http6, udp6
+	// and, with Streams, stream4) bypass single-backend (needs BGP), and
+	// the backend set of stream4: StreamStates and DrainPeriod apply to all
+	// of them, so that with one backend left each VIP is announced with
+	// that backend as next hop.
 	Bypass bool
 }
 
@@ -392,8 +392,8 @@ func (s *Scenario) ConfigFor(i int) string {
 	for _, svc := range svcs {
 		fmt.Fprintf(&b, "  - name: %s\n    address: %q\n    protocol: %s\n    port: %d\n", svc.name, svc.vip, svc.proto, svc.port)
 		// stream: the service follows StreamStates (and DrainPeriod).
-		stream := svc.name == "stream4" || s.Opts.Bypass && svc.vip == s.Opts.VIP4
-		if s.Opts.Bypass && svc.vip == s.Opts.VIP4 {
+		stream := svc.name == "stream4" || s.Opts.Bypass
+		if s.Opts.Bypass {
 			b.WriteString("    bypass: single-backend\n")
 		}
 		if s.Opts.NAT {

@@ -27,10 +27,10 @@ const (
 )
 
 // bypassLab is three LB nodes (AF_XDP) behind BIRD (ECMP, BFD) and two
-// backends; every service of the IPv4 VIP (http4, udp4, stream4) has
-// bypass single-backend and only be1. lifeCycle says how a backend that
-// joins fills. It waits until the router reaches the IPv4 VIP straight at
-// be1 and the IPv6 VIP (no bypass) through the three nodes.
+// backends; every service of both VIPs (http4, udp4, stream4; http6,
+// udp6) has bypass single-backend and only be1. lifeCycle says how a
+// backend that joins fills. It waits until the router reaches both VIPs
+// straight at be1.
 func bypassLab(t *testing.T, lifeCycle string) *scenario.Scenario {
 	t.Helper()
 	cluster := lifeCycle == lifeCycleCluster
@@ -45,10 +45,10 @@ func bypassLab(t *testing.T, lifeCycle string) *scenario.Scenario {
 	} else {
 		t.Logf("router: %v via be1 %v (bypass) after %v", s.Opts.VIP4, be1, d.Round(time.Millisecond))
 	}
-	if d, err := s.WaitNextHops(t.Context(), s.Opts.VIP6, 20*time.Second, 0, 1, 2); err != nil {
+	if d, err := waitVIPVia(t.Context(), s, s.Opts.VIP6, 20*time.Second, s.Lab.Backends[0].Addr6); err != nil {
 		t.Fatal(err)
 	} else {
-		t.Logf("router: %v via 3 LB nodes after %v", s.Opts.VIP6, d.Round(time.Millisecond))
+		t.Logf("router: %v via be1 %v (bypass) after %v", s.Opts.VIP6, s.Lab.Backends[0].Addr6, d.Round(time.Millisecond))
 	}
 	if cluster {
 		_, d := waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
@@ -57,11 +57,15 @@ func bypassLab(t *testing.T, lifeCycle string) *scenario.Scenario {
 	return s
 }
 
-// lbAddrs returns the IPv4 addresses of the LB nodes.
-func lbAddrs(s *scenario.Scenario) []netip.Addr {
+// lbAddrs returns the addresses of the LB nodes of vip's family.
+func lbAddrs(s *scenario.Scenario, vip netip.Addr) []netip.Addr {
 	var out []netip.Addr
 	for _, n := range s.Lab.LBs {
-		out = append(out, n.Addr4)
+		if vip.Is4() {
+			out = append(out, n.Addr4)
+		} else {
+			out = append(out, n.Addr6)
+		}
 	}
 	return out
 }
@@ -157,13 +161,14 @@ func routeChange(t *testing.T, s *scenario.Scenario, vip netip.Addr, want ...net
 	}
 }
 
-// vip4Packets returns the packets the LB nodes sent to the backends of the
-// IPv4 VIP's services (http4, udp4, stream4), summed over the nodes.
-func vip4Packets(t *testing.T, s *scenario.Scenario) uint64 {
+// vipPackets returns the packets the LB nodes sent to the backends of the
+// bypass VIPs' services (http4, udp4, stream4, http6, udp6), summed over
+// the nodes.
+func vipPackets(t *testing.T, s *scenario.Scenario) uint64 {
 	t.Helper()
 	var sum uint64
 	for i := range s.LBs {
-		for _, name := range []string{"http4", "udp4", "stream4"} {
+		for _, name := range []string{"http4", "udp4", "stream4", "http6", "udp6"} {
 			sum += vipStatus(t, s, i, name).Packets
 		}
 	}
@@ -212,6 +217,7 @@ func brokenBy(st *lab.Streams) (per map[string]int, total int) {
 type bypassResult struct {
 	toLB, toLBAll         time.Duration // scale-out: reload -> first LB next hop, all three
 	toBackend, toBEAll    time.Duration // back to one backend: reload -> be1 first, be1 only
+	toLB6, toBackend6     time.Duration // the same for the IPv6 VIP: reload -> all three, be1 only
 	brokenScaleOut        int           // of the 50 streams, broken by the scale-out
 	brokenScaleOutPer     map[string]int
 	brokenBE1             int // streams on be1 broken by the end
@@ -225,8 +231,8 @@ type bypassResult struct {
 func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 	var res bypassResult
 	ctx := t.Context()
-	vip := s.Opts.VIP4
-	be1 := s.Lab.Backends[0].Addr4
+	vip, vip6 := s.Opts.VIP4, s.Opts.VIP6
+	be1, be1v6 := s.Lab.Backends[0].Addr4, s.Lab.Backends[0].Addr6
 
 	// Bypass: the router sends the VIP to be1; the LB nodes see none of it.
 	for i := range s.LBs {
@@ -238,28 +244,38 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 			t.Logf("lb1: %+v", *b)
 		}
 	}
-	before := vip4Packets(t, s)
+	before := vipPackets(t, s)
 	names, err := s.Curl(ctx, vip, bypassRequests)
 	if err != nil {
 		t.Fatalf("bypass: %v", err)
 	}
+	names6, err := s.Curl(ctx, vip6, bypassRequests)
+	if err != nil {
+		t.Fatalf("bypass, IPv6: %v", err)
+	}
 	st := bypassStreams(t, s)
 	time.Sleep(time.Second) // the streams exchange ten messages each
-	res.lbPacketsDuringBypass = vip4Packets(t, s) - before
-	t.Logf("bypass: %d requests answered by %v; the LB nodes sent %d packets of the IPv4 VIP meanwhile",
-		len(names), count(names), res.lbPacketsDuringBypass)
-	if c := count(names); c["be1"] != bypassRequests {
-		t.Errorf("bypass: answers %v, want all %d from be1", c, bypassRequests)
+	res.lbPacketsDuringBypass = vipPackets(t, s) - before
+	t.Logf("bypass: %d requests answered by %v, %d over IPv6 by %v; the LB nodes sent %d packets of the VIPs meanwhile",
+		len(names), count(names), len(names6), count(names6), res.lbPacketsDuringBypass)
+	if c, c6 := count(names), count(names6); c["be1"] != bypassRequests || c6["be1"] != bypassRequests {
+		t.Errorf("bypass: answers %v and %v (IPv6), want all %d from be1", c, c6, bypassRequests)
 	}
 	if res.lbPacketsDuringBypass != 0 {
-		t.Errorf("bypass: the LB nodes forwarded %d packets of the IPv4 VIP, want 0", res.lbPacketsDuringBypass)
+		t.Errorf("bypass: the LB nodes forwarded %d packets of the VIPs, want 0", res.lbPacketsDuringBypass)
 	}
 	phase(t, st, "bypass", 0)
 
 	// Scale out: be2 joins every service of the VIP, active.
 	s.Opts.StreamStates = []string{"", ""}
-	res.toLB, res.toLBAll = routeChange(t, s, vip, lbAddrs(s)...)
-	t.Logf("scale-out: route via an LB node %v after the first reload, via all three %v", res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond))
+	start := time.Now()
+	res.toLB, res.toLBAll = routeChange(t, s, vip, lbAddrs(s, vip)...)
+	if _, err := waitVIPVia(ctx, s, vip6, 5*time.Second, lbAddrs(s, vip6)...); err != nil {
+		t.Error(err)
+	}
+	res.toLB6 = time.Since(start)
+	t.Logf("scale-out: route via an LB node %v after the first reload, via all three %v (IPv6 by %v)",
+		res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond), res.toLB6.Round(time.Millisecond))
 	for i := range s.LBs {
 		v := vipStatus(t, s, i, "stream4")
 		states := map[string]string{}
@@ -289,22 +305,28 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	if got, _ := s.Lab.VIPNextHops(ctx, vip); !sameSet(got, lbAddrs(s)) {
+	if got, _ := s.Lab.VIPNextHops(ctx, vip); !sameSet(got, lbAddrs(s, vip)) {
 		t.Errorf("be2 draining: route via %v, want the LB nodes (bypass waits for the drain)", got)
 	}
 	s.Opts.StreamStates = []string{"", "absent"}
+	start = time.Now()
 	res.toBackend, res.toBEAll = routeChange(t, s, vip, be1)
-	t.Logf("be2 removed: route via be1 %v after the first reload, via be1 only %v", res.toBackend.Round(time.Millisecond), res.toBEAll.Round(time.Millisecond))
+	if _, err := waitVIPVia(ctx, s, vip6, 5*time.Second, be1v6); err != nil {
+		t.Error(err)
+	}
+	res.toBackend6 = time.Since(start)
+	t.Logf("be2 removed: route via be1 %v after the first reload, via be1 only %v (IPv6 by %v)",
+		res.toBackend.Round(time.Millisecond), res.toBEAll.Round(time.Millisecond), res.toBackend6.Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	phase(t, st, "bypass again", res.toBEAll)
 	per, _ := brokenBy(st)
 	res.brokenBE1 = per["be1"]
-	before = vip4Packets(t, s)
+	before = vipPackets(t, s)
 	names, err = s.Curl(ctx, vip, bypassRequests/4)
 	if err != nil {
 		t.Errorf("bypass again: %v", err)
 	}
-	if d := vip4Packets(t, s) - before; d != 0 || count(names)["be1"] != bypassRequests/4 {
+	if d := vipPackets(t, s) - before; d != 0 || count(names)["be1"] != bypassRequests/4 {
 		t.Errorf("bypass again: answers %v, LB nodes forwarded %d packets of the VIP; want all from be1 and 0", count(names), d)
 	}
 	for i := range s.LBs {
@@ -349,8 +371,9 @@ func checkBypassRun(t *testing.T, res bypassResult) {
 	if res.brokenBE1 != 0 {
 		t.Errorf("%d connections to be1 broke, want 0", res.brokenBE1)
 	}
-	t.Logf("summary: config change to route change: to the LB nodes %v (first) / %v (all three); back to the backend %v / %v; broken at scale-out %d of %d; broken on be1 by the end %d; LB packets during bypass %d",
-		res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond), res.toBackend.Round(time.Millisecond), res.toBEAll.Round(time.Millisecond),
+	t.Logf("summary: config change to route change: to the LB nodes %v (first) / %v (all three; IPv6 %v); back to the backend %v / %v (IPv6 %v); broken at scale-out %d of %d; broken on be1 by the end %d; LB packets during bypass %d",
+		res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond), res.toLB6.Round(time.Millisecond),
+		res.toBackend.Round(time.Millisecond), res.toBEAll.Round(time.Millisecond), res.toBackend6.Round(time.Millisecond),
 		res.brokenScaleOut, bypassConns, res.brokenBE1, res.lbPacketsDuringBypass)
 }
 
