@@ -15,7 +15,7 @@ import (
 
 // NotChecked is what CheckFile cannot check, because it needs the node's
 // network or the running node.
-const NotChecked = "the interfaces, the backends' next hops and source addresses (they need the node's network), and changes a reload refuses without a restart (they depend on the running node)"
+const NotChecked = "the interfaces, the backends' next hops and source addresses, whether bypass VIPs' backends share a subnet with the BGP peers (they need the node's network), and changes a reload refuses without a restart (they depend on the running node)"
 
 // CheckResult describes a configuration that passed CheckFile.
 type CheckResult struct {
