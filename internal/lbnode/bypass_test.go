@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -179,5 +180,77 @@ func TestBypassRefusesBackendOffSubnet(t *testing.T) {
 	}
 	if err := n.Apply(context.Background(), mustParse(t, bypassDoc(`{address: 198.18.30.102}`))); err != nil {
 		t.Fatalf("a backend on the subnet: %v", err)
+	}
+}
+
+// A second backend that fails its health check leaves the first one alone
+// in service: the address is bypassed to it. When the second passes its
+// check again, the address goes back through the LB nodes and the second
+// backend fills, as if it had been added.
+func TestBypassHealth(t *testing.T) {
+	l1, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	port := l1.Addr().(*net.TCPAddr).Port
+	doc := fmt.Sprintf(`
+node:
+  interfaces: [eth0]
+  bgp: {asn: 65001, router_id: 198.18.30.11, peers: [{address: 198.18.30.1, asn: 65000}]}
+vips:
+  - name: web
+    address: 198.18.0.10
+    protocol: tcp
+    port: 80
+    bypass: single-backend
+    second_chance: true
+    health: {type: tcp, port: %d, interval: 100ms, timeout: 50ms, rise: 1, fall: 1}
+    backends: [{address: 127.0.0.1}, {address: 127.0.0.2}]
+`, port)
+	fa := &fakeAnnouncer{}
+	n := testNode(t, mustParse(t, doc), fa)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n.checks.Run(ctx)
+	wait := func(what string, cond func(bypass.View) bool) bypass.View {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			v := n.Bypass()
+			if cond(v) {
+				return v
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v (health %+v)", what, v, n.Health())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// Nothing listens on 127.0.0.2: it goes down, 127.0.0.1 is alone.
+	v := wait("bypassed to 127.0.0.1", func(v bypass.View) bool { return len(v.VIPs) == 1 && v.VIPs[0].Bypassed })
+	if v.VIPs[0].NextHop.String() != "127.0.0.1" {
+		t.Fatalf("next hop %v", v.VIPs[0].NextHop)
+	}
+	if r := fa.last(); len(r) != 1 || r[0].NextHop.String() != "127.0.0.1" {
+		t.Fatalf("routes %v", r)
+	}
+	// 127.0.0.2 comes back.
+	l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.2:%d", port))
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.2: %v", err)
+	}
+	defer l2.Close()
+	v = wait("through the LB nodes with 127.0.0.2 filling", func(v bypass.View) bool {
+		return len(v.VIPs) == 1 && !v.VIPs[0].Bypassed && v.VIPs[0].Left == 1
+	})
+	if len(v.Filling) != 1 || v.Filling[0].Backend != "127.0.0.2" {
+		t.Fatalf("fills %+v", v.Filling)
+	}
+	if r := fa.last(); len(r) != 1 || r[0].NextHop.IsValid() {
+		t.Fatalf("routes %v, want the node's own next hop", r)
+	}
+	if _, fl := services(n); !fl["web"] {
+		t.Error("web not in flight while 127.0.0.2 fills")
 	}
 }
