@@ -1,11 +1,13 @@
 package lbnode
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluicelb/sluice/internal/announce"
@@ -44,12 +46,20 @@ type bypassPlan struct {
 	logs   []func()
 }
 
-// plan decides bypass for the running configuration and health states at
-// now, and returns the statuses and fills the next generation is built
-// with (committed by commitBypass after the swap).
+// planBypass decides bypass for the running configuration and health
+// states at now, and returns the statuses and fills the next generation is
+// built with (kept in bp.next; committed by commitBypass after the swap).
 func (n *Node) planBypass(now time.Time) *bypassPlan {
 	c := n.st.cfg
-	ds := bypass.Decide(c, n.isDown)
+	byName := make(map[string]*config.VIP, len(c.VIPs))
+	for i := range c.VIPs {
+		byName[c.VIPs[i].Name] = &c.VIPs[i]
+	}
+	isDown := func(vip, backend string) bool {
+		v := byName[vip]
+		return v != nil && n.down(*v, backend)
+	}
+	ds := bypass.Decide(c, isDown)
 	p := &bypassPlan{fills: map[string]bypass.Fill{}}
 	// Fills that still apply: the backend is still configured active in
 	// its VIP, and the VIP's address has not gone back to bypass.
@@ -79,7 +89,7 @@ func (n *Node) planBypass(now time.Time) *bypassPlan {
 			})
 		case !d.Bypassed && had && o.Bypassed:
 			st.Left++
-			fills := bypass.Fills(c, o.Decision, n.isDown, now)
+			fills := bypass.Fills(c, o.Decision, isDown, now)
 			for _, f := range fills {
 				p.fills[healthKey(f.VIP, f.Backend)] = f
 			}
@@ -88,11 +98,9 @@ func (n *Node) planBypass(now time.Time) *bypassPlan {
 				for _, f := range fills {
 					n.log.Info("bypass: backend fills: the flows begun during bypass keep their backend", "vip", f.VIP, "backend", f.Backend, "bypass_backend", o.NextHop, "until", f.Until.Format(time.RFC3339))
 				}
-				if len(fills) == 0 {
-					for _, name := range o.Services {
-						if v := findVIP(c, name); v != nil && !c.LifeCycle(v) {
-							n.log.Warn("bypass: the VIP has no backend life cycle (node.cluster with affinity on-change, or second_chance): its new backends are active at once, and flows begun during bypass in the slots they take break", "vip", name)
-						}
+				for _, name := range o.Services {
+					if v := byName[name]; v != nil && !c.LifeCycle(v) {
+						n.log.Warn("bypass: the VIP has no backend life cycle (node.cluster with affinity on-change, or second_chance): its new backends are active at once, and flows begun during bypass in the slots they take break", "vip", name)
 					}
 				}
 			})
@@ -186,12 +194,6 @@ func (p *bypassPlan) bypassed(a netip.Addr) bool {
 	return ok && st.Bypassed
 }
 
-// isDown is n.down by names, for package bypass.
-func (n *Node) isDown(vip, backend string) bool {
-	v := findVIP(n.st.cfg, vip)
-	return v != nil && n.down(*v, backend)
-}
-
 // Bypass returns the node's bypass state: every address with bypass
 // single-backend and the backends filling after their address left bypass.
 func (n *Node) Bypass() (v bypass.View) {
@@ -201,10 +203,7 @@ func (n *Node) Bypass() (v bypass.View) {
 			v.Filling = append(v.Filling, f)
 		}
 		slices.SortFunc(v.Filling, func(a, b bypass.Fill) int {
-			if a.VIP != b.VIP {
-				return cmpString(a.VIP, b.VIP)
-			}
-			return cmpString(a.Backend, b.Backend)
+			return cmp.Or(strings.Compare(a.VIP, b.VIP), strings.Compare(a.Backend, b.Backend))
 		})
 	}
 	if n.do(context.Background(), get) != nil {
@@ -212,16 +211,6 @@ func (n *Node) Bypass() (v bypass.View) {
 		get()
 	}
 	return v
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // routes returns the routes to announce for prefixes: the node's own next
