@@ -244,6 +244,11 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 			t.Logf("lb1: %+v", *b)
 		}
 	}
+	hops, _ := s.Lab.VIPNextHops(ctx, vip)
+	if s.BIRD != nil {
+		out, _ := s.BIRD.Command(ctx, "show", "route", "all", netip.PrefixFrom(vip, 32).String())
+		t.Logf("bypass: router's kernel route via %v; BIRD:\n%s", hops, out)
+	}
 	before := vipPackets(t, s)
 	names, err := s.Curl(ctx, vip, bypassRequests)
 	if err != nil {
