@@ -412,7 +412,14 @@ func nodeTable(tw *tabwriter.Writer, st control.NodeStatus) {
 		state = "drained"
 	}
 	fmt.Fprintf(tw, "node\t%s\n", state)
-	ann := strings.Join(st.Announced, " ")
+	var anns []string
+	for _, p := range st.Announced {
+		if nh, ok := st.NextHops[p]; ok {
+			p += " (next hop " + nh + ": bypass)"
+		}
+		anns = append(anns, p)
+	}
+	ann := strings.Join(anns, " ")
 	if ann == "" {
 		ann = "-"
 	}

@@ -66,3 +66,12 @@ sluice_vip_bypassed{address="10.0.0.6",next_hop=""} 0
 		t.Fatal(err)
 	}
 }
+
+// node status names the next hop of a bypassed VIP's route.
+func TestNodeStatusBypassNextHop(t *testing.T) {
+	s := New(controltest.NewConfig(bypassDoc))
+	st := s.NodeStatus()
+	if len(st.NextHops) != 1 || st.NextHops["10.0.0.5/32"] != "10.1.0.1" {
+		t.Fatalf("next hops %v (announced %v)", st.NextHops, st.Announced)
+	}
+}

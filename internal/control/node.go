@@ -49,6 +49,10 @@ type NodeStatus struct {
 	// Announced lists the VIP prefixes the node announces: VIPs with at
 	// least one backend in service, none while draining.
 	Announced []string `json:"announced"`
+	// NextHops gives, for each announced prefix that is not announced
+	// with the node's own next hop (a VIP bypassed to its backend), the
+	// next hop it is announced with.
+	NextHops map[string]string `json:"next_hops,omitempty"`
 	// Peers are the routing peers; empty without BGP.
 	Peers []PeerStatus `json:"peers"`
 }
@@ -56,8 +60,17 @@ type NodeStatus struct {
 // NodeStatus returns the node's service state.
 func (s *Server) NodeStatus() NodeStatus {
 	st := NodeStatus{Announced: []string{}, Peers: []PeerStatus{}, Draining: s.node.Draining()}
+	bv := s.node.Bypass()
 	for _, p := range s.node.Announcements() {
 		st.Announced = append(st.Announced, p.String())
+		for _, b := range bv.VIPs {
+			if b.Bypassed && b.Addr == p.Addr() {
+				if st.NextHops == nil {
+					st.NextHops = map[string]string{}
+				}
+				st.NextHops[p.String()] = b.NextHop.String()
+			}
+		}
 	}
 	for _, p := range s.node.Peers() {
 		st.Peers = append(st.Peers, PeerStatus{

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,6 +243,14 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 		}
 		if i == 0 {
 			t.Logf("lb1: %+v", *b)
+		}
+	}
+	for _, args := range [][]string{{"ctl", "vip", "list"}, {"ctl", "node", "status"}} {
+		out, err := s.Lab.LBs[0].Run(ctx, sluiceBin, args...)
+		if err != nil || !strings.Contains(out, be1.String()) || !strings.Contains(out, "bypass") {
+			t.Errorf("lb1: sluice %s: %v; want the bypass and %v in\n%s", strings.Join(args, " "), err, be1, out)
+		} else {
+			t.Logf("lb1: sluice %s:\n%s", strings.Join(args, " "), out)
 		}
 	}
 	hops, _ := s.Lab.VIPNextHops(ctx, vip)
