@@ -32,13 +32,18 @@ const (
 // udp6) has bypass single-backend and only be1. lifeCycle says how a
 // backend that joins fills. It waits until the router reaches both VIPs
 // straight at be1.
-func bypassLab(t *testing.T, lifeCycle string) *scenario.Scenario {
+func bypassLab(t *testing.T, lifeCycle, router string) *scenario.Scenario {
 	t.Helper()
 	cluster := lifeCycle == lifeCycleCluster
 	o := scenario.Options{Backends: 2, StreamStates: []string{"", "absent"}, Bypass: true,
 		Cluster: cluster, SecondChance: lifeCycle == lifeCycleSecondChance, DrainPeriod: bypassDrain,
-		IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true, AgentMetrics: true}
+		IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true, AgentMetrics: true, Router: router}
 	s := start(t, o)
+	if s.FRR != nil {
+		// FRR resets each node's first session once at startup (BFD).
+		_, d := waitFRRStable(t, s, 2*time.Second, 30*time.Second)
+		t.Logf("FRR sessions stable after %v", d.Round(time.Millisecond))
+	}
 	be1 := s.Lab.Backends[0].Addr4
 	if d, err := waitVIPVia(t.Context(), s, s.Opts.VIP4, 20*time.Second, be1); err != nil {
 		out, _ := s.RouterSessions(t.Context())
@@ -367,7 +372,7 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 // connection to be1 breaks. The control run is
 // TestE2ESingleBackendBypassControlNoFill.
 func TestE2ESingleBackendBypass(t *testing.T) {
-	s := bypassLab(t, lifeCycleCluster)
+	s := bypassLab(t, lifeCycleCluster, "bird")
 	res := bypassRun(t, s)
 	checkBypassRun(t, res)
 }
@@ -397,7 +402,7 @@ func checkBypassRun(t *testing.T, res bypassResult) {
 // connections begun during bypass in the slots it takes reach it and
 // break.
 func TestE2ESingleBackendBypassControlNoFill(t *testing.T) {
-	s := bypassLab(t, lifeCycleNone)
+	s := bypassLab(t, lifeCycleNone, "bird")
 	res := bypassRun(t, s)
 	t.Logf("control: %d of %d connections begun during bypass broke when be2 was added active at once (%v); route change to the LB nodes %v / %v, back %v / %v",
 		res.brokenScaleOut, bypassConns, res.brokenScaleOutPer, res.toLB.Round(time.Millisecond), res.toLBAll.Round(time.Millisecond),
@@ -413,7 +418,7 @@ func TestE2ESingleBackendBypassControlNoFill(t *testing.T) {
 // the hop list [be2, be1], and be2's agent, which does not own the
 // connection, hands it to be1.
 func TestE2ESingleBackendBypassSecondChance(t *testing.T) {
-	s := bypassLab(t, lifeCycleSecondChance)
+	s := bypassLab(t, lifeCycleSecondChance, "bird")
 	res := bypassRun(t, s)
 	forwarded, per := agentCounter(t, s, "second_hop_forwarded")
 	t.Logf("agents forwarded %d packets to the next hop of their hop list (per backend %v)", forwarded, per)
@@ -421,4 +426,12 @@ func TestE2ESingleBackendBypassSecondChance(t *testing.T) {
 	if forwarded == 0 {
 		t.Errorf("no packet took second chance: the test did not exercise it")
 	}
+}
+
+// TestE2ESingleBackendBypassFRR is TestE2ESingleBackendBypass with FRR
+// (zebra, bfdd, bgpd) as the router instead of BIRD: FRR takes the
+// backend as next hop of the eBGP route too.
+func TestE2ESingleBackendBypassFRR(t *testing.T) {
+	s := bypassLab(t, lifeCycleCluster, "frr")
+	checkBypassRun(t, bypassRun(t, s))
 }
