@@ -353,6 +353,12 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 			t.Errorf("lb%d: bypass %+v, want bypassed, entered 2, left 1", i+1, b)
 		}
 	}
+	// The logs say why, each way (lb1; 2 VIPs).
+	waitLogRe(t, s, `bypass: VIP announced with its backend as next hop; no flow state kept" vip=198\.18\.0\.10 next_hop=198\.18\.30\.101 why="one backend in service`, 2)
+	waitLogRe(t, s, `bypass: VIP announced through the LB nodes again" vip=198\.18\.0\.10 was_next_hop=198\.18\.30\.101 why="http4 has 2 backends in service`, 1)
+	if s.Opts.Cluster || s.Opts.SecondChance {
+		waitLogRe(t, s, `bypass: backend fills: the flows begun during bypass keep their backend" vip=stream4 backend=198\.18\.30\.102`, 1)
+	}
 	if e, l := metric(t, s, `sluice_vip_bypass_transitions_total{address="198.18.0.10",direction="entered"}`),
 		metric(t, s, `sluice_vip_bypass_transitions_total{address="198.18.0.10",direction="left"}`); e != 2 || l != 1 {
 		t.Errorf("lb1 metrics: entered %v left %v, want 2 and 1", e, l)
