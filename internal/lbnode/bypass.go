@@ -99,7 +99,9 @@ func (n *Node) planBypass(now time.Time) *bypassPlan {
 					n.log.Info("bypass: backend fills: the flows begun during bypass keep their backend", "vip", f.VIP, "backend", f.Backend, "bypass_backend", o.NextHop, "until", f.Until.Format(time.RFC3339))
 				}
 				for _, name := range o.Services {
-					if v := byName[name]; v != nil && !c.LifeCycle(v) {
+					// (A QUIC VIP routes by connection ID: its connections
+					// keep their backend without a life cycle.)
+					if v := byName[name]; v != nil && !c.LifeCycle(v) && v.QUIC == nil {
 						n.log.Warn("bypass: the VIP has no backend life cycle (node.cluster with affinity on-change, or second_chance): its new backends are active at once, and flows begun during bypass in the slots they take break", "vip", name)
 					}
 				}
