@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,6 +126,11 @@ func TestBypassLifeCycle(t *testing.T) {
 	v = n.Bypass()
 	if st := v.VIPs[0]; !st.Bypassed || st.Entered != 2 || st.Left != 1 || len(v.Filling) != 0 {
 		t.Fatalf("bypassed again: %+v", v)
+	}
+	var rep strings.Builder
+	n.Report(&rep)
+	if !strings.Contains(rep.String(), "bypass 198.18.0.10 via "+be1+" (bypass)  entered 2  left 1") {
+		t.Errorf("report:\n%s", rep.String())
 	}
 	// A drained node announces nothing.
 	n.SetDraining(true)

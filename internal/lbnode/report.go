@@ -66,6 +66,13 @@ func (n *Node) Report(w io.Writer) {
 		fmt.Fprintf(w, "nat translated %d  replies %d  icmp to client %d  to backend %d  ports in use %d of %d  exhausted %d\n",
 			a.Forwarded, a.Replies, a.ICMPToClient, a.ICMPToBackend, a.InUse, a.Capacity, a.Exhausted)
 	}
+	for _, b := range n.Bypass().VIPs {
+		via := "the LB nodes"
+		if b.Bypassed {
+			via = b.NextHop.String() + " (bypass)"
+		}
+		fmt.Fprintf(w, "bypass %s via %s  entered %d  left %d\n", b.Addr, via, b.Entered, b.Left)
+	}
 	if q := c.QUIC; q != [pipeline.NumQUICRoutes]uint64{} {
 		fmt.Fprintf(w, "quic routed by cid %d  dcid_hash %d  tuple %d  unknown server id %d\n",
 			q[pipeline.QUICByCID], q[pipeline.QUICByDCIDHash], q[pipeline.QUICByTuple], c.QUICUnknownServer)
