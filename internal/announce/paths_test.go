@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -152,6 +153,43 @@ func TestSetReplacesAndDeduplicates(t *testing.T) {
 	st := s.Peers()
 	if len(st) != 1 || st[0].State != "idle" || st[0].Address != c.Peers[0].Address || st[0].ASN != 65001 {
 		t.Errorf("Peers before Run = %+v", st)
+	}
+}
+
+// SetRoutes checks each route's own next hop: of the route's family and
+// global unicast; with one, an IPv6 route over an IPv4 session needs no
+// NextHop6. Routes lists what was set.
+func TestSetRoutesNextHops(t *testing.T) {
+	s, err := New(validConfig(), nil) // an IPv4 peer, no NextHop6
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8:1::1/128")
+	good := []Route{{Prefix: v4, NextHop: netip.MustParseAddr("192.0.2.77")}, {Prefix: v6, NextHop: netip.MustParseAddr("2001:db8::77")}}
+	if err := s.SetRoutes(good); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Routes(); !slices.Equal(got, good) {
+		t.Errorf("Routes = %v, want %v", got, good)
+	}
+	for _, tc := range []struct {
+		r    Route
+		want string
+	}{
+		{Route{Prefix: v4, NextHop: netip.MustParseAddr("2001:db8::77")}, "not of the route's family"},
+		{Route{Prefix: v6, NextHop: netip.MustParseAddr("192.0.2.77")}, "not of the route's family"},
+		{Route{Prefix: v4, NextHop: netip.MustParseAddr("127.0.0.1")}, "not a global unicast address"},
+		{Route{Prefix: v6, NextHop: netip.MustParseAddr("fe80::1")}, "not a global unicast address"},
+		{Route{Prefix: v6}, "needs Config.NextHop6"},
+	} {
+		err := s.SetRoutes([]Route{good[0], tc.r})
+		var pe *PrefixError
+		if !errors.As(err, &pe) || pe.Index != 1 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("SetRoutes(%v) = %v, want %q", tc.r, err, tc.want)
+		}
+	}
+	if got := s.Routes(); !slices.Equal(got, good) {
+		t.Errorf("a refused SetRoutes changed the routes to %v", got)
 	}
 }
 

@@ -128,11 +128,9 @@ func (s *Speaker) SetRoutes(routes []Route) error {
 	want := make(prefixSet, len(routes))
 	for i, r := range routes {
 		p := r.Prefix
-		reason := checkNextHop(p, r.NextHop)
-		if reason == "" && !r.NextHop.IsValid() {
-			reason = s.paths.check(p)
-		} else if reason == "" {
-			reason = s.paths.checkPrefix(p)
+		reason := s.paths.check(p) // with the node's own next hop
+		if r.NextHop.IsValid() {
+			reason = cmp.Or(s.paths.checkPrefix(p), checkNextHop(p, r.NextHop))
 		}
 		if reason != "" {
 			return &PrefixError{Index: i, Prefix: p, Reason: reason}
