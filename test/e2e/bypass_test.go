@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -90,34 +91,10 @@ func waitVIPVia(ctx context.Context, s *scenario.Scenario, vip netip.Addr, timeo
 			return time.Since(start), nil
 		}
 		if time.Since(start) > timeout {
-			return 0, &routeError{vip: vip, got: got, want: want, after: timeout}
+			return 0, fmt.Errorf("route to %v via %v after %v, want via %v", vip, got, timeout, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-type routeError struct {
-	vip       netip.Addr
-	got, want []netip.Addr
-	after     time.Duration
-}
-
-func (e *routeError) Error() string {
-	return "route to " + e.vip.String() + " via " + addrList(e.got) + " after " + e.after.String() + ", want via " + addrList(e.want)
-}
-
-func addrList(as []netip.Addr) string {
-	if len(as) == 0 {
-		return "nothing"
-	}
-	s := ""
-	for i, a := range as {
-		if i > 0 {
-			s += ","
-		}
-		s += a.String()
-	}
-	return s
 }
 
 // sameSet reports whether a and b hold the same addresses, ignoring
