@@ -1,6 +1,8 @@
 package control
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/bypass"
 	"github.com/sluicelb/sluice/internal/control/controltest"
+	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
 const bypassDoc = `
@@ -73,5 +76,19 @@ func TestNodeStatusBypassNextHop(t *testing.T) {
 	st := s.NodeStatus()
 	if len(st.NextHops) != 1 || st.NextHops["10.0.0.5/32"] != "10.1.0.1" {
 		t.Fatalf("next hops %v (announced %v)", st.NextHops, st.Announced)
+	}
+}
+
+// A node that refuses a bypass backend off its peering subnet makes the
+// apply an invalid configuration with the field's problem (HTTP 400), not
+// an internal error.
+func TestApplyBypassSubnetIsInvalidConfig(t *testing.T) {
+	n := controltest.NewConfig(bypassDoc)
+	n.ApplyErr = &fielderr.Error{Path: "vips[0].backends[0].address", Value: "10.9.0.5", Reason: "is not on a subnet this node shares with its BGP peers", Err: bypass.ErrSubnet}
+	s := New(n)
+	_, err := s.PutConfig(context.Background(), []byte(bypassDoc))
+	var ce *ConfigError
+	if !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Path != "vips[0].backends[0].address" {
+		t.Fatalf("PutConfig = %v (%+v), want an invalid configuration naming the field", err, ce)
 	}
 }

@@ -209,8 +209,10 @@ func (s *Server) apply(ctx context.Context, doc []byte, restore bool) (ApplyResu
 	cfg, err := config.ParseRestoring(doc, running)
 	if err != nil {
 		err = configError(err)
-	} else {
-		err = s.node.Apply(ctx, cfg)
+	} else if err = s.node.Apply(ctx, cfg); errors.Is(err, bypass.ErrSubnet) {
+		// The node's interfaces refuse a field of the document (a bypass
+		// backend off the peering subnet): a problem of the document.
+		err = configError(err)
 	}
 	return s.record(err), err
 }

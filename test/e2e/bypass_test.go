@@ -336,6 +336,15 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 	if s.Opts.Cluster || s.Opts.SecondChance {
 		waitLogRe(t, s, `bypass: backend fills: the flows begun during bypass keep their backend" vip=stream4 backend=198\.18\.30\.102`, 1)
 	}
+	// A bypass VIP whose backend the router cannot reach directly is
+	// refused, with the field and why.
+	out, err := s.Lab.LBs[0].Run(ctx, sluiceBin, "ctl", "vip", "add", "pet", "--address", "198.18.0.20", "--protocol", "tcp",
+		"--port", "80", "--bypass", "single-backend", "--backend", "198.18.40.5")
+	if err == nil || !strings.Contains(out, "198.18.40.5 is not on a subnet this node shares with its BGP peers") {
+		t.Errorf("lb1: a bypass VIP with a backend off the peering subnet: %v\n%s", err, out)
+	} else {
+		t.Logf("lb1: refused as it should: %s", strings.TrimSpace(out))
+	}
 	if e, l := metric(t, s, `sluice_vip_bypass_transitions_total{address="198.18.0.10",direction="entered"}`),
 		metric(t, s, `sluice_vip_bypass_transitions_total{address="198.18.0.10",direction="left"}`); e != 2 || l != 1 {
 		t.Errorf("lb1 metrics: entered %v left %v, want 2 and 1", e, l)
