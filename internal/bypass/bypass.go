@@ -151,15 +151,15 @@ type Fill struct {
 
 // Fills returns the backends that must fill because the address of prev,
 // a bypassed decision, left bypass in c: on each service of the address
-// with a backend life cycle (config.LifeCycle), every backend in service
-// other than prev.NextHop that is configured active with a weight above 0.
+// with a backend life cycle (config.LifeCycle), every backend other than
+// prev.NextHop that is configured active with a weight above 0, in service
+// or not. A backend that is down now fills when it passes its check within
+// the period: a backend coming back passes the checks of the address's
+// services one at a time, and the first one ends bypass for all of them.
 // Without a life cycle none: the new backends are active at once, and the
 // flows of the slots they take, begun during bypass, break. now is when
 // the address left bypass.
-func Fills(c *config.Config, prev Decision, down Down, now time.Time) []Fill {
-	if down == nil {
-		down = func(string, string) bool { return false }
-	}
+func Fills(c *config.Config, prev Decision, now time.Time) []Fill {
 	var out []Fill
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
@@ -168,7 +168,7 @@ func Fills(c *config.Config, prev Decision, down Down, now time.Time) []Fill {
 		}
 		for _, b := range v.Backends {
 			ba, err := netip.ParseAddr(b.Address)
-			if err != nil || ba == prev.NextHop || down(v.Name, b.Address) {
+			if err != nil || ba == prev.NextHop {
 				continue
 			}
 			if b.State != config.StateActive || b.Weight == nil || *b.Weight == 0 {

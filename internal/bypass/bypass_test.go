@@ -3,6 +3,7 @@ package bypass
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,12 +118,12 @@ func TestFills(t *testing.T) {
 `)
 	prev := Decision{Addr: netip.MustParseAddr("198.18.0.10"), Services: []string{"a", "b"}, Bypassed: true, NextHop: netip.MustParseAddr("10.0.0.21")}
 	now := time.Unix(1000, 0)
-	down := func(vip, be string) bool { return be == "10.0.0.24" }
-	got := Fills(c, prev, down, now)
+	got := Fills(c, prev, now)
 	// b has no life cycle (no second chance, no cluster): its new backend
-	// is active at once. On a: not the bypass backend, not weight 0, not down.
-	want := []Fill{{VIP: "a", Backend: "10.0.0.22", Until: now.Add(10 * time.Second)}}
-	if len(got) != len(want) || got[0] != want[0] {
+	// is active at once. On a: not the bypass backend, not weight 0; one
+	// that is down now (10.0.0.24, say) fills when it comes back.
+	want := []Fill{{VIP: "a", Backend: "10.0.0.22", Until: now.Add(10 * time.Second)}, {VIP: "a", Backend: "10.0.0.24", Until: now.Add(10 * time.Second)}}
+	if !slices.Equal(got, want) {
 		t.Fatalf("Fills = %+v, want %+v", got, want)
 	}
 }

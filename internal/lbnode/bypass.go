@@ -89,7 +89,7 @@ func (n *Node) planBypass(now time.Time) *bypassPlan {
 			})
 		case !d.Bypassed && had && o.Bypassed:
 			st.Left++
-			fills := bypass.Fills(c, o.Decision, isDown, now)
+			fills := bypass.Fills(c, o.Decision, now)
 			for _, f := range fills {
 				p.fills[healthKey(f.VIP, f.Backend)] = f
 			}

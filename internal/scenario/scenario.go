@@ -139,6 +139,9 @@ type Options struct {
 	// of them, so that with one backend left each VIP is announced with
 	// that backend as next hop.
 	Bypass bool
+	// Health, when set, is the health check of every service, as inline
+	// YAML ("{type: vip, interval: 200ms}").
+	Health string
 }
 
 // Scenario is a running lab with its processes.
@@ -395,6 +398,9 @@ func (s *Scenario) ConfigFor(i int) string {
 		stream := svc.name == "stream4" || s.Opts.Bypass
 		if s.Opts.Bypass {
 			b.WriteString("    bypass: single-backend\n")
+		}
+		if s.Opts.Health != "" {
+			fmt.Fprintf(&b, "    health: %s\n", s.Opts.Health)
 		}
 		if s.Opts.NAT {
 			fw := s.Opts.NATForwarding

@@ -437,3 +437,124 @@ func TestE2ESingleBackendBypassFRR(t *testing.T) {
 	s := bypassLab(t, lifeCycleCluster, "frr")
 	checkBypassRun(t, bypassRun(t, s))
 }
+
+// TestE2ESingleBackendBypassHealth: both backends are configured and every
+// service has a VIP health check. be2's servers stop: be2 fails its checks
+// on every service, so be1 is the VIP's one backend in service and the
+// nodes announce it as next hop; 50 long-lived connections open, straight
+// to be1. be2's servers come back: it passes its checks, the nodes take the
+// route back and be2 fills (as if it had been added), so none of the 50
+// breaks.
+func TestE2ESingleBackendBypassHealth(t *testing.T) {
+	o := scenario.Options{Backends: 2, StreamStates: []string{"", ""}, Bypass: true, Cluster: true,
+		DrainPeriod: bypassDrain, Health: "{type: vip, interval: 200ms, timeout: 100ms, rise: 2, fall: 2}",
+		IO: "afxdp", LBs: 3, BGP: true, BFD: true, Streams: true}
+	s := start(t, o)
+	ctx := t.Context()
+	vip, vip6 := s.Opts.VIP4, s.Opts.VIP6
+	be1, be2 := s.Lab.Backends[0], s.Lab.Backends[1]
+	for _, v := range s.VIPs() {
+		if _, err := waitVIPVia(ctx, s, v, 20*time.Second, lbAddrs(s, v)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, d := waitCluster(t, s, 20*time.Second, 3, 0, 1, 2)
+	t.Logf("two backends in service: both VIPs via the LB nodes; cluster ready after %v", d.Round(time.Millisecond))
+
+	// be2's servers stop.
+	var stopped [][]string
+	for _, p := range s.Servers {
+		args := p.Cmd.Args
+		i := slices.Index(args, sluiceBin)
+		if i < 0 || !slices.Contains(args, "be2") {
+			continue
+		}
+		stopped = append(stopped, slices.Clone(args[i+1:]))
+		p.Stop()
+	}
+	if len(stopped) != 3 {
+		t.Fatalf("stopped %d servers on be2, want 3 (http, udp, stream)", len(stopped))
+	}
+	start := time.Now()
+	if _, err := waitVIPVia(ctx, s, vip, 10*time.Second, be1.Addr4); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Since(start)
+	if _, err := waitVIPVia(ctx, s, vip6, 5*time.Second, be1.Addr6); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("be2's servers stopped: route via be1 after %v (health checks: 2 failures 200 ms apart)", down.Round(time.Millisecond))
+	b := vipStatus(t, s, 0, "stream4").Bypass
+	if b == nil || b.State != control.BypassBypassed || !strings.Contains(b.Reason, "one backend in service") {
+		t.Fatalf("lb1: stream4 bypass %+v", b)
+	}
+	before := vipPackets(t, s)
+	names, err := s.Curl(ctx, vip, bypassRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := bypassStreams(t, s)
+	time.Sleep(time.Second)
+	lbPackets := vipPackets(t, s) - before
+	t.Logf("bypass: %d requests answered by %v; the LB nodes sent %d packets of the VIPs meanwhile", len(names), count(names), lbPackets)
+	if lbPackets != 0 || count(names)["be1"] != bypassRequests {
+		t.Errorf("bypass: answers %v, LB packets %d; want all from be1 and 0", count(names), lbPackets)
+	}
+
+	// be2's servers come back.
+	start = time.Now()
+	for _, args := range stopped {
+		p, err := be2.Start(ctx, sluiceBin, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop() })
+	}
+	if _, err := waitVIPVia(ctx, s, vip, 10*time.Second, lbAddrs(s, vip)...); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Since(start)
+	t.Logf("be2's servers back: route via the LB nodes after %v (health checks: 2 successes 200 ms apart)", up.Round(time.Millisecond))
+	// Each node's check of each service passes on its own: be2 fills on
+	// every service as it comes back, also after the first ended bypass.
+	for i := range s.LBs {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			states := map[string]string{}
+			for _, b := range vipStatus(t, s, i, "stream4").Backends {
+				states[b.Address] = b.State
+			}
+			if states[be2.Addr4.String()] == control.StateFilling {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("lb%d: stream4 backends %v, want be2 filling", i+1, states)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	per, broken := brokenBy(st)
+	phase(t, st, "be2 healthy again", up)
+	logClusterCounters(t, s, "be2 healthy again", 0, 1, 2)
+	names, err = s.Curl(ctx, vip, bypassRequests)
+	if err != nil {
+		t.Error(err)
+	}
+	snap, stalled := st.Snapshot(), 0
+	time.Sleep(time.Second)
+	for i, r := range st.Snapshot() {
+		if r.Err == nil && r.Sent == snap[i].Sent {
+			stalled++
+		}
+	}
+	t.Logf("summary: be2 down -> route via be1 %v; be2 up -> route via the LB nodes %v; %d of %d connections begun during bypass broke (%v), %d stalled; new connections %v",
+		down.Round(time.Millisecond), up.Round(time.Millisecond), broken, bypassConns, per, stalled, count(names))
+	if broken != 0 || stalled != 0 {
+		t.Errorf("%d of %d connections broke and %d stalled when be2 came back, want 0", broken, bypassConns, stalled)
+	}
+	if c := count(names); c["be1"] == 0 || c["be2"] == 0 {
+		t.Errorf("new connections %v, want both backends", c)
+	}
+}
