@@ -259,4 +259,13 @@ vips:
 	if _, fl := services(n); !fl["web"] {
 		t.Error("web not in flight while 127.0.0.2 fills")
 	}
+	// Both fail: the VIP is withdrawn, as any VIP without a backend.
+	l1.Close()
+	l2.Close()
+	wait("no backend in service", func(v bypass.View) bool {
+		return len(v.VIPs) == 1 && !v.VIPs[0].Bypassed && strings.Contains(v.VIPs[0].Reason, "no backend in service")
+	})
+	if r := fa.last(); len(r) != 0 {
+		t.Fatalf("routes %v, want none", r)
+	}
 }
