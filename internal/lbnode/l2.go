@@ -80,9 +80,13 @@ func newL2(n *Node, c *config.Config) (*l2Announcer, error) {
 	return a, nil
 }
 
-// Set implements Announcer: the VIPs in service.
-func (a *l2Announcer) Set(p []netip.Prefix) error {
-	p = slices.Clone(p)
+// SetRoutes implements Announcer: the VIPs in service. A route's next hop
+// does not apply (bypass needs BGP; L2 mode excludes it).
+func (a *l2Announcer) SetRoutes(rs []announce.Route) error {
+	p := make([]netip.Prefix, len(rs))
+	for i, r := range rs {
+		p[i] = r.Prefix
+	}
 	a.set.Store(&p)
 	return nil
 }
