@@ -21,6 +21,7 @@ FUZZ_TARGETS = \
 	./internal/datapath:FuzzWorker \
 	./internal/datapath:FuzzRelay \
 	./internal/agent:FuzzInspect \
+	./internal/fastpath:FuzzOpen \
 	./internal/agent:FuzzParseFlow \
 	./internal/agent:FuzzSecondChance \
 	./internal/packet:FuzzQUICDestCID \
