@@ -86,6 +86,10 @@ type Node struct {
 	// neighbour discovery) instead of BGP: each VIP address is answered by
 	// one live node (see L2).
 	L2 *L2 `yaml:"l2"`
+	// Fastpath lets the node redirect the established flows of VIPs with
+	// fastpath on to their client hosts' agents (see Fastpath); none: no
+	// VIP may have fastpath.
+	Fastpath *Fastpath `yaml:"fastpath,omitempty"`
 }
 
 // PortRange is an inclusive range of ports.
@@ -173,6 +177,12 @@ type VIP struct {
 	// backend as BGP next hop and keep no flow state for it (package
 	// bypass decides). Every service on one address must say the same.
 	Bypass string `yaml:"bypass,omitempty"`
+	// Fastpath: once a flow from one of FastpathClients is established,
+	// the node forwarding it tells the client host's agent its backend,
+	// and the client host sends the flow's packets straight there (needs
+	// node.fastpath; GUE only).
+	Fastpath        bool     `yaml:"fastpath,omitempty"`
+	FastpathClients []string `yaml:"fastpath_clients,omitempty"`
 }
 
 // Values of VIP.Bypass.
@@ -381,6 +391,9 @@ func (c *Config) setDefaults() {
 	if n.L2 != nil {
 		n.L2.setDefaults(n)
 	}
+	if n.Fastpath != nil {
+		n.Fastpath.setDefaults()
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.Forwarding == "" && v.Encap != "" {
@@ -510,6 +523,7 @@ func (c *Config) Validate() error {
 	}
 	validateCluster(c, bad)
 	validateL2(c, bad)
+	validateFastpath(c, bad)
 
 	snatFamilies := validateSNAT(c, bad)
 
@@ -594,6 +608,7 @@ func (c *Config) Validate() error {
 		validateQUIC(p, &v, bad)
 		validateFirewall(p, &v, bad)
 		validateBypass(c, i, addr, bad)
+		validateFastpathVIP(c, p, &v, addr, bad)
 		if v.Tenant != "" && !tenants[v.Tenant] {
 			bad(p+".tenant", v.Tenant, "is not one of tenants[].name")
 		}

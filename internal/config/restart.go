@@ -49,6 +49,7 @@ var RestartRules = []RestartRule{
 	{"node.snat_ports", true, "the port layout is dealt to the workers at start, and live flows hold ports of it"},
 	{"node.cluster", true, "the cluster member is started with the node (and keeps the seed it started with)"},
 	{"node.l2", true, "the responder's sockets are opened on the interface at start"},
+	{"node.fastpath", true, "the redirector's socket and key are set up at start"},
 }
 
 // NeedsRestart returns nil if a running node with settings a can take b

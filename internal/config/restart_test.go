@@ -39,6 +39,9 @@ var restartChanges = map[string]func(n *Node){
 	"l2": func(n *Node) {
 		n.L2 = &L2{Interface: "eth0", GratuitousInterval: 100 * time.Millisecond}
 	},
+	"fastpath": func(n *Node) {
+		n.Fastpath = &Fastpath{Key: "0123456789abcdef", Port: 6080, Idle: 10 * time.Second, Max: 1024}
+	},
 }
 
 func TestRestartRulesExhaustive(t *testing.T) {
@@ -62,7 +65,7 @@ func TestRestartRulesExhaustive(t *testing.T) {
 func TestNeedsRestart(t *testing.T) {
 	want := map[string]bool{ // the rules, written out a second time on purpose
 		"node.interfaces": true, "node.io": true, "node.xdp_mode": true, "node.offload": true, "node.workers": true,
-		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true, "node.l2": true,
+		"node.flow_capacity": true, "node.bgp": true, "node.admin_addr": true, "node.snat": true, "node.snat_ports": true, "node.cluster": true, "node.l2": true, "node.fastpath": true,
 		"node.gue_port": false, "node.seed": false, "node.mtu": false, "node.too_big": false,
 		"node.icmp_rate": false, "node.fragments": false, "node.source_v4": false, "node.source_v6": false,
 	}

@@ -40,6 +40,18 @@ func (c *Config) secretFields() []secretField {
 			missing: "there is no running cluster key to keep",
 		})
 	}
+	if f := c.Node.Fastpath; f != nil {
+		fs = append(fs, secretField{
+			path: "node.fastpath.key", val: &f.Key,
+			running: func(r *Config) string {
+				if r.Node.Fastpath == nil {
+					return ""
+				}
+				return r.Node.Fastpath.Key
+			},
+			missing: "there is no running fastpath key to keep",
+		})
+	}
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.QUIC == nil {
@@ -72,6 +84,10 @@ func (c *Config) Redacted() *Config {
 	if cl := c.Node.Cluster; cl != nil {
 		rc := *cl
 		r.Node.Cluster = &rc
+	}
+	if f := c.Node.Fastpath; f != nil {
+		rf := *f
+		r.Node.Fastpath = &rf
 	}
 	r.VIPs = slices.Clone(c.VIPs)
 	for i := range r.VIPs {

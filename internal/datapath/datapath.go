@@ -67,6 +67,9 @@ type Config struct {
 	// the workers, whose reaper would expire them); default 2 s, and at
 	// most a third of the shortest timeout.
 	OffloadRefresh time.Duration
+	// Fastpath, when set, redirects the established flows of services
+	// with fastpath clients to their client hosts' agents (fastpath.go).
+	Fastpath *FastpathConfig
 }
 
 // Datapath is a set of workers sharing one current generation.
@@ -83,6 +86,7 @@ type Datapath struct {
 	refresh   time.Duration         // Config.OffloadRefresh
 	offMu     sync.Mutex            // serialises the kernel's generation changes (Apply, captures)
 	offErr    atomic.Pointer[error] // the last SetGeneration error
+	fp        *Redirector           // with Config.Fastpath
 }
 
 // New builds the workers and their flow tables; nothing runs until Run.
@@ -168,8 +172,30 @@ func New(c Config) (*Datapath, error) {
 			w.offWake = d.syncer.Wake
 		}
 	}
+	if c.Fastpath != nil {
+		if c.Fastpath.Conn == nil {
+			return nil, errors.New("datapath: fastpath without a socket")
+		}
+		n := c.Fastpath.Ring
+		if n <= 0 {
+			n = 4096
+		}
+		rings := make([]*offload.Ring, len(d.workers))
+		for i := range rings {
+			rings[i] = offload.NewRing(n)
+		}
+		d.fp = newRedirector(*c.Fastpath, &d.gen, rings, func(keys []flow.Key) {
+			d.touch(keys, func(e *flow.Entry) bool { return e.Offload == fpMark })
+		})
+		for i, w := range d.workers {
+			w.fp, w.fpWake = rings[i], d.fp.Wake
+		}
+	}
 	return d, nil
 }
+
+// Redirector returns the fastpath's redirector (Config.Fastpath), or nil.
+func (d *Datapath) Redirector() *Redirector { return d.fp }
 
 // Apply makes g the generation every worker uses from its next batch on.
 // With the offload, the kernel gets g's templates and g becomes its current
@@ -289,6 +315,13 @@ func (d *Datapath) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			d.refreshLoop(ctx)
+		}()
+	}
+	if d.fp != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.fp.Run(ctx)
 		}()
 	}
 	stop := context.AfterFunc(ctx, func() {

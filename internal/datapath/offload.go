@@ -51,7 +51,7 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 		}
 	}
 	e := w.flows.Lookup(&p.Key, p.Hash)
-	if e == nil || e.Gen != g.ID || e.Backend != r.ID {
+	if e == nil || e.Gen != g.ID || e.Backend != r.ID || e.Offload == fpMark {
 		return
 	}
 	switch e.State {
@@ -146,7 +146,7 @@ func (w *Worker) offRetry() {
 // offRemoved is the flow table's removal hook with the offload: the flow's
 // kernel entry goes with it.
 func (w *Worker) offRemoved(e *flow.Entry) {
-	if e.Offload != 0 {
+	if e.Offload != 0 && e.Offload != fpMark {
 		w.offDelete(e)
 	}
 }
@@ -183,6 +183,17 @@ func (d *Datapath) RefreshOffloaded(keys []flow.Key) []flow.Key {
 	if err != nil {
 		d.offErr.Store(&err)
 	}
+	d.touch(keys, func(e *flow.Entry) bool { return e.Offload != 0 })
+	return keys
+}
+
+// touch marks the workers' entries of keys for which ok holds as seen now,
+// refreshChunk keys per request to a worker.
+func (d *Datapath) touch(keys []flow.Key, ok func(*flow.Entry) bool) {
+	g := d.gen.Load()
+	if g == nil {
+		return
+	}
 	for i := 0; i < len(keys); i += refreshChunk {
 		chunk := keys[i:min(i+refreshChunk, len(keys))]
 		for _, w := range d.workers {
@@ -190,12 +201,11 @@ func (d *Datapath) RefreshOffloaded(keys []flow.Key) []flow.Key {
 				now := w.clock.Now()
 				for j := range chunk {
 					k := &chunk[j]
-					if e := w.flows.Lookup(k, k.Hash(g.Seed)); e != nil && e.Offload != 0 {
+					if e := w.flows.Lookup(k, k.Hash(g.Seed)); e != nil && ok(e) {
 						e.LastSeen = now
 					}
 				}
 			})
 		}
 	}
-	return keys
 }

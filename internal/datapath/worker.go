@@ -85,6 +85,11 @@ type Worker struct {
 	off       *offload.Ring
 	offWake   func()
 	offQueued bool
+	// fp queues the flows offered to their client hosts' agents
+	// (fastpath.go); nil without Config.Fastpath.
+	fp       *offload.Ring
+	fpWake   func()
+	fpQueued bool
 	// Deletes the full ring refused, queued again after each batch
 	// (those lost because this was full too: Counters.Offload.DeletesLost).
 	offPending  *[offPendingMax]flow.Key
@@ -301,6 +306,9 @@ func (w *Worker) process(n int, now uint32) {
 			if p.Secondary != nil && p.Secondary.Template != nil {
 				c.HopList++
 			}
+			if w.fp != nil && w.fastpathFlow(p, g) {
+				break
+			}
 			if w.off != nil {
 				w.offloadFlow(p, g)
 			}
@@ -338,6 +346,10 @@ func (w *Worker) process(n int, now uint32) {
 	}
 	if w.off != nil {
 		w.offFlush()
+	}
+	if w.fpQueued {
+		w.fpQueued = false
+		w.fpWake()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/sluicelb/sluice/internal/encap"
 	"github.com/sluicelb/sluice/internal/firewall"
@@ -61,6 +62,9 @@ type Service struct {
 	// in its life cycle, derived from the states alone, so the same on
 	// every node).
 	InFlight bool
+	// Fastpath lists the client prefixes whose established flows are
+	// redirected to their hosts' agents (ServiceSpec.Fastpath); nil: none.
+	Fastpath []netip.Prefix
 	Table    *maglev.Table
 	Reals    []*Real // indexed like Table.Backends()
 }
@@ -117,6 +121,21 @@ const (
 	DefaultICMPRate  = 1000
 	DefaultSpillRate = 50000
 )
+
+// FastpathClient reports whether a flow from src (as flow.Key stores it)
+// is one the service redirects to its client host's agent.
+func (s *Service) FastpathClient(src *[16]byte) bool {
+	if s.Fastpath == nil {
+		return false
+	}
+	a := netip.AddrFrom16(*src).Unmap()
+	for _, p := range s.Fastpath {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 // IsServiceAddr reports whether some service has the address dst.
 func (g *Generation) IsServiceAddr(dst [16]byte) bool {
@@ -228,6 +247,10 @@ type ServiceSpec struct {
 	// stateless, QUIC and full-NAT services.
 	Chain     ChainUse
 	ClusterID uint16
+	// Fastpath lists the client prefixes whose established flows the node
+	// redirects to their hosts' agents (VIP fastpath; GUE services with
+	// flow entries only); nil: none.
+	Fastpath []netip.Prefix
 }
 
 // ChainUse says which of a service's flows use the cluster's owner chains.
@@ -454,6 +477,9 @@ func (b *Builder) Build(spec Spec) (*Generation, error) {
 			PortLo: lo, PortHi: hi, SecondChance: ss.SecondChance, Stateless: ss.Stateless, NAT: ss.NAT,
 			Firewall: ss.Firewall,
 			Chain:    ss.chain(), ClusterID: ss.ClusterID,
+		}
+		if len(ss.Fastpath) > 0 && !ss.Stateless && ss.QUIC == nil && !ss.NAT {
+			svc.Fastpath = slices.Clone(ss.Fastpath)
 		}
 		if ss.NAT {
 			if err := checkNATService(&ss, spec.SNAT); err != nil {

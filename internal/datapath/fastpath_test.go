@@ -1,0 +1,222 @@
+package datapath_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/fastpath"
+	"github.com/sluicelb/sluice/internal/link"
+	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/pipeline"
+)
+
+var fpKey = fastpath.Key([]byte("fastpath-key-0123456789"))
+
+// fakeAgent is a client host's agent on loopback: it reads what the node
+// sends and answers with what the test says.
+type fakeAgent struct {
+	t     *testing.T
+	conn  *net.UDPConn
+	codec *fastpath.Codec
+}
+
+func (a *fakeAgent) read(wait time.Duration) (fastpath.Message, netip.AddrPort, bool) {
+	a.t.Helper()
+	buf := make([]byte, 2048)
+	a.conn.SetReadDeadline(time.Now().Add(wait))
+	for {
+		n, from, err := a.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return fastpath.Message{}, netip.AddrPort{}, false
+		}
+		var m fastpath.Message
+		if err := a.codec.Open(buf[:n], &m); err != nil {
+			a.t.Fatalf("the node sent something the agent cannot open: %v", err)
+		}
+		return m, from, true
+	}
+}
+
+func (a *fakeAgent) reply(to netip.AddrPort, t fastpath.Type, id uint64, st fastpath.Status, flows ...fastpath.Flow) {
+	a.t.Helper()
+	m := fastpath.Message{Type: t, ID: id, TimeMs: uint64(time.Now().UnixMilli()), Count: len(flows)}
+	for i, f := range flows {
+		m.Entries[i] = fastpath.Entry{Flow: f, Status: st}
+	}
+	b, err := a.codec.Seal(nil, &m)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if _, err := a.conn.WriteToUDPAddrPort(b, to); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func newFastpathRig(t *testing.T, retry time.Duration) (*rig, *fakeAgent) {
+	node, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ac.Close(); node.Close() })
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Fastpath: &datapath.FastpathConfig{
+		Conn: node, Key: fpKey, Port: uint16(ac.LocalAddr().(*net.UDPAddr).Port), Idle: time.Minute,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dp = dp
+	dp.Redirector().SetAgentAddr(ac.LocalAddr().(*net.UDPAddr).AddrPort())
+	if retry != 0 {
+		dp.Redirector().SetRetry(retry)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { dp.Redirector().Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return r, &fakeAgent{t: t, conn: ac, codec: fastpath.NewCodec(fpKey)}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Second); !ok(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An established flow from a fastpath client is offered to its agent once,
+// with the backend and outer source port the node itself writes; the offer
+// is sent again until acknowledged; a refresh is taken; draining the
+// backend cancels the redirect. A flow from another client is not offered.
+func TestFastpathRedirect(t *testing.T) {
+	r, agent := newFastpathRig(t, 0)
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	r.apply(spec)
+	fp := r.dp.Redirector()
+
+	cl := netip.MustParseAddrPort("198.18.100.1:40000")
+	want := fastpath.Flow{Proto: 6, Client: cl, VIP: vip4}
+	r.send(tcpFrame(cl, vip4, 0x02))
+	if _, _, ok := agent.read(150 * time.Millisecond); ok {
+		t.Fatal("offered at the SYN")
+	}
+	out := r.send(tcpFrame(cl, vip4, 0x10))
+	if len(out) != 1 {
+		t.Fatalf("%d frames out", len(out))
+	}
+	d := decode(t, out[0])
+	sport := binary.BigEndian.Uint16(out[0][14+20:]) // outer UDP source port
+
+	m, from, ok := agent.read(time.Second)
+	if !ok || m.Type != fastpath.Redirect || m.Count != 1 {
+		t.Fatalf("no redirect: %v %+v", ok, m)
+	}
+	e := m.Entries[0]
+	if e.Flow != want || e.Backend != d.outerDst || e.Port != 6080 || e.SrcPort != sport {
+		t.Fatalf("redirect %+v; want flow %v backend %v port 6080 source port %d", e, want, d.outerDst, sport)
+	}
+	// Not acknowledged: sent again, under a new ID.
+	m2, _, ok := agent.read(time.Second)
+	if !ok || m2.Type != fastpath.Redirect || m2.ID == m.ID || m2.Entries[0].Flow != want {
+		t.Fatalf("no resend: %v %+v", ok, m2)
+	}
+	// An ack of the first send is stale; of the last, taken.
+	agent.reply(from, fastpath.Ack, m.ID, fastpath.StatusInstalled, want)
+	agent.reply(from, fastpath.Ack, m2.ID, fastpath.StatusInstalled, want)
+	waitFor(t, "the install", func() bool { c := fp.Counters(); return c.Installed == 1 && c.Active == 1 && c.Pending == 0 })
+	if l := fp.List(context.Background(), 0); len(l) != 1 || l[0].State != "installed" || l[0].Backend != d.outerDst {
+		t.Fatalf("list %+v", l)
+	}
+	// The flow's later packets are still forwarded, and not offered again.
+	if out := r.send(tcpFrame(cl, vip4, 0x10)); len(out) != 1 || backendOf(t, out[0]) != d.outerDst {
+		t.Fatal("later packet not forwarded to the same backend")
+	}
+	if m, _, ok := agent.read(300 * time.Millisecond); ok {
+		t.Fatalf("sent again after the ack: %+v", m)
+	}
+	agent.reply(from, fastpath.Refresh, 99, fastpath.StatusNone, want)
+	waitFor(t, "the refresh", func() bool { return fp.Counters().Refreshes == 1 })
+
+	// A client outside the prefixes is not offered.
+	other := netip.MustParseAddrPort("198.18.200.1:40000")
+	r.send(tcpFrame(other, vip4, 0x02), tcpFrame(other, vip4, 0x10))
+	if m, _, ok := agent.read(200 * time.Millisecond); ok {
+		t.Fatalf("offered a flow from outside the prefixes: %+v", m)
+	}
+
+	// A forged ack is refused.
+	forger := &fakeAgent{t: t, conn: agent.conn, codec: fastpath.NewCodec(fastpath.Key([]byte("not-the-key-0123456789")))}
+	forger.reply(from, fastpath.Ack, m2.ID, fastpath.StatusInstalled, want)
+	waitFor(t, "the forged ack's count", func() bool { return fp.Counters().BadAuth == 1 })
+
+	// Draining the backend cancels the redirect.
+	spec.Services[0].Backends = slices.DeleteFunc(spec.Services[0].Backends, func(b pipeline.BackendSpec) bool { return b.Tunnel.Dst == d.outerDst })
+	r.apply(spec)
+	c, _, ok := agent.read(time.Second)
+	if !ok || c.Type != fastpath.Cancel || c.Count != 1 || c.Entries[0].Flow != want {
+		t.Fatalf("no cancel: %v %+v", ok, c)
+	}
+	agent.reply(from, fastpath.Ack, c.ID, fastpath.StatusInstalled, want)
+	waitFor(t, "the cancel's ack", func() bool { c := fp.Counters(); return c.CancelAcked == 1 && c.Active == 0 })
+	if l := fp.List(context.Background(), 0); len(l) != 0 {
+		t.Fatalf("still held after the cancel: %+v", l)
+	}
+	if c := fp.Counters(); c.Offered != 1 || c.Cancelled != 1 || c.Sent != 3 {
+		t.Errorf("counters %+v", c)
+	}
+}
+
+// A refused redirect is forgotten and counted by status; an unanswered
+// one is given up after its resends.
+func TestFastpathRefusedAndUnacked(t *testing.T) {
+	r, agent := newFastpathRig(t, 20*time.Millisecond)
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	fp := r.dp.Redirector()
+	r.apply(spec)
+	a := netip.MustParseAddrPort("198.18.100.1:40001")
+	b := netip.MustParseAddrPort("198.18.100.1:40002")
+	r.send(tcpFrame(a, vip4, 0x02), tcpFrame(a, vip4, 0x10))
+	m, from, ok := agent.read(time.Second)
+	if !ok {
+		t.Fatal("no redirect")
+	}
+	agent.reply(from, fastpath.Ack, m.ID, fastpath.StatusBackend, m.Entries[0].Flow)
+	waitFor(t, "the refusal", func() bool {
+		c := fp.Counters()
+		return c.Refused == 1 && c.RefusedBy[fastpath.StatusBackend] == 1 && c.Pending == 0
+	})
+	r.send(tcpFrame(b, vip4, 0x02), tcpFrame(b, vip4, 0x10))
+	sends := 0
+	for {
+		m, _, ok := agent.read(time.Second)
+		if !ok {
+			break
+		}
+		if m.Entries[0].Flow.Client == b {
+			sends++
+		}
+	}
+	if sends != 6 {
+		t.Errorf("%d sends of an unanswered redirect, want 6", sends)
+	}
+	waitFor(t, "giving up", func() bool { c := fp.Counters(); return c.Unacked == 1 && c.Pending == 0 })
+	if l := fp.List(context.Background(), 0); len(l) != 0 {
+		t.Fatalf("held: %+v", l)
+	}
+}
