@@ -402,7 +402,7 @@ The address is taken from --addr or the SLUICE_ADDR environment variable (defaul
 		},
 	})
 
-	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg, newCtlQUICCmd(client, emit), newCtlClusterCmd(client, emit), newCtlCaptureCmd(client), newCtlL2Cmd(client, emit))
+	cmd.AddCommand(vip, backend, nodeCmd, flowCmd, stats, apply, cfg, newCtlQUICCmd(client, emit), newCtlClusterCmd(client, emit), newCtlCaptureCmd(client), newCtlL2Cmd(client, emit), newCtlFastpathCmd(client, emit))
 	return cmd
 }
 

@@ -88,7 +88,7 @@ func Descs() []*prometheus.Desc {
 		descOffFwd, descOffPassed, descOffOps, descOffFull, descOffLost, descOffErrors, descOffEntries,
 		descTableFP, descDraining, descAnnounced, descPeerUp, descPeerResets, descPeerAdv,
 		descBypassed, descBypassTr,
-	}, append(clusterDescs, l2Descs...)...)
+	}, append(append(clusterDescs, l2Descs...), fastpathDescs...)...)
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -231,6 +231,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.collectCluster(ch)
 	c.collectL2(ch)
+	c.collectFastpath(ch)
 }
 
 func b2f(b bool) float64 {

@@ -39,6 +39,7 @@ type Node interface {
 	Drainer
 	ClusterReporter
 	L2Reporter
+	FastpathReporter
 }
 
 // Configurer holds the running configuration.

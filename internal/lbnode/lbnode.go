@@ -34,6 +34,7 @@ import (
 	"github.com/sluicelb/sluice/internal/cluster"
 	"github.com/sluicelb/sluice/internal/config"
 	"github.com/sluicelb/sluice/internal/datapath"
+	"github.com/sluicelb/sluice/internal/fastpath"
 	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/health"
 	"github.com/sluicelb/sluice/internal/link"
@@ -90,6 +91,9 @@ type Node struct {
 	// relayConn receives other members' fragments and decisions
 	// (relay.go); nil without a cluster.
 	relayConn *net.UDPConn
+	// fpConn is the fastpath redirector's socket (node.fastpath); the
+	// datapath closes it when it stops.
+	fpConn *net.UDPConn
 	// clLeaving is held while a member leaves the cluster (stopCluster),
 	// off the serve goroutine.
 	clLeaving                 sync.Mutex
@@ -194,6 +198,9 @@ func New(o Options) (*Node, error) {
 		if n.relayConn != nil {
 			n.relayConn.Close()
 		}
+		if n.fpConn != nil {
+			n.fpConn.Close()
+		}
 		if a, ok := n.announcer.(*l2Announcer); ok {
 			a.resp.Close()
 		}
@@ -251,6 +258,18 @@ func New(o Options) (*Node, error) {
 			default:
 			}
 		}
+	}
+	if f := o.Config.Node.Fastpath; f != nil {
+		// One dual-stack socket on a port of the kernel's choice: the
+		// agents answer to the address and port a redirect came from.
+		if n.fpConn, err = net.ListenUDP("udp", &net.UDPAddr{}); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("node.fastpath: %w", err)
+		}
+		dpc.Fastpath = &datapath.FastpathConfig{Conn: n.fpConn, Key: fastpath.Key([]byte(f.Key)),
+			Port: uint16(f.Port), Idle: f.Idle, Max: f.Max}
+		n.log.Info("fastpath on: established flows of fastpath VIPs are redirected to their client hosts' agents",
+			"socket", n.fpConn.LocalAddr().String(), "agent_port", f.Port)
 	}
 	n.dp, err = datapath.New(dpc)
 	if err != nil {

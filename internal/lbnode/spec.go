@@ -125,6 +125,9 @@ func (n *Node) spec(ctx context.Context) (pipeline.Spec, map[netip.Addr]string) 
 			Stateless: v.Affinity == config.AffinityStateless || bp.bypassed(vip),
 			NAT:       v.Forwarding == config.ForwardingNAT,
 		}
+		if v.Fastpath {
+			s.Fastpath = v.FastpathClientPrefixes()
+		}
 		mode := encap.GUE
 		if v.Forwarding == config.ForwardingIPIP {
 			mode = encap.IPIP

@@ -198,6 +198,18 @@ func Handler(s *control.Server) http.Handler {
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.NodeStatus()) })
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.ClusterStatus()) })
 	mux.HandleFunc("GET /v1/l2", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.L2Status()) })
+	mux.HandleFunc("GET /v1/fastpath", func(w http.ResponseWriter, r *http.Request) {
+		max := 1000
+		if v := r.URL.Query().Get("max"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("max: %q is not a count (0: all)", v))
+				return
+			}
+			max = n
+		}
+		writeJSON(w, http.StatusOK, s.Fastpath(r.Context(), max))
+	})
 	drain := func(d bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			st, err := s.DrainNode(d)

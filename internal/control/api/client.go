@@ -175,6 +175,13 @@ func (c *Client) L2(ctx context.Context) (st control.L2Status, err error) {
 	return st, err
 }
 
+// Fastpath returns the node's fastpath state with at most max redirects (0:
+// all; Enabled false: no node.fastpath).
+func (c *Client) Fastpath(ctx context.Context, max int) (st control.FastpathStatus, err error) {
+	_, err = c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/fastpath?max=%d", max), nil, &st)
+	return st, err
+}
+
 // DrainNode drains the node (true) or returns it to service (false).
 func (c *Client) DrainNode(ctx context.Context, drain bool) (st control.NodeStatus, err error) {
 	m := http.MethodPut

@@ -69,6 +69,23 @@ type Node struct {
 	L2 *l2.Status
 	// Filling is returned by Bypass with the decisions.
 	Filling []bypass.Fill
+	// FastpathOn, FastpathCounters and FastpathRedirects are returned by
+	// Fastpath.
+	FastpathOn        bool
+	FastpathCounters  datapath.FastpathCounters
+	FastpathRedirects []datapath.FastpathRedirect
+}
+
+// Fastpath reports no node.fastpath unless FastpathOn; then it returns
+// FastpathCounters and FastpathRedirects.
+func (n *Node) Fastpath(_ context.Context, max int) (datapath.FastpathCounters, []datapath.FastpathRedirect, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rs := n.FastpathRedirects
+	if max > 0 && len(rs) > max {
+		rs = rs[:max]
+	}
+	return n.FastpathCounters, rs, n.FastpathOn
 }
 
 // L2Status returns *L2, or ok false when it is nil.
