@@ -20,6 +20,11 @@ func (l *Lab) LBPrefixes() []netip.Prefix { return nodePrefixes(l.LBs) }
 // 2001:db8:30::102/127.
 func (l *Lab) BackendPrefixes() []netip.Prefix { return nodePrefixes(l.Backends) }
 
+// ClientPrefixes returns the prefixes that hold exactly the client's
+// addresses (198.18.10.2/32, 2001:db8:10::2/128): the fastpath client
+// prefixes of the scenarios.
+func (l *Lab) ClientPrefixes() []netip.Prefix { return nodePrefixes([]*Node{l.Client}) }
+
 func nodePrefixes(ns []*Node) []netip.Prefix {
 	var addrs []netip.Addr
 	for _, n := range ns {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -142,7 +143,21 @@ type Options struct {
 	// Health, when set, is the health check of every service, as inline
 	// YAML ("{type: vip, interval: 200ms}").
 	Health string
+	// Fastpath gives every service fastpath with the client's addresses as
+	// fastpath clients (node.fastpath with FastpathKey), runs `sluice agent
+	// --fastpath` in the client namespace (ClientAgent) and lets the
+	// backends' agents take GUE from the client.
+	Fastpath bool
+	// FastpathIdle is the client agent's --fastpath-idle (0: its default).
+	FastpathIdle time.Duration
 }
+
+// FastpathKey is the key the scenario's LB nodes and fastpath agents share.
+const FastpathKey = "sluice-lab-fastpath-key"
+
+// ClientAgentMetricsAddr is where the client's fastpath agent serves
+// /metrics (Options.Fastpath), in the client namespace.
+const ClientAgentMetricsAddr = "127.0.0.1:6092"
 
 // Scenario is a running lab with its processes.
 type Scenario struct {
@@ -152,8 +167,11 @@ type Scenario struct {
 	Agents  []*lab.Process
 	Servers []*lab.Process
 	BIRD    *lab.BIRD // with Options.BGP and Router "bird"
-	FRR     *lab.FRR  // with Options.BGP and Router "frr"
-	cfgDir  string
+	// ClientAgent is `sluice agent --fastpath` in the client namespace
+	// (Options.Fastpath).
+	ClientAgent *lab.Process
+	FRR         *lab.FRR // with Options.BGP and Router "frr"
+	cfgDir      string
 }
 
 // Start brings up the lab and every process. On error it tears down what it
@@ -219,6 +237,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			continue
 		}
 		args := append([]string{"agent", "--vip", vip4, "--vip", vip6, "--listen", ":6080"}, s.AgentTrustArgs()...)
+		if o.Fastpath {
+			for _, p := range l.ClientPrefixes() {
+				args = append(args, "--fastpath-client-prefix", p.String())
+			}
+		}
 		if o.AgentMetrics {
 			args = append(args, "--metrics-addr", AgentMetricsAddr)
 		}
@@ -279,6 +302,11 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 			}
 		}
 	}
+	if o.Fastpath {
+		if err := s.startClientAgent(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for _, lb := range l.LBs {
 		p, err := s.startLB(ctx, lb)
 		if err != nil {
@@ -306,6 +334,33 @@ func (s *Scenario) AgentTrustArgs() []string {
 		args = append(args, "--hop-prefix", p.String())
 	}
 	return args
+}
+
+// startClientAgent starts the client's fastpath agent (Options.Fastpath):
+// redirects from the LB nodes only, toward the backends only.
+func (s *Scenario) startClientAgent(ctx context.Context) error {
+	key := filepath.Join(s.cfgDir, "fastpath.key")
+	if err := os.WriteFile(key, []byte(FastpathKey+"\n"), 0o600); err != nil {
+		return err
+	}
+	c := s.Lab.Client
+	args := []string{"agent", "--listen", ":6080", "--fastpath", c.Ifname, "--fastpath-key-file", key,
+		"--metrics-addr", ClientAgentMetricsAddr}
+	for _, p := range s.Lab.LBPrefixes() {
+		args = append(args, "--lb-prefix", p.String())
+	}
+	for _, p := range s.Lab.BackendPrefixes() {
+		args = append(args, "--fastpath-backend-prefix", p.String())
+	}
+	if s.Opts.FastpathIdle > 0 {
+		args = append(args, "--fastpath-idle", s.Opts.FastpathIdle.String())
+	}
+	p, err := c.Start(ctx, s.Opts.Binary, args...)
+	if err != nil {
+		return fmt.Errorf("fastpath agent on %s: %w", c.Name, err)
+	}
+	s.ClientAgent = p
+	return nil
 }
 
 // Tools returns the programs a scenario with options o runs besides the
@@ -358,6 +413,9 @@ func (s *Scenario) ConfigFor(i int) string {
 		fmt.Fprintf(&b, "  snat: [%q, %q]\n", n.SNAT4(), n.SNAT6())
 	}
 	s.clusterConfig(&b, i)
+	if s.Opts.Fastpath {
+		fmt.Fprintf(&b, "  fastpath: {key: %s}\n", FastpathKey)
+	}
 	if s.Opts.L2 {
 		opts := "interface: eth0"
 		if s.Opts.L2Options != "" {
@@ -401,6 +459,15 @@ func (s *Scenario) ConfigFor(i int) string {
 		}
 		if s.Opts.Health != "" {
 			fmt.Fprintf(&b, "    health: %s\n", s.Opts.Health)
+		}
+		if s.Opts.Fastpath {
+			var clients []string
+			for _, p := range s.Lab.ClientPrefixes() {
+				if p.Addr().Is4() == svc.vip.Is4() {
+					clients = append(clients, fmt.Sprintf("%q", p))
+				}
+			}
+			fmt.Fprintf(&b, "    fastpath: true\n    fastpath_clients: [%s]\n", strings.Join(clients, ", "))
 		}
 		if s.Opts.NAT {
 			fw := s.Opts.NATForwarding
@@ -566,7 +633,11 @@ func (s *Scenario) ReloadLB(i int, cfg string) error {
 
 // Stop stops every process and removes the lab.
 func (s *Scenario) Stop() error {
-	for _, group := range [][]*lab.Process{s.LBs, s.Servers, s.Agents} {
+	agents := s.Agents
+	if s.ClientAgent != nil {
+		agents = append(slices.Clone(agents), s.ClientAgent)
+	}
+	for _, group := range [][]*lab.Process{s.LBs, s.Servers, agents} {
 		for _, p := range group {
 			p.Stop()
 		}
