@@ -136,6 +136,7 @@ type Redirector struct {
 	touched []flow.Key            // refreshed since the last touch
 	lastGen uint32
 	nextID  uint64
+	active  int // redirects in rdInstalled
 	// agentOf is where a client's redirects go: client:Port (tests put
 	// their agent elsewhere).
 	agentOf func(client netip.Addr) netip.AddrPort
@@ -517,7 +518,7 @@ func (r *Redirector) answer(in *fpIn) {
 		e := &m.Entries[i]
 		k := flowKey(&e.Flow)
 		x := r.table[k]
-		if x == nil || x.agent.Addr() != in.from.Addr() {
+		if x == nil {
 			continue
 		}
 		if m.Type == fastpath.Refresh {
@@ -525,6 +526,7 @@ func (r *Redirector) answer(in *fpIn) {
 				// The ack was lost; the agent refreshes what it installed.
 				delete(r.pending, k)
 				x.state, x.since, x.tries = rdInstalled, now, 0
+				r.active++
 				installed++
 			}
 			if x.state == rdInstalled {
@@ -542,6 +544,7 @@ func (r *Redirector) answer(in *fpIn) {
 			delete(r.pending, k)
 			if e.Status == fastpath.StatusInstalled {
 				x.state, x.since, x.seen, x.tries = rdInstalled, now, now, 0
+				r.active++
 				installed++
 				continue
 			}
@@ -580,6 +583,9 @@ func (r *Redirector) rebase() {
 		if x.state == rdCancelling || r.valid(g, &k, x) {
 			continue
 		}
+		if x.state == rdInstalled {
+			r.active--
+		}
 		x.tries, x.since = 0, now
 		cancels = append(cancels, k)
 	}
@@ -612,6 +618,7 @@ func (r *Redirector) expire() {
 	for k, x := range r.table {
 		if x.state == rdInstalled && now.Sub(x.seen) > r.cfg.Idle {
 			delete(r.table, k)
+			r.active--
 			n++
 		}
 	}
@@ -622,13 +629,7 @@ func (r *Redirector) expire() {
 }
 
 func (r *Redirector) gauges() {
-	var active uint64
-	for _, x := range r.table {
-		if x.state == rdInstalled {
-			active++
-		}
-	}
-	pending := uint64(len(r.pending))
+	active, pending := uint64(r.active), uint64(len(r.pending))
 	r.count(func(c *FastpathCounters) { c.Active, c.Pending = active, pending })
 }
 

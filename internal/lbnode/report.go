@@ -52,6 +52,11 @@ func (n *Node) Report(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	if r := n.dp.Redirector(); r != nil {
+		f := r.Counters()
+		fmt.Fprintf(w, "fastpath: redirects active %d  offered %d  installed %d  refused %d  unacked %d  cancelled %d  refreshed %d  expired %d\n",
+			f.Active, f.Offered, f.Installed, f.Refused, f.Unacked, f.Cancelled, f.Refreshes, f.Expired)
+	}
 	if c.TooBigAnswered+c.Spilled+c.SpillErrors > 0 {
 		fmt.Fprintf(w, "icmp too big sent %d  kernel tx %d  kernel tx errors %d\n", c.TooBigAnswered, c.Spilled, c.SpillErrors)
 	}
