@@ -150,6 +150,10 @@ type Options struct {
 	Fastpath bool
 	// FastpathIdle is the client agent's --fastpath-idle (0: its default).
 	FastpathIdle time.Duration
+	// FastpathOff, with Fastpath, leaves fastpath off on the VIPs (the
+	// node, the client agent and the backends' trust stay): a reload with
+	// it toggled turns the redirects off and on.
+	FastpathOff bool
 }
 
 // FastpathKey is the key the scenario's LB nodes and fastpath agents share.
@@ -460,7 +464,7 @@ func (s *Scenario) ConfigFor(i int) string {
 		if s.Opts.Health != "" {
 			fmt.Fprintf(&b, "    health: %s\n", s.Opts.Health)
 		}
-		if s.Opts.Fastpath {
+		if s.Opts.Fastpath && !s.Opts.FastpathOff {
 			var clients []string
 			for _, p := range s.Lab.ClientPrefixes() {
 				if p.Addr().Is4() == svc.vip.Is4() {
