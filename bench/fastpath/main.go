@@ -100,13 +100,13 @@ func run() (err error) {
 	labbench.Logf("lab up; load %s", labbench.Loadavg())
 
 	var samples []sample
-	on := false
-	for r := 0; r < *rounds*2 && ctx.Err() == nil; r++ {
-		if r > 0 {
-			on = !on
-		}
-		if r%2 == 0 && (r/2)%2 == 1 {
-			on = !on // alternate which mode goes first
+	var order []bool
+	for r := range *rounds {
+		order = append(order, r%2 == 1, r%2 == 0) // alternate which mode goes first
+	}
+	for _, on := range order {
+		if ctx.Err() != nil {
+			break
 		}
 		if err := setFastpath(ctx, s, on); err != nil {
 			return err
