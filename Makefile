@@ -44,12 +44,14 @@ demo: deps build
 deps:
 	scripts/deps.sh
 
-# Rebuilds the committed BPF object of the XDP offload program and its Go
-# bindings (bpf2go, clang: scripts/deps.sh --generate installs it), and
-# records its source's hash (TestOffloadObjectFresh checks both).
+# Rebuilds the committed BPF objects and their Go bindings (bpf2go, clang:
+# scripts/deps.sh --generate installs it) — the XDP offload program and the
+# fastpath tc egress program — and records their sources' hashes
+# (TestOffloadObjectFresh and TestEgressObjectFresh check both).
 generate:
 	@command -v clang >/dev/null || { echo "make generate: no clang; run scripts/deps.sh --generate"; exit 1; }
 	cd internal/link/afxdp && $(GO) generate ./... && sha256sum bpf/offload.c > offload_bpfel.sha256
+	cd internal/fastpath/egress && $(GO) generate ./... && sha256sum bpf/egress.c > egress_bpfel.sha256
 
 vet:
 	$(GO) vet ./...

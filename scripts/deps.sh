@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(iproute2 iputils-ping ethtool curl nftables make gcc bird2 frr tcpdump)
 case "${1:-}" in
 --bench) pkgs+=(wrk haproxy keepalived) ;;
---generate) pkgs+=(clang llvm libbpf-dev) ;; # make generate: the XDP offload program
+--generate) pkgs+=(clang llvm libbpf-dev) ;; # make generate: the XDP offload and tc egress programs
 esac
 missing=()
 for p in "${pkgs[@]}"; do
