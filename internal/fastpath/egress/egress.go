@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -114,6 +115,12 @@ type Program struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// Put's, Delete's and Lookup's key and value, passed to the map by
+	// pointer (unsafe.Pointer: no marshalling, no allocation).
+	bufMu sync.Mutex
+	key   egressFlowKey
+	val   egressFlowValue
 }
 
 // attachMu serialises Attach's check for a program already attached and
@@ -257,7 +264,11 @@ func (p *Program) Put(f Flow, t Target) error {
 	if t.UDPChecksum {
 		v.Flags |= flagCsum
 	}
-	if err := p.objs.SluiceEgressFlows.Update(&k, &v, ebpf.UpdateAny); err != nil {
+	p.bufMu.Lock()
+	p.key, p.val = k, v
+	err = p.objs.SluiceEgressFlows.Update(unsafe.Pointer(&p.key), unsafe.Pointer(&p.val), ebpf.UpdateAny)
+	p.bufMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("egress: put %v -> %v: %w", f.Client, f.VIP, err)
 	}
 	return nil
@@ -269,7 +280,11 @@ func (p *Program) Delete(f Flow) error {
 	if err != nil {
 		return err
 	}
-	if err := p.objs.SluiceEgressFlows.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	p.bufMu.Lock()
+	p.key = k
+	err = p.objs.SluiceEgressFlows.Delete(unsafe.Pointer(&p.key))
+	p.bufMu.Unlock()
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("egress: delete %v -> %v: %w", f.Client, f.VIP, err)
 	}
 	return nil
@@ -308,8 +323,12 @@ func (p *Program) Lookup(f Flow) (s State, ok bool, err error) {
 	if err != nil {
 		return State{}, false, err
 	}
-	var v egressFlowValue
-	if err := p.objs.SluiceEgressFlows.Lookup(&k, &v); err != nil {
+	p.bufMu.Lock()
+	p.key = k
+	err = p.objs.SluiceEgressFlows.Lookup(unsafe.Pointer(&p.key), unsafe.Pointer(&p.val))
+	v := p.val
+	p.bufMu.Unlock()
+	if err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return State{}, false, nil
 		}
