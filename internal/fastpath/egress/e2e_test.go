@@ -138,6 +138,18 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	if err := n.client.Do(func() error {
+		v4, v6, err := p.Forwarding()
+		if err == nil && (!v4 || !v6) {
+			err = fmt.Errorf("forwarding %v %v, want on for both", v4, v6)
+		}
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+	if p.Interface() != "up0" {
+		t.Errorf("Interface() = %q", p.Interface())
+	}
 	// A second program on the interface is refused.
 	if err := n.client.Do(func() error {
 		p2, err := Attach(Options{Interface: "up0"})

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -411,4 +413,35 @@ func (p *Program) Close() error {
 		errs = append(errs, fmt.Errorf("egress: close: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// Forwarding reports whether forwarding is on for the program's interface
+// (net.ipv4.conf.IF.forwarding, net.ipv6.conf.IF.forwarding, read in the
+// caller's network namespace). The kernel's fib lookup, which the program
+// needs to find the backend's next hop, refuses an interface without it:
+// the flows of that family are then never sent direct (Counters.FwdDisabled
+// counts their packets). Attach does not change these settings.
+func (p *Program) Forwarding() (ipv4, ipv6 bool, err error) {
+	return forwarding(p.ifname)
+}
+
+func forwarding(ifname string) (ipv4, ipv6 bool, err error) {
+	if ifname == "" {
+		return false, false, errors.New("egress: not attached")
+	}
+	read := func(fam string) (bool, error) {
+		b, err := os.ReadFile("/proc/sys/net/" + fam + "/conf/" + ifname + "/forwarding")
+		if errors.Is(err, os.ErrNotExist) && fam == "ipv6" {
+			return false, nil // no IPv6 on the interface
+		}
+		if err != nil {
+			return false, fmt.Errorf("egress: %s forwarding of %s: %w", fam, ifname, err)
+		}
+		return strings.TrimSpace(string(b)) != "0", nil
+	}
+	if ipv4, err = read("ipv4"); err != nil {
+		return false, false, err
+	}
+	ipv6, err = read("ipv6")
+	return ipv4, ipv6, err
 }

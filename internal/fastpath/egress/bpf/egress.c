@@ -276,7 +276,10 @@ int sluice_egress(struct __sk_buff *skb)
 			return pass(CTR_NO_CSUM);
 	}
 
-	/* The next hop, before anything changes. */
+	/* The next hop, before anything changes: the host's output lookup
+	 * (routes out of this interface, source = the client address), and
+	 * the next hop's MAC from the neighbour table. The kernel refuses the
+	 * lookup on an interface without forwarding (CTR_FWD_DISABLED). */
 	struct bpf_fib_lookup fib = {};
 	if (!no_fib) {
 		fib.l4_protocol = IPPROTO_UDP;
@@ -392,6 +395,9 @@ int sluice_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__builtin_memcpy(data, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(data + ETH_ALEN, fib.smac, ETH_ALEN);
+	/* BPF_FIB_LOOKUP_OUTPUT looks up routes out of skb->ifindex only (a
+	 * backend routed by another interface is CTR_NO_ROUTE), so this is
+	 * defensive. */
 	if (fib.ifindex != skb->ifindex)
 		return bpf_redirect(fib.ifindex, 0);
 	return TC_ACT_OK;
