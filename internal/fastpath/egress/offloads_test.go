@@ -257,4 +257,3 @@ func (c *capture) close() {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
