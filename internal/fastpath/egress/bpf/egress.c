@@ -379,6 +379,9 @@ int sluice_egress(struct __sk_buff *skb)
 	}
 
 	__u64 bytes = skb->len;
+	/* The coarse clock, and a write at most once a second: writing
+	 * bpf_ktime_get_ns every packet cost ~14 ns more per packet here
+	 * (BenchmarkEgress); the atomic adds cost nothing measurable. */
 	__u64 now = bpf_ktime_get_coarse_ns();
 	if (now - v->used > 1000000000ull)
 		v->used = now;
