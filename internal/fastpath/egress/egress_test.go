@@ -427,3 +427,30 @@ func TestEndedWalkDelete(t *testing.T) {
 		t.Errorf("Put of mixed families: %v", err)
 	}
 }
+
+// TestAttachNoInterface: a missing interface is a clear error, before any
+// BPF.
+func TestAttachNoInterface(t *testing.T) {
+	p, err := Attach(Options{Interface: "sluice-none0"})
+	if err == nil {
+		p.Close()
+		t.Fatal("attached to a missing interface")
+	}
+	if !errors.Is(err, ErrNoInterface) {
+		t.Errorf("error %v, want ErrNoInterface", err)
+	}
+}
+
+// TestCloseTwice: Close of a loaded program is idempotent.
+func TestCloseTwice(t *testing.T) {
+	p := loadT(t)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, _, err := p.Forwarding(); err == nil {
+		t.Error("Forwarding of a program not attached: no error")
+	}
+}
