@@ -311,8 +311,9 @@
 // Counters (Counters.Fastpath, sluice_agent_fastpath_<name>_total):
 // redirects, cancels, installed, refused_<status>, cancelled, acks_sent,
 // refreshes_sent, send_errors, auth_failures, malformed, stale_time,
-// untrusted_source (a fastpath message from outside the LB prefixes that
-// Trust let through: none unless an address is in both), unexpected_type,
+// untrusted_source (a fastpath message from outside the LB prefixes: a
+// second check, Trust already drops those as rejected_source),
+// unexpected_type,
 // queue_full, expired, ended, unknown_removed, map_errors, tombstones_full,
 // host_addr_errors; the gauge sluice_agent_fastpath_flows; and the egress
 // program's own counters as it names them (Agent.FastpathEgress,
