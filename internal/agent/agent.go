@@ -326,6 +326,9 @@ func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GU
 	if !a.trust.allows(src.Addr(), d) {
 		b.Drops[RejectedSource]++
 		a.rejects.note(src)
+		if a.fp != nil && fastpath.IsFastpath(d) {
+			b.Fastpath.Untrusted++ // also a fastpath counter, for the client role's dashboards
+		}
 		return false
 	}
 	if truncated {

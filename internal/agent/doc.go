@@ -309,10 +309,11 @@
 // crashes, every flow goes through the LB tier again.
 //
 // Counters (Counters.Fastpath, sluice_agent_fastpath_<name>_total):
-// redirects, cancels, installed, refused_<status>, cancelled, acks_sent,
+// redirects, cancels, redirects_installed, redirects_refused_<status>,
+// cancelled, acks_sent,
 // refreshes_sent, send_errors, auth_failures, malformed, stale_time,
-// untrusted_source (a fastpath message from outside the LB prefixes: a
-// second check, Trust already drops those as rejected_source),
+// untrusted_source (a fastpath message from outside the LB prefixes; Trust
+// drops it, counted as rejected_source too),
 // unexpected_type,
 // queue_full, expired, ended, unknown_removed, map_errors, tombstones_full,
 // host_addr_errors; the gauge sluice_agent_fastpath_flows; and the egress

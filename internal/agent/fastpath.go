@@ -109,7 +109,9 @@ type FastpathCounters struct {
 	// StaleTime (send time outside fastpath.FreshMs of this host's
 	// clock), Untrusted (from outside the LB prefixes), Unexpected (an ack
 	// or refresh: only LB nodes receive those), QueueFull (the fastpath
-	// goroutine's queue was full).
+	// goroutine's queue was full). Untrusted also counts the fastpath
+	// messages the trust check dropped (as rejected_source) before the
+	// fastpath goroutine saw them.
 	AuthFailures, Malformed, StaleTime, Untrusted, Unexpected, QueueFull uint64
 	// Flows removed by the sweep: Expired (idle for FastpathConfig.Idle),
 	// Ended (FIN or RST seen, after FastpathEndedLinger), Unknown (in the
@@ -155,9 +157,10 @@ const (
 )
 
 var fastpathNames = [numFastpathCounters]string{
-	"fastpath_redirects", "fastpath_cancels", "fastpath_installed",
-	"fastpath_refused_not_local", "fastpath_refused_backend_not_allowed", "fastpath_refused_family",
-	"fastpath_refused_full", "fastpath_refused_stale", "fastpath_refused_unavailable",
+	"fastpath_redirects", "fastpath_cancels", "fastpath_redirects_installed",
+	"fastpath_redirects_refused_not_local", "fastpath_redirects_refused_backend_not_allowed",
+	"fastpath_redirects_refused_family", "fastpath_redirects_refused_full", "fastpath_redirects_refused_stale",
+	"fastpath_redirects_refused_unavailable",
 	"fastpath_cancelled", "fastpath_acks_sent", "fastpath_refreshes_sent", "fastpath_send_errors",
 	"fastpath_auth_failures", "fastpath_malformed", "fastpath_stale_time", "fastpath_untrusted_source",
 	"fastpath_unexpected_type", "fastpath_queue_full", "fastpath_expired", "fastpath_ended",

@@ -679,8 +679,23 @@ func TestFastpathRunLoopback(t *testing.T) {
 	if _, ok := prog.has(fpFlow4); ok {
 		t.Error("the cancelled flow remains")
 	}
+	// A redirect from outside the LB prefixes: dropped by the trust
+	// check, counted by it and as a fastpath counter.
+	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	m = fastpath.Message{Type: fastpath.Redirect, ID: 77, TimeMs: unixMs(time.Now()), Count: 1}
+	m.Entries[0] = redirectTo(fpFlow4, fpBackend4)
+	b, _ := codec.Seal(nil, &m)
+	if _, err := stranger.WriteToUDPAddrPort(b, a.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	waitCounters(t, a, "untrusted", func(c *Counters) bool { return c.Fastpath.Untrusted == 1 })
 	c := a.Counters()
-	if c.Fastpath.Redirects != 1 || c.Fastpath.Cancels != 1 || c.Fastpath.AcksSent != 2 || c.Dropped() != 0 {
+	if c.Fastpath.Redirects != 1 || c.Fastpath.Cancels != 1 || c.Fastpath.AcksSent != 2 ||
+		c.Dropped() != 1 || c.Drops[RejectedSource] != 1 {
 		t.Errorf("counters %+v", c)
 	}
 	if eg := a.FastpathEgress(); len(eg) != 2 {

@@ -68,13 +68,13 @@ func TestAgentMetricsValues(t *testing.T) {
 		t.Fatalf("GET /metrics: %d %s", code, body)
 	}
 	for name, want := range map[string]string{
-		"sluice_agent_drop_rejected_source_total":                 "7",
-		"sluice_agent_received_total":                             "12",
-		"sluice_agent_delivered_total":                            "5",
-		"sluice_agent_fastpath_installed_total":                   "4",
-		"sluice_agent_fastpath_auth_failures_total":               "2",
-		"sluice_agent_fastpath_refused_backend_not_allowed_total": "1",
-		"sluice_agent_fastpath_flows":                             "9",
+		"sluice_agent_drop_rejected_source_total":                           "7",
+		"sluice_agent_received_total":                                       "12",
+		"sluice_agent_delivered_total":                                      "5",
+		"sluice_agent_fastpath_redirects_installed_total":                   "4",
+		"sluice_agent_fastpath_auth_failures_total":                         "2",
+		"sluice_agent_fastpath_redirects_refused_backend_not_allowed_total": "1",
+		"sluice_agent_fastpath_flows":                                       "9",
 	} {
 		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(body)
 		if m == nil || m[1] != want {
