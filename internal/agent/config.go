@@ -133,7 +133,7 @@ type Config struct {
 	// index 0 or 1) are also accepted from an outer source inside one of
 	// them; control messages (VIP probes, fastpath messages) and packets
 	// forwarded by agents are not. Empty: no fastpath client may send
-	// anything. See "Trust" and "Fastpath" in the package documentation.
+	// anything. With AcceptAnySource it changes nothing. See "Trust" and "Fastpath" in the package documentation.
 	FastpathClients []netip.Prefix
 	// FlowTable is the number of TCP flows the agent remembers having
 	// delivered locally (DefaultFlowTable when 0, at most MaxFlowTable).
@@ -255,9 +255,6 @@ func (c Config) withDefaults() (Config, error) {
 		if c.AcceptAnySource {
 			return c, configErr("AcceptAnySource", "true", "cannot be combined with Fastpath: redirects are taken only from the LB prefixes, which LBPrefixes must list")
 		}
-	}
-	if c.AcceptAnySource && len(c.FastpathClients) > 0 {
-		return c, configErr("AcceptAnySource", "true", "cannot be combined with FastpathClients: either the sources are listed, or any source is accepted")
 	}
 	if len(c.VIPs) == 0 && c.Fastpath == nil {
 		return c, configErr("VIPs", "[]", "at least one VIP is required (every packet would be dropped), unless Fastpath is set")

@@ -68,7 +68,6 @@ func TestConfigErrors(t *testing.T) {
 		// Fastpath.
 		{Config{VIPs: ok, LBPrefixes: lo4, FastpathClients: []netip.Prefix{pfx("198.18.20.1/24")}}, "FastpathClients[0]"},
 		{Config{VIPs: ok, LBPrefixes: lo4, FastpathClients: []netip.Prefix{pfx("198.18.20.0/24"), {}}}, "FastpathClients[1]"},
-		{Config{VIPs: ok, AcceptAnySource: true, FastpathClients: []netip.Prefix{pfx("198.18.20.0/24")}}, "AcceptAnySource"},
 		{Config{LBPrefixes: lo4}, "VIPs"},
 		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Interface = "" })}, "Fastpath.Interface"},
 		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Interface = "a/b" })}, "Fastpath.Interface"},

@@ -95,7 +95,7 @@
 // last line and how many rejections that line stands for. Config.LBPrefixes
 // is required: New refuses a Config without it, unless AcceptAnySource,
 // which turns the check off (for labs; it logs a warning) and cannot be
-// combined with it (nor with FastpathClients or Fastpath). Without HopPrefixes no forwarded packet is accepted, so
+// combined with it (nor with Fastpath). Without HopPrefixes no forwarded packet is accepted, so
 // second chance needs every agent's HopPrefixes to hold the other agents'
 // addresses (the backend network). The check walks the prefixes of the
 // source's family with netip.Prefix.Contains and does not allocate.
