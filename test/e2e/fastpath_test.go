@@ -244,7 +244,7 @@ func TestE2EFastpathDrain(t *testing.T) {
 	}
 	m0 := clientAgentMetrics(t, s)
 	send(s.Lab.LBs[0], "the-wrong-key-0123456789") // an LB address, the wrong key
-	send(s.Lab.Router, scenario.FastpathKey)        // the right key from outside the LB prefixes
+	send(s.Lab.Router, scenario.FastpathKey)       // the right key from outside the LB prefixes
 	time.Sleep(500 * time.Millisecond)
 	m1 := clientAgentMetrics(t, s)
 	auth := sumMetric(m1, "sluice_agent_fastpath", "auth") - sumMetric(m0, "sluice_agent_fastpath", "auth")
