@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/sluicelb/sluice/internal/agent"
 	agentmetrics "github.com/sluicelb/sluice/internal/agent/metrics"
+	"github.com/sluicelb/sluice/internal/fastpath"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -33,10 +36,14 @@ func newAgentCmd() *cobra.Command {
 		flowIdle           time.Duration
 		metricsAddr        string
 		metricsToken       string
+		fpIface, fpKeyFile string
+		fpBackends         []string
+		fpClients          []string
+		fpIdle             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run the backend agent: receive GUE, validate, decapsulate into a TUN device",
+		Short: "Run the host agent: decapsulate GUE on backends, fastpath on client hosts",
 		Long: `agent runs on each backend. It receives the GUE packets the Sluice LB nodes send
 (UDP, --listen), validates them and writes the inner IP packet to a TUN device
 (--tun); the kernel delivers it to the local socket on the VIP and the reply goes
@@ -48,6 +55,19 @@ addresses), and packets that another agent forwarded (second chance) only
 from --hop-prefix (the backends' network); anything else is dropped before it
 is parsed and counted as rejected_source. At least one --lb-prefix is
 required; --accept-any-source turns the check off, for labs only.
+
+Fastpath has two roles. On a backend, --fastpath-client-prefix lists the client
+hosts that encapsulate their flows to it themselves: GUE data packets as an LB
+node sends them are also accepted from those sources (VIP probes, fastpath
+messages and forwarded packets are not). On a client host, --fastpath IFACE
+attaches the egress program to the uplink IFACE: an LB node sends the agent a
+redirect for an established flow of this host, and the host then sends that
+flow's packets straight to the backend. Redirects and cancels are taken only
+from --lb-prefix, must carry the key of --fastpath-key-file (shared with the LB
+nodes), must name a client address of this host, and may only point into
+--fastpath-backend-prefix; anything else is refused and counted. A client host
+needs no --vip (it then creates no TUN device); a host may be both. If the
+agent stops, every flow goes through the LB nodes again.
 
 At start it creates the TUN device, turns reverse-path filtering off for it
 (net.ipv4.conf.all.rp_filter too, after raising the other interfaces' own
@@ -73,6 +93,15 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 			if c.LBPrefixes, err = parsePrefixes("--lb-prefix", lbPrefixes); err != nil {
 				return err
 			}
+			if c.FastpathClients, err = parsePrefixes("--fastpath-client-prefix", fpClients); err != nil {
+				return err
+			}
+			if c.Fastpath, err = fastpathFlags(cmd, fpIface, fpKeyFile, fpBackends, fpIdle); err != nil {
+				return err
+			}
+			if c.Fastpath != nil && acceptAnySource {
+				return errors.New("--fastpath cannot be combined with --accept-any-source: redirects are taken only from --lb-prefix")
+			}
 			switch {
 			case acceptAnySource && len(lbPrefixes) > 0:
 				return errors.New("--accept-any-source cannot be combined with --lb-prefix")
@@ -90,8 +119,8 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 				}
 				c.VIPs = append(c.VIPs, a)
 			}
-			if len(c.VIPs) == 0 {
-				return fmt.Errorf("--vip: at least one VIP is required")
+			if len(c.VIPs) == 0 && c.Fastpath == nil {
+				return fmt.Errorf("--vip: at least one VIP is required (unless --fastpath: a client host only)")
 			}
 			if metricsToken == "" {
 				metricsToken = os.Getenv("SLUICE_METRICS_TOKEN")
@@ -115,8 +144,68 @@ Counters are logged on SIGUSR1 and at exit (SIGINT, SIGTERM).`,
 	f.DurationVar(&flowIdle, "flow-idle", agent.DefaultFlowIdle, "how long an idle remembered connection is kept")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics; e.g. 127.0.0.1:6091; a token is required unless it is loopback); empty: off")
 	f.StringVar(&metricsToken, "metrics-token", "", "bearer token every /metrics request must carry (default $SLUICE_METRICS_TOKEN; not the LB admin token: a scraper holding it could reconfigure a node)")
+	f.StringArrayVar(&fpClients, "fastpath-client-prefix", nil, "backend role: also accept GUE data packets (not probes, not forwarded packets) from the fastpath client hosts in this prefix (repeatable)")
+	f.StringVar(&fpIface, "fastpath", "", "client role: attach the fastpath egress program to this uplink interface and take redirects from the LB nodes (needs --fastpath-key-file, --fastpath-backend-prefix, --lb-prefix)")
+	f.StringVar(&fpKeyFile, "fastpath-key-file", "", "file holding the fastpath key shared with the LB nodes (at least 16 bytes, whitespace trimmed; must not be accessible by others)")
+	f.StringArrayVar(&fpBackends, "fastpath-backend-prefix", nil, "the backends' network: a redirect may only point inside it (repeatable; at least one with --fastpath)")
+	f.DurationVar(&fpIdle, "fastpath-idle", agent.DefaultFastpathIdle, "a redirected flow that sent nothing this long goes through the LB nodes again")
 	f.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// fastpathFlags builds the client role's config from the --fastpath flags
+// (nil without --fastpath; the other flags then are an error).
+func fastpathFlags(cmd *cobra.Command, iface, keyFile string, backends []string, idle time.Duration) (*agent.FastpathConfig, error) {
+	if iface == "" {
+		for _, name := range []string{"fastpath-key-file", "fastpath-backend-prefix", "fastpath-idle"} {
+			if cmd.Flags().Changed(name) {
+				return nil, fmt.Errorf("--%s needs --fastpath", name)
+			}
+		}
+		return nil, nil
+	}
+	if keyFile == "" {
+		return nil, errors.New("--fastpath-key-file is required with --fastpath: the key shared with the LB nodes")
+	}
+	key, err := readKeyFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--fastpath-key-file: %w", err)
+	}
+	if len(backends) == 0 {
+		return nil, errors.New("--fastpath-backend-prefix: at least one is required with --fastpath: the only addresses a redirect may point to")
+	}
+	c := &agent.FastpathConfig{Interface: iface, Key: key, Idle: idle}
+	if c.BackendPrefixes, err = parsePrefixes("--fastpath-backend-prefix", backends); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// readKeyFile reads a shared key from path, whitespace trimmed. It refuses
+// a file that group or others may access, and a key shorter than
+// fastpath.MinKeyLen.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if m := st.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("%s: mode %04o: a key file must not be accessible by group or others (chmod 600)", path, m)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return nil, err
+	}
+	key := bytes.TrimSpace(b)
+	if len(key) < fastpath.MinKeyLen {
+		return nil, fmt.Errorf("%s: the key has %d bytes, at least %d are required", path, len(key), fastpath.MinKeyLen)
+	}
+	return key, nil
 }
 
 // parseListen accepts ADDR:PORT, [ADDR6]:PORT and :PORT (all addresses).
@@ -199,5 +288,13 @@ func logCounters(log *slog.Logger, msg string, c agent.Counters) {
 			attrs = append(attrs, slog.Uint64(name, v))
 		}
 	})
+	c.Fastpath.Each(func(name string, v uint64) {
+		if v != 0 {
+			attrs = append(attrs, slog.Uint64(name, v))
+		}
+	})
+	if c.Fastpath.Flows != 0 {
+		attrs = append(attrs, slog.Uint64("fastpath_flows", c.Fastpath.Flows))
+	}
 	log.Info(msg, attrs...)
 }

@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -30,5 +34,65 @@ func TestAgentTrustFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("agent %q: %v, want an error with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// The fastpath flags: the key file must exist, be private and hold a long
+// enough key; the client role needs its backend prefixes and --lb-prefix,
+// not --accept-any-source; the role's flags need --fastpath. A client host
+// needs no --vip: without the egress program it then fails in New.
+func TestAgentFastpathFlags(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good", "  0123456789abcdef0123\n", 0o600)
+	short := write("short", "0123456789\n", 0o600)
+	open := write("open", "0123456789abcdef0123\n", 0o644)
+	lb := []string{"--lb-prefix", "198.18.30.0/27", "--listen", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--fastpath", "eth0", "--fastpath-backend-prefix", "198.18.50.0/24"}, "--fastpath-key-file is required"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", short, "--fastpath-backend-prefix", "198.18.50.0/24"}, "at least 16 are required"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", open, "--fastpath-backend-prefix", "198.18.50.0/24"}, "must not be accessible"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", filepath.Join(dir, "none"), "--fastpath-backend-prefix", "198.18.50.0/24"}, "no such file"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", good}, "--fastpath-backend-prefix: at least one is required"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", good, "--fastpath-backend-prefix", "198.18.50.1/24"}, "host bits set"},
+		{[]string{"--fastpath-key-file", good, "--vip", "198.18.0.10"}, "--fastpath-key-file needs --fastpath"},
+		{[]string{"--fastpath-idle", "1m", "--vip", "198.18.0.10"}, "--fastpath-idle needs --fastpath"},
+		{[]string{"--vip", "198.18.0.10", "--fastpath-client-prefix", "198.18.20.1/24"}, "--fastpath-client-prefix"},
+		{[]string{"--listen", "127.0.0.1:0"}, "--vip: at least one VIP is required (unless --fastpath"},
+		{[]string{"--fastpath", "eth0", "--fastpath-key-file", good, "--fastpath-backend-prefix", "198.18.50.0/24"}, "fastpath: egress program not built"},
+	} {
+		cmd := newRoot()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		args := tc.args
+		if !slices.Contains(args, "--lb-prefix") {
+			args = append(slices.Clone(lb), args...)
+		}
+		cmd.SetArgs(append([]string{"agent"}, args...))
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("agent %q: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+	cmd := newRoot()
+	cmd.SetArgs([]string{"agent", "--accept-any-source", "--fastpath", "eth0", "--fastpath-key-file", good,
+		"--fastpath-backend-prefix", "198.18.50.0/24"})
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "cannot be combined with --accept-any-source") {
+		t.Errorf("--fastpath with --accept-any-source: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/fastpath"
 	"github.com/sluicelb/sluice/internal/flow"
 )
 
@@ -50,6 +51,9 @@ type Agent struct {
 	// owned by the Run goroutine. nil when the Agent was not made by New,
 	// and then every such packet is delivered locally.
 	sc *secondChance
+	// fp is the client host's side of fastpath (fastpath.go); nil without
+	// Config.Fastpath. Run only hands it messages (enqueue).
+	fp *fastpathAgent
 	// capture is the running capture (capture.go; nil: none); capFlow and
 	// capKey are the Run goroutine's scratch space for it, clock its
 	// records' time.
@@ -108,6 +112,64 @@ func (a *Agent) setup() error {
 		return errors.New("agent: lo is down: the VIPs on it would not be local")
 	}
 
+	if len(c.VIPs) > 0 {
+		if err := a.setupHost(lo); err != nil {
+			return err
+		}
+	}
+
+	// The GUE socket.
+	laddr := net.UDPAddrFromAddrPort(c.Listen)
+	if a.udp, err = net.ListenUDP("udp", laddr); err != nil {
+		return fmt.Errorf("agent: listen on UDP %s: %w", c.Listen, err)
+	}
+	a.push("close UDP socket", func() error {
+		if err := a.udp.Close(); !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
+	if err := a.udp.SetReadBuffer(socketBuffer); err != nil {
+		a.log.Warn("could not raise the UDP receive buffer", "bytes", socketBuffer, "err", err)
+	}
+	if a.rd, err = newBatchReader(a.udp, c.Batch); err != nil {
+		return fmt.Errorf("agent: UDP socket %s: %w", c.Listen, err)
+	}
+	if err := a.setupSecondChance(); err != nil {
+		return err
+	}
+	if err := a.startProber(); err != nil {
+		return err
+	}
+	if c.Fastpath != nil {
+		if err := a.startFastpath(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.AcceptAnySource:
+		a.log.Warn("accepting GUE and VIP probes from any source (AcceptAnySource): for labs only; " +
+			"whoever reaches the GUE port can inject packets with any source address into the VIPs' services")
+	case len(c.HopPrefixes) == 0:
+		a.log.Info("no hop prefixes: packets forwarded by other agents (second chance) are dropped as rejected_source")
+	}
+	tun := c.TUN
+	if a.tun == nil {
+		tun = "" // a fastpath client only
+	}
+	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", tun, "vips", c.VIPs, "batch", c.Batch,
+		"lb_prefixes", c.LBPrefixes, "accept_any_source", c.AcceptAnySource,
+		"udp_policy", c.UDPPolicy, "hop_port", a.sc.port, "hop_prefixes", c.HopPrefixes,
+		"flow_table", c.FlowTable, "flow_idle", c.FlowIdle, "fastpath_clients", c.FastpathClients,
+		"fastpath", c.Fastpath != nil)
+	return nil
+}
+
+// setupHost creates the TUN device, sets the sysctls, and adds the VIPs to
+// lo: what a backend needs and a fastpath client without VIPs does not.
+func (a *Agent) setupHost(lo netlink.Link) error {
+	c := &a.cfg
+	var err error
 	// The TUN device. Closing its only file descriptor deletes it.
 	if _, err := a.nl.LinkByName(c.TUN); err == nil {
 		return fmt.Errorf("agent: create TUN %q: a device of that name exists", c.TUN)
@@ -153,40 +215,6 @@ func (a *Agent) setup() error {
 		}
 	}
 
-	// The GUE socket.
-	laddr := net.UDPAddrFromAddrPort(c.Listen)
-	if a.udp, err = net.ListenUDP("udp", laddr); err != nil {
-		return fmt.Errorf("agent: listen on UDP %s: %w", c.Listen, err)
-	}
-	a.push("close UDP socket", func() error {
-		if err := a.udp.Close(); !errors.Is(err, net.ErrClosed) {
-			return err
-		}
-		return nil
-	})
-	if err := a.udp.SetReadBuffer(socketBuffer); err != nil {
-		a.log.Warn("could not raise the UDP receive buffer", "bytes", socketBuffer, "err", err)
-	}
-	if a.rd, err = newBatchReader(a.udp, c.Batch); err != nil {
-		return fmt.Errorf("agent: UDP socket %s: %w", c.Listen, err)
-	}
-	if err := a.setupSecondChance(); err != nil {
-		return err
-	}
-	if err := a.startProber(); err != nil {
-		return err
-	}
-	switch {
-	case c.AcceptAnySource:
-		a.log.Warn("accepting GUE and VIP probes from any source (AcceptAnySource): for labs only; " +
-			"whoever reaches the GUE port can inject packets with any source address into the VIPs' services")
-	case len(c.HopPrefixes) == 0:
-		a.log.Info("no hop prefixes: packets forwarded by other agents (second chance) are dropped as rejected_source")
-	}
-	a.log.Info("agent ready", "listen", a.LocalAddr(), "tun", c.TUN, "vips", c.VIPs, "batch", c.Batch,
-		"lb_prefixes", c.LBPrefixes, "accept_any_source", c.AcceptAnySource,
-		"udp_policy", c.UDPPolicy, "hop_port", a.sc.port, "hop_prefixes", c.HopPrefixes,
-		"flow_table", c.FlowTable, "flow_idle", c.FlowIdle)
 	return nil
 }
 
@@ -269,7 +297,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		for i := 0; i < n; i++ {
 			d, src := a.rd.datagram(i), a.rd.source(i)
 			if a.handle(d, src, a.rd.truncated(i), &h, &b) {
-				a.probes.receive(d, src, &a.vips, &b)
+				a.control(d, src, &b)
 			}
 		}
 		a.stats.flush(&b)
@@ -289,14 +317,18 @@ func (a *Agent) runErr(ctx context.Context, err error) error {
 
 // handle processes one datagram from src and counts the outcome in b. It
 // returns true, without counting a drop, for a GUE control message when the
-// agent answers VIP probes: the caller passes it to a.probes. A datagram its
-// source may not send is dropped first, before anything parses it.
+// agent answers VIP probes or takes fastpath messages: the caller passes it
+// to control. A datagram its source may not send is dropped first, before
+// anything parses it.
 func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GUEHeader, b *Counters) (control bool) {
 	b.Received++
 	b.ReceivedBytes += uint64(len(d))
 	if !a.trust.allows(src.Addr(), d) {
 		b.Drops[RejectedSource]++
 		a.rejects.note(src)
+		if a.fp != nil && fastpath.IsFastpath(d) {
+			b.Fastpath.Untrusted++ // also a fastpath counter, for the client role's dashboards
+		}
 		return false
 	}
 	if truncated {
@@ -305,7 +337,7 @@ func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GU
 	}
 	inner, r, ok := a.vips.inspect(d, h)
 	if !ok {
-		if r == GUEControl && a.probes != nil {
+		if r == GUEControl && (a.probes != nil || a.fp != nil) {
 			return true
 		}
 		b.Drops[r]++
@@ -331,6 +363,21 @@ func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GU
 		b.HopListLocal++
 	}
 	return false
+}
+
+// control dispatches the GUE control message d from src, on the Run
+// goroutine: a fastpath message to the fastpath goroutine (when the agent
+// has Config.Fastpath), anything else to the VIP probes, and without those
+// it is dropped as GUEControl.
+func (a *Agent) control(d []byte, src netip.AddrPort, b *Counters) {
+	switch {
+	case a.fp != nil && fastpath.IsFastpath(d):
+		a.fp.enqueue(d, src, b)
+	case a.probes != nil:
+		a.probes.receive(d, src, &a.vips, b)
+	default:
+		b.Drops[GUEControl]++
+	}
 }
 
 // setupSecondChance opens the sock_diag socket the ownership checks use (in

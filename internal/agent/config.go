@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluicelb/sluice/internal/fastpath"
 	"github.com/sluicelb/sluice/internal/fielderr"
 )
 
@@ -28,6 +29,15 @@ const (
 	MaxFlowTable = 1 << 24
 	// DefaultFlowIdle is the default Config.FlowIdle.
 	DefaultFlowIdle = time.Minute
+
+	// DefaultFastpathIdle is the default FastpathConfig.Idle.
+	DefaultFastpathIdle = 30 * time.Second
+	// DefaultFastpathRefresh is the default FastpathConfig.Refresh.
+	DefaultFastpathRefresh = time.Second
+	// DefaultFastpathFlows is the default FastpathConfig.Flows.
+	DefaultFastpathFlows = 65536
+	// MaxFastpathFlows bounds FastpathConfig.Flows.
+	MaxFastpathFlows = 1 << 22
 )
 
 // UDPPolicy says which UDP packets carrying a hop list the agent delivers
@@ -51,7 +61,7 @@ const (
 var DefaultListen = netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultPort)
 
 // Config is the agent's configuration. The zero value of every field but
-// VIPs selects its default.
+// VIPs and LBPrefixes selects its default.
 type Config struct {
 	// Listen is the local UDP address GUE arrives on (DefaultListen when
 	// invalid, i.e. the zero AddrPort). An unspecified address (0.0.0.0
@@ -65,7 +75,10 @@ type Config struct {
 	// IPv6. New adds each one to lo (/32, /128) unless it is there already,
 	// so that the kernel accepts packets to it and replies from it. Only
 	// inner packets addressed to one of them are delivered. At least one is
-	// required.
+	// required, unless Fastpath is set: an agent with Fastpath and no VIPs
+	// is a fastpath client only; it creates no TUN device, adds no address
+	// and changes no sysctl, and every GUE data message it receives is
+	// dropped (inner_dst_not_vip).
 	VIPs []netip.Addr
 	// Batch is the number of datagrams read per system call (DefaultBatch
 	// when 0, at most MaxBatch).
@@ -114,6 +127,14 @@ type Config struct {
 	// empty allows any hop the LB's hop list names. An address may be in
 	// both HopPrefixes and LBPrefixes.
 	HopPrefixes []netip.Prefix
+	// FastpathClients are the client hosts whose agents send their flows
+	// straight to this backend (fastpath, the backend's side): GUE data
+	// messages as an LB sends them (no hop list, or one with next-hop
+	// index 0 or 1) are also accepted from an outer source inside one of
+	// them; control messages (VIP probes, fastpath messages) and packets
+	// forwarded by agents are not. Empty: no fastpath client may send
+	// anything. With AcceptAnySource it changes nothing. See "Trust" and "Fastpath" in the package documentation.
+	FastpathClients []netip.Prefix
 	// FlowTable is the number of TCP flows the agent remembers having
 	// delivered locally (DefaultFlowTable when 0, at most MaxFlowTable).
 	// When it is full a new flow is not recorded, and its packets are
@@ -125,6 +146,41 @@ type Config struct {
 	// connection that completes with SYN cookies has no kernel socket until
 	// the handshake's last ACK, and only the record keeps that ACK here.
 	FlowIdle time.Duration
+
+	// Fastpath, when set, makes this agent the fastpath agent of a client
+	// host (see "Fastpath" in the package documentation): it takes
+	// redirects and cancels from the LB nodes (LBPrefixes, which it
+	// requires; it cannot be combined with AcceptAnySource) and has its
+	// tc egress program encapsulate the redirected flows straight to
+	// their backends.
+	Fastpath *FastpathConfig
+}
+
+// FastpathConfig is the client host's side of fastpath.
+type FastpathConfig struct {
+	// Interface is the uplink the egress program is attached to (tc
+	// egress): the interface the client host's packets to the VIPs leave
+	// by. Required.
+	Interface string
+	// Key is the secret the LB nodes and the agents share (their
+	// fastpath key); at least fastpath.MinKeyLen bytes. Required.
+	Key []byte
+	// BackendPrefixes are the only addresses a redirect may point to (the
+	// backends' network). A redirect to a backend outside them is refused
+	// (StatusBackend). At least one is required.
+	BackendPrefixes []netip.Prefix
+	// Idle: a redirected flow that sent nothing for this long is removed
+	// and goes through the LB tier again (DefaultFastpathIdle when 0).
+	Idle time.Duration
+	// Refresh is the interval of the sweep: ended and idle flows are
+	// removed, and the LB nodes are told which of their flows sent
+	// packets since the last sweep (DefaultFastpathRefresh when 0; at most
+	// Idle).
+	Refresh time.Duration
+	// Flows is the number of flows the egress program's map holds
+	// (DefaultFastpathFlows when 0, at most MaxFastpathFlows). A redirect
+	// beyond it is refused (StatusFull).
+	Flows int
 }
 
 // ErrConfig is matched (errors.Is) by every *ConfigError New returns.
@@ -186,8 +242,22 @@ func (c Config) withDefaults() (Config, error) {
 		return c, err
 	}
 	c.LBPrefixes = append([]netip.Prefix(nil), c.LBPrefixes...)
-	if len(c.VIPs) == 0 {
-		return c, configErr("VIPs", "[]", "at least one VIP is required (every packet would be dropped)")
+	if err := checkPrefixes("FastpathClients", c.FastpathClients); err != nil {
+		return c, err
+	}
+	c.FastpathClients = append([]netip.Prefix(nil), c.FastpathClients...)
+	if c.Fastpath != nil {
+		fp, err := c.Fastpath.withDefaults()
+		if err != nil {
+			return c, err
+		}
+		c.Fastpath = &fp
+		if c.AcceptAnySource {
+			return c, configErr("AcceptAnySource", "true", "cannot be combined with Fastpath: redirects are taken only from the LB prefixes, which LBPrefixes must list")
+		}
+	}
+	if len(c.VIPs) == 0 && c.Fastpath == nil {
+		return c, configErr("VIPs", "[]", "at least one VIP is required (every packet would be dropped), unless Fastpath is set")
 	}
 	seen := make(map[netip.Addr]int, len(c.VIPs))
 	for i, v := range c.VIPs {
@@ -224,4 +294,43 @@ func checkPrefixes(field string, ps []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// withDefaults returns f with its defaults applied (and its slices copied),
+// or the first problem.
+func (f FastpathConfig) withDefaults() (FastpathConfig, error) {
+	switch {
+	case f.Interface == "":
+		return f, configErr("Fastpath.Interface", `""`, "required: the uplink the egress program is attached to")
+	case len(f.Interface) > 15 || strings.ContainsAny(f.Interface, "/: \t\n%") || f.Interface == "." || f.Interface == "..":
+		return f, configErr("Fastpath.Interface", fmt.Sprintf("%q", f.Interface), "not a valid interface name (at most 15 bytes, no '/', ':', '%' or spaces)")
+	case len(f.Key) < fastpath.MinKeyLen:
+		return f, configErr("Fastpath.Key", fmt.Sprintf("%d bytes", len(f.Key)), fmt.Sprintf("at least %d bytes are required", fastpath.MinKeyLen))
+	case len(f.BackendPrefixes) == 0:
+		return f, configErr("Fastpath.BackendPrefixes", "[]", "at least one backend prefix is required: a redirect may only point inside them")
+	}
+	if err := checkPrefixes("Fastpath.BackendPrefixes", f.BackendPrefixes); err != nil {
+		return f, err
+	}
+	f.BackendPrefixes = append([]netip.Prefix(nil), f.BackendPrefixes...)
+	f.Key = append([]byte(nil), f.Key...)
+	switch {
+	case f.Idle == 0:
+		f.Idle = DefaultFastpathIdle
+	case f.Idle < 0:
+		return f, configErr("Fastpath.Idle", f.Idle.String(), "must be positive")
+	}
+	switch {
+	case f.Refresh == 0:
+		f.Refresh = min(DefaultFastpathRefresh, f.Idle)
+	case f.Refresh < 0 || f.Refresh > f.Idle:
+		return f, configErr("Fastpath.Refresh", f.Refresh.String(), fmt.Sprintf("must be positive and at most Idle (%s)", f.Idle))
+	}
+	switch {
+	case f.Flows == 0:
+		f.Flows = DefaultFastpathFlows
+	case f.Flows < 0 || f.Flows > MaxFastpathFlows:
+		return f, configErr("Fastpath.Flows", fmt.Sprint(f.Flows), fmt.Sprintf("must be between 1 and %d", MaxFastpathFlows))
+	}
+	return f, nil
 }

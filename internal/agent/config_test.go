@@ -65,6 +65,20 @@ func TestConfigErrors(t *testing.T) {
 		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("::ffff:198.18.30.0/123")}}, "LBPrefixes[0]"},
 		{Config{VIPs: ok, LBPrefixes: []netip.Prefix{pfx("2001:db8:30::/64"), pfx("2001:db8:30::11/120")}}, "LBPrefixes[1]"},
 		{Config{VIPs: ok, LBPrefixes: lo4, AcceptAnySource: true}, "AcceptAnySource"},
+		// Fastpath.
+		{Config{VIPs: ok, LBPrefixes: lo4, FastpathClients: []netip.Prefix{pfx("198.18.20.1/24")}}, "FastpathClients[0]"},
+		{Config{VIPs: ok, LBPrefixes: lo4, FastpathClients: []netip.Prefix{pfx("198.18.20.0/24"), {}}}, "FastpathClients[1]"},
+		{Config{LBPrefixes: lo4}, "VIPs"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Interface = "" })}, "Fastpath.Interface"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Interface = "a/b" })}, "Fastpath.Interface"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Key = f.Key[:15] })}, "Fastpath.Key"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.BackendPrefixes = nil })}, "Fastpath.BackendPrefixes"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.BackendPrefixes = []netip.Prefix{pfx("198.18.50.1/24")} })}, "Fastpath.BackendPrefixes[0]"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Idle = -time.Second })}, "Fastpath.Idle"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Idle, f.Refresh = time.Second, 2*time.Second })}, "Fastpath.Refresh"},
+		{Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Flows = MaxFastpathFlows + 1 })}, "Fastpath.Flows"},
+		{Config{AcceptAnySource: true, Fastpath: fp(nil)}, "AcceptAnySource"},
+		{Config{Fastpath: fp(nil)}, "LBPrefixes"},
 	} {
 		_, err := tc.c.withDefaults()
 		var ce *ConfigError
@@ -82,5 +96,37 @@ func TestConfigErrors(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(Config{}); !errors.Is(err, ErrConfig) {
 		t.Errorf("New(Config{}) = %v, want ErrConfig", err)
+	}
+}
+
+// fp is a valid FastpathConfig changed by change.
+func fp(change func(*FastpathConfig)) *FastpathConfig {
+	c := FastpathConfig{Interface: "eth0", Key: []byte("0123456789abcdef"),
+		BackendPrefixes: []netip.Prefix{netip.MustParsePrefix("198.18.50.0/24")}}
+	if change != nil {
+		change(&c)
+	}
+	return &c
+}
+
+// A fastpath client needs no VIPs; the defaults apply, and the config is
+// copied.
+func TestConfigFastpathDefaults(t *testing.T) {
+	in := fp(nil)
+	c, err := Config{LBPrefixes: lo4, Fastpath: in}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Fastpath
+	if f == in || f.Idle != DefaultFastpathIdle || f.Refresh != DefaultFastpathRefresh || f.Flows != DefaultFastpathFlows {
+		t.Errorf("defaults: %+v", f)
+	}
+	in.Key[0] = 'x'
+	if f.Key[0] != '0' {
+		t.Error("the key is not copied")
+	}
+	c, err = Config{LBPrefixes: lo4, Fastpath: fp(func(f *FastpathConfig) { f.Idle = 500 * time.Millisecond })}.withDefaults()
+	if err != nil || c.Fastpath.Refresh != 500*time.Millisecond {
+		t.Errorf("Refresh with a short Idle: %v, %v", c.Fastpath, err)
 	}
 }

@@ -131,6 +131,9 @@ type Counters struct {
 	// vipprobe.CType); they are part of Received but never of Drops.
 	// Each does not list them: see ProbeCounters.Each.
 	Probes ProbeCounters
+	// Fastpath counts the client host's side of fastpath (fastpath.go);
+	// Each does not list them: see FastpathCounters.Each.
+	Fastpath FastpathCounters
 }
 
 // SecondHopCounters count what the agent did with packets that carry a hop
@@ -225,7 +228,9 @@ var dropNames = func() (n [NumReasons]string) {
 
 // counters is the live, shared form of Counters. Only the Run goroutine
 // adds, once per batch (flush), except the probe counters, which the probe
-// workers also add to directly; any goroutine may load.
+// workers also add to directly, and the fastpath counters, which the
+// fastpath goroutine also adds to once per message and sweep
+// (flushFastpath); any goroutine may load.
 type counters struct {
 	received, receivedBytes   atomic.Uint64
 	delivered, deliveredBytes atomic.Uint64
@@ -233,6 +238,8 @@ type counters struct {
 	secondHop                 [numSecondHopCounters]atomic.Uint64
 	drops                     [NumReasons]atomic.Uint64
 	probes                    [numProbeCounters]atomic.Uint64
+	fastpath                  [numFastpathCounters]atomic.Uint64
+	fastpathFlows             atomic.Uint64 // a gauge, stored by the sweep
 }
 
 // flush adds the batch's counts b to the shared counters and zeroes b.
@@ -256,7 +263,19 @@ func (s *counters) flush(b *Counters) {
 	for i, p := range b.Probes.fields() {
 		add(&s.probes[i], *p)
 	}
+	s.flushFastpath(&b.Fastpath)
 	*b = Counters{}
+}
+
+// flushFastpath adds the fastpath counts b (not the Flows gauge) to the
+// shared counters and zeroes b.
+func (s *counters) flushFastpath(b *FastpathCounters) {
+	for i, p := range b.fields() {
+		if *p != 0 {
+			s.fastpath[i].Add(*p)
+		}
+	}
+	*b = FastpathCounters{}
 }
 
 func (s *counters) load() (c Counters) {
@@ -274,5 +293,9 @@ func (s *counters) load() (c Counters) {
 	for i, p := range c.Probes.fields() {
 		*p = s.probes[i].Load()
 	}
+	for i, p := range c.Fastpath.fields() {
+		*p = s.fastpath[i].Load()
+	}
+	c.Fastpath.Flows = s.fastpathFlows.Load()
 	return c
 }

@@ -10,6 +10,11 @@
 // if this host owns its connection, and otherwise forwarded to the next hop
 // ("Second chance" below).
 //
+// The agent is also the host side of fastpath (DESIGN.md §3.7; "Fastpath"
+// below): on a backend it accepts GUE from the fastpath client hosts, and
+// on a client host (Config.Fastpath) it takes the LB nodes' redirects and
+// has a tc egress program send those flows straight to their backends.
+//
 // # What New does to the host
 //
 // In the network namespace of the calling thread, in this order (each step
@@ -42,6 +47,13 @@
 //     namespace, and starts the VIP probe workers (ProbeWorkers
 //     goroutines, each locked to an OS thread in that namespace; see "VIP
 //     probes").
+//  8. With Config.Fastpath: opens a route netlink socket (the host's
+//     addresses), attaches the fastpath egress program to
+//     Config.Fastpath.Interface and starts the fastpath goroutine (see
+//     "Fastpath"). New fails if the program cannot be attached.
+//
+// Steps 1 to 4 are skipped when Config.VIPs is empty (a fastpath client
+// only): such an agent changes nothing on the host but the egress program.
 //
 // Needed privileges: CAP_NET_ADMIN and nothing else (no uid 0): creating a
 // TUN device, adding addresses and writing net.* sysctls all require it
@@ -70,6 +82,12 @@
 //     index; the LB sends 0 or 1). The agent reads the 4-byte GUE header
 //     and the hop list's type and index word for this, nothing more;
 //   - from a source in both: anything;
+//   - from a source in Config.FastpathClients (the fastpath client hosts,
+//     which encapsulate their redirected flows themselves, with their own
+//     address as outer source): GUE data messages as an LB sends them
+//     (version 0, C bit clear, not forwarded), nothing else: no VIP probe,
+//     no fastpath message, no forwarded packet. This adds to what the
+//     source's other prefixes allow;
 //   - from any other source, or when the kernel gave no source: nothing.
 //
 // Everything else is dropped and counted as rejected_source, and logged
@@ -77,7 +95,7 @@
 // last line and how many rejections that line stands for. Config.LBPrefixes
 // is required: New refuses a Config without it, unless AcceptAnySource,
 // which turns the check off (for labs; it logs a warning) and cannot be
-// combined with it. Without HopPrefixes no forwarded packet is accepted, so
+// combined with it (nor with Fastpath). Without HopPrefixes no forwarded packet is accepted, so
 // second chance needs every agent's HopPrefixes to hold the other agents'
 // addresses (the backend network). The check walks the prefixes of the
 // source's family with netip.Prefix.Contains and does not allocate.
@@ -106,7 +124,9 @@
 // the UDP checksum by the kernel.
 //
 // GUE control messages are never delivered. Those of type vipprobe.CType
-// are VIP probes (below); any other is dropped as GUEControl.
+// are VIP probes (below); those of type fastpath.CType go to the fastpath
+// goroutine when the agent has Config.Fastpath (below); any other is
+// dropped as GUEControl.
 //
 // # Second chance
 //
@@ -230,6 +250,79 @@
 // nothing. Probes are counted in Counters.Probes (requests, malformed, the
 // replies by status, local checks made, reply errors), never as drops.
 //
+// # Fastpath
+//
+// For a VIP with fastpath on, the LB node that forwards an established flow
+// sends the client host's agent a redirect (package fastpath: the messages,
+// their HMAC and freshness), and from then on the host's tc egress program
+// encapsulates that flow's packets itself, straight to the backend, as the
+// node would have (same GUE port, outer source port and flow label).
+//
+// Backend role: Config.FastpathClients lists the client hosts; their GUE
+// data is accepted (Trust, above) and handled like an LB node's.
+//
+// Client role: Config.Fastpath. The agent takes fastpath messages from
+// Config.LBPrefixes only (which it requires), checks them with the key
+// derived from FastpathConfig.Key (wrong tag: auth_failures, no answer) and
+// their send time against the host's clock (fastpath.Fresh, else
+// stale_time, no answer). A redirect's entries are decided one by one:
+//
+//   - not_local: the client address is not one of the host's (read from
+//     netlink, at most once per second);
+//   - backend_not_allowed: the backend lies outside
+//     FastpathConfig.BackendPrefixes;
+//   - family: the backend's family differs from the flow's;
+//   - stale: a cancel of the flow sent at or after the redirect's send time
+//     arrived (cancels are remembered for 2*fastpath.FreshMs);
+//   - unavailable: no egress program;
+//   - full: FastpathConfig.Flows flows are installed, or the map update
+//     failed;
+//   - installed: the flow is in the program's map, and the agent remembers
+//     which LB node (address and port) redirected it, and when.
+//
+// The agent answers an ack (same ID, each flow with its status) to the
+// sender's address and port from its GUE socket. A duplicate redirect
+// installs the flow again (its packet count starts anew) and is acked
+// again; the latest sender gets the refreshes. A cancel removes each flow
+// (present or not), remembers the cancel, and is acked with "installed" for
+// each. Acks and refreshes are only for LB nodes: counted
+// (unexpected_type) and dropped.
+//
+// Every FastpathConfig.Refresh (1 s) the sweep walks the map: a flow in it
+// that this agent did not install (e.g. before a restart) is removed
+// (unknown_removed); a flow whose FIN or RST the program saw is removed
+// FastpathEndedLinger (2 s) after the sweep first sees it ended, so that
+// the last packets of the close still go direct (ended); a flow that sent
+// nothing for FastpathConfig.Idle (30 s) since it was installed is removed
+// (expired); each LB node gets a refresh (up to fastpath.MaxEntries flows
+// per message) listing its flows that sent packets since the last sweep, so
+// that it keeps their entries. A removed flow's packets reach the LB tier
+// again. Flows the map lost are forgotten.
+//
+// The Run goroutine only recognises a fastpath message and hands a copy to
+// the fastpath goroutine through a queue of FastpathQueue messages (full:
+// queue_full; the node sends again). That goroutine owns all fastpath
+// state (the codec, the program, the table of redirected flows, the
+// cancels, the host's addresses): its map updates and sweeps are system
+// calls the receive loop must not wait for. Close stops it and detaches
+// the program, whose tc link is not pinned: when the agent exits, or
+// crashes, every flow goes through the LB tier again.
+//
+// Counters (Counters.Fastpath, sluice_agent_fastpath_<name>_total):
+// redirects, cancels, redirects_installed, redirects_refused_<status>,
+// cancelled, acks_sent,
+// refreshes_sent, send_errors, auth_failures, malformed, stale_time,
+// untrusted_source (a fastpath message from outside the LB prefixes; Trust
+// drops it, counted as rejected_source too),
+// unexpected_type,
+// queue_full, expired, ended, unknown_removed, map_errors, tombstones_full,
+// host_addr_errors; the gauge sluice_agent_fastpath_flows; and the egress
+// program's own counters as it names them (Agent.FastpathEgress,
+// sluice_agent_fastpath_egress_total{counter}).
+//
+// The egress program is reached through a small interface (egressProgram,
+// fastpath.go); fastpath_egress.go adapts package fastpath/egress to it.
+//
 // # Lifetimes and concurrency
 //
 // New returns an Agent that owns the TUN descriptor, the UDP socket, three
@@ -249,5 +342,7 @@
 // goroutine at any time; the counts of a batch appear when the batch is
 // done (the probe workers' counts as they happen). Close stops Run, waits
 // for it, stops the probe workers (queued requests stay unanswered), then
-// undoes New; it is safe to call more than once and concurrently with Run.
+// undoes New (stopping the fastpath goroutine and detaching the egress
+// program first); it is safe to call more than once and concurrently with
+// Run.
 package agent

@@ -333,11 +333,14 @@ func (a *Agent) startProber() error {
 		return fmt.Errorf("agent: open the network namespace: %w", err)
 	}
 	a.push("close the network namespace handle", ns.Close)
-	tun, err := a.nl.LinkByName(a.cfg.TUN)
-	if err != nil {
-		return fmt.Errorf("agent: find TUN %q: %w", a.cfg.TUN, err)
+	h := &hostChecks{diag: diag}
+	if a.tun != nil { // a fastpath client without VIPs has none (and answers every probe "not configured")
+		tun, err := a.nl.LinkByName(a.cfg.TUN)
+		if err != nil {
+			return fmt.Errorf("agent: find TUN %q: %w", a.cfg.TUN, err)
+		}
+		h.tunIndex = uint32(tun.Attrs().Index)
 	}
-	h := &hostChecks{diag: diag, tunIndex: uint32(tun.Attrs().Index)}
 	send := func(b []byte, to netip.AddrPort) error {
 		_, err := a.udp.WriteToUDPAddrPort(b, to)
 		return err

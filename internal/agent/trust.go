@@ -44,20 +44,24 @@ func (s *prefixSet) contains(a netip.Addr) bool {
 // documentation): which outer source may send which datagram. It is built
 // once by New and only read afterwards. The zero value accepts nothing.
 type sourceFilter struct {
-	any bool      // Config.AcceptAnySource
-	lb  prefixSet // Config.LBPrefixes
-	hop prefixSet // Config.HopPrefixes
+	any    bool      // Config.AcceptAnySource
+	lb     prefixSet // Config.LBPrefixes
+	hop    prefixSet // Config.HopPrefixes
+	client prefixSet // Config.FastpathClients
 }
 
 func newSourceFilter(c *Config) sourceFilter {
-	return sourceFilter{any: c.AcceptAnySource, lb: newPrefixSet(c.LBPrefixes), hop: newPrefixSet(c.HopPrefixes)}
+	return sourceFilter{any: c.AcceptAnySource, lb: newPrefixSet(c.LBPrefixes), hop: newPrefixSet(c.HopPrefixes),
+		client: newPrefixSet(c.FastpathClients)}
 }
 
 // allows reports whether datagram d (a UDP payload) from src may be looked
-// at any further: a datagram forwarded by another agent (forwardedByAgent) only
-// from a hop prefix, anything else (GUE from an LB node, VIP probes,
-// malformed datagrams) only from an LB prefix. An address in both may send
-// both. An invalid src (the kernel gave none) is allowed only with
+// at any further: a datagram forwarded by another agent (forwardedByAgent)
+// only from a hop prefix; a GUE data message as an LB sends it (lbData) from
+// an LB prefix or a fastpath client prefix; anything else (VIP probes,
+// fastpath messages and other control messages, malformed datagrams) only
+// from an LB prefix. An address in both an LB and a hop prefix may send
+// anything. An invalid src (the kernel gave none) is allowed only with
 // AcceptAnySource. allows reads at most the first bytes of the GUE header,
 // never the inner packet, and does not allocate.
 func (f *sourceFilter) allows(src netip.Addr, d []byte) bool {
@@ -66,10 +70,22 @@ func (f *sourceFilter) allows(src netip.Addr, d []byte) bool {
 	}
 	src = src.Unmap()
 	lb, hop := f.lb.contains(src), f.hop.contains(src)
-	if lb == hop {
-		return lb // both: anything; neither: nothing
+	switch fwd := forwardedByAgent(d); {
+	case lb && hop:
+		return true
+	case lb && !fwd, hop && fwd:
+		return true
 	}
-	return hop == forwardedByAgent(d)
+	return f.client.contains(src) && lbData(d)
+}
+
+// lbData reports whether d looks like a GUE data message an LB node could
+// have sent: GUE version 0, the C bit clear, and not forwarded by an agent
+// (forwardedByAgent). A fastpath client host encapsulates its own packets
+// exactly as the LB would, so this is what Config.FastpathClients may send.
+// Like forwardedByAgent it reads only the fixed header bytes.
+func lbData(d []byte) bool {
+	return len(d) >= 4 && d[0]>>6 == 0 && d[0]&0x20 == 0 && !forwardedByAgent(d)
 }
 
 // forwardedByAgent reports whether d looks like a GUE data message that another

@@ -17,10 +17,13 @@ import (
 
 // trustConfig is the source filter of the trust tests: the LB nodes in
 // 198.18.30.0/27 and 2001:db8:30::/123, the other agents in
-// 198.18.30.64/26 and 2001:db8:30::100/120, and 198.18.40.0/24 in both.
+// 198.18.30.64/26 and 2001:db8:30::100/120, and 198.18.40.0/24 in both;
+// fastpath client hosts in 198.18.20.0/24 and 2001:db8:20::/64, and in
+// 198.18.30.96/27, inside the other agents' prefix.
 var trustConfig = Config{
-	LBPrefixes:  prefixes("198.18.30.0/27", "2001:db8:30::/123", "198.18.40.0/24"),
-	HopPrefixes: prefixes("198.18.30.64/26", "2001:db8:30::100/120", "198.18.40.0/24"),
+	LBPrefixes:      prefixes("198.18.30.0/27", "2001:db8:30::/123", "198.18.40.0/24"),
+	HopPrefixes:     prefixes("198.18.30.64/26", "2001:db8:30::100/120", "198.18.40.0/24"),
+	FastpathClients: prefixes("198.18.20.0/24", "2001:db8:20::/64", "198.18.30.96/27"),
 }
 
 // TestTrustDecision is the table of who may send what.
@@ -42,6 +45,8 @@ func TestTrustDecision(t *testing.T) {
 		"other private":  gue(4, []byte{0x12, 0x34, 2, 2}, in4),
 		"control hops":   append([]byte{0x21, 4, 0, 0}, hopList(2, a4)...),
 		"version 1 hops": append([]byte{0x42, 4, 0, 0}, hopList(2, a4)...),
+		"fastpath":       fastpathRedirectBytes(t),
+		"control":        {0x20, 0x77, 0, 0},
 	}
 	fromLB := map[string]bool{} // what an LB-only source may send: all but the forwarded ones
 	for name := range datagrams {
@@ -51,6 +56,18 @@ func TestTrustDecision(t *testing.T) {
 		fromLB[name] = false
 	}
 	fromHop := map[string]bool{"forwarded": true, "forwarded v6": true, "forwarded 3": true}
+	// A fastpath client host: GUE data as an LB sends it (an unknown
+	// private type too: DecodeGUE drops it by its own reason); no control
+	// message, nothing forwarded, nothing that is not GUE version 0.
+	fromClient := map[string]bool{"plain": true, "plain v6": true, "hops index 0": true, "hops index 1": true,
+		"other private": true}
+	clientAndHop := map[string]bool{}
+	for name := range fromClient {
+		clientAndHop[name] = true
+	}
+	for name := range fromHop {
+		clientAndHop[name] = true
+	}
 	all := map[string]bool{}
 	for name := range datagrams {
 		all[name] = true
@@ -67,9 +84,9 @@ func TestTrustDecision(t *testing.T) {
 		{"LB v4, last of the prefix", "198.18.30.31", false, fromLB},
 		{"LB v6", "2001:db8:30::11", false, fromLB},
 		{"LB, IPv4-mapped", "::ffff:198.18.30.11", false, fromLB},
-		{"hop v4", "198.18.30.101", false, fromHop},
+		{"hop v4", "198.18.30.65", false, fromHop},
 		{"hop v6", "2001:db8:30::101", false, fromHop},
-		{"hop, IPv4-mapped", "::ffff:198.18.30.101", false, fromHop},
+		{"hop, IPv4-mapped", "::ffff:198.18.30.65", false, fromHop},
 		{"LB and hop", "198.18.40.7", false, all},
 		{"client network", "198.18.10.2", false, none},
 		{"spoofed", "203.0.113.7", false, none},
@@ -77,6 +94,11 @@ func TestTrustDecision(t *testing.T) {
 		{"the LB's v4 bits as IPv6", "::c612:1e0b", false, none},
 		{"v6 outside", "2001:db8:30::20", false, none},
 		{"no source", "", false, none},
+		{"fastpath client v4", "198.18.20.7", false, fromClient},
+		{"fastpath client v6", "2001:db8:20::7", false, fromClient},
+		{"fastpath client, IPv4-mapped", "::ffff:198.18.20.7", false, fromClient},
+		{"fastpath client and hop", "198.18.30.101", false, clientAndHop},
+		{"next to the fastpath clients", "198.18.21.7", false, none},
 		{"any source: spoofed", "203.0.113.7", true, all},
 		{"any source: no source", "", true, all},
 	} {

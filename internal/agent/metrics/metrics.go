@@ -20,11 +20,27 @@ import (
 )
 
 // Collector returns a collector of an agent's counters (Agent.Counters):
-// sluice_agent_<name>_total for every counter of Counters.Each and
-// ProbeCounters.Each.
-func Collector(counters func() agent.Counters) prometheus.Collector { return collector{counters} }
+// sluice_agent_<name>_total for every counter of Counters.Each,
+// ProbeCounters.Each and FastpathCounters.Each, and the gauge
+// sluice_agent_fastpath_flows.
+func Collector(counters func() agent.Counters) prometheus.Collector {
+	return collector{counters: counters}
+}
 
-type collector struct{ counters func() agent.Counters }
+type collector struct {
+	counters func() agent.Counters
+	// egress returns the fastpath egress program's own counters (nil: none):
+	// sluice_agent_fastpath_egress_total{counter="<its name>"}.
+	egress func() []agent.EgressCounter
+}
+
+var (
+	fastpathFlowsDesc = prometheus.NewDesc("sluice_agent_fastpath_flows",
+		"flows in the fastpath egress map after the last sweep (see docs/operations.md#counters).", nil, nil)
+	fastpathEgressDesc = prometheus.NewDesc("sluice_agent_fastpath_egress_total",
+		"the fastpath egress program's own counters, by the program's name for each (see docs/operations.md#counters).",
+		[]string{"counter"}, nil)
+)
 
 func agentDesc(name string) *prometheus.Desc {
 	return prometheus.NewDesc("sluice_agent_"+name+"_total", "sluice agent counter "+name+" (see docs/operations.md#counters).", nil, nil)
@@ -34,6 +50,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	var zero agent.Counters
 	zero.Each(func(name string, _ uint64) { ch <- agentDesc(name) })
 	zero.Probes.Each(func(name string, _ uint64) { ch <- agentDesc(name) })
+	zero.Fastpath.Each(func(name string, _ uint64) { ch <- agentDesc(name) })
+	ch <- fastpathFlowsDesc
+	ch <- fastpathEgressDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -43,6 +62,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	cs.Each(emit)
 	cs.Probes.Each(emit)
+	cs.Fastpath.Each(emit)
+	ch <- prometheus.MustNewConstMetric(fastpathFlowsDesc, prometheus.GaugeValue, float64(cs.Fastpath.Flows))
+	if c.egress != nil {
+		for _, e := range c.egress() {
+			ch <- prometheus.MustNewConstMetric(fastpathEgressDesc, prometheus.CounterValue, float64(e.Value), e.Name)
+		}
+	}
 }
 
 // Serve serves GET /metrics with the counters on addr until the
@@ -57,7 +83,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // protocol, host and port (the agent knows no VIP names: --host).
 func Serve(addr, token string, counters func() agent.Counters, a *agent.Agent) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(collector{counters}); err != nil {
+	col := collector{counters: counters}
+	if a != nil {
+		col.egress = a.FastpathEgress
+	}
+	if err := reg.Register(col); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()

@@ -56,6 +56,8 @@ func TestAgentMetricsValues(t *testing.T) {
 	var c agent.Counters
 	c.Received, c.Delivered = 12, 5
 	c.Drops[agent.RejectedSource] = 7
+	c.Fastpath.Installed, c.Fastpath.AuthFailures, c.Fastpath.Flows = 4, 2, 9
+	c.Fastpath.Refused[3] = 1 // fastpath.StatusBackend
 	srv, err := Serve("127.0.0.1:0", "", func() agent.Counters { return c }, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -66,9 +68,13 @@ func TestAgentMetricsValues(t *testing.T) {
 		t.Fatalf("GET /metrics: %d %s", code, body)
 	}
 	for name, want := range map[string]string{
-		"sluice_agent_drop_rejected_source_total": "7",
-		"sluice_agent_received_total":             "12",
-		"sluice_agent_delivered_total":            "5",
+		"sluice_agent_drop_rejected_source_total":                           "7",
+		"sluice_agent_received_total":                                       "12",
+		"sluice_agent_delivered_total":                                      "5",
+		"sluice_agent_fastpath_redirects_installed_total":                   "4",
+		"sluice_agent_fastpath_auth_failures_total":                         "2",
+		"sluice_agent_fastpath_redirects_refused_backend_not_allowed_total": "1",
+		"sluice_agent_fastpath_flows":                                       "9",
 	} {
 		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(body)
 		if m == nil || m[1] != want {
@@ -101,5 +107,30 @@ func TestAgentMetricsListen(t *testing.T) {
 		if code, body := metricsGet(t, srv, tc.token); code != tc.code {
 			t.Errorf("token %q: %d, want %d: %s", tc.token, code, tc.code, body)
 		}
+	}
+}
+
+// The egress program's counters are served as they are named, as labels.
+func TestAgentMetricsEgress(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{counters: func() agent.Counters { return agent.Counters{} },
+		egress: func() []agent.EgressCounter {
+			return []agent.EgressCounter{{Name: "tx_packets", Value: 5}, {Name: "pass_no_flow", Value: 2}}
+		}})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "sluice_agent_fastpath_egress_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	if len(got) != 2 || got["tx_packets"] != 5 || got["pass_no_flow"] != 2 {
+		t.Errorf("egress metrics %v", got)
 	}
 }
