@@ -71,7 +71,7 @@ func TestAgentFastpathFlags(t *testing.T) {
 		{[]string{"--fastpath-idle", "1m", "--vip", "198.18.0.10"}, "--fastpath-idle needs --fastpath"},
 		{[]string{"--vip", "198.18.0.10", "--fastpath-client-prefix", "198.18.20.1/24"}, "--fastpath-client-prefix"},
 		{[]string{"--listen", "127.0.0.1:0"}, "--vip: at least one VIP is required (unless --fastpath"},
-		{[]string{"--fastpath", "eth0", "--fastpath-key-file", good, "--fastpath-backend-prefix", "198.18.50.0/24"}, "fastpath: egress program not built"},
+		{[]string{"--fastpath", "sl-nosuch0", "--listen", "127.0.0.1:0", "--fastpath-key-file", good, "--fastpath-backend-prefix", "198.18.50.0/24"}, `attach the egress program to "sl-nosuch0"`},
 	} {
 		cmd := newRoot()
 		var out bytes.Buffer

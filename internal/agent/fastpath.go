@@ -65,6 +65,7 @@ type egressState struct {
 type egressOptions struct {
 	Interface string
 	Flows     int
+	Log       *slog.Logger // warnings about the uplink
 }
 
 // attachEgress attaches the egress program; tests replace it.
@@ -576,7 +577,7 @@ func (a *Agent) startFastpath() error {
 		return fmt.Errorf("agent: fastpath: netlink: %w", err)
 	}
 	a.push("close the fastpath netlink socket", func() error { nl.Close(); return nil })
-	prog, err := attachEgress(egressOptions{Interface: c.Interface, Flows: c.Flows})
+	prog, err := attachEgress(egressOptions{Interface: c.Interface, Flows: c.Flows, Log: a.log})
 	if err != nil {
 		return fmt.Errorf("agent: fastpath: attach the egress program to %q: %w", c.Interface, err)
 	}

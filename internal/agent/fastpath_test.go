@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -729,7 +730,7 @@ func TestFastpathClientOnlyNew(t *testing.T) {
 	if a.tun != nil {
 		t.Error("a fastpath client made a TUN device")
 	}
-	if opts != (egressOptions{Interface: "eth0", Flows: DefaultFastpathFlows}) {
+	if opts.Interface != "eth0" || opts.Flows != DefaultFastpathFlows || opts.Log == nil {
 		t.Errorf("attached with %+v", opts)
 	}
 	if _, err := net.InterfaceByName("sl-fpclient"); err == nil {
@@ -771,12 +772,18 @@ func TestFastpathClientOnlyNew(t *testing.T) {
 	}
 }
 
-// Without the egress program New fails, and undoes what it did.
+// When the egress program cannot be attached (no such interface, or no
+// privileges) New fails, names the interface, and undoes what it did.
 func TestFastpathNewWithoutProgram(t *testing.T) {
 	cfg := fpConfig
-	_, err := New(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), LBPrefixes: prefixes("127.0.0.1/32"), Fastpath: &cfg})
-	if !errors.Is(err, errEgressNotBuilt) {
-		t.Errorf("New: %v, want %v", err, errEgressNotBuilt)
+	cfg.Interface = "sl-nosuch0"
+	a, err := New(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), LBPrefixes: prefixes("127.0.0.1/32"), Fastpath: &cfg})
+	if err == nil {
+		a.Close()
+		t.Fatal("New attached to a missing interface")
+	}
+	if !strings.Contains(err.Error(), `"sl-nosuch0"`) {
+		t.Errorf("New: %v, want the interface named", err)
 	}
 }
 
