@@ -348,6 +348,12 @@ func (s *Scenario) startClientAgent(ctx context.Context) error {
 		return err
 	}
 	c := s.Lab.Client
+	// The egress program's fib lookups answer only on an interface that
+	// forwards (as on hosts that route containers).
+	if out, err := c.Run(ctx, "sysctl", "-qw", "net.ipv4.conf."+c.Ifname+".forwarding=1",
+		"net.ipv6.conf."+c.Ifname+".forwarding=1"); err != nil {
+		return fmt.Errorf("forwarding on %s/%s: %v: %s", c.Name, c.Ifname, err, out)
+	}
 	args := []string{"agent", "--listen", ":6080", "--fastpath", c.Ifname, "--fastpath-key-file", key,
 		"--metrics-addr", ClientAgentMetricsAddr}
 	for _, p := range s.Lab.LBPrefixes() {

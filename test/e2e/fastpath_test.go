@@ -136,8 +136,11 @@ func TestE2EFastpath(t *testing.T) {
 			if on {
 				m := clientAgentMetrics(t, s)
 				t.Logf("client agent: %v", m)
-				if active != fastpathConns {
-					t.Errorf("%d redirects installed on the LB nodes, want %d", active, fastpathConns)
+				// The LB nodes also hold the redirects of WaitReady's
+				// closed connections until they idle out.
+				if active < fastpathConns || m["sluice_agent_fastpath_flows"] != fastpathConns {
+					t.Errorf("%d redirects installed on the LB nodes, %v flows in the client's map; want %d",
+						active, m["sluice_agent_fastpath_flows"], fastpathConns)
 				}
 				if per >= 10 {
 					t.Errorf("%.1f packets per connection reached the LB nodes in 5 s, want fewer than 10", per)
@@ -200,7 +203,7 @@ func TestE2EFastpathDrain(t *testing.T) {
 	s := start(t, scenario.Options{LBs: 1, Backends: 3, Streams: true, Fastpath: true, SecondChance: true, AgentMetrics: true})
 	st := fastpathStreams(t, s, fastpathConns)
 	time.Sleep(2 * time.Second)
-	if a := fastpathActive(t, s); a != fastpathConns {
+	if a := fastpathActive(t, s); a < fastpathConns {
 		t.Fatalf("%d redirects installed, want %d", a, fastpathConns)
 	}
 	backends := map[int]string{}
@@ -268,11 +271,11 @@ func TestE2EFastpathDrain(t *testing.T) {
 	p2 := perConn(t, s, 3*time.Second)
 	t.Logf("drain be1 (%d streams): cancelled %d, acked %d; redirects left %d; LB packets per connection in 3 s: %.1f before, %.1f after",
 		onBE1, fp.Counters.Cancelled, fp.Counters.CancelAcked, fp.Counters.Active, p1, p2)
-	if int(fp.Counters.Cancelled) != onBE1 || int(fp.Counters.CancelAcked) != onBE1 {
+	if int(fp.Counters.Cancelled) < onBE1 || fp.Counters.CancelAcked != fp.Counters.Cancelled {
 		t.Errorf("cancelled %d, acked %d; want %d (the streams on be1)", fp.Counters.Cancelled, fp.Counters.CancelAcked, onBE1)
 	}
-	if int(fp.Counters.Active) != fastpathConns-onBE1 {
-		t.Errorf("%d redirects left, want %d", fp.Counters.Active, fastpathConns-onBE1)
+	if m := clientAgentMetrics(t, s); int(m["sluice_agent_fastpath_flows"]) != fastpathConns-onBE1 {
+		t.Errorf("%v flows left in the client's map, want %d", m["sluice_agent_fastpath_flows"], fastpathConns-onBE1)
 	}
 	// be1's streams send ~20 packets a second each through the LB again.
 	if min := float64(onBE1) * 30 / fastpathConns; p2 < min {

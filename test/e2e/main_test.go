@@ -98,6 +98,10 @@ func start(t *testing.T, o scenario.Options) *scenario.Scenario {
 				p.Stop()
 				t.Logf("agent be%d output (counters at exit):\n%s", i+1, p.Output())
 			}
+			if p := s.ClientAgent; p != nil {
+				p.Stop()
+				t.Logf("client fastpath agent output:\n%s", p.Output())
+			}
 		}
 		s.Stop()
 	})
