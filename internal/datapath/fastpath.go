@@ -127,6 +127,7 @@ type Redirector struct {
 	wake    chan struct{}
 	in      chan fpIn
 	reqs    chan func()
+	done    chan struct{} // closed when Run returns
 	now     func() time.Time
 	sealer  *fastpath.Codec
 	buf     []byte
@@ -162,7 +163,7 @@ func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], r
 	rand.Read(seed[:])
 	return &Redirector{
 		cfg: c, gen: gen, rings: rings, touch: touch,
-		wake: make(chan struct{}, 1), in: make(chan fpIn, 1024), reqs: make(chan func()),
+		wake: make(chan struct{}, 1), in: make(chan fpIn, 1024), reqs: make(chan func()), done: make(chan struct{}),
 		now: time.Now, sealer: fastpath.NewCodec(c.Key),
 		table: map[flow.Key]*redirect{}, pending: map[flow.Key]struct{}{},
 		nextID:  binary.BigEndian.Uint64(seed[:]),
@@ -198,11 +199,14 @@ func (r *Redirector) count(fn func(c *FastpathCounters)) {
 }
 
 // List returns the redirects the node holds, at most max (0: all), in
-// flow order. It waits for Run (nil if Run is not running).
+// flow order. It waits for Run to take the request (nil once Run has
+// returned, or when ctx ends first).
 func (r *Redirector) List(ctx context.Context, max int) []FastpathRedirect {
 	out := make(chan []FastpathRedirect, 1)
 	select {
 	case r.reqs <- func() { out <- r.list(max) }:
+	case <-r.done:
+		return nil
 	case <-ctx.Done():
 		return nil
 	}
@@ -245,6 +249,7 @@ func flowKey(f *fastpath.Flow) flow.Key { return flow.MakeKey(f.Proto, f.Client,
 // Run sends, resends and cancels redirects and takes the agents' answers
 // until ctx is done; it then closes the socket.
 func (r *Redirector) Run(ctx context.Context) {
+	defer close(r.done)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

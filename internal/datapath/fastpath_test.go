@@ -260,3 +260,32 @@ func TestFastpathZeroAlloc(t *testing.T) {
 	}
 	waitFor(t, "the offers", func() bool { return r.dp.Redirector().Counters().Offered == 32 })
 }
+
+// List does not wait for a Redirector that stopped.
+func TestFastpathListAfterStop(t *testing.T) {
+	node, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, b: pipeline.NewBuilder()}
+	r.link = mem.New(mem.Config{})
+	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 64, Fastpath: &datapath.FastpathConfig{Conn: node, Key: fpKey, Port: 6080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { dp.Redirector().Run(ctx); close(done) }()
+	if l := dp.Redirector().List(context.Background(), 0); len(l) != 0 {
+		t.Fatalf("list %+v", l)
+	}
+	cancel()
+	<-done
+	got := make(chan []datapath.FastpathRedirect)
+	go func() { got <- dp.Redirector().List(context.Background(), 0) }()
+	select {
+	case <-got:
+	case <-time.After(2 * time.Second):
+		t.Fatal("List waits for a stopped Redirector")
+	}
+}
