@@ -323,7 +323,8 @@ func (a *Agent) runErr(ctx context.Context, err error) error {
 func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GUEHeader, b *Counters) (control bool) {
 	b.Received++
 	b.ReceivedBytes += uint64(len(d))
-	if !a.trust.allows(src.Addr(), d) {
+	allowed, asClient := a.trust.verdict(src.Addr(), d)
+	if !allowed {
 		b.Drops[RejectedSource]++
 		a.rejects.note(src)
 		if a.fp != nil && fastpath.IsFastpath(d) {
@@ -341,6 +342,10 @@ func (a *Agent) handle(d []byte, src netip.AddrPort, truncated bool, h *encap.GU
 			return true
 		}
 		b.Drops[r]++
+		return false
+	}
+	if asClient && !clientData(src.Addr(), inner, h) {
+		b.Drops[ClientSpoofed]++
 		return false
 	}
 	if h.HasHops && a.sc != nil {

@@ -52,6 +52,11 @@ const (
 	// packet forwarded by another agent (see "Trust" in the package
 	// documentation). Dropped before anything parses it.
 	RejectedSource
+	// ClientSpoofed: a datagram from a fastpath client host (allowed only
+	// by Config.FastpathClients) whose inner source is not the outer
+	// source, or which carries a hop list: not what that host's egress
+	// program writes (see "Trust" in the package documentation).
+	ClientSpoofed
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons
 )
@@ -75,6 +80,7 @@ var reasonNames = [NumReasons]string{
 	ForwardError:     "forward_error",
 	HopNotAllowed:    "hop_not_allowed",
 	RejectedSource:   "rejected_source",
+	ClientSpoofed:    "client_spoofed",
 }
 
 // String returns the reason in snake_case, as used for a metric label. It

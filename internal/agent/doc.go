@@ -86,8 +86,11 @@
 //     which encapsulate their redirected flows themselves, with their own
 //     address as outer source): GUE data messages as an LB sends them
 //     (version 0, C bit clear, not forwarded), nothing else: no VIP probe,
-//     no fastpath message, no forwarded packet. This adds to what the
-//     source's other prefixes allow;
+//     no fastpath message, no forwarded packet. After decapsulation such a
+//     packet must also carry no hop list and have the outer source as its
+//     inner source, as the host's egress program writes it; anything else
+//     is dropped as client_spoofed. This adds to what the source's other
+//     prefixes allow;
 //   - from any other source, or when the kernel gave no source: nothing.
 //
 // Everything else is dropped and counted as rejected_source, and logged

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/encap"
+	"github.com/sluicelb/sluice/internal/packet"
 )
 
 // prefixSet is a list of prefixes split by family, so that a lookup only
@@ -65,18 +66,48 @@ func newSourceFilter(c *Config) sourceFilter {
 // AcceptAnySource. allows reads at most the first bytes of the GUE header,
 // never the inner packet, and does not allocate.
 func (f *sourceFilter) allows(src netip.Addr, d []byte) bool {
+	ok, _ := f.verdict(src, d)
+	return ok
+}
+
+// verdict is allows, and also reports whether only the fastpath client rule
+// allowed d: the caller then also checks what the header bytes cannot tell
+// (clientData).
+func (f *sourceFilter) verdict(src netip.Addr, d []byte) (ok, asClient bool) {
 	if f.any {
-		return true
+		return true, false
 	}
 	src = src.Unmap()
 	lb, hop := f.lb.contains(src), f.hop.contains(src)
 	switch fwd := forwardedByAgent(d); {
 	case lb && hop:
-		return true
+		return true, false
 	case lb && !fwd, hop && fwd:
-		return true
+		return true, false
 	}
-	return f.client.contains(src) && lbData(d)
+	if f.client.contains(src) && lbData(d) {
+		return true, true
+	}
+	return false, false
+}
+
+// clientData reports whether a decapsulated packet allowed only as a
+// fastpath client's (verdict's asClient) is one that client host could have
+// encapsulated itself: no hop list (the egress program never writes one, and
+// a hop list would make second chance relay it) and the inner source is the
+// outer source (the egress program encapsulates a flow's packets with the
+// flow's client address as outer source). Without it any process on a
+// client host could inject packets from any source address into the VIPs'
+// services, past the LB nodes' firewall stage. It does not allocate.
+func clientData(src netip.Addr, inner []byte, h *encap.GUEHeader) bool {
+	if h.HasHops {
+		return false
+	}
+	src = src.Unmap()
+	if src.Is4() {
+		return h.Proto == protoIPv4 && len(inner) >= packet.IPv4MinHeaderLen && packet.IPv4(inner).Src() == src.As4()
+	}
+	return h.Proto == protoIPv6 && len(inner) >= packet.IPv6HeaderLen && packet.IPv6(inner).Src() == src.As16()
 }
 
 // lbData reports whether d looks like a GUE data message an LB node could

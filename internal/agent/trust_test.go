@@ -326,3 +326,56 @@ func BenchmarkSourceFilter(b *testing.B) {
 		})
 	}
 }
+
+// TestRunFastpathClientSpoof drives Run over a real socket: 127.0.0.3 is a
+// fastpath client host. Its own packets (inner source 127.0.0.3, no hop
+// list) are delivered; a packet with another inner source, or with a hop
+// list, is what its egress program never writes and is dropped as
+// client_spoofed. The control: the LB node (127.0.0.1) may send both.
+func TestRunFastpathClientSpoof(t *testing.T) {
+	a, tunOut := loopbackAgent(t, 8)
+	a.trust = newSourceFilter(&Config{
+		LBPrefixes:      []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+		FastpathClients: []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	own := syn(netip.MustParseAddrPort("127.0.0.3:40000"), netip.AddrPortFrom(vip4, 80), 1)
+	spoofed := syn(client4, netip.AddrPortFrom(vip4, 80), 2)
+	send := func(from string, ds ...[]byte) {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from+":0")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for _, d := range ds {
+			if _, err := c.WriteToUDPAddrPort(d, a.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(want []byte) {
+		t.Helper()
+		got := make([]byte, len(want)) // the pipe is a byte stream
+		tunOut.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := io.ReadFull(tunOut, got); err != nil || !bytes.Equal(got[:n], want) {
+			t.Errorf("TUN stand-in: %x %v, want %x", got[:n], err, want)
+		}
+	}
+	send("127.0.0.3", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own), gue(4, nil, own))
+	waitCounters(t, a, "client", func(c *Counters) bool { return c.Received == 3 })
+	if c := a.Counters(); c.Drops[ClientSpoofed] != 2 || c.Dropped() != 2 || c.Delivered != 1 {
+		t.Errorf("from the fastpath client: %+v; want 2 client_spoofed, 1 delivered", c)
+	}
+	read(own)
+	send("127.0.0.1", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own))
+	waitCounters(t, a, "lb", func(c *Counters) bool { return c.Received == 5 })
+	if c := a.Counters(); c.Drops[ClientSpoofed] != 2 || c.Delivered != 3 {
+		t.Errorf("from the LB node: %+v; want both delivered", c)
+	}
+	read(spoofed)
+	read(own)
+}

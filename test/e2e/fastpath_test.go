@@ -137,8 +137,10 @@ func TestE2EFastpath(t *testing.T) {
 				m := clientAgentMetrics(t, s)
 				t.Logf("client agent: %v", m)
 				// The LB nodes also hold the redirects of WaitReady's
-				// closed connections until they idle out.
-				if active < fastpathConns || m["sluice_agent_fastpath_flows"] != fastpathConns {
+				// closed connections until they idle out, and the client's
+				// map holds a closed connection whose redirect arrived after
+				// its FIN until it idles out.
+				if active < fastpathConns || m["sluice_agent_fastpath_flows"] < fastpathConns {
 					t.Errorf("%d redirects installed on the LB nodes, %v flows in the client's map; want %d",
 						active, m["sluice_agent_fastpath_flows"], fastpathConns)
 				}
@@ -274,8 +276,13 @@ func TestE2EFastpathDrain(t *testing.T) {
 	if int(fp.Counters.Cancelled) < onBE1 || fp.Counters.CancelAcked != fp.Counters.Cancelled {
 		t.Errorf("cancelled %d, acked %d; want %d (the streams on be1)", fp.Counters.Cancelled, fp.Counters.CancelAcked, onBE1)
 	}
-	if m := clientAgentMetrics(t, s); int(m["sluice_agent_fastpath_flows"]) != fastpathConns-onBE1 {
-		t.Errorf("%v flows left in the client's map, want %d", m["sluice_agent_fastpath_flows"], fastpathConns-onBE1)
+	// The client's map holds the other streams, and may hold a closed
+	// WaitReady connection whose redirect came after its FIN; never more
+	// than the redirects the LB node still holds (be1's are cancelled).
+	if m := clientAgentMetrics(t, s); int(m["sluice_agent_fastpath_flows"]) < fastpathConns-onBE1 ||
+		uint64(m["sluice_agent_fastpath_flows"]) > fp.Counters.Active {
+		t.Errorf("%v flows left in the client's map, want from %d to %d", m["sluice_agent_fastpath_flows"],
+			fastpathConns-onBE1, fp.Counters.Active)
 	}
 	// be1's streams send ~20 packets a second each through the LB again.
 	if min := float64(onBE1) * 30 / fastpathConns; p2 < min {
