@@ -119,7 +119,8 @@ type FastpathCounters struct {
 	// map but not redirected by this agent, e.g. before a restart).
 	Expired, Ended, Unknown uint64
 	// MapErrors are failed walks and deletes of the egress map;
-	// TombstonesFull cancels not remembered because too many are;
+	// TombstonesFull cancels not remembered one by one because too many
+	// are (every redirect sent before them is refused as stale);
 	// AddrErrors failed reads of the host's addresses.
 	MapErrors, TombstonesFull, AddrErrors uint64
 	// Flows is a gauge: the flows in the egress map after the last sweep
@@ -208,6 +209,7 @@ type fastpathFlow struct {
 	packets uint64         // the program's packet count at the last sweep
 	endedAt time.Time      // when a sweep first saw it ended
 	seen    uint64         // the last sweep that found it in the map
+	target  egressTarget   // what the map entry says
 }
 
 // tombstone remembers a cancel.
@@ -240,20 +242,23 @@ type fastpathAgent struct {
 	egress   atomic.Pointer[[]EgressCounter] // the last snapshot of the program's counters
 
 	// Owned by the fastpath goroutine.
-	prog    egressProgram // nil: none, every redirect is refused (StatusUnavailable)
-	codec   *fastpath.Codec
-	msg     fastpath.Message
-	out     fastpath.Message
-	buf     []byte
-	flows   map[fastpath.Flow]*fastpathFlow
-	tombs   map[fastpath.Flow]tombstone
-	local   map[netip.Addr]struct{}
-	localAt time.Time
-	id      uint64 // the last refresh ID
-	gen     uint64 // sweeps so far
-	b       FastpathCounters
-	removes []sweepRemoval
-	refresh map[netip.AddrPort][]fastpath.Flow
+	prog  egressProgram // nil: none, every redirect is refused (StatusUnavailable)
+	codec *fastpath.Codec
+	msg   fastpath.Message
+	out   fastpath.Message
+	buf   []byte
+	flows map[fastpath.Flow]*fastpathFlow
+	tombs map[fastpath.Flow]tombstone
+	// tombFloor is the newest cancel's send time not in tombs (the table
+	// was full): redirects sent up to then are stale.
+	tombFloor uint64
+	local     map[netip.Addr]struct{}
+	localAt   time.Time
+	id        uint64 // the last refresh ID
+	gen       uint64 // sweeps so far
+	b         FastpathCounters
+	removes   []sweepRemoval
+	refresh   map[netip.AddrPort][]fastpath.Flow
 }
 
 func newFastpath(cfg *FastpathConfig, lb []netip.Prefix, prog egressProgram, send func([]byte, netip.AddrPort) error,
@@ -382,7 +387,7 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 	case e.Backend.Is4() != f.Client.Addr().Is4():
 		return fastpath.StatusFamily
 	}
-	if t, ok := p.tombs[f]; ok && t.sentMs >= sentMs {
+	if t, ok := p.tombs[f]; (ok && t.sentMs >= sentMs) || sentMs <= p.tombFloor {
 		return fastpath.StatusStale
 	}
 	if p.prog == nil {
@@ -394,6 +399,12 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 	}
 	t := egressTarget{Backend: e.Backend, Port: e.Port, SrcPort: e.SrcPort, FlowLabel: e.FlowLabel,
 		UDPChecksum: e.Flags&fastpath.FlagUDPChecksum != 0}
+	if x != nil && x.target == t {
+		// A resend (its ack was lost) or another node's redirect to the
+		// same place: the map entry, its counters and its end mark stay.
+		x.lb, x.at = src, now
+		return fastpath.StatusInstalled
+	}
 	if err := p.prog.put(f, t); err != nil {
 		return fastpath.StatusFull
 	}
@@ -401,7 +412,7 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 		x = &fastpathFlow{}
 		p.flows[f] = x
 	}
-	*x = fastpathFlow{lb: src, at: now, seen: p.gen}
+	*x = fastpathFlow{lb: src, at: now, seen: p.gen, target: t}
 	return fastpath.StatusInstalled
 }
 
@@ -432,7 +443,10 @@ func (p *fastpathAgent) remember(f fastpath.Flow, sentMs uint64, now time.Time) 
 	if !ok && len(p.tombs) >= 2*p.cfg.Flows {
 		p.pruneTombstones(now)
 		if len(p.tombs) >= 2*p.cfg.Flows {
+			// Not remembered: refuse every redirect sent before it
+			// instead, so that none outlives its cancel.
 			p.b.TombstonesFull++
+			p.tombFloor = max(p.tombFloor, sentMs)
 			return
 		}
 	}

@@ -366,26 +366,57 @@ func TestFastpathDropped(t *testing.T) {
 	}
 }
 
-// A redirect sent twice is installed twice and acknowledged twice; the
-// second from another LB node takes over the refreshes.
+// A redirect sent twice is acknowledged twice but written to the map once
+// (the entry, its counters and its end mark stay); the second from another
+// LB node takes over the refreshes; one to another backend rewrites it.
 func TestFastpathDuplicateRedirect(t *testing.T) {
 	h := newFPHarness(t, fpConfig)
 	d := h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4))
 	id := h.id
 	for i := range 2 {
 		wantAck(t, h.deliver(d, fpLB), fpLB, id, map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-		if h.prog.len() != 1 || h.prog.puts != i+1 || len(h.p.flows) != 1 {
+		if h.prog.len() != 1 || h.prog.puts != 1 || len(h.p.flows) != 1 {
 			t.Fatalf("after %d: %d in the map, %d puts, %d in the table", i+1, h.prog.len(), h.prog.puts, len(h.p.flows))
 		}
+	}
+	other := redirectTo(fpFlow4, fpBackend4)
+	other.SrcPort++
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, other), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	if h.prog.puts != 2 {
+		t.Fatalf("%d puts after a redirect to another target, want 2", h.prog.puts)
 	}
 	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB2), fpLB2, h.id,
 		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
 	if x := h.p.flows[fpFlow4]; x.lb != fpLB2 {
 		t.Errorf("refreshes go to %s, want %s", x.lb, fpLB2)
 	}
-	if c := h.counters(); c.Installed != 3 || c.AcksSent != 3 {
+	if c := h.counters(); c.Installed != 4 || c.AcksSent != 4 {
 		t.Errorf("counters %+v", c)
 	}
+}
+
+// Cancels beyond the tombstone table are not remembered one by one: every
+// redirect sent before them is refused as stale instead, and a later one
+// is installed.
+func TestFastpathTombstonesFull(t *testing.T) {
+	cfg := fpConfig
+	cfg.Flows = 1 // 2 tombstones
+	h := newFPHarness(t, cfg)
+	before := unixMs(h.now)
+	h.now = h.now.Add(10 * time.Millisecond)
+	f3 := fpFlow4
+	f3.Client = netip.AddrPortFrom(client4.Addr(), client4.Port()+1)
+	h.deliver(h.seal(fpKey, fastpath.Cancel, 0, fastpath.Entry{Flow: fpFlow6}, fastpath.Entry{Flow: f3},
+		fastpath.Entry{Flow: fpFlow4}), fpLB)
+	if c := h.counters(); c.TombstonesFull != 1 || len(h.p.tombs) != 2 {
+		t.Fatalf("tombstones %d, full %d; want 2, 1", len(h.p.tombs), c.TombstonesFull)
+	}
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, before, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusStale})
+	h.now = h.now.Add(10 * time.Millisecond)
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
 }
 
 // A cancel removes its flows (present or not) and acknowledges each; a

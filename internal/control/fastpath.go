@@ -41,6 +41,7 @@ type FastpathCounters struct {
 	CancelUnacked uint64 `json:"cancel_unacked"`
 	Refreshes     uint64 `json:"refreshes"`
 	Expired       uint64 `json:"expired"`
+	Orphans       uint64 `json:"orphans"`
 	Full          uint64 `json:"table_full"`
 	RingFull      uint64 `json:"ring_full"`
 	BadSource     uint64 `json:"bad_source"`
@@ -73,7 +74,7 @@ func (s *Server) Fastpath(ctx context.Context, max int) FastpathStatus {
 	st := FastpathStatus{Enabled: true, Counters: FastpathCounters{
 		Offered: c.Offered, Sent: c.Sent, Installed: c.Installed, Refused: c.Refused, Unacked: c.Unacked,
 		Cancelled: c.Cancelled, CancelAcked: c.CancelAcked, CancelUnacked: c.CancelUnacked, Refreshes: c.Refreshes,
-		Expired: c.Expired, Full: c.Full, RingFull: c.RingFull, BadSource: c.BadSource, BadAuth: c.BadAuth,
+		Expired: c.Expired, Orphans: c.Orphans, Full: c.Full, RingFull: c.RingFull, BadSource: c.BadSource, BadAuth: c.BadAuth,
 		Malformed: c.Malformed, Stale: c.Stale, SendErrors: c.SendErrors, Active: c.Active, Pending: c.Pending,
 	}, Refused: map[string]uint64{}, Redirects: []FastpathRedirect{}}
 	for i, n := range c.RefusedBy {
@@ -93,7 +94,7 @@ func (s *Server) Fastpath(ctx context.Context, max int) FastpathStatus {
 }
 
 var (
-	descFPRedirects = desc("fastpath_redirects_total", "Fastpath: flows offered to their client hosts' agents (offered), installed by them (installed), refused (refused), given up unanswered (unacked), cancelled (cancelled), cancels acknowledged (cancel_acked) and given up (cancel_unacked), forgotten without refreshes (expired), not offered for a full table or ring (full).", "event")
+	descFPRedirects = desc("fastpath_redirects_total", "Fastpath: flows offered to their client hosts' agents (offered), installed by them (installed), refused (refused), unanswered after every resend and so cancelled (unacked), cancelled (cancelled), cancels acknowledged (cancel_acked) and given up (cancel_unacked), forgotten without refreshes (expired), refreshed by an agent but not held here and so cancelled (orphan), not offered for a full table or ring (full).", "event")
 	descFPRefused   = desc("fastpath_refused_total", "Fastpath: redirects the agents refused, by status (not_local, backend_not_allowed, family, full, stale, unavailable).", "status")
 	descFPMessages  = desc("fastpath_messages_total", "Fastpath: redirect and cancel messages sent (sent), send errors (send_error), agents' datagrams dropped for their source (bad_source), tag (bad_auth), format (malformed) or time (stale), and flows refreshed (refresh).", "kind")
 	descFPActive    = desc("fastpath_active_redirects", "Fastpath: flows the agents send straight to their backends now, as this node redirected them.")
@@ -116,7 +117,7 @@ func (c collector) collectFastpath(ch chan<- prometheus.Metric) {
 		l string
 	}{{k.Offered, "offered"}, {k.Installed, "installed"}, {k.Refused, "refused"}, {k.Unacked, "unacked"},
 		{k.Cancelled, "cancelled"}, {k.CancelAcked, "cancel_acked"}, {k.CancelUnacked, "cancel_unacked"},
-		{k.Expired, "expired"}, {k.Full + k.RingFull, "full"}} {
+		{k.Expired, "expired"}, {k.Orphans, "orphan"}, {k.Full + k.RingFull, "full"}} {
 		counter(descFPRedirects, e.n, e.l)
 	}
 	for i, n := range k.RefusedBy {

@@ -186,6 +186,12 @@ func New(c Config) (*Datapath, error) {
 		}
 		d.fp = newRedirector(*c.Fastpath, &d.gen, rings, func(keys []flow.Key) {
 			d.touch(keys, func(e *flow.Entry) bool { return e.Offload == fpMark })
+		}, func(keys []flow.Key) {
+			d.each(keys, func(_ *Worker, e *flow.Entry) {
+				if e.Offload == fpMark {
+					e.Offload = 0 // offered again at its next packet
+				}
+			})
 		})
 		for i, w := range d.workers {
 			w.fp, w.fpWake = rings[i], d.fp.Wake

@@ -90,12 +90,13 @@ type FastpathCounters struct {
 	Installed     uint64 // flows an agent acknowledged as installed
 	Refused       uint64 // flows an agent refused (by status in RefusedBy)
 	RefusedBy     [8]uint64
-	Unacked       uint64 // offers given up after fpTries sends
+	Unacked       uint64 // offers unanswered after fpTries sends, then cancelled (in Cancelled too)
 	Cancelled     uint64 // cancels sent (flows, first sends)
 	CancelAcked   uint64
 	CancelUnacked uint64
 	Refreshes     uint64 // refreshed flows
 	Expired       uint64 // redirects forgotten without refreshes
+	Orphans       uint64 // refreshed flows the node does not hold, answered with a cancel
 	Full          uint64 // flows not offered: the table was full
 	RingFull      uint64 // flows not offered: a worker's ring was full
 	BadSource     uint64 // datagrams from outside every fastpath client prefix
@@ -124,6 +125,7 @@ type Redirector struct {
 	gen     *atomic.Pointer[pipeline.Generation]
 	rings   []*offload.Ring
 	touch   func(keys []flow.Key) // marks the workers' entries seen
+	release func(keys []flow.Key) // clears the workers' fpMark: may be offered again
 	wake    chan struct{}
 	in      chan fpIn
 	reqs    chan func()
@@ -135,6 +137,7 @@ type Redirector struct {
 	table   map[flow.Key]*redirect
 	pending map[flow.Key]struct{} // offered or cancelling
 	touched []flow.Key            // refreshed since the last touch
+	orphans []fastpath.Flow       // refreshed flows the node does not hold (answer)
 	lastGen uint32
 	nextID  uint64
 	active  int // redirects in rdInstalled
@@ -152,7 +155,7 @@ type fpIn struct {
 	from netip.AddrPort
 }
 
-func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], rings []*offload.Ring, touch func([]flow.Key)) *Redirector {
+func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], rings []*offload.Ring, touch, release func([]flow.Key)) *Redirector {
 	if c.Max <= 0 {
 		c.Max = 262144
 	}
@@ -162,7 +165,7 @@ func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], r
 	var seed [8]byte
 	rand.Read(seed[:])
 	return &Redirector{
-		cfg: c, gen: gen, rings: rings, touch: touch,
+		cfg: c, gen: gen, rings: rings, touch: touch, release: release,
 		wake: make(chan struct{}, 1), in: make(chan fpIn, 1024), reqs: make(chan func()), done: make(chan struct{}),
 		now: time.Now, sealer: fastpath.NewCodec(c.Key),
 		table: map[flow.Key]*redirect{}, pending: map[flow.Key]struct{}{},
@@ -374,8 +377,8 @@ func (r *Redirector) take() {
 				continue
 			}
 			x := r.offer(g, op)
-			if x == nil {
-				continue
+			if x == nil || !r.valid(g, &op.Key, x) {
+				continue // e.g. its backend drains since the worker queued it
 			}
 			x.since, x.seen = now, now
 			r.table[op.Key] = x
@@ -487,16 +490,19 @@ func (r *Redirector) resend() {
 		if now.Before(x.next) {
 			continue
 		}
+		if x.tries >= fpTries && x.state == rdOffered {
+			// No ack came, but the agent may have installed the flow
+			// all the same (only its acks were lost): cancel it, so that
+			// no client sends direct a flow this node no longer follows.
+			x.tries, x.since = 0, now
+			cancels = append(cancels, k)
+			r.count(func(c *FastpathCounters) { c.Unacked++; c.Cancelled++ })
+			continue
+		}
 		if x.tries >= fpTries {
 			delete(r.pending, k)
 			delete(r.table, k)
-			r.count(func(c *FastpathCounters) {
-				if x.state == rdOffered {
-					c.Unacked++
-				} else {
-					c.CancelUnacked++
-				}
-			})
+			r.count(func(c *FastpathCounters) { c.CancelUnacked++ })
 			continue
 		}
 		if x.state == rdOffered {
@@ -524,6 +530,13 @@ func (r *Redirector) answer(in *fpIn) {
 		k := flowKey(&e.Flow)
 		x := r.table[k]
 		if x == nil {
+			if m.Type == fastpath.Refresh {
+				// The agent sends direct a flow this node does not
+				// hold (it gave up on it, or restarted): cancel it, so
+				// that it comes back to the LB path, where it keeps its
+				// backend and is offered again.
+				r.orphans = append(r.orphans, e.Flow)
+			}
 			continue
 		}
 		if m.Type == fastpath.Refresh {
@@ -562,7 +575,9 @@ func (r *Redirector) answer(in *fpIn) {
 			cancelAcked++
 		}
 	}
+	orphans := r.cancelOrphans(in.from)
 	r.count(func(c *FastpathCounters) {
+		c.Orphans += orphans
 		c.Installed += installed
 		c.Refused += refused
 		for i, n := range refusedBy {
@@ -572,6 +587,35 @@ func (r *Redirector) answer(in *fpIn) {
 		c.Refreshes += refreshed
 	})
 	r.gauges()
+}
+
+// cancelOrphans sends to agent, once, a cancel of the flows in r.orphans
+// (refreshed flows the node does not hold) and returns how many. The agent
+// refreshes such a flow again a second later, which brings another cancel
+// if this one was lost, so it keeps no state for them.
+func (r *Redirector) cancelOrphans(agent netip.AddrPort) uint64 {
+	n := uint64(len(r.orphans))
+	for i := 0; i < len(r.orphans); {
+		var m fastpath.Message
+		for ; m.Count < fastpath.MaxEntries && i < len(r.orphans); i++ {
+			m.Entries[m.Count] = fastpath.Entry{Flow: r.orphans[i]}
+			m.Count++
+		}
+		r.nextID++
+		m.Type, m.ID, m.TimeMs = fastpath.Cancel, r.nextID, uint64(time.Now().UnixMilli())
+		var err error
+		if r.buf, err = r.sealer.Seal(r.buf[:0], &m); err == nil {
+			_, err = r.cfg.Conn.WriteToUDPAddrPort(r.buf, agent)
+		}
+		r.count(func(c *FastpathCounters) {
+			c.Sent++
+			if err != nil {
+				c.SendErrors++
+			}
+		})
+	}
+	r.orphans = r.orphans[:0]
+	return n
 }
 
 // rebase cancels, when the generation changed, the redirects whose backend
@@ -616,19 +660,23 @@ func (r *Redirector) valid(g *pipeline.Generation, k *flow.Key, x *redirect) boo
 	return g.Services[real.Service].FastpathClient(&k.Src)
 }
 
-// expire forgets the installed redirects no refresh kept.
+// expire forgets the installed redirects no refresh kept: the agent
+// forgot them (the flow idled, or the agent restarted). Their workers'
+// entries lose fpMark, so that a flow that still sends (through this node
+// again) is offered again.
 func (r *Redirector) expire() {
 	now := r.now()
-	var n uint64
+	var gone []flow.Key
 	for k, x := range r.table {
 		if x.state == rdInstalled && now.Sub(x.seen) > r.cfg.Idle {
 			delete(r.table, k)
 			r.active--
-			n++
+			gone = append(gone, k)
 		}
 	}
-	if n > 0 {
-		r.count(func(c *FastpathCounters) { c.Expired += n })
+	if len(gone) > 0 {
+		r.release(gone)
+		r.count(func(c *FastpathCounters) { c.Expired += uint64(len(gone)) })
 	}
 	r.gauges()
 }

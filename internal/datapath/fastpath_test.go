@@ -59,6 +59,10 @@ func (a *fakeAgent) reply(to netip.AddrPort, t fastpath.Type, id uint64, st fast
 }
 
 func newFastpathRig(t *testing.T, retry time.Duration) (*rig, *fakeAgent) {
+	return newFastpathRigIdle(t, retry, time.Minute)
+}
+
+func newFastpathRigIdle(t *testing.T, retry, idle time.Duration) (*rig, *fakeAgent) {
 	node, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +75,7 @@ func newFastpathRig(t *testing.T, retry time.Duration) (*rig, *fakeAgent) {
 	r := &rig{t: t, b: pipeline.NewBuilder()}
 	r.link = mem.New(mem.Config{Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
 	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Fastpath: &datapath.FastpathConfig{
-		Conn: node, Key: fpKey, Port: uint16(ac.LocalAddr().(*net.UDPAddr).Port), Idle: time.Minute,
+		Conn: node, Key: fpKey, Port: uint16(ac.LocalAddr().(*net.UDPAddr).Port), Idle: idle,
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +186,8 @@ func TestFastpathRedirect(t *testing.T) {
 }
 
 // A refused redirect is forgotten and counted by status; an unanswered
-// one is given up after its resends.
+// one is cancelled after its resends; a refresh of a flow the node does not
+// hold is answered with a cancel.
 func TestFastpathRefusedAndUnacked(t *testing.T) {
 	r, agent := newFastpathRig(t, 20*time.Millisecond)
 	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
@@ -201,23 +206,74 @@ func TestFastpathRefusedAndUnacked(t *testing.T) {
 		c := fp.Counters()
 		return c.Refused == 1 && c.RefusedBy[fastpath.StatusBackend] == 1 && c.Pending == 0
 	})
+	// Unanswered: sent 6 times, then cancelled (the agent may have
+	// installed it and lost only the acks).
 	r.send(tcpFrame(b, vip4, 0x02), tcpFrame(b, vip4, 0x10))
 	sends := 0
+	var cancel fastpath.Message
 	for {
 		m, _, ok := agent.read(time.Second)
 		if !ok {
+			t.Fatalf("no cancel after %d sends of an unanswered redirect", sends)
+		}
+		if m.Entries[0].Flow.Client != b {
+			continue
+		}
+		if m.Type == fastpath.Cancel {
+			cancel = m
 			break
 		}
-		if m.Entries[0].Flow.Client == b {
-			sends++
-		}
+		sends++
 	}
 	if sends != 6 {
 		t.Errorf("%d sends of an unanswered redirect, want 6", sends)
 	}
-	waitFor(t, "giving up", func() bool { c := fp.Counters(); return c.Unacked == 1 && c.Pending == 0 })
+	agent.reply(from, fastpath.Ack, cancel.ID, fastpath.StatusInstalled, cancel.Entries[0].Flow)
+	waitFor(t, "the cancel of the unanswered redirect", func() bool {
+		c := fp.Counters()
+		return c.Unacked == 1 && c.Cancelled == 1 && c.CancelAcked == 1 && c.Pending == 0
+	})
 	if l := fp.List(context.Background(), 0); len(l) != 0 {
 		t.Fatalf("held: %+v", l)
+	}
+
+	// A refresh of a flow the node does not hold (given up above, or
+	// from before a restart) is answered with a cancel, every time.
+	for i := range 2 {
+		agent.reply(from, fastpath.Refresh, uint64(100+i), fastpath.StatusNone, cancel.Entries[0].Flow)
+		m, _, ok := agent.read(time.Second)
+		if !ok || m.Type != fastpath.Cancel || m.Count != 1 || m.Entries[0].Flow != cancel.Entries[0].Flow {
+			t.Fatalf("refresh %d of an unknown flow: %v %+v, want its cancel", i, ok, m)
+		}
+	}
+	waitFor(t, "the orphans' count", func() bool { c := fp.Counters(); return c.Orphans == 2 && c.Pending == 0 })
+}
+
+// A redirect no refresh keeps (the agent restarted, and lost its map) is
+// forgotten after node.fastpath.idle, and the flow, whose packets come
+// through the node again, is offered again.
+func TestFastpathExpiredOfferedAgain(t *testing.T) {
+	r, agent := newFastpathRigIdle(t, 0, 500*time.Millisecond)
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	r.apply(spec)
+	fp := r.dp.Redirector()
+	cl := netip.MustParseAddrPort("198.18.100.1:40003")
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	m, from, ok := agent.read(time.Second)
+	if !ok || m.Type != fastpath.Redirect {
+		t.Fatalf("no redirect: %v %+v", ok, m)
+	}
+	agent.reply(from, fastpath.Ack, m.ID, fastpath.StatusInstalled, m.Entries[0].Flow)
+	waitFor(t, "the install", func() bool { return fp.Counters().Active == 1 })
+	waitFor(t, "the expiry", func() bool { c := fp.Counters(); return c.Expired == 1 && c.Active == 0 })
+	r.send(tcpFrame(cl, vip4, 0x10))
+	m2, _, ok := agent.read(time.Second)
+	if !ok || m2.Type != fastpath.Redirect || m2.Entries[0].Flow != m.Entries[0].Flow || m2.Entries[0].Backend != m.Entries[0].Backend {
+		t.Fatalf("the expired flow's next packet: %v %+v, want it offered again to the same backend", ok, m2)
+	}
+	if c := fp.Counters(); c.Offered != 2 {
+		t.Errorf("offered %d, want 2", c.Offered)
 	}
 }
 

@@ -190,6 +190,16 @@ func (d *Datapath) RefreshOffloaded(keys []flow.Key) []flow.Key {
 // touch marks the workers' entries of keys for which ok holds as seen now,
 // refreshChunk keys per request to a worker.
 func (d *Datapath) touch(keys []flow.Key, ok func(*flow.Entry) bool) {
+	d.each(keys, func(w *Worker, e *flow.Entry) {
+		if ok(e) {
+			e.LastSeen = w.clock.Now()
+		}
+	})
+}
+
+// each calls fn on the workers' entries of keys, on each worker's own
+// goroutine, refreshChunk keys per request to a worker.
+func (d *Datapath) each(keys []flow.Key, fn func(w *Worker, e *flow.Entry)) {
 	g := d.gen.Load()
 	if g == nil {
 		return
@@ -198,11 +208,10 @@ func (d *Datapath) touch(keys []flow.Key, ok func(*flow.Entry) bool) {
 		chunk := keys[i:min(i+refreshChunk, len(keys))]
 		for _, w := range d.workers {
 			w.do(func() {
-				now := w.clock.Now()
 				for j := range chunk {
 					k := &chunk[j]
-					if e := w.flows.Lookup(k, k.Hash(g.Seed)); e != nil && ok(e) {
-						e.LastSeen = now
+					if e := w.flows.Lookup(k, k.Hash(g.Seed)); e != nil {
+						fn(w, e)
 					}
 				}
 			})
