@@ -422,22 +422,11 @@ func (r *Redirector) send(t fastpath.Type, keys []flow.Key, now time.Time) {
 		if m.Count == 0 {
 			return
 		}
-		r.nextID++
-		m.Type, m.ID, m.TimeMs = t, r.nextID, uint64(time.Now().UnixMilli())
+		r.transmit(&m, t, to)
 		for i := 0; i < m.Count; i++ {
 			x := r.table[flowKey(&m.Entries[i].Flow)]
 			x.msg = m.ID
 		}
-		var err error
-		if r.buf, err = r.sealer.Seal(r.buf[:0], &m); err == nil {
-			_, err = r.cfg.Conn.WriteToUDPAddrPort(r.buf, to)
-		}
-		r.count(func(c *FastpathCounters) {
-			c.Sent++
-			if err != nil {
-				c.SendErrors++
-			}
-		})
 		m.Count = 0
 	}
 	for _, k := range keys {
@@ -601,21 +590,27 @@ func (r *Redirector) cancelOrphans(agent netip.AddrPort) uint64 {
 			m.Entries[m.Count] = fastpath.Entry{Flow: r.orphans[i]}
 			m.Count++
 		}
-		r.nextID++
-		m.Type, m.ID, m.TimeMs = fastpath.Cancel, r.nextID, uint64(time.Now().UnixMilli())
-		var err error
-		if r.buf, err = r.sealer.Seal(r.buf[:0], &m); err == nil {
-			_, err = r.cfg.Conn.WriteToUDPAddrPort(r.buf, agent)
-		}
-		r.count(func(c *FastpathCounters) {
-			c.Sent++
-			if err != nil {
-				c.SendErrors++
-			}
-		})
+		r.transmit(&m, fastpath.Cancel, agent)
 	}
 	r.orphans = r.orphans[:0]
 	return n
+}
+
+// transmit stamps m as a message of type t under a new ID, seals it and
+// sends it to agent.
+func (r *Redirector) transmit(m *fastpath.Message, t fastpath.Type, agent netip.AddrPort) {
+	r.nextID++
+	m.Type, m.ID, m.TimeMs = t, r.nextID, uint64(time.Now().UnixMilli())
+	var err error
+	if r.buf, err = r.sealer.Seal(r.buf[:0], m); err == nil {
+		_, err = r.cfg.Conn.WriteToUDPAddrPort(r.buf, agent)
+	}
+	r.count(func(c *FastpathCounters) {
+		c.Sent++
+		if err != nil {
+			c.SendErrors++
+		}
+	})
 }
 
 // rebase cancels, when the generation changed, the redirects whose backend
