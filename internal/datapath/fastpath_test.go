@@ -63,6 +63,14 @@ func newFastpathRig(t *testing.T, retry time.Duration) (*rig, *fakeAgent) {
 }
 
 func newFastpathRigIdle(t *testing.T, retry, idle time.Duration) (*rig, *fakeAgent) {
+	r, a, start := newFastpathRigPaused(t, retry, idle)
+	start()
+	return r, a
+}
+
+// newFastpathRigPaused is newFastpathRigIdle with the Redirector started
+// only by start: the workers queue flows meanwhile.
+func newFastpathRigPaused(t *testing.T, retry, idle time.Duration) (*rig, *fakeAgent, func()) {
 	node, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -85,11 +93,39 @@ func newFastpathRigIdle(t *testing.T, retry, idle time.Duration) (*rig, *fakeAge
 	if retry != 0 {
 		dp.Redirector().SetRetry(retry)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { dp.Redirector().Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return r, &fakeAgent{t: t, conn: ac, codec: fastpath.NewCodec(fpKey)}
+	start := func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { dp.Redirector().Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	return r, &fakeAgent{t: t, conn: ac, codec: fastpath.NewCodec(fpKey)}, start
+}
+
+// A flow queued by its worker whose backend starts draining before the
+// Redirector takes it is not offered (no redirect could be cancelled
+// later); the control, without the drain, is.
+func TestFastpathDrainingNotOffered(t *testing.T) {
+	for _, drain := range []bool{false, true} {
+		r, agent, start := newFastpathRigPaused(t, 0, time.Minute)
+		spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(1), nil)}}
+		spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+		r.apply(spec)
+		cl := netip.MustParseAddrPort("198.18.100.1:40004")
+		r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+		if drain {
+			spec.Services[0].Backends[0].Weight = 0
+			r.apply(spec)
+		}
+		start()
+		m, _, ok := agent.read(500 * time.Millisecond)
+		if drain && ok {
+			t.Errorf("a flow of a draining backend offered: %+v", m)
+		}
+		if !drain && (!ok || m.Type != fastpath.Redirect) {
+			t.Errorf("control: not offered: %v %+v", ok, m)
+		}
+	}
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
