@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -128,7 +129,13 @@ func TestStartFRR(t *testing.T) {
 	if err := unix.Stat(filepath.Join(netnsDir, l.Router.Name), &router); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Stat("/proc/self/ns/net", &root); err != nil {
+	// This thread's namespace, not /proc/self's (the main thread's): the
+	// main thread may be the one a namespace was unshared on (createNS's
+	// locked goroutine ran there, and the runtime keeps it, wedged).
+	runtime.LockOSThread()
+	err = unix.Stat("/proc/thread-self/ns/net", &root)
+	runtime.UnlockOSThread()
+	if err != nil {
 		t.Fatal(err)
 	}
 	u, _ := user.Lookup("frr")
@@ -145,7 +152,7 @@ func TestStartFRR(t *testing.T) {
 			t.Fatalf("%s (pid %d): %v", d, pid, err)
 		}
 		if ns.Ino != router.Ino || ns.Ino == root.Ino {
-			t.Errorf("%s (pid %d) runs outside the router namespace", d, pid)
+			t.Errorf("%s (pid %d) runs outside the router namespace (namespace inode %d, router %d, root %d)", d, pid, ns.Ino, router.Ino, root.Ino)
 		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if !strings.Contains(string(status), "\nUid:\t"+u.Uid+"\t") {

@@ -17,18 +17,20 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicelb/sluice/internal/netnsdir"
 )
 
 // netnsDir is where named namespaces live (iproute2's NETNS_RUN_DIR; the
 // netns package uses it too), so `ip netns exec` finds the lab's.
-const netnsDir = "/run/netns"
+const netnsDir = netnsdir.Dir
 
 // createNS creates the named network namespace. The unshare happens on a
 // throwaway thread that exits with its goroutine, so no thread of the
 // process is ever left in a namespace it did not ask for.
 func createNS(name string) error {
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		return err
+	if err := netnsdir.Share(); err != nil {
+		return fmt.Errorf("namespace %s: %w", name, err)
 	}
 	path := filepath.Join(netnsDir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)

@@ -23,6 +23,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/sluicelb/sluice/internal/netnsdir"
 )
 
 // RequireRoot skips the test with -short and without root; as root, it
@@ -96,6 +98,9 @@ func New(tb testing.TB, prefix string) *NS {
 	}
 	RequireRoot(tb)
 	ns := &NS{Name: Unique(prefix)}
+	if err := netnsdir.Share(); err != nil {
+		tb.Fatal(err)
+	}
 	Run(tb, "ip", "netns", "add", ns.Name)
 	tb.Cleanup(func() { exec.Command("ip", "netns", "del", ns.Name).Run() })
 	ns.Run(tb, "ip", "link", "set", "lo", "up")
