@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -158,32 +157,6 @@ func vipPackets(t *testing.T, s *scenario.Scenario) uint64 {
 	return sum
 }
 
-// bypassStreams opens the long-lived connections through stream4.
-func bypassStreams(t *testing.T, s *scenario.Scenario) *lab.Streams {
-	t.Helper()
-	dst := netip.AddrPortFrom(s.Opts.VIP4, scenario.StreamPort).String()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var c net.Conn
-		err := s.Lab.Client.Do(func() error {
-			var err error
-			c, err = net.DialTimeout("tcp", dst, 5*time.Second)
-			return err
-		})
-		return c, err
-	}
-	st := lab.RunStreams(t.Context(), lab.StreamOptions{Dial: dial, Conns: bypassConns, Interval: failoverInterval, Timeout: 15 * time.Second})
-	t.Cleanup(func() { st.Stop() })
-	per := map[string]int{}
-	for i, r := range st.Snapshot() {
-		if r.Err != nil {
-			t.Fatalf("stream %d: %v", i, r.Err)
-		}
-		per[r.Backend]++
-	}
-	t.Logf("%d streams open during bypass: %v", bypassConns, per)
-	return st
-}
-
 // brokenBy counts the broken streams by the backend they were on.
 func brokenBy(st *lab.Streams) (per map[string]int, total int) {
 	per = map[string]int{}
@@ -250,7 +223,7 @@ func bypassRun(t *testing.T, s *scenario.Scenario) bypassResult {
 	if err != nil {
 		t.Fatalf("bypass, IPv6: %v", err)
 	}
-	st := bypassStreams(t, s)
+	st := openStreams(t, s, bypassConns, 15*time.Second)
 	time.Sleep(time.Second) // the streams exchange ten messages each
 	res.lbPacketsDuringBypass = vipPackets(t, s) - before
 	t.Logf("bypass: %d requests answered by %v, %d over IPv6 by %v; the LB nodes sent %d packets of the VIPs meanwhile",
@@ -493,7 +466,7 @@ func TestE2ESingleBackendBypassHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := bypassStreams(t, s)
+	st := openStreams(t, s, bypassConns, 15*time.Second)
 	time.Sleep(time.Second)
 	lbPackets := vipPackets(t, s) - before
 	t.Logf("bypass: %d requests answered by %v; the LB nodes sent %d packets of the VIPs meanwhile", len(names), count(names), lbPackets)

@@ -256,7 +256,7 @@ func TestE2ECaptureOffloaded(t *testing.T) {
 	s := start(t, scenario.Options{IO: "afxdp", XDPMode: "native", Offload: true, LBs: 1, Streams: true})
 	lb := s.Lab.LBs[0]
 	const n = 20
-	openStreams(t, s, n)
+	openStreams(t, s, n, 15*time.Second)
 	forwarded := func(d time.Duration) uint64 {
 		a := lbStats(t, s, 0).Offload.Forwarded
 		time.Sleep(d)

@@ -138,7 +138,7 @@ func chainsRun(t *testing.T, s *scenario.Scenario) chainsResult {
 	ctx := t.Context()
 	cluster := s.Opts.Cluster
 	vip := s.Opts.VIP4
-	st := streams(t, s)
+	st := openStreams(t, s, failoverConns, 15*time.Second)
 	if cluster {
 		waitStreamsPublished(t, s, failoverConns, 0, 1, 2)
 	}

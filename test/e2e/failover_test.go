@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -39,32 +38,6 @@ func bgpLab(t *testing.T, o scenario.Options) *scenario.Scenario {
 		}
 	}
 	return s
-}
-
-// streams opens the long-lived connections through the stream VIP.
-func streams(t *testing.T, s *scenario.Scenario) *lab.Streams {
-	t.Helper()
-	dst := netip.AddrPortFrom(s.Opts.VIP4, scenario.StreamPort).String()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var c net.Conn
-		err := s.Lab.Client.Do(func() error {
-			var err error
-			c, err = net.DialTimeout("tcp", dst, 5*time.Second)
-			return err
-		})
-		return c, err
-	}
-	st := lab.RunStreams(t.Context(), lab.StreamOptions{Dial: dial, Conns: failoverConns, Interval: failoverInterval, Timeout: 15 * time.Second})
-	t.Cleanup(func() { st.Stop() })
-	per := map[string]int{}
-	for i, r := range st.Snapshot() {
-		if r.Err != nil {
-			t.Fatalf("stream %d: %v", i, r.Err)
-		}
-		per[r.Backend]++
-	}
-	t.Logf("%d streams open: %v", failoverConns, per)
-	return st
 }
 
 // newConns makes a new HTTP connection through the VIP every 50 ms until
@@ -162,7 +135,7 @@ func failover(t *testing.T, s *scenario.Scenario) failoverResult {
 	var res failoverResult
 	ctx := t.Context()
 	checkFingerprints(t, s)
-	st := streams(t, s)
+	st := openStreams(t, s, failoverConns, 15*time.Second)
 	nc := startNewConns(s)
 	vip := s.Opts.VIP4
 	time.Sleep(time.Second)
@@ -250,7 +223,7 @@ func TestE2EFailoverControlDisagreeingNodes(t *testing.T) {
 	if fps[0]["stream4"] == fps[1]["stream4"] {
 		t.Fatalf("nodes with different seeds show the same table fingerprint %s", fps[0]["stream4"])
 	}
-	st := streams(t, s)
+	st := openStreams(t, s, failoverConns, 15*time.Second)
 	time.Sleep(time.Second)
 	if err := s.Signal(0, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -19,33 +19,6 @@ import (
 
 const fastpathConns = 50
 
-// fastpathStreams opens n streams from the client to stream4 whose answers
-// must come within 5 s (a connection that waits longer is broken).
-func fastpathStreams(t *testing.T, s *scenario.Scenario, n int) *lab.Streams {
-	t.Helper()
-	dst := netip.AddrPortFrom(s.Opts.VIP4, scenario.StreamPort).String()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var c net.Conn
-		err := s.Lab.Client.Do(func() error {
-			var err error
-			c, err = net.DialTimeout("tcp", dst, 5*time.Second)
-			return err
-		})
-		return c, err
-	}
-	st := lab.RunStreams(t.Context(), lab.StreamOptions{Dial: dial, Conns: n, Interval: 100 * time.Millisecond, Timeout: 5 * time.Second})
-	t.Cleanup(func() { st.Stop() })
-	per := map[string]int{}
-	for i, r := range st.Snapshot() {
-		if r.Err != nil {
-			t.Fatalf("stream %d: %v", i, r.Err)
-		}
-		per[r.Backend]++
-	}
-	t.Logf("%d streams open: %v", n, per)
-	return st
-}
-
 // clientAgentMetrics returns the client agent's /metrics series (name with
 // labels -> value).
 func clientAgentMetrics(t *testing.T, s *scenario.Scenario) map[string]float64 {
@@ -128,7 +101,7 @@ func TestE2EFastpath(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s := start(t, scenario.Options{LBs: 3, Backends: 3, Streams: true, Fastpath: on, AgentMetrics: true})
-			st := fastpathStreams(t, s, fastpathConns)
+			st := openStreams(t, s, fastpathConns, 5*time.Second)
 			time.Sleep(2 * time.Second) // redirects acknowledged
 			active := fastpathActive(t, s)
 			per := perConn(t, s, 5*time.Second)
@@ -203,7 +176,7 @@ func TestE2EFastpath(t *testing.T) {
 // counted, and change nothing.
 func TestE2EFastpathDrain(t *testing.T) {
 	s := start(t, scenario.Options{LBs: 1, Backends: 3, Streams: true, Fastpath: true, SecondChance: true, AgentMetrics: true})
-	st := fastpathStreams(t, s, fastpathConns)
+	st := openStreams(t, s, fastpathConns, 5*time.Second)
 	time.Sleep(2 * time.Second)
 	if a := fastpathActive(t, s); a < fastpathConns {
 		t.Fatalf("%d redirects installed, want %d", a, fastpathConns)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sluicelb/sluice/internal/control"
-	"github.com/sluicelb/sluice/internal/lab"
 	"github.com/sluicelb/sluice/internal/scenario"
 )
 
@@ -43,7 +41,7 @@ func TestE2EXDPOffload(t *testing.T) {
 			if st0.Offload.Enabled != tc.offload {
 				t.Fatalf("offload enabled %v, want %v", st0.Offload.Enabled, tc.offload)
 			}
-			streams := openStreams(t, s, offloadConns)
+			streams := openStreams(t, s, offloadConns, 15*time.Second)
 			backends := map[int]string{}
 			for i, r := range streams.Snapshot() {
 				backends[i] = r.Backend
@@ -182,32 +180,6 @@ func udpEcho(t *testing.T, s *scenario.Scenario, dst netip.AddrPort, n int) int 
 		t.Fatal(err)
 	}
 	return got
-}
-
-// openStreams opens n stream-protocol connections through the stream VIP.
-func openStreams(t *testing.T, s *scenario.Scenario, n int) *lab.Streams {
-	t.Helper()
-	dst := netip.AddrPortFrom(s.Opts.VIP4, scenario.StreamPort).String()
-	dial := func(ctx context.Context) (net.Conn, error) {
-		var c net.Conn
-		err := s.Lab.Client.Do(func() error {
-			var err error
-			c, err = net.DialTimeout("tcp", dst, 5*time.Second)
-			return err
-		})
-		return c, err
-	}
-	st := lab.RunStreams(t.Context(), lab.StreamOptions{Dial: dial, Conns: n, Interval: 100 * time.Millisecond, Timeout: 15 * time.Second})
-	t.Cleanup(func() { st.Stop() })
-	per := map[string]int{}
-	for i, r := range st.Snapshot() {
-		if r.Err != nil {
-			t.Fatalf("stream %d: %v", i, r.Err)
-		}
-		per[r.Backend]++
-	}
-	t.Logf("%d streams open: %v", n, per)
-	return st
 }
 
 // reload rewrites LB node 1's configuration from the scenario's options,

@@ -57,7 +57,7 @@ func TestE2EOnChange(t *testing.T) {
 	t.Logf("cluster of 3 formed and ready after %v", d.Round(time.Millisecond))
 	ctx := t.Context()
 	vip := s.Opts.VIP4
-	st := streams(t, s)
+	st := openStreams(t, s, failoverConns, 15*time.Second)
 
 	// Steady state: no change in flight, so nothing is published.
 	time.Sleep(time.Second)

@@ -66,7 +66,7 @@ func agentCounter(t *testing.T, s *scenario.Scenario, name string) (total uint64
 // streams run, and returns the connections broken to backends that stay
 // (be1 leaves: its connections end with it).
 func scRun(t *testing.T, s *scenario.Scenario) (brokenStaying, brokenBE1 int) {
-	st := streams(t, s)
+	st := openStreams(t, s, failoverConns, 15*time.Second)
 	time.Sleep(time.Second)
 
 	// 1. Add be4 (filling) and restart lb1 at the same time.
