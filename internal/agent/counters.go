@@ -53,9 +53,11 @@ const (
 	// documentation). Dropped before anything parses it.
 	RejectedSource
 	// ClientSpoofed: a datagram from a fastpath client host (allowed only
-	// by Config.FastpathClients) whose inner source is not the outer
-	// source, or which carries a hop list: not what that host's egress
-	// program writes (see "Trust" in the package documentation).
+	// by Config.FastpathClients) that is not what that host's egress
+	// program writes for a redirected flow: its inner source is not the
+	// outer source, it carries a hop list, it is a fragment or neither TCP
+	// nor UDP, or it is a TCP SYN without ACK (see "Trust" in the package
+	// documentation).
 	ClientSpoofed
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons

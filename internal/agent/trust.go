@@ -92,22 +92,53 @@ func (f *sourceFilter) verdict(src netip.Addr, d []byte) (ok, asClient bool) {
 }
 
 // clientData reports whether a decapsulated packet allowed only as a
-// fastpath client's (verdict's asClient) is one that client host could have
-// encapsulated itself: no hop list (the egress program never writes one, and
-// a hop list would make second chance relay it) and the inner source is the
-// outer source (the egress program encapsulates a flow's packets with the
-// flow's client address as outer source). Without it any process on a
-// client host could inject packets from any source address into the VIPs'
-// services, past the LB nodes' firewall stage. It does not allocate.
+// fastpath client's (verdict's asClient) is one that client host's egress
+// program could have encapsulated for a redirected flow:
+//   - no hop list (the egress program never writes one, and a hop list would
+//     make second chance relay it);
+//   - the inner source is the outer source (the program encapsulates a
+//     flow's packets with the flow's client address as outer source);
+//   - TCP or UDP right after the IP header, not a fragment, and no TCP SYN
+//     without ACK (only established flows are redirected; a new connection
+//     must pass the LB nodes, their firewall stage and their choice of
+//     backend).
+//
+// Without it any process on a client host could inject packets from any
+// source address, or open connections, past the LB nodes. It does not
+// allocate.
 func clientData(src netip.Addr, inner []byte, h *encap.GUEHeader) bool {
 	if h.HasHops {
 		return false
 	}
 	src = src.Unmap()
-	if src.Is4() {
-		return h.Proto == protoIPv4 && len(inner) >= packet.IPv4MinHeaderLen && packet.IPv4(inner).Src() == src.As4()
+	var proto uint8
+	var l4 []byte
+	switch {
+	case src.Is4():
+		ip := packet.IPv4(inner)
+		if h.Proto != protoIPv4 || len(inner) < packet.IPv4MinHeaderLen || ip.Src() != src.As4() {
+			return false
+		}
+		hl := ip.HeaderLen()
+		if hl < packet.IPv4MinHeaderLen || hl > len(inner) || ip.MoreFragments() || ip.FragmentOffset() != 0 {
+			return false
+		}
+		proto, l4 = ip.Protocol(), inner[hl:]
+	default:
+		ip := packet.IPv6(inner)
+		if h.Proto != protoIPv6 || len(inner) < packet.IPv6HeaderLen || ip.Src() != src.As16() {
+			return false
+		}
+		proto, l4 = ip.NextHeader(), inner[packet.IPv6HeaderLen:]
 	}
-	return h.Proto == protoIPv6 && len(inner) >= packet.IPv6HeaderLen && packet.IPv6(inner).Src() == src.As16()
+	switch proto {
+	case packet.ProtoUDP:
+		return true
+	case packet.ProtoTCP:
+		const flagsOff = 13
+		return len(l4) > flagsOff && l4[flagsOff]&(packet.TCPFlagSYN|packet.TCPFlagACK) != packet.TCPFlagSYN
+	}
+	return false
 }
 
 // lbData reports whether d looks like a GUE data message an LB node could

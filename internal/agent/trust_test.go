@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -343,8 +344,17 @@ func TestRunFastpathClientSpoof(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	own := syn(netip.MustParseAddrPort("127.0.0.3:40000"), netip.AddrPortFrom(vip4, 80), 1)
-	spoofed := syn(client4, netip.AddrPortFrom(vip4, 80), 2)
+	ownAddr := netip.MustParseAddrPort("127.0.0.3:40000")
+	own := ipPacket(ownAddr.Addr(), vip4, 6, tcpSeg(ownAddr.Port(), 80, 1, tcpACK))
+	spoofed := ipPacket(client4.Addr(), vip4, 6, tcpSeg(client4.Port(), 80, 2, tcpACK))
+	// What the egress program never writes: a new connection, a fragment,
+	// another protocol.
+	ownSYN := syn(ownAddr, netip.AddrPortFrom(vip4, 80), 3)
+	frag := ipPacket(ownAddr.Addr(), vip4, 6, tcpSeg(ownAddr.Port(), 80, 4, tcpACK))
+	frag[6] |= 0x20 // more fragments
+	binary.BigEndian.PutUint16(frag[10:], 0)
+	binary.BigEndian.PutUint16(frag[10:], encap.Checksum(frag[:20], 0))
+	icmp := ipPacket(ownAddr.Addr(), vip4, 1, make([]byte, 8))
 	send := func(from string, ds ...[]byte) {
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(from+":0")))
 		if err != nil {
@@ -365,17 +375,18 @@ func TestRunFastpathClientSpoof(t *testing.T) {
 			t.Errorf("TUN stand-in: %x %v, want %x", got[:n], err, want)
 		}
 	}
-	send("127.0.0.3", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own), gue(4, nil, own))
-	waitCounters(t, a, "client", func(c *Counters) bool { return c.Received == 3 })
-	if c := a.Counters(); c.Drops[ClientSpoofed] != 2 || c.Dropped() != 2 || c.Delivered != 1 {
-		t.Errorf("from the fastpath client: %+v; want 2 client_spoofed, 1 delivered", c)
+	send("127.0.0.3", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own), gue(4, nil, ownSYN), gue(4, nil, frag), gue(4, nil, icmp), gue(4, nil, own))
+	waitCounters(t, a, "client", func(c *Counters) bool { return c.Received == 6 })
+	if c := a.Counters(); c.Drops[ClientSpoofed] != 5 || c.Dropped() != 5 || c.Delivered != 1 {
+		t.Errorf("from the fastpath client: %+v; want 5 client_spoofed, 1 delivered", c)
 	}
 	read(own)
-	send("127.0.0.1", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own))
-	waitCounters(t, a, "lb", func(c *Counters) bool { return c.Received == 5 })
-	if c := a.Counters(); c.Drops[ClientSpoofed] != 2 || c.Delivered != 3 {
-		t.Errorf("from the LB node: %+v; want both delivered", c)
+	send("127.0.0.1", gue(4, nil, spoofed), gue(4, hopList(1, vip4, vip4), own), gue(4, nil, ownSYN))
+	waitCounters(t, a, "lb", func(c *Counters) bool { return c.Received == 9 })
+	if c := a.Counters(); c.Drops[ClientSpoofed] != 5 || c.Delivered != 4 {
+		t.Errorf("from the LB node: %+v; want all delivered", c)
 	}
 	read(spoofed)
 	read(own)
+	read(ownSYN)
 }

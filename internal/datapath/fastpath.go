@@ -99,7 +99,7 @@ type FastpathCounters struct {
 	Orphans       uint64 // refreshed flows the node does not hold, answered with a cancel
 	Full          uint64 // flows not offered: the table was full
 	RingFull      uint64 // flows not offered: a worker's ring was full
-	BadSource     uint64 // datagrams from outside every fastpath client prefix
+	BadSource     uint64 // datagrams from outside every fastpath client prefix, and entries of them about another host's flow
 	BadAuth       uint64
 	Malformed     uint64
 	Stale         uint64 // outside fastpath.FreshMs
@@ -512,12 +512,18 @@ func (r *Redirector) resend() {
 func (r *Redirector) answer(in *fpIn) {
 	now := r.now()
 	m := &in.m
-	var installed, refused, cancelAcked, refreshed uint64
+	var installed, refused, cancelAcked, refreshed, foreign uint64
 	var refusedBy [8]uint64
 	for i := 0; i < m.Count; i++ {
 		e := &m.Entries[i]
 		k := flowKey(&e.Flow)
 		x := r.table[k]
+		if x != nil && x.agent.Addr() != in.from.Addr() {
+			// Only the host the redirect went to may answer for its
+			// flow: another client host holds the key too.
+			foreign++
+			continue
+		}
 		if x == nil {
 			if m.Type == fastpath.Refresh {
 				// The agent sends direct a flow this node does not
@@ -567,6 +573,7 @@ func (r *Redirector) answer(in *fpIn) {
 	orphans := r.cancelOrphans(in.from)
 	r.count(func(c *FastpathCounters) {
 		c.Orphans += orphans
+		c.BadSource += foreign
 		c.Installed += installed
 		c.Refused += refused
 		for i, n := range refusedBy {

@@ -24,8 +24,9 @@
 // within FreshMs of the receiver's clock. The agent takes redirects and
 // cancels only from the LB nodes' prefixes, only for flows whose client
 // address is one of its host's own, and only toward its configured backend
-// prefixes; the node takes acks and refreshes only from the VIP's fastpath
-// client prefixes. A message is idempotent: a lost one is sent again, a
+// prefixes; the node takes acks and refreshes only from its services'
+// fastpath client prefixes, and about a flow only from the host it sent that
+// flow's redirect to. A message is idempotent: a lost one is sent again, a
 // duplicated one changes nothing, and a late redirect, older than the last
 // cancel of its flow, is refused (StatusStale). A replayed redirect within
 // the freshness window points a flow at a backend an LB node chose for it
