@@ -74,6 +74,7 @@ type redirect struct {
 	agent   netip.AddrPort
 	sport   uint16
 	label   uint32
+	port    uint16 // the backend's GUE port
 	csum    bool
 	state   uint8
 	tries   uint8
@@ -406,7 +407,7 @@ func (r *Redirector) offer(g *pipeline.Generation, op *offload.Op) *redirect {
 	return &redirect{
 		real: op.Real, service: real.Service, backend: t.Dst(),
 		agent: r.agentOf(client),
-		sport: op.Sport, label: op.Label, csum: t.UDPChecksum(),
+		sport: op.Sport, label: op.Label, port: t.Port(), csum: t.UDPChecksum(),
 	}
 }
 
@@ -438,7 +439,7 @@ func (r *Redirector) send(t fastpath.Type, keys []flow.Key, now time.Time) {
 		e := &m.Entries[m.Count]
 		*e = fastpath.Entry{Flow: keyFlow(&k)}
 		if t == fastpath.Redirect {
-			e.Backend, e.Port, e.SrcPort, e.FlowLabel = x.backend, r.gue(x), x.sport, x.label
+			e.Backend, e.Port, e.SrcPort, e.FlowLabel = x.backend, x.port, x.sport, x.label
 			if x.csum {
 				e.Flags = fastpath.FlagUDPChecksum
 			}
@@ -452,14 +453,6 @@ func (r *Redirector) send(t fastpath.Type, keys []flow.Key, now time.Time) {
 		m.Count++
 	}
 	flush()
-}
-
-// gue returns the GUE port of x's backend in the current generation.
-func (r *Redirector) gue(x *redirect) uint16 {
-	if g := r.gen.Load(); g != nil && int(x.real) < len(g.Reals) && g.Reals[x.real] != nil && g.Reals[x.real].Template != nil {
-		return g.Reals[x.real].Template.Port()
-	}
-	return encap.DefaultGUEPort
 }
 
 // resend sends again the offers and cancels that are due, and gives up on
@@ -649,15 +642,24 @@ func (r *Redirector) rebase() {
 
 // valid reports whether x's flow may still go straight to its backend in g:
 // the backend is in its service's table with a weight, at the same
-// address, and the service still redirects the client.
+// address, GUE port and checksum setting (a reload may change them), and
+// the service still redirects the client. A backend whose next hop this
+// node cannot resolve for the moment (no template) stays valid: the client
+// host reaches it by its own route, and the LB path would drop the flow.
 func (r *Redirector) valid(g *pipeline.Generation, k *flow.Key, x *redirect) bool {
 	if int(x.real) >= len(g.Reals) {
 		return false
 	}
 	real := g.Reals[x.real]
-	if real == nil || real.Weight == 0 || real.Template == nil || real.Template.Dst() != x.backend ||
-		real.Service >= len(g.Services) {
+	if real == nil || real.Weight == 0 || real.Service >= len(g.Services) {
 		return false
+	}
+	if t := real.Template; t != nil {
+		if t.Mode() != encap.GUE || t.Dst() != x.backend || t.Port() != x.port || t.UDPChecksum() != x.csum {
+			return false
+		}
+	} else if !real.NoNextHop {
+		return false // not encapsulated (full NAT)
 	}
 	return g.Services[real.Service].FastpathClient(&k.Src)
 }

@@ -394,3 +394,40 @@ func TestFastpathListAfterStop(t *testing.T) {
 		t.Fatal("List waits for a stopped Redirector")
 	}
 }
+
+// A reload that leaves a redirected flow's backend without a resolved next
+// hop keeps the redirect (the client reaches the backend by its own route);
+// one that moves the backend's GUE port cancels it (the client would send
+// to a closed port).
+func TestFastpathReloadTemplate(t *testing.T) {
+	r, agent := newFastpathRig(t, 0)
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(1), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	r.apply(spec)
+	fp := r.dp.Redirector()
+	cl := netip.MustParseAddrPort("198.18.100.1:40004")
+	r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+	m, from, ok := agent.read(time.Second)
+	if !ok || m.Type != fastpath.Redirect || m.Entries[0].Port != 6080 {
+		t.Fatalf("no redirect to port 6080: %v %+v", ok, m)
+	}
+	agent.reply(from, fastpath.Ack, m.ID, fastpath.StatusInstalled, m.Entries[0].Flow)
+	waitFor(t, "the install", func() bool { return fp.Counters().Active == 1 })
+
+	spec.Services[0].Backends[0].NoNextHop = true
+	r.apply(spec)
+	if c, _, ok := agent.read(300 * time.Millisecond); ok {
+		t.Fatalf("the backend's next hop unresolved on the node: %+v sent, want the redirect kept", c)
+	}
+	if c := fp.Counters(); c.Active != 1 || c.Cancelled != 0 {
+		t.Fatalf("counters %+v, want the redirect kept", c)
+	}
+
+	spec.Services[0].Backends[0].NoNextHop = false
+	spec.Services[0].Backends[0].Tunnel.Port = 6081
+	r.apply(spec)
+	c, _, ok := agent.read(time.Second)
+	if !ok || c.Type != fastpath.Cancel || c.Entries[0].Flow != m.Entries[0].Flow {
+		t.Fatalf("the backend's GUE port moved: %v %+v, want a cancel", ok, c)
+	}
+}
