@@ -17,9 +17,10 @@
 // It is attached to the uplink's tc egress (tcx, direct action; Attach). It
 // parses untagged Ethernet, IPv4 without options and not a fragment, or
 // IPv6 without extension headers, and TCP or UDP, and looks the flow up in
-// an LRU hash map (Options.Flows entries, 65536 by default; when the map
-// is full the least recently used entry makes room, and its flow simply
-// goes through the LB tier again). A packet it does not parse, or of no
+// a hash map (Options.Flows entries, 65536 by default). Only the agent adds
+// and removes its entries, and it bounds their number: a flow it cannot add
+// (the map is full) goes through the LB tier, and no installed flow is ever
+// evicted behind its back. A packet it does not parse, or of no
 // flow, is left exactly as it is (TC_ACT_OK).
 //
 // A packet of an installed flow is encapsulated in place

@@ -99,7 +99,7 @@ type Counters struct {
 // Options configure Attach.
 type Options struct {
 	Interface string // the uplink the client's traffic leaves by
-	Flows     int    // flow map size (LRU); 0: DefaultFlows
+	Flows     int    // flow map size; 0: DefaultFlows
 }
 
 // options are load's: Options resolved, and what tests change.
@@ -237,9 +237,8 @@ func (k *egressFlowKey) flow() Flow {
 }
 
 // Put installs the flow's target, or replaces it; a replaced entry starts
-// over (counters, last use and Ended zero). The map is an LRU: when it is
-// full, the least recently used entry makes room (its flow goes the LB way
-// again).
+// over (counters, last use and Ended zero). A new flow in a full map is an
+// error (the map evicts nothing).
 func (p *Program) Put(f Flow, t Target) error {
 	k, err := flowKey(f)
 	if err != nil {

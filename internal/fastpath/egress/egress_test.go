@@ -454,3 +454,30 @@ func TestCloseTwice(t *testing.T) {
 		t.Error("Forwarding of a program not attached: no error")
 	}
 }
+
+// The flow map evicts nothing: with Flows entries installed, a new flow is
+// refused and every installed one stays (an LRU map would drop some, behind
+// the agent's back, even before it is full).
+func TestFlowMapFullEvictsNothing(t *testing.T) {
+	p := loadT(t) // 1024 flows
+	flow := func(i int) Flow {
+		return Flow{Proto: unix.IPPROTO_TCP, Client: netip.AddrPortFrom(client4, uint16(10000+i)), VIP: netip.AddrPortFrom(vip4, 80)}
+	}
+	tgt := Target{Backend: back4, SrcPort: 50000}
+	for i := range 1024 {
+		if err := p.Put(flow(i), tgt); err != nil {
+			t.Fatalf("flow %d of 1024: %v", i, err)
+		}
+	}
+	if err := p.Put(flow(1024), tgt); err == nil {
+		t.Error("a flow beyond the map's size installed")
+	}
+	for i := range 1024 {
+		if _, ok, err := p.Lookup(flow(i)); !ok || err != nil {
+			t.Fatalf("flow %d evicted: %v %v", i, ok, err)
+		}
+	}
+	if err := p.Put(flow(7), Target{Backend: back4, SrcPort: 50001}); err != nil {
+		t.Errorf("replacing an installed flow in a full map: %v", err)
+	}
+}

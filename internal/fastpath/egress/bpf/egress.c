@@ -83,8 +83,11 @@ enum ctr {
 	CTR_NUM,
 };
 
+/* A plain hash: only the agent adds and removes flows, and it bounds their
+ * number, so no entry is ever evicted behind its back (an LRU hash may evict
+ * before it is full: its free slots sit in per-CPU lists). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1 << 16); /* set from Options.Flows at load */
 	__type(key, struct flow_key);
 	__type(value, struct flow_value);
