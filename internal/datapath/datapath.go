@@ -192,6 +192,12 @@ func New(c Config) (*Datapath, error) {
 					e.Offload = 0 // offered again at its next packet
 				}
 			})
+		}, func(keys []flow.Key) {
+			d.each(keys, func(_ *Worker, e *flow.Entry) {
+				if e.Offload == fpMark {
+					e.Offload = fpDeclined
+				}
+			})
 		})
 		for i, w := range d.workers {
 			w.fp, w.fpWake = rings[i], d.fp.Wake

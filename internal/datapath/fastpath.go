@@ -37,6 +37,12 @@ import (
 // offloaded to XDP, and is offered once.
 const fpMark = offSeen
 
+// fpDeclined is the Entry.Offload note of a flow the fastpath gave up on:
+// the agent refused it, the node's table was full, its backend left, or its
+// redirect was cancelled. It is not offered again, and, like a flow without
+// a note, may be offloaded to XDP. offMark never takes this value.
+const fpDeclined = 0x7f
+
 // FastpathConfig configures the Redirector (Config.Fastpath).
 type FastpathConfig struct {
 	// Conn is the node's socket for redirects, cancels, acks and
@@ -122,26 +128,28 @@ type FastpathRedirect struct {
 // Redirector owns the node's redirects; see the comment at the top of the
 // file.
 type Redirector struct {
-	cfg     FastpathConfig
-	gen     *atomic.Pointer[pipeline.Generation]
-	rings   []*offload.Ring
-	touch   func(keys []flow.Key) // marks the workers' entries seen
-	release func(keys []flow.Key) // clears the workers' fpMark: may be offered again
-	wake    chan struct{}
-	in      chan fpIn
-	reqs    chan func()
-	done    chan struct{} // closed when Run returns
-	now     func() time.Time
-	sealer  *fastpath.Codec
-	buf     []byte
-	ops     []offload.Op
-	table   map[flow.Key]*redirect
-	pending map[flow.Key]struct{} // offered or cancelling
-	touched []flow.Key            // refreshed since the last touch
-	orphans []fastpath.Flow       // refreshed flows the node does not hold (answer)
-	lastGen uint32
-	nextID  uint64
-	active  int // redirects in rdInstalled
+	cfg      FastpathConfig
+	gen      *atomic.Pointer[pipeline.Generation]
+	rings    []*offload.Ring
+	touch    func(keys []flow.Key) // marks the workers' entries seen
+	release  func(keys []flow.Key) // clears the workers' fpMark: may be offered again
+	decline  func(keys []flow.Key) // turns the workers' fpMark into fpDeclined
+	declined []flow.Key            // to decline at the end of the current step
+	wake     chan struct{}
+	in       chan fpIn
+	reqs     chan func()
+	done     chan struct{} // closed when Run returns
+	now      func() time.Time
+	sealer   *fastpath.Codec
+	buf      []byte
+	ops      []offload.Op
+	table    map[flow.Key]*redirect
+	pending  map[flow.Key]struct{} // offered or cancelling
+	touched  []flow.Key            // refreshed since the last touch
+	orphans  []fastpath.Flow       // refreshed flows the node does not hold (answer)
+	lastGen  uint32
+	nextID   uint64
+	active   int // redirects in rdInstalled
 	// agentOf is where a client's redirects go: client:Port (tests put
 	// their agent elsewhere).
 	agentOf func(client netip.Addr) netip.AddrPort
@@ -156,7 +164,7 @@ type fpIn struct {
 	from netip.AddrPort
 }
 
-func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], rings []*offload.Ring, touch, release func([]flow.Key)) *Redirector {
+func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], rings []*offload.Ring, touch, release, decline func([]flow.Key)) *Redirector {
 	if c.Max <= 0 {
 		c.Max = 262144
 	}
@@ -166,7 +174,7 @@ func newRedirector(c FastpathConfig, gen *atomic.Pointer[pipeline.Generation], r
 	var seed [8]byte
 	rand.Read(seed[:])
 	return &Redirector{
-		cfg: c, gen: gen, rings: rings, touch: touch, release: release,
+		cfg: c, gen: gen, rings: rings, touch: touch, release: release, decline: decline,
 		wake: make(chan struct{}, 1), in: make(chan fpIn, 1024), reqs: make(chan func()), done: make(chan struct{}),
 		now: time.Now, sealer: fastpath.NewCodec(c.Key),
 		table: map[flow.Key]*redirect{}, pending: map[flow.Key]struct{}{},
@@ -375,11 +383,14 @@ func (r *Redirector) take() {
 			}
 			if len(r.table) >= r.cfg.Max {
 				r.count(func(c *FastpathCounters) { c.Full++ })
+				r.declined = append(r.declined, op.Key)
 				continue
 			}
 			x := r.offer(g, op)
 			if x == nil || !r.valid(g, &op.Key, x) {
-				continue // e.g. its backend drains since the worker queued it
+				// E.g. its backend drains since the worker queued it.
+				r.declined = append(r.declined, op.Key)
+				continue
 			}
 			x.since, x.seen = now, now
 			r.table[op.Key] = x
@@ -389,6 +400,16 @@ func (r *Redirector) take() {
 	if len(fresh) > 0 {
 		r.count(func(c *FastpathCounters) { c.Offered += uint64(len(fresh)) })
 		r.send(fastpath.Redirect, fresh, now)
+	}
+	r.flushDeclined()
+}
+
+// flushDeclined turns the workers' fpMark of the flows given up on in this
+// step into fpDeclined.
+func (r *Redirector) flushDeclined() {
+	if len(r.declined) > 0 {
+		r.decline(r.declined)
+		r.declined = r.declined[:0]
 	}
 }
 
@@ -484,6 +505,7 @@ func (r *Redirector) resend() {
 		if x.tries >= fpTries {
 			delete(r.pending, k)
 			delete(r.table, k)
+			r.declined = append(r.declined, k)
 			r.count(func(c *FastpathCounters) { c.CancelUnacked++ })
 			continue
 		}
@@ -499,6 +521,7 @@ func (r *Redirector) resend() {
 	if len(cancels) > 0 {
 		r.send(fastpath.Cancel, cancels, now)
 	}
+	r.flushDeclined()
 }
 
 // answer takes an agent's ack or refresh.
@@ -555,14 +578,17 @@ func (r *Redirector) answer(in *fpIn) {
 				continue
 			}
 			delete(r.table, k)
+			r.declined = append(r.declined, k)
 			refused++
 			refusedBy[min(int(e.Status), len(refusedBy)-1)]++
 		case rdCancelling:
 			delete(r.pending, k)
 			delete(r.table, k)
+			r.declined = append(r.declined, k)
 			cancelAcked++
 		}
 	}
+	r.flushDeclined()
 	orphans := r.cancelOrphans(in.from)
 	r.count(func(c *FastpathCounters) {
 		c.Orphans += orphans

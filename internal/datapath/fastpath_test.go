@@ -11,8 +11,10 @@ import (
 
 	"github.com/sluicelb/sluice/internal/datapath"
 	"github.com/sluicelb/sluice/internal/fastpath"
+	"github.com/sluicelb/sluice/internal/flow"
 	"github.com/sluicelb/sluice/internal/link"
 	"github.com/sluicelb/sluice/internal/link/mem"
+	"github.com/sluicelb/sluice/internal/offload"
 	"github.com/sluicelb/sluice/internal/pipeline"
 )
 
@@ -71,6 +73,12 @@ func newFastpathRigIdle(t *testing.T, retry, idle time.Duration) (*rig, *fakeAge
 // newFastpathRigPaused is newFastpathRigIdle with the Redirector started
 // only by start: the workers queue flows meanwhile.
 func newFastpathRigPaused(t *testing.T, retry, idle time.Duration) (*rig, *fakeAgent, func()) {
+	return newFastpathRigConfig(t, retry, idle, func(*datapath.Config) {})
+}
+
+// newFastpathRigConfig is newFastpathRigPaused with the datapath's config
+// amended by with.
+func newFastpathRigConfig(t *testing.T, retry, idle time.Duration, with func(*datapath.Config)) (*rig, *fakeAgent, func()) {
 	node, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -82,9 +90,11 @@ func newFastpathRigPaused(t *testing.T, retry, idle time.Duration) (*rig, *fakeA
 	t.Cleanup(func() { ac.Close(); node.Close() })
 	r := &rig{t: t, b: pipeline.NewBuilder()}
 	r.link = mem.New(mem.Config{Sink: func(f []byte) { r.out = append(r.out, slices.Clone(f)) }})
-	dp, err := datapath.New(datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Fastpath: &datapath.FastpathConfig{
+	cfg := datapath.Config{Links: []link.Link{r.link}, FlowCapacity: 1024, Fastpath: &datapath.FastpathConfig{
 		Conn: node, Key: fpKey, Port: uint16(ac.LocalAddr().(*net.UDPAddr).Port), Idle: idle,
-	}})
+	}}
+	with(&cfg)
+	dp, err := datapath.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,5 +439,51 @@ func TestFastpathReloadTemplate(t *testing.T) {
 	c, _, ok := agent.read(time.Second)
 	if !ok || c.Type != fastpath.Cancel || c.Entries[0].Flow != m.Entries[0].Flow {
 		t.Fatalf("the backend's GUE port moved: %v %+v, want a cancel", ok, c)
+	}
+}
+
+// A flow the fastpath gives up on (here: the agent refuses it) is not
+// offered again, and is offloaded to XDP like any other flow; one the agent
+// installed is not.
+func TestFastpathDeclinedOffloaded(t *testing.T) {
+	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
+	r, agent, start := newFastpathRigConfig(t, 0, time.Minute, func(c *datapath.Config) { c.Offload = k })
+	start()
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	r.apply(spec)
+	fp, s := r.dp.Redirector(), r.dp.Syncer()
+	refused := netip.MustParseAddrPort("198.18.100.1:40005")
+	direct := netip.MustParseAddrPort("198.18.100.1:40006")
+	for i, cl := range []netip.AddrPort{refused, direct} {
+		r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
+		m, from, ok := agent.read(time.Second)
+		if !ok || m.Type != fastpath.Redirect {
+			t.Fatalf("no redirect: %v %+v", ok, m)
+		}
+		st := fastpath.StatusFull
+		if i == 1 {
+			st = fastpath.StatusInstalled
+		}
+		agent.reply(from, fastpath.Ack, m.ID, st, m.Entries[0].Flow)
+	}
+	waitFor(t, "the answers", func() bool { c := fp.Counters(); return c.Refused == 1 && c.Installed == 1 })
+	for _, cl := range []netip.AddrPort{refused, direct} {
+		if out := r.send(tcpFrame(cl, vip4, 0x10)); len(out) != 1 {
+			t.Fatalf("%v: %d frames out", cl, len(out))
+		}
+	}
+	s.Sync()
+	if _, ok := k.entry(flow.MakeKey(6, refused, vip4)); !ok {
+		t.Error("the refused flow is not offloaded")
+	}
+	if _, ok := k.entry(flow.MakeKey(6, direct, vip4)); ok {
+		t.Error("the installed flow is offloaded")
+	}
+	if m, _, ok := agent.read(300 * time.Millisecond); ok {
+		t.Fatalf("offered again: %+v", m)
+	}
+	if c := fp.Counters(); c.Offered != 2 {
+		t.Errorf("offered %d, want 2", c.Offered)
 	}
 }

@@ -25,8 +25,13 @@ import (
 // change owner while the change is in flight), ICMP errors, fragments,
 // tagged or tenant (VXLAN) frames.
 
-// offMark is the Entry.Offload note of an install in generation gen: 1..127.
-func offMark(gen uint32) uint8 { return uint8(gen%127) + 1 }
+// offMark is the Entry.Offload note of an install in generation gen:
+// 1..126 (127 is fpDeclined).
+func offMark(gen uint32) uint8 { return uint8(gen%126) + 1 }
+
+// offInKernel reports whether the Entry.Offload note o says the flow was
+// queued for the kernel (not none, fpMark or fpDeclined).
+func offInKernel(o uint8) bool { return o != 0 && o != fpMark && o != fpDeclined }
 
 const offSeen = 0x80 // Entry.Offload: a packet reached the worker since the install
 
@@ -61,7 +66,7 @@ func (w *Worker) offloadFlow(p *pipeline.Packet, g *pipeline.Generation) {
 			return
 		}
 	case flow.StateClosing:
-		if e.Offload != 0 && w.offDelete(e) {
+		if offInKernel(e.Offload) && w.offDelete(e) {
 			e.Offload = 0
 		}
 		return
@@ -146,7 +151,7 @@ func (w *Worker) offRetry() {
 // offRemoved is the flow table's removal hook with the offload: the flow's
 // kernel entry goes with it.
 func (w *Worker) offRemoved(e *flow.Entry) {
-	if e.Offload != 0 && e.Offload != fpMark {
+	if offInKernel(e.Offload) {
 		w.offDelete(e)
 	}
 }
