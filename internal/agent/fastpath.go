@@ -102,6 +102,9 @@ type FastpathCounters struct {
 	Refused   [fastpath.StatusUnavailable + 1]uint64
 	// Cancelled are cancel entries handled (the flow removed, or absent).
 	Cancelled uint64
+	// StaleCancels are cancel entries ignored: the flow's redirect was
+	// sent after the cancel (the two crossed on the way).
+	StaleCancels uint64
 	// AcksSent and RefreshesSent are the messages sent; SendErrors those
 	// the socket did not take.
 	AcksSent, RefreshesSent, SendErrors uint64
@@ -155,6 +158,7 @@ const (
 	fpMapErrors
 	fpTombstonesFull
 	fpAddrErrors
+	fpStaleCancels
 	numFastpathCounters
 )
 
@@ -167,6 +171,7 @@ var fastpathNames = [numFastpathCounters]string{
 	"fastpath_auth_failures", "fastpath_malformed", "fastpath_stale_time", "fastpath_untrusted_source",
 	"fastpath_unexpected_type", "fastpath_queue_full", "fastpath_expired", "fastpath_ended",
 	"fastpath_unknown_removed", "fastpath_map_errors", "fastpath_tombstones_full", "fastpath_host_addr_errors",
+	"fastpath_cancels_stale",
 }
 
 func (c *FastpathCounters) fields() [numFastpathCounters]*uint64 {
@@ -176,11 +181,12 @@ func (c *FastpathCounters) fields() [numFastpathCounters]*uint64 {
 		&r[fastpath.StatusFull], &r[fastpath.StatusStale], &r[fastpath.StatusUnavailable],
 		&c.Cancelled, &c.AcksSent, &c.RefreshesSent, &c.SendErrors,
 		&c.AuthFailures, &c.Malformed, &c.StaleTime, &c.Untrusted, &c.Unexpected, &c.QueueFull,
-		&c.Expired, &c.Ended, &c.Unknown, &c.MapErrors, &c.TombstonesFull, &c.AddrErrors}
+		&c.Expired, &c.Ended, &c.Unknown, &c.MapErrors, &c.TombstonesFull, &c.AddrErrors,
+		&c.StaleCancels}
 }
 
 // Each calls f with each fastpath counter's name and value in a fixed
-// order (fastpath_redirects ... fastpath_host_addr_errors); not the Flows
+// order (fastpath_redirects ... fastpath_cancels_stale); not the Flows
 // gauge.
 func (c *FastpathCounters) Each(f func(name string, v uint64)) {
 	for i, p := range c.fields() {
@@ -210,6 +216,7 @@ type fastpathFlow struct {
 	endedAt time.Time      // when a sweep first saw it ended
 	seen    uint64         // the last sweep that found it in the map
 	target  egressTarget   // what the map entry says
+	sentMs  uint64         // the newest redirect's send time (lb's clock)
 }
 
 // tombstone remembers a cancel.
@@ -402,7 +409,10 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 	if x != nil && x.target == t {
 		// A resend (its ack was lost) or another node's redirect to the
 		// same place: the map entry, its counters and its end mark stay.
-		x.lb, x.at = src, now
+		if x.lb != src {
+			x.sentMs = 0 // another clock
+		}
+		x.lb, x.at, x.sentMs = src, now, max(x.sentMs, sentMs)
 		return fastpath.StatusInstalled
 	}
 	if err := p.prog.put(f, t); err != nil {
@@ -412,7 +422,7 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 		x = &fastpathFlow{}
 		p.flows[f] = x
 	}
-	*x = fastpathFlow{lb: src, at: now, seen: p.gen, target: t}
+	*x = fastpathFlow{lb: src, at: now, seen: p.gen, target: t, sentMs: sentMs}
 	return fastpath.StatusInstalled
 }
 
@@ -423,6 +433,15 @@ func (p *fastpathAgent) cancel(src netip.AddrPort, now time.Time) {
 	r.Type, r.ID, r.Count = fastpath.Ack, m.ID, m.Count
 	for i := 0; i < m.Count; i++ {
 		f := m.Entries[i].Flow
+		r.Entries[i] = fastpath.Entry{Flow: f, Status: fastpath.StatusInstalled}
+		if x := p.flows[f]; x != nil && x.lb == src && x.sentMs > m.TimeMs {
+			// The same node sent the flow's redirect after this cancel
+			// (the two crossed on the way): the cancel is about an
+			// earlier redirect. Send times compare only from one node:
+			// clocks differ.
+			p.b.StaleCancels++
+			continue
+		}
 		if p.prog != nil {
 			if err := p.prog.delete(f); err != nil {
 				p.b.MapErrors++
@@ -430,7 +449,6 @@ func (p *fastpathAgent) cancel(src netip.AddrPort, now time.Time) {
 		}
 		delete(p.flows, f)
 		p.remember(f, m.TimeMs, now)
-		r.Entries[i] = fastpath.Entry{Flow: f, Status: fastpath.StatusInstalled}
 		p.b.Cancelled++
 	}
 	p.sendMsg(r, src, now, &p.b.AcksSent)

@@ -836,3 +836,40 @@ func TestFastpathEnqueue(t *testing.T) {
 		t.Errorf("job %d bytes from %s", j.n, j.src)
 	}
 }
+
+// A cancel sent before the flow's installed redirect (a node's cancel of a
+// flow it forgot and its new redirect of it crossed on the way) is
+// acknowledged and ignored; a later cancel removes the flow.
+func TestFastpathCrossedCancel(t *testing.T) {
+	h := newFPHarness(t, fpConfig)
+	before := unixMs(h.now)
+	h.now = h.now.Add(10 * time.Millisecond)
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, before, fastpath.Entry{Flow: fpFlow4}), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	if c := h.counters(); c.StaleCancels != 1 || c.Cancelled != 0 || h.prog.len() != 1 || len(h.p.flows) != 1 {
+		t.Fatalf("after the crossed cancel: %+v, %d in the map; want the flow kept", c, h.prog.len())
+	}
+	h.now = h.now.Add(10 * time.Millisecond)
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, 0, fastpath.Entry{Flow: fpFlow4}), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	if c := h.counters(); c.Cancelled != 1 || h.prog.len() != 0 || len(h.p.flows) != 0 {
+		t.Fatalf("after a later cancel: %+v, %d in the map; want the flow removed", c, h.prog.len())
+	}
+}
+
+// Send times compare only from one node: another node's cancel sent
+// "before" the installed redirect by its clock still removes the flow.
+func TestFastpathCancelFromAnotherNode(t *testing.T) {
+	h := newFPHarness(t, fpConfig)
+	before := unixMs(h.now)
+	h.now = h.now.Add(10 * time.Millisecond)
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, before, fastpath.Entry{Flow: fpFlow4}), fpLB2), fpLB2, h.id,
+		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+	if c := h.counters(); c.StaleCancels != 0 || c.Cancelled != 1 || h.prog.len() != 0 {
+		t.Fatalf("%+v, %d in the map; want the flow removed", c, h.prog.len())
+	}
+}

@@ -28,7 +28,8 @@
 // fastpath client prefixes, and about a flow only from the host it sent that
 // flow's redirect to. A message is idempotent: a lost one is sent again, a
 // duplicated one changes nothing, and a late redirect, older than the last
-// cancel of its flow, is refused (StatusStale). A replayed redirect within
+// cancel of its flow, is refused (StatusStale), and a cancel older than the
+// same node's installed redirect of its flow is ignored. A replayed redirect within
 // the freshness window points a flow at a backend an LB node chose for it
 // moments before; a replay to another host is refused (StatusNotLocal).
 //
