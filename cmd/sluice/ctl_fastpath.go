@@ -64,7 +64,7 @@ func fastpathTable(tw *tabwriter.Writer, st control.FastpathStatus, now time.Tim
 		fmt.Fprintln(tw)
 	}
 	fmt.Fprintf(tw, "cancelled\t%d (acked %d, unacked %d)\n", k.Cancelled, k.CancelAcked, k.CancelUnacked)
-	fmt.Fprintf(tw, "refreshed\t%d flows, expired %d, orphans cancelled %d\n", k.Refreshes, k.Expired, k.Orphans)
+	fmt.Fprintf(tw, "refreshed\t%d flows, expired %d, orphans cancelled %d; declined %d\n", k.Refreshes, k.Expired, k.Orphans, k.Declined)
 	fmt.Fprintf(tw, "messages\tsent %d, send errors %d; dropped: bad source %d, bad tag %d, malformed %d, stale %d\n",
 		k.Sent, k.SendErrors, k.BadSource, k.BadAuth, k.Malformed, k.Stale)
 	if len(st.Redirects) == 0 {

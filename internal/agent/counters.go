@@ -55,9 +55,8 @@ const (
 	// ClientSpoofed: a datagram from a fastpath client host (allowed only
 	// by Config.FastpathClients) that is not what that host's egress
 	// program writes for a redirected flow: its inner source is not the
-	// outer source, it carries a hop list, it is a fragment or neither TCP
-	// nor UDP, or it is a TCP SYN without ACK (see "Trust" in the package
-	// documentation).
+	// outer source, it carries a hop list, or it is a fragment or neither
+	// TCP nor UDP (see "Trust" in the package documentation).
 	ClientSpoofed
 	// NumReasons is the number of reasons, for counter arrays.
 	NumReasons

@@ -88,10 +88,9 @@
 //     (version 0, C bit clear, not forwarded), nothing else: no VIP probe,
 //     no fastpath message, no forwarded packet. After decapsulation such a
 //     packet must also carry no hop list, have the outer source as its
-//     inner source, and be TCP or UDP, not a fragment, and no TCP SYN
-//     without ACK, as the host's egress program writes it for an
-//     established flow; anything else is dropped as client_spoofed. Such a
-//     host can still send any established-looking TCP or UDP packet from
+//     inner source, and be TCP or UDP and not a fragment, as the host's
+//     egress program writes it; anything else is dropped as
+//     client_spoofed. Such a host can still send any TCP or UDP packet from
 //     its own address to a VIP a backend serves, past the LB nodes'
 //     firewall stage: list only hosts trusted that far. This adds to what
 //     the source's other prefixes allow;

@@ -98,14 +98,13 @@ func (f *sourceFilter) verdict(src netip.Addr, d []byte) (ok, asClient bool) {
 //     make second chance relay it);
 //   - the inner source is the outer source (the program encapsulates a
 //     flow's packets with the flow's client address as outer source);
-//   - TCP or UDP right after the IP header, not a fragment, and no TCP SYN
-//     without ACK (only established flows are redirected; a new connection
-//     must pass the LB nodes, their firewall stage and their choice of
-//     backend).
+//   - TCP or UDP right after the IP header, and not a fragment (the
+//     program encapsulates nothing else).
 //
 // Without it any process on a client host could inject packets from any
-// source address, or open connections, past the LB nodes. It does not
-// allocate.
+// source address past the LB nodes. A TCP SYN is let through: the program
+// encapsulates a new connection on the 5-tuple of a redirected flow (a
+// reused port) until the agent removes the old one. It does not allocate.
 func clientData(src netip.Addr, inner []byte, h *encap.GUEHeader) bool {
 	if h.HasHops {
 		return false
@@ -133,10 +132,9 @@ func clientData(src netip.Addr, inner []byte, h *encap.GUEHeader) bool {
 	}
 	switch proto {
 	case packet.ProtoUDP:
-		return true
+		return len(l4) >= packet.UDPHeaderLen
 	case packet.ProtoTCP:
-		const flagsOff = 13
-		return len(l4) > flagsOff && l4[flagsOff]&(packet.TCPFlagSYN|packet.TCPFlagACK) != packet.TCPFlagSYN
+		return len(l4) >= packet.TCPMinHeaderLen
 	}
 	return false
 }

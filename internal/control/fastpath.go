@@ -42,6 +42,7 @@ type FastpathCounters struct {
 	Refreshes     uint64 `json:"refreshes"`
 	Expired       uint64 `json:"expired"`
 	Orphans       uint64 `json:"orphans"`
+	Declined      uint64 `json:"declined"`
 	Full          uint64 `json:"table_full"`
 	RingFull      uint64 `json:"ring_full"`
 	BadSource     uint64 `json:"bad_source"`
@@ -74,7 +75,7 @@ func (s *Server) Fastpath(ctx context.Context, max int) FastpathStatus {
 	st := FastpathStatus{Enabled: true, Counters: FastpathCounters{
 		Offered: c.Offered, Sent: c.Sent, Installed: c.Installed, Refused: c.Refused, Unacked: c.Unacked,
 		Cancelled: c.Cancelled, CancelAcked: c.CancelAcked, CancelUnacked: c.CancelUnacked, Refreshes: c.Refreshes,
-		Expired: c.Expired, Orphans: c.Orphans, Full: c.Full, RingFull: c.RingFull, BadSource: c.BadSource, BadAuth: c.BadAuth,
+		Expired: c.Expired, Orphans: c.Orphans, Declined: c.Declined, Full: c.Full, RingFull: c.RingFull, BadSource: c.BadSource, BadAuth: c.BadAuth,
 		Malformed: c.Malformed, Stale: c.Stale, SendErrors: c.SendErrors, Active: c.Active, Pending: c.Pending,
 	}, Refused: map[string]uint64{}, Redirects: []FastpathRedirect{}}
 	for i, n := range c.RefusedBy {
@@ -117,7 +118,7 @@ func (c collector) collectFastpath(ch chan<- prometheus.Metric) {
 		l string
 	}{{k.Offered, "offered"}, {k.Installed, "installed"}, {k.Refused, "refused"}, {k.Unacked, "unacked"},
 		{k.Cancelled, "cancelled"}, {k.CancelAcked, "cancel_acked"}, {k.CancelUnacked, "cancel_unacked"},
-		{k.Expired, "expired"}, {k.Orphans, "orphan"}, {k.Full + k.RingFull, "full"}} {
+		{k.Expired, "expired"}, {k.Orphans, "orphan"}, {k.Declined, "declined"}, {k.Full + k.RingFull, "full"}} {
 		counter(descFPRedirects, e.n, e.l)
 	}
 	for i, n := range k.RefusedBy {

@@ -104,9 +104,10 @@ type FastpathCounters struct {
 	Refreshes     uint64 // refreshed flows
 	Expired       uint64 // redirects forgotten without refreshes
 	Orphans       uint64 // refreshed flows the node does not hold, answered with a cancel
+	Declined      uint64 // flows given up on (refused, cancelled, no room, backend gone): never offered again
 	Full          uint64 // flows not offered: the table was full
 	RingFull      uint64 // flows not offered: a worker's ring was full
-	BadSource     uint64 // datagrams from outside every fastpath client prefix, and entries of them about another host's flow
+	BadSource     uint64 // datagrams from outside every fastpath client prefix
 	BadAuth       uint64
 	Malformed     uint64
 	Stale         uint64 // outside fastpath.FreshMs
@@ -134,7 +135,7 @@ type Redirector struct {
 	touch    func(keys []flow.Key) // marks the workers' entries seen
 	release  func(keys []flow.Key) // clears the workers' fpMark: may be offered again
 	decline  func(keys []flow.Key) // turns the workers' fpMark into fpDeclined
-	declined []flow.Key            // to decline at the end of the current step
+	declined []flow.Key            // to decline at the next flushDeclined
 	wake     chan struct{}
 	in       chan fpIn
 	reqs     chan func()
@@ -294,6 +295,7 @@ func (r *Redirector) Run(ctx context.Context) {
 			r.resend()
 		case <-second.C:
 			r.expire()
+			r.flushDeclined()
 			if len(r.touched) > 0 {
 				r.touch(r.touched)
 				r.touched = r.touched[:0]
@@ -401,15 +403,16 @@ func (r *Redirector) take() {
 		r.count(func(c *FastpathCounters) { c.Offered += uint64(len(fresh)) })
 		r.send(fastpath.Redirect, fresh, now)
 	}
-	r.flushDeclined()
 }
 
-// flushDeclined turns the workers' fpMark of the flows given up on in this
-// step into fpDeclined.
+// flushDeclined turns the workers' fpMark of the flows given up on since
+// the last call into fpDeclined; once a second, as it stops the workers
+// for a moment. Meanwhile their fpMark keeps them from being offered again.
 func (r *Redirector) flushDeclined() {
-	if len(r.declined) > 0 {
+	if n := uint64(len(r.declined)); n > 0 {
 		r.decline(r.declined)
 		r.declined = r.declined[:0]
+		r.count(func(c *FastpathCounters) { c.Declined += n })
 	}
 }
 
@@ -521,31 +524,24 @@ func (r *Redirector) resend() {
 	if len(cancels) > 0 {
 		r.send(fastpath.Cancel, cancels, now)
 	}
-	r.flushDeclined()
 }
 
 // answer takes an agent's ack or refresh.
 func (r *Redirector) answer(in *fpIn) {
 	now := r.now()
 	m := &in.m
-	var installed, refused, cancelAcked, refreshed, foreign uint64
+	var installed, refused, cancelAcked, refreshed uint64
 	var refusedBy [8]uint64
 	for i := 0; i < m.Count; i++ {
 		e := &m.Entries[i]
 		k := flowKey(&e.Flow)
 		x := r.table[k]
-		if x != nil && x.agent.Addr() != in.from.Addr() {
-			// Only the host the redirect went to may answer for its
-			// flow: another client host holds the key too.
-			foreign++
-			continue
-		}
 		if x == nil {
 			if m.Type == fastpath.Refresh {
 				// The agent sends direct a flow this node does not
 				// hold (it gave up on it, or restarted): cancel it, so
 				// that it comes back to the LB path, where it keeps its
-				// backend and is offered again.
+				// backend (and is offered again, unless declined).
 				r.orphans = append(r.orphans, e.Flow)
 			}
 			continue
@@ -588,11 +584,9 @@ func (r *Redirector) answer(in *fpIn) {
 			cancelAcked++
 		}
 	}
-	r.flushDeclined()
 	orphans := r.cancelOrphans(in.from)
 	r.count(func(c *FastpathCounters) {
 		c.Orphans += orphans
-		c.BadSource += foreign
 		c.Installed += installed
 		c.Refused += refused
 		for i, n := range refusedBy {
@@ -684,7 +678,7 @@ func (r *Redirector) valid(g *pipeline.Generation, k *flow.Key, x *redirect) boo
 		if t.Mode() != encap.GUE || t.Dst() != x.backend || t.Port() != x.port || t.UDPChecksum() != x.csum {
 			return false
 		}
-	} else if !real.NoNextHop {
+	} else if !real.NoNextHop || real.NAT != nil {
 		return false // not encapsulated (full NAT)
 	}
 	return g.Services[real.Service].FastpathClient(&k.Src)

@@ -25,8 +25,7 @@
 // cancels only from the LB nodes' prefixes, only for flows whose client
 // address is one of its host's own, and only toward its configured backend
 // prefixes; the node takes acks and refreshes only from its services'
-// fastpath client prefixes, and about a flow only from the host it sent that
-// flow's redirect to. A message is idempotent: a lost one is sent again, a
+// fastpath client prefixes. A message is idempotent: a lost one is sent again, a
 // duplicated one changes nothing, and a late redirect, older than the last
 // cancel of its flow, is refused (StatusStale), and a cancel older than the
 // same node's installed redirect of its flow is ignored. A replayed redirect within
