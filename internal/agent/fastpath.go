@@ -409,10 +409,10 @@ func (p *fastpathAgent) install(e *fastpath.Entry, sentMs uint64, src netip.Addr
 	if x != nil && x.target == t {
 		// A resend (its ack was lost) or another node's redirect to the
 		// same place: the map entry, its counters and its end mark stay.
-		if x.lb != src {
-			x.sentMs = 0 // another clock
+		if x.lb != src || sentMs > x.sentMs { // another node: another clock
+			x.sentMs = sentMs
 		}
-		x.lb, x.at, x.sentMs = src, now, max(x.sentMs, sentMs)
+		x.lb, x.at = src, now
 		return fastpath.StatusInstalled
 	}
 	if err := p.prog.put(f, t); err != nil {

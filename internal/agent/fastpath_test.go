@@ -837,39 +837,41 @@ func TestFastpathEnqueue(t *testing.T) {
 	}
 }
 
-// A cancel sent before the flow's installed redirect (a node's cancel of a
-// flow it forgot and its new redirect of it crossed on the way) is
-// acknowledged and ignored; a later cancel removes the flow.
+// A cancel the node sent before its installed redirect of the flow (a
+// node's cancel of a flow it forgot and its new redirect of it crossed on
+// the way) is acknowledged and ignored, and a later one removes the flow;
+// send times compare only from one node, so another node's cancel sent
+// "before" by its clock removes the flow.
 func TestFastpathCrossedCancel(t *testing.T) {
-	h := newFPHarness(t, fpConfig)
-	before := unixMs(h.now)
-	h.now = h.now.Add(10 * time.Millisecond)
-	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
-		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, before, fastpath.Entry{Flow: fpFlow4}), fpLB), fpLB, h.id,
-		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-	if c := h.counters(); c.StaleCancels != 1 || c.Cancelled != 0 || h.prog.len() != 1 || len(h.p.flows) != 1 {
-		t.Fatalf("after the crossed cancel: %+v, %d in the map; want the flow kept", c, h.prog.len())
-	}
-	h.now = h.now.Add(10 * time.Millisecond)
-	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, 0, fastpath.Entry{Flow: fpFlow4}), fpLB), fpLB, h.id,
-		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-	if c := h.counters(); c.Cancelled != 1 || h.prog.len() != 0 || len(h.p.flows) != 0 {
-		t.Fatalf("after a later cancel: %+v, %d in the map; want the flow removed", c, h.prog.len())
-	}
-}
-
-// Send times compare only from one node: another node's cancel sent
-// "before" the installed redirect by its clock still removes the flow.
-func TestFastpathCancelFromAnotherNode(t *testing.T) {
-	h := newFPHarness(t, fpConfig)
-	before := unixMs(h.now)
-	h.now = h.now.Add(10 * time.Millisecond)
-	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
-		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-	wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, before, fastpath.Entry{Flow: fpFlow4}), fpLB2), fpLB2, h.id,
-		map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
-	if c := h.counters(); c.StaleCancels != 0 || c.Cancelled != 1 || h.prog.len() != 0 {
-		t.Fatalf("%+v, %d in the map; want the flow removed", c, h.prog.len())
+	for _, tc := range []struct {
+		name string
+		from netip.AddrPort
+		kept bool
+	}{{"same node", fpLB, true}, {"another node", fpLB2, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFPHarness(t, fpConfig)
+			before := unixMs(h.now)
+			h.now = h.now.Add(10 * time.Millisecond)
+			wantAck(t, h.deliver(h.seal(fpKey, fastpath.Redirect, 0, redirectTo(fpFlow4, fpBackend4)), fpLB), fpLB, h.id,
+				map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+			wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, before, fastpath.Entry{Flow: fpFlow4}), tc.from), tc.from, h.id,
+				map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+			c := h.counters()
+			if !tc.kept {
+				if c.StaleCancels != 0 || c.Cancelled != 1 || h.prog.len() != 0 {
+					t.Fatalf("%+v, %d in the map; want the flow removed", c, h.prog.len())
+				}
+				return
+			}
+			if c.StaleCancels != 1 || c.Cancelled != 0 || h.prog.len() != 1 || len(h.p.flows) != 1 {
+				t.Fatalf("after the crossed cancel: %+v, %d in the map; want the flow kept", c, h.prog.len())
+			}
+			h.now = h.now.Add(10 * time.Millisecond)
+			wantAck(t, h.deliver(h.seal(fpKey, fastpath.Cancel, 0, fastpath.Entry{Flow: fpFlow4}), fpLB), fpLB, h.id,
+				map[fastpath.Flow]fastpath.Status{fpFlow4: fastpath.StatusInstalled})
+			if c := h.counters(); c.Cancelled != 1 || h.prog.len() != 0 || len(h.p.flows) != 0 {
+				t.Fatalf("after a later cancel: %+v, %d in the map; want the flow removed", c, h.prog.len())
+			}
+		})
 	}
 }

@@ -184,21 +184,20 @@ func New(c Config) (*Datapath, error) {
 		for i := range rings {
 			rings[i] = offload.NewRing(n)
 		}
+		// remark turns the fpMark of the keys' entries into note: 0 (offered
+		// again at its next packet) or fpDeclined.
+		remark := func(note uint8) func([]flow.Key) {
+			return func(keys []flow.Key) {
+				d.each(keys, func(_ *Worker, e *flow.Entry) {
+					if e.Offload == fpMark {
+						e.Offload = note
+					}
+				})
+			}
+		}
 		d.fp = newRedirector(*c.Fastpath, &d.gen, rings, func(keys []flow.Key) {
 			d.touch(keys, func(e *flow.Entry) bool { return e.Offload == fpMark })
-		}, func(keys []flow.Key) {
-			d.each(keys, func(_ *Worker, e *flow.Entry) {
-				if e.Offload == fpMark {
-					e.Offload = 0 // offered again at its next packet
-				}
-			})
-		}, func(keys []flow.Key) {
-			d.each(keys, func(_ *Worker, e *flow.Entry) {
-				if e.Offload == fpMark {
-					e.Offload = fpDeclined
-				}
-			})
-		})
+		}, remark(0), remark(fpDeclined))
 		for i, w := range d.workers {
 			w.fp, w.fpWake = rings[i], d.fp.Wake
 		}

@@ -112,14 +112,21 @@ func newFastpathRigConfig(t *testing.T, retry, idle time.Duration, with func(*da
 	return r, &fakeAgent{t: t, conn: ac, codec: fastpath.NewCodec(fpKey)}, start
 }
 
+// fastpathSpec is a spec of one TCP service on vip4 with n backends whose
+// fastpath clients are 198.18.100.0/24 and loopback (the fake agent).
+func fastpathSpec(n int) pipeline.Spec {
+	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(n), nil)}}
+	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	return spec
+}
+
 // A flow queued by its worker whose backend starts draining before the
 // Redirector takes it is not offered (no redirect could be cancelled
 // later); the control, without the drain, is.
 func TestFastpathDrainingNotOffered(t *testing.T) {
 	for _, drain := range []bool{false, true} {
 		r, agent, start := newFastpathRigPaused(t, 0, time.Minute)
-		spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(1), nil)}}
-		spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+		spec := fastpathSpec(1)
 		r.apply(spec)
 		cl := netip.MustParseAddrPort("198.18.100.1:40004")
 		r.send(tcpFrame(cl, vip4, 0x02), tcpFrame(cl, vip4, 0x10))
@@ -154,8 +161,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 // backend cancels the redirect. A flow from another client is not offered.
 func TestFastpathRedirect(t *testing.T) {
 	r, agent := newFastpathRig(t, 0)
-	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(3), nil)}}
-	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	spec := fastpathSpec(3)
 	r.apply(spec)
 	fp := r.dp.Redirector()
 
@@ -236,8 +242,7 @@ func TestFastpathRedirect(t *testing.T) {
 // hold is answered with a cancel.
 func TestFastpathRefusedAndUnacked(t *testing.T) {
 	r, agent := newFastpathRig(t, 20*time.Millisecond)
-	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
-	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	spec := fastpathSpec(2)
 	fp := r.dp.Redirector()
 	r.apply(spec)
 	a := netip.MustParseAddrPort("198.18.100.1:40001")
@@ -300,8 +305,7 @@ func TestFastpathRefusedAndUnacked(t *testing.T) {
 // through the node again, is offered again.
 func TestFastpathExpiredOfferedAgain(t *testing.T) {
 	r, agent := newFastpathRigIdle(t, 0, 500*time.Millisecond)
-	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
-	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	spec := fastpathSpec(2)
 	r.apply(spec)
 	fp := r.dp.Redirector()
 	cl := netip.MustParseAddrPort("198.18.100.1:40003")
@@ -398,8 +402,7 @@ func TestFastpathListAfterStop(t *testing.T) {
 // to a closed port).
 func TestFastpathReloadTemplate(t *testing.T) {
 	r, agent := newFastpathRig(t, 0)
-	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(1), nil)}}
-	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	spec := fastpathSpec(1)
 	r.apply(spec)
 	fp := r.dp.Redirector()
 	cl := netip.MustParseAddrPort("198.18.100.1:40004")
@@ -436,8 +439,7 @@ func TestFastpathDeclinedOffloaded(t *testing.T) {
 	k := &fakeKernel{flows: make(map[flow.Key]offload.Op)}
 	r, agent, start := newFastpathRigConfig(t, 0, time.Minute, func(c *datapath.Config) { c.Offload = k })
 	start()
-	spec := pipeline.Spec{Seed: 1, Services: []pipeline.ServiceSpec{service(vip4, backends4(2), nil)}}
-	spec.Services[0].Fastpath = []netip.Prefix{netip.MustParsePrefix("198.18.100.0/24"), netip.MustParsePrefix("127.0.0.0/8")}
+	spec := fastpathSpec(2)
 	r.apply(spec)
 	fp, s := r.dp.Redirector(), r.dp.Syncer()
 	refused := netip.MustParseAddrPort("198.18.100.1:40005")
